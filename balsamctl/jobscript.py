@@ -1,0 +1,50 @@
+"""Rendering a BatchJob's job script from the site's Jinja2 template, in Jinja2's sandbox."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+
+from balsamctl.site import Site, SiteError
+from schemas import BatchJob
+
+_ENV = SandboxedEnvironment(
+    autoescape=False, undefined=StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True
+)
+_ENV.filters["shquote"] = lambda value: shlex.quote(str(value))
+
+
+def launcher_command(site: Site, batch_job: BatchJob) -> str:
+    """The shell command that starts the launcher(s) of ``batch_job`` inside its allocation."""
+    python = site.settings.launcher.python or sys.executable
+    argv = [python, "-m", "launcher", "--site", str(site.path), "--batch-job", batch_job.metadata.name]
+    return shlex.join(argv)
+
+
+def template_context(site: Site, batch_job: BatchJob) -> dict[str, Any]:
+    """What a job template sees: the BatchJob's fields, its partitions, filter tags, optional params, the launcher."""
+    spec = batch_job.spec
+    optional = {**site.settings.optional_batch_job_params, **spec.optional_params}
+    return {
+        "batch_job": {"name": batch_job.metadata.name, **spec.model_dump(mode="json")},
+        "partitions": [p.model_dump(mode="json") for p in spec.launcher_partitions()],
+        "filter_tags": dict(spec.filter_tags),
+        "optional_params": optional,
+        "site_name": site.name,
+        "site_path": str(site.path),
+        "launcher_command": launcher_command(site, batch_job),
+    }
+
+
+def render_job_script(site: Site, batch_job: BatchJob) -> str:
+    """The job script for ``batch_job``; :class:`SiteError` names the template on a template error."""
+    template_path = site.path / site.settings.job_template_path
+    try:
+        template = _ENV.from_string(template_path.read_text())
+        return template.render(**template_context(site, batch_job))
+    except (OSError, TemplateError) as exc:
+        raise SiteError(f"{template_path}: cannot render: {exc}") from None

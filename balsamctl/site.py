@@ -1,0 +1,181 @@
+"""A site directory: settings.yml, job-template.sh, manifests/, data/, log/, qsubmit/ and .balsam/."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from balsamctl import registry
+from schemas.settings import SchedulerKind, SiteSettings
+from store import Store, sqlite_url
+
+LAYOUT = ("manifests", "data", "log", "qsubmit", ".balsam")
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+class SiteError(Exception):
+    """A site that cannot be found, created or read."""
+
+
+@dataclass
+class Site:
+    """One site: its directory, its settings and its store."""
+
+    path: Path
+    settings: SiteSettings
+    _store: Store | None = field(default=None, repr=False)
+
+    @classmethod
+    def load(cls, path: Path) -> Site:
+        """Read the site at ``path``; :class:`SiteError` names the file and field when settings are invalid."""
+        path = path.resolve()
+        settings_file = path / "settings.yml"
+        if not settings_file.is_file():
+            raise SiteError(f"{path} is not a site directory (no settings.yml)")
+        try:
+            raw = yaml.safe_load(settings_file.read_text()) or {}
+            settings = SiteSettings.model_validate(raw)
+        except yaml.YAMLError as exc:
+            raise SiteError(f"{settings_file}: invalid YAML: {exc}") from None
+        except ValidationError as exc:
+            lines = [f"{settings_file}: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+            raise SiteError("\n".join(lines)) from None
+        return cls(path, settings)
+
+    @property
+    def name(self) -> str:
+        """The site's name."""
+        return self.settings.name
+
+    @property
+    def store_url(self) -> str:
+        """The store's SQLAlchemy URL (``${VAR}`` expanded, so credentials can stay in the environment)."""
+        if self.settings.store_url:
+            return os.path.expandvars(self.settings.store_url)
+        return sqlite_url(self.path / ".balsam" / "store.db")
+
+    @property
+    def store(self) -> Store:
+        """The site's store, opened on first use."""
+        if self._store is None:
+            self._store = Store(self.store_url)
+        return self._store
+
+    @cached_property
+    def site_id(self) -> int:
+        """This site's integer id in its store."""
+        return self.store.ensure_site(self.name, str(self.path))
+
+    @property
+    def data_dir(self) -> Path:
+        """Where Job workdirs live."""
+        return self.path / "data"
+
+    @property
+    def manifests_dir(self) -> Path:
+        """The watched GitOps folder."""
+        return self.path / "manifests"
+
+    @property
+    def log_dir(self) -> Path:
+        """Logs of the controller, hooks and launchers."""
+        return self.path / "log"
+
+    @property
+    def qsubmit_dir(self) -> Path:
+        """Rendered job scripts and allocation output."""
+        return self.path / "qsubmit"
+
+    @property
+    def state_dir(self) -> Path:
+        """``.balsam/``: the SQLite store, pid file, wake-up file."""
+        return self.path / ".balsam"
+
+    @property
+    def wake_file(self) -> Path:
+        """Touched by the CLI after a change so the controller reconciles at once."""
+        return self.state_dir / "wake"
+
+    def poke(self) -> None:
+        """Wake the controller up."""
+        self.wake_file.touch()
+
+    def workdir(self, relative: str) -> Path:
+        """A Job's workdir, guaranteed inside ``data/`` even through symlinks."""
+        base = self.data_dir.resolve()
+        target = (base / relative).resolve()
+        if target != base and base not in target.parents:
+            raise SiteError(f"workdir {relative!r} resolves outside the site's data/ directory")
+        return target
+
+    def close(self) -> None:
+        """Release the store."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+def init_site(path: Path, name: str, scheduler: SchedulerKind = "local", *, register: bool = True) -> Site:
+    """Lay out a new site at ``path`` (private to its owner) and register it."""
+    path = path.resolve()
+    if (path / "settings.yml").exists():
+        raise SiteError(f"{path} is already a site")
+    if name in registry.load_registry() and registry.load_registry()[name] != path:
+        raise SiteError(f"a site named {name!r} is already registered at {registry.load_registry()[name]}")
+    old_umask = os.umask(0o077)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        for sub in LAYOUT:
+            (path / sub).mkdir(exist_ok=True)
+        settings = SiteSettings(name=name, scheduler=scheduler)
+        body = settings.model_dump(mode="json", exclude={"store_url"})
+        (path / "settings.yml").write_text(_SETTINGS_HEADER + yaml.safe_dump(body, sort_keys=False))
+        (path / "job-template.sh").write_text((TEMPLATES / f"{scheduler}.sh").read_text())
+    finally:
+        os.umask(old_umask)
+    site = Site.load(path)
+    _ = site.site_id
+    if register:
+        registry.register(name, path)
+    return site
+
+
+_SETTINGS_HEADER = """\
+# balsamctl site settings. store_url: set to a PostgreSQL URL (e.g. postgresql+psycopg://user@host/db,
+# credentials as ${ENV_VARS}) when launchers on other hosts or many sites share one store.
+"""
+
+
+def find_site_dir(start: Path) -> Path | None:
+    """The site directory containing ``start``, if any."""
+    for candidate in (start, *start.parents):
+        if (candidate / "settings.yml").is_file() and (candidate / ".balsam").is_dir():
+            return candidate
+    return None
+
+
+def resolve_sites(spec: str | None, cwd: Path) -> list[Site]:
+    """The sites named by ``--site``: ``NAME``, ``a,b``, ``all``, ``this`` (default: the site containing cwd)."""
+    if spec in (None, "", "this"):
+        here = find_site_dir(cwd)
+        if here is None:
+            known = ", ".join(sorted(registry.load_registry())) or "none registered"
+            raise SiteError(f"not inside a site directory; pass --site NAME or --site all (sites: {known})")
+        return [Site.load(here)]
+    entries = registry.load_registry()
+    if spec == "all":
+        return [Site.load(p) for _, p in sorted(entries.items())]
+    sites = []
+    for name in spec.split(","):
+        if name == "this":
+            sites += resolve_sites("this", cwd)
+        elif name in entries:
+            sites.append(Site.load(entries[name]))
+        else:
+            raise SiteError(f"no site named {name!r} (registered: {', '.join(sorted(entries)) or 'none'})")
+    return sites

@@ -1,0 +1,125 @@
+"""The scheduler adapter interface: how to get, watch and give back an allocation."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import subprocess
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import ClassVar, Literal
+
+AllocationState = Literal["queued", "running", "finished"]
+
+# Seconds to collect the output of a timed-out command after its process group was killed.
+_DRAIN_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    """Everything a scheduler needs to submit one BatchJob's job script."""
+
+    script_path: Path
+    job_name: str
+    num_nodes: int
+    wall_time_min: int
+    queue: str
+    project: str
+    output_dir: Path
+    extra_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AllocationStatus:
+    """What the scheduler says about one allocation; times are timezone-aware UTC."""
+
+    scheduler_id: str
+    state: AllocationState
+    raw_state: str
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    exit_code: int | None = None
+    nodes: tuple[str, ...] = ()
+    message: str = ""
+
+
+class SchedulerError(Exception):
+    """A scheduler command failed, was refused (``returncode`` set) or timed out (``returncode`` None)."""
+
+    def __init__(self, command: Sequence[str], returncode: int | None, stderr: str) -> None:
+        self.command = list(command)
+        self.returncode = returncode
+        self.stderr = stderr
+        super().__init__(self.command, returncode, stderr)
+
+    def __str__(self) -> str:
+        outcome = "timed out" if self.returncode is None else f"failed with exit code {self.returncode}"
+        detail = "; ".join(line.strip() for line in self.stderr.splitlines() if line.strip())
+        summary = f"`{shlex.join(self.command)}` {outcome}" + (f": {detail}" if detail else "")
+        return summary.replace("\n", " ")
+
+
+class Scheduler(ABC):
+    """A batch scheduler as seen by the controller; one instance per site."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, site_path: Path) -> None:
+        self.site_path = site_path
+
+    @abstractmethod
+    def submit_command(self, req: SubmitRequest) -> list[str]:
+        """The exact argv that :meth:`submit` runs (shown by ``apply --dry-run``)."""
+
+    @abstractmethod
+    def submit(self, req: SubmitRequest) -> str:
+        """Submit the job script and return the scheduler id; raise SchedulerError when refused."""
+
+    @abstractmethod
+    def status(self, scheduler_ids: Sequence[str]) -> dict[str, AllocationStatus]:
+        """Status of many allocations in one scheduler call; ids the scheduler no longer knows are absent."""
+
+    @abstractmethod
+    def cancel(self, scheduler_id: str) -> None:
+        """Ask the scheduler to end an allocation; unknown or finished ids are a no-op."""
+
+    @abstractmethod
+    def find_by_name(self, job_name: str) -> str | None:
+        """The id of a live (queued or running) allocation with this job name, if any."""
+
+
+def run_command(
+    argv: Sequence[str], timeout: float = 30.0, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a scheduler command; raise SchedulerError on a non-zero exit, a missing program or a timeout."""
+    command = list(argv)
+    try:
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise SchedulerError(command, 127, str(exc)) from exc
+    try:
+        stdout, stderr = proc.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        try:
+            _, stderr = proc.communicate(timeout=_DRAIN_TIMEOUT)
+        except subprocess.TimeoutExpired:  # a process that left the group still holds the pipes
+            proc.wait()
+            stderr = ""
+        raise SchedulerError(command, None, stderr) from None
+    if proc.returncode != 0:
+        raise SchedulerError(command, proc.returncode, stderr)
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)

@@ -1,0 +1,218 @@
+"""The local scheduler: the OS process manager takes the place of the resource manager."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import psutil
+
+from schedulers.base import AllocationStatus, Scheduler, SchedulerError, SubmitRequest
+
+# Runs the job script, records its exit code in <state dir>/<pid>.exit, then ends stray processes of the group,
+# as a batch scheduler does at the end of an allocation. The TERM trap keeps this wrapper (the session leader)
+# alive until the script is gone, so "leader alive" means "allocation alive"; children get the default handler.
+_WRAPPER = 'trap : TERM; export BALSAM_SCHEDULER_ID=$$; bash "$0"; echo $? > "$1/$$.exit"; kill -TERM 0 2>/dev/null'
+KILL_GRACE_S = 30.0  # seconds between SIGTERM and SIGKILL
+# psutil derives create_time from the boot time, which moves slightly when the wall clock is stepped.
+_CREATE_TIME_TOLERANCE_S = 1.0
+
+EndReason = Literal["cancelled", "timeout"]
+
+
+@dataclass(frozen=True)
+class _Record:
+    """What submit() remembers about an allocation, in <site>/qsubmit/.local/<id>.json."""
+
+    pid: int
+    create_time: float
+    job_name: str
+    wall_time_min: int
+    submit_time: float
+    exit_file: str
+    term_sent_at: float | None = None
+    end_reason: EndReason | None = None
+
+
+class LocalScheduler(Scheduler):
+    """Runs each job script as a detached process session on this machine; the scheduler id is its pid."""
+
+    kind: ClassVar[str] = "local"
+
+    def __init__(self, site_path: Path, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(site_path)
+        self.clock = clock
+        self.state_dir = site_path / "qsubmit" / ".local"
+
+    def submit_command(self, req: SubmitRequest) -> list[str]:
+        """``bash -c <wrapper> <script> <state dir>``: the wrapper runs the script and records its exit code."""
+        return ["bash", "-c", _WRAPPER, str(req.script_path), str(self.state_dir)]
+
+    def submit(self, req: SubmitRequest) -> str:
+        """Start the job script as a new session, output to ``<output_dir>/<job_name>.out`` (appended)."""
+        argv = self.submit_command(req)
+        if not req.script_path.is_file():
+            raise SchedulerError(argv, 1, f"job script not found: {req.script_path}")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        req.output_dir.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "BALSAM_JOB_NAME": req.job_name,
+            "BALSAM_NUM_NODES": str(req.num_nodes),
+            "BALSAM_WALL_TIME_MIN": str(req.wall_time_min),
+        }
+        try:
+            with open(req.output_dir / f"{req.job_name}.out", "ab") as out:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                )
+        except OSError as exc:
+            raise SchedulerError(argv, 127, str(exc)) from exc
+        create_time = psutil.Process(proc.pid).create_time()  # before reaping: a zombie still has it
+        threading.Thread(target=proc.wait, name=f"reap-local-{proc.pid}", daemon=True).start()
+        record = _Record(
+            pid=proc.pid,
+            create_time=create_time,
+            job_name=req.job_name,
+            wall_time_min=req.wall_time_min,
+            submit_time=self.clock(),
+            exit_file=str(self.state_dir / f"{proc.pid}.exit"),
+        )
+        self._save(record)
+        return str(proc.pid)
+
+    def status(self, scheduler_ids: Sequence[str]) -> dict[str, AllocationStatus]:
+        """Status of each known id, enforcing walltimes and the SIGKILL grace on the way."""
+        result: dict[str, AllocationStatus] = {}
+        for scheduler_id in scheduler_ids:
+            record = self._load(scheduler_id)
+            if record is None:
+                continue
+            if _alive(record):
+                result[scheduler_id] = self._running(scheduler_id, self._enforce(record))
+            else:
+                result[scheduler_id] = _finished(scheduler_id, record)
+        return result
+
+    def cancel(self, scheduler_id: str) -> None:
+        """SIGTERM the allocation's process group; a later status() sends SIGKILL after the grace period."""
+        record = self._load(scheduler_id)
+        if record is None or not _alive(record):
+            return
+        _signal_group(record, signal.SIGTERM)
+        self._save(
+            replace(
+                record,
+                term_sent_at=record.term_sent_at or self.clock(),
+                end_reason=record.end_reason or "cancelled",
+            )
+        )
+
+    def find_by_name(self, job_name: str) -> str | None:
+        """The id of the newest live allocation with this job name."""
+        if not self.state_dir.is_dir():
+            return None
+        records = (self._load(path.stem) for path in self.state_dir.glob("*.json"))
+        live = [r for r in records if r is not None and r.job_name == job_name and _alive(r)]
+        return str(max(live, key=lambda r: r.submit_time).pid) if live else None
+
+    def _enforce(self, record: _Record) -> _Record:
+        """SIGTERM an allocation past its walltime; SIGKILL one still alive a grace period after SIGTERM."""
+        now = self.clock()
+        if record.term_sent_at is None:
+            if now - record.submit_time > record.wall_time_min * 60:
+                _signal_group(record, signal.SIGTERM)
+                record = replace(record, term_sent_at=now, end_reason="timeout")
+                self._save(record)
+        elif now - record.term_sent_at >= KILL_GRACE_S:
+            _signal_group(record, signal.SIGKILL)
+        return record
+
+    def _running(self, scheduler_id: str, record: _Record) -> AllocationStatus:
+        message = ""
+        if record.term_sent_at is not None:
+            message = f"{record.end_reason}: SIGTERM sent, SIGKILL {KILL_GRACE_S:.0f} s later if still alive"
+        return AllocationStatus(
+            scheduler_id=scheduler_id,
+            state="running",
+            raw_state="RUNNING",
+            start_time=_utc(record.create_time),
+            nodes=(socket.gethostname(),),
+            message=message,
+        )
+
+    def _record_path(self, scheduler_id: str) -> Path:
+        return self.state_dir / f"{scheduler_id}.json"
+
+    def _load(self, scheduler_id: str) -> _Record | None:
+        if not scheduler_id.isdigit():
+            return None
+        try:
+            data = json.loads(self._record_path(scheduler_id).read_text())
+        except FileNotFoundError:
+            return None
+        return _Record(**data)
+
+    def _save(self, record: _Record) -> None:
+        path = self._record_path(str(record.pid))
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(asdict(record)))
+        os.replace(tmp, path)
+
+
+def _alive(record: _Record) -> bool:
+    """True if the recorded session leader still runs: same pid, same create_time, not a zombie."""
+    try:
+        proc = psutil.Process(record.pid)
+        same = abs(proc.create_time() - record.create_time) < _CREATE_TIME_TOLERANCE_S
+        return same and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _signal_group(record: _Record, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(record.pid, sig)
+
+
+def _finished(scheduler_id: str, record: _Record) -> AllocationStatus:
+    exit_file = Path(record.exit_file)
+    try:
+        exit_code: int | None = int(exit_file.read_text().strip())
+        end_time = _utc(exit_file.stat().st_mtime)
+    except (FileNotFoundError, ValueError):
+        exit_code, end_time = None, None
+    if record.end_reason is not None:
+        raw_state = record.end_reason.upper()
+    else:
+        raw_state = "COMPLETED" if exit_code == 0 else "FAILED"
+    return AllocationStatus(
+        scheduler_id=scheduler_id,
+        state="finished",
+        raw_state=raw_state,
+        start_time=_utc(record.create_time),
+        end_time=end_time,
+        exit_code=exit_code,
+        nodes=(socket.gethostname(),),
+        message="killed before its exit code was recorded" if exit_code is None else f"exit code {exit_code}",
+    )
+
+
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, tz=UTC)

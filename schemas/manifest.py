@@ -1,0 +1,139 @@
+"""Turning YAML text into typed manifests, with errors that name the file, the document and the field."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from schemas.objects import API_VERSION, KINDS, Manifest
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with one document."""
+
+    source: str
+    document: int | None
+    object: str | None
+    field: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = [self.source]
+        if self.document is not None:
+            where.append(f"document {self.document}" + (f" ({self.object})" if self.object else ""))
+        elif self.object:
+            where.append(self.object)
+        if self.field:
+            where.append(self.field)
+        return ": ".join([*where, self.message])
+
+
+class ManifestError(ValueError):
+    """One or more documents are invalid; nothing was applied."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+@dataclass
+class Document:
+    """A manifest with where it came from."""
+
+    manifest: Manifest
+    source: str
+    index: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """``(kind, name)``, unique within a site."""
+        return self.manifest.kind, self.manifest.metadata.name
+
+    @property
+    def ref(self) -> str:
+        """``job/hello-1`` style reference."""
+        return f"{self.manifest.kind.lower()}/{self.manifest.metadata.name}"
+
+    def problem(self, field_path: str | None, message: str) -> Problem:
+        """A :class:`Problem` located at this document."""
+        return Problem(self.source, self.index, self.ref, field_path, message)
+
+
+def _loc(loc: Iterable[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("str", "PythonHook"):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _object_ref(raw: dict[str, Any]) -> str | None:
+    meta = raw.get("metadata")
+    kind = raw.get("kind")
+    if isinstance(meta, dict) and isinstance(meta.get("name"), str) and isinstance(kind, str):
+        return f"{kind.lower()}/{meta['name']}"
+    return None
+
+
+def validate_document(raw: Any, source: str, index: int) -> tuple[Document | None, list[Problem]]:
+    """Validate one parsed YAML document (a mapping) against its kind's model."""
+    if not isinstance(raw, dict):
+        return None, [Problem(source, index, None, None, f"expected a mapping, got {type(raw).__name__}")]
+    ref = _object_ref(raw)
+    if raw.get("apiVersion") != API_VERSION:
+        return None, [
+            Problem(source, index, ref, "apiVersion", f"must be {API_VERSION!r}, got {raw.get('apiVersion')!r}")
+        ]
+    kind = raw.get("kind")
+    model = KINDS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        return None, [Problem(source, index, ref, "kind", f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")]
+    # status is observed state: a user's apply never sets it, and a round-tripped one is ignored.
+    body = {k: v for k, v in raw.items() if k != "status"}
+    try:
+        manifest = model.model_validate(body)
+    except ValidationError as exc:
+        problems = [
+            Problem(source, index, ref, _loc(err["loc"]) or None, err["msg"]) for err in exc.errors(include_url=False)
+        ]
+        return None, problems
+    return Document(manifest, source, index), []
+
+
+def parse_documents(text: str, source: str) -> list[Document]:
+    """Parse multi-document YAML into validated documents; raise :class:`ManifestError` listing every problem."""
+    problems: list[Problem] = []
+    docs: list[Document] = []
+    try:
+        raws = [raw for raw in yaml.load_all(text, Loader=_Loader)]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ManifestError([Problem(source, None, None, None, f"invalid YAML: {where}{problem}")]) from None
+    index = 0
+    for raw in raws:
+        if raw is None:
+            continue
+        index += 1
+        items = raw.get("items") if isinstance(raw, dict) and raw.get("kind") == "List" else None
+        for sub in items if isinstance(items, list) else [raw]:
+            doc, found = validate_document(sub, source, index)
+            problems.extend(found)
+            if doc is not None:
+                docs.append(doc)
+    if problems:
+        raise ManifestError(problems)
+    return docs

@@ -1,0 +1,280 @@
+"""The manifest kinds: App, Job and BatchJob, each ``apiVersion``/``kind``/``metadata``/``spec``/``status``."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import PurePosixPath
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+from schemas.states import BatchJobState, JobState
+
+API_VERSION: Final = "balsam/v1"
+
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$"
+LABEL_KEY_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9_./-]{0,61}[A-Za-z0-9])?$"
+LABEL_VALUE_PATTERN = r"^([A-Za-z0-9]([A-Za-z0-9_.:+@-]{0,251}[A-Za-z0-9])?)?$"
+IDENTIFIER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY_PATTERN)]
+LabelValue = Annotated[str, StringConstraints(pattern=LABEL_VALUE_PATTERN)]
+Labels = dict[LabelKey, LabelValue]
+Identifier = Annotated[str, StringConstraints(pattern=IDENTIFIER_PATTERN)]
+ParamValue = str | int | float | bool
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+class Strict(BaseModel):
+    """Base of every manifest part: unknown fields are errors."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ObjectMeta(Strict):
+    """``metadata``: ``name``, ``site``, ``labels`` and ``annotations`` are the user's; the rest is read-only."""
+
+    name: Name
+    site: str | None = None
+    labels: Labels = Field(default_factory=dict, description="A Job's tags.")
+    annotations: dict[str, str] = Field(default_factory=dict)
+    uid: str | None = Field(default=None, description="Read-only, set by the system.")
+    generation: int | None = Field(default=None, description="Read-only: bumped on every spec change.")
+    resource_version: int | None = Field(default=None, description="Read-only.")
+    creation_timestamp: datetime | None = Field(default=None, description="Read-only.")
+    deletion_timestamp: datetime | None = Field(default=None, description="Read-only.")
+
+
+class Condition(Strict):
+    """One observed condition of an object (Kubernetes style)."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"] = "True"
+    reason: str = ""
+    message: str = ""
+    last_transition_time: datetime | None = None
+
+
+class Status(Strict):
+    """What the controller and the launchers observed; never taken from a user's apply."""
+
+    state: str | None = None
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------- App
+
+
+class Parameter(Strict):
+    """One parameter of an App's command template."""
+
+    required: bool | None = None
+    default: ParamValue | None = None
+    help: str = ""
+
+    @model_validator(mode="after")
+    def _required_unless_default(self) -> Parameter:
+        if self.required is None:
+            self.required = self.default is None
+        return self
+
+
+class PythonHook(Strict):
+    """A hook written in Python: ``module:function`` takes the Job and returns its next state (or None)."""
+
+    python: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")]
+
+
+Hook = str | PythonHook
+"""A hook is a shell command run in the Job's workdir, or ``{python: module:function}``."""
+
+
+class AppSpec(Strict):
+    """``kind: App`` spec: a command template and its lifecycle hooks."""
+
+    command: Annotated[str, StringConstraints(min_length=1)] = Field(
+        description="Jinja2 template; every parameter value is shell-quoted when rendered."
+    )
+    parameters: dict[Identifier, Parameter] = Field(default_factory=dict)
+    environment: dict[EnvName, str] = Field(default_factory=dict)
+    preamble: str | None = Field(default=None, description="Shell lines run before the command.")
+    preprocess: Hook | None = None
+    postprocess: Hook | None = None
+    handle_error: Hook | None = Field(default=None, description="Default: the Job is FAILED.")
+    handle_timeout: Hook | None = Field(default=None, description="Default: the Job is RESTART_READY.")
+
+
+class AppStatus(Status):
+    """An App's observed state (``state`` is ``Ready``)."""
+
+
+class App(Strict):
+    """``kind: App``: what a Job runs."""
+
+    api_version: Literal["balsam/v1"] = Field(default="balsam/v1", alias="apiVersion")
+    kind: Literal["App"] = "App"
+    metadata: ObjectMeta
+    spec: AppSpec
+    status: AppStatus = Field(default_factory=AppStatus)
+
+
+# ---------------------------------------------------------------- Job
+
+
+def _relative_workdir(value: str) -> str:
+    if not value or value.startswith("/") or "\\" in value or "\x00" in value:
+        raise ValueError("must be a relative path inside the site's data/ directory")
+    if any(part in ("..", "") for part in value.split("/")) and value != ".":
+        raise ValueError("must not contain '..' or empty path parts")
+    return str(PurePosixPath(value))
+
+
+class JobSpec(Strict):
+    """``kind: Job`` spec: one run of an App with its resources."""
+
+    app: Name
+    workdir: str = Field(description="Relative to the site's data/ directory.")
+    parameters: dict[Identifier, ParamValue] = Field(default_factory=dict)
+    num_nodes: int = Field(default=1, ge=1, le=100_000)
+    ranks_per_node: int = Field(default=1, ge=1, le=4096)
+    threads_per_rank: int = Field(default=1, ge=1, le=4096)
+    threads_per_core: int = Field(default=1, ge=1, le=16)
+    gpus_per_rank: int = Field(default=0, ge=0, le=1024)
+    node_packing_count: int = Field(default=1, ge=1, le=4096)
+    launch_params: dict[Identifier, str] = Field(default_factory=dict)
+    wall_time_min: int = Field(default=0, ge=0)
+    parents: list[Name] = Field(default_factory=list)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("workdir")
+    @classmethod
+    def _check_workdir(cls, value: str) -> str:
+        return _relative_workdir(value)
+
+    @field_validator("parents")
+    @classmethod
+    def _unique_parents(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("lists a parent twice")
+        return value
+
+
+class JobStatus(Status):
+    """A Job's observed state."""
+
+    state: JobState | None = None
+    return_code: int | None = None
+    batch_job: str | None = None
+    attempts: int = 0
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    output_tail: str | None = Field(default=None, description="The tail of the output after an error.")
+    message: str | None = None
+
+
+class Job(Strict):
+    """``kind: Job``: one task."""
+
+    api_version: Literal["balsam/v1"] = Field(default="balsam/v1", alias="apiVersion")
+    kind: Literal["Job"] = "Job"
+    metadata: ObjectMeta
+    spec: JobSpec
+    status: JobStatus = Field(default_factory=JobStatus)
+
+
+# ---------------------------------------------------------------- BatchJob
+
+JobMode = Literal["mpi", "serial"]
+
+
+class Partition(Strict):
+    """A slice of one allocation run by its own launcher."""
+
+    job_mode: JobMode
+    num_nodes: int = Field(ge=1)
+    filter_tags: Labels = Field(default_factory=dict)
+
+
+class BatchJobSpec(Strict):
+    """``kind: BatchJob`` spec: a fixed block of node-hours on the site's scheduler."""
+
+    num_nodes: int = Field(ge=1, le=1_000_000)
+    wall_time_min: int = Field(ge=1, le=60 * 24 * 365)
+    queue: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.@-]{1,128}$")]
+    project: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.@-]{1,128}$")]
+    job_mode: JobMode = "mpi"
+    filter_tags: Labels = Field(default_factory=dict)
+    partitions: list[Partition] = Field(default_factory=list)
+    optional_params: dict[Identifier, Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:,=@/+-]{0,1024}$")]] = (
+        Field(default_factory=dict)
+    )
+
+    @model_validator(mode="after")
+    def _partitions_fill_the_allocation(self) -> BatchJobSpec:
+        if self.partitions:
+            total = sum(p.num_nodes for p in self.partitions)
+            if total != self.num_nodes:
+                raise ValueError(
+                    f"partitions: their num_nodes sum to {total}, but the BatchJob has num_nodes {self.num_nodes}"
+                )
+        return self
+
+    def launcher_partitions(self) -> list[Partition]:
+        """The launchers this allocation runs: its partitions, or one for the whole allocation."""
+        if self.partitions:
+            return list(self.partitions)
+        return [Partition(job_mode=self.job_mode, num_nodes=self.num_nodes, filter_tags=self.filter_tags)]
+
+
+class BatchJobStatus(Status):
+    """A BatchJob's observed state."""
+
+    state: BatchJobState | None = None
+    scheduler_id: str | None = None
+    submit_script: str | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    message: str | None = None
+    partitions: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class BatchJob(Strict):
+    """``kind: BatchJob``: an allocation that runs launchers."""
+
+    api_version: Literal["balsam/v1"] = Field(default="balsam/v1", alias="apiVersion")
+    kind: Literal["BatchJob"] = "BatchJob"
+    metadata: ObjectMeta
+    spec: BatchJobSpec
+    status: BatchJobStatus = Field(default_factory=BatchJobStatus)
+
+
+Manifest = App | Job | BatchJob
+KINDS: dict[str, type[App] | type[Job] | type[BatchJob]] = {"App": App, "Job": Job, "BatchJob": BatchJob}
+
+_KIND_ALIASES = {
+    "app": "App",
+    "apps": "App",
+    "job": "Job",
+    "jobs": "Job",
+    "batchjob": "BatchJob",
+    "batchjobs": "BatchJob",
+    "bj": "BatchJob",
+}
+
+
+def kind_of(word: str) -> str:
+    """The kind named by a CLI word (``jobs``, ``bj``, ``BatchJob`` ...); ``ValueError`` if none."""
+    if word in KINDS:
+        return word
+    try:
+        return _KIND_ALIASES[word.lower()]
+    except KeyError:
+        raise ValueError(f"unknown kind {word!r}; expected one of: apps, jobs, batchjobs (bj)") from None
+
+
+def is_valid_name(name: str) -> bool:
+    """Whether ``name`` is a valid object name."""
+    return re.match(NAME_PATTERN, name) is not None

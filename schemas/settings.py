@@ -1,0 +1,53 @@
+"""``settings.yml``: a site's configuration."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from schemas.objects import Identifier, Name, Strict
+
+SchedulerKind = Literal["local", "slurm", "pbs", "lsf", "cobalt"]
+MpiFlavor = Literal["mpich", "openmpi", "srun"]
+
+
+class QueueLimits(Strict):
+    """What one queue allows."""
+
+    max_nodes: int = Field(default=1, ge=1)
+    max_walltime: int = Field(default=60, ge=1, description="Minutes.")
+    max_queued_jobs: int = Field(default=10, ge=1)
+
+
+class LocalNodes(Strict):
+    """The nodes of a site without a batch scheduler: all on this machine, emulated."""
+
+    count: int = Field(default=1, ge=1, le=1024)
+    cpus_per_node: int = Field(default=2, ge=1)
+    gpus_per_node: int = Field(default=0, ge=0)
+
+
+class LauncherSettings(Strict):
+    """How launchers behave at this site."""
+
+    idle_ttl_sec: float = Field(default=30.0, gt=0)
+    poll_interval_sec: float = Field(default=0.1, gt=0)
+    mpi_flavor: MpiFlavor = "mpich"
+    mpi_command: str = "mpiexec"
+    python: str | None = Field(default=None, description="Interpreter for the launcher; default: the current one.")
+
+
+class SiteSettings(Strict):
+    """The contents of a site's ``settings.yml``."""
+
+    name: Name
+    scheduler: SchedulerKind = "local"
+    store_url: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite in .balsam/.")
+    sync_period_sec: float = Field(default=5.0, gt=0)
+    job_template_path: str = "job-template.sh"
+    allowed_queues: dict[str, QueueLimits] = Field(default_factory=lambda: {"local": QueueLimits()})
+    allowed_projects: list[str] = Field(default_factory=lambda: ["local"])
+    optional_batch_job_params: dict[Identifier, str] = Field(default_factory=dict)
+    local_nodes: LocalNodes = Field(default_factory=LocalNodes)
+    launcher: LauncherSettings = Field(default_factory=LauncherSettings)

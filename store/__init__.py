@@ -1,0 +1,27 @@
+"""The state store: the only code in balsamctl that speaks SQL (SQLite by default, PostgreSQL by URL)."""
+
+from store.batchjobs import BatchJobStore
+from store.engine import redact, sqlite_url
+from store.events import EventStore
+from store.jobs import JobRef, JobStore, Transition
+from store.objects import ApplyResult, Conflict, NotFound, ObjectStore, Selector
+from store.rows import StoredObject, to_datetime
+
+
+class Store(ObjectStore, JobStore, BatchJobStore, EventStore):
+    """One store: objects, Job lifecycle, BatchJobs, launchers and events."""
+
+
+__all__ = [
+    "ApplyResult",
+    "Conflict",
+    "JobRef",
+    "NotFound",
+    "Selector",
+    "Store",
+    "StoredObject",
+    "Transition",
+    "redact",
+    "sqlite_url",
+    "to_datetime",
+]

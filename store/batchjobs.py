@@ -1,0 +1,113 @@
+"""BatchJob status and the launchers that run inside allocations."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+
+from schemas import BatchJobState, check_batchjob_transition
+from store.base import StoreBase, add_events
+from store.engine import read_tx, write_tx
+from store.rows import now
+from store.tables import launchers, objects
+
+
+class BatchJobStore(StoreBase):
+    """Observed BatchJob state, written by the controller; launcher heartbeats, written by launchers."""
+
+    def set_batchjob_status(
+        self,
+        site_id: int,
+        name: str,
+        *,
+        src: BatchJobState,
+        dst: BatchJobState | None = None,
+        scheduler_id: str | None = None,
+        status: Mapping[str, Any] | None = None,
+        observed_generation: int | None = None,
+        reason: str = "",
+        message: str = "",
+    ) -> bool:
+        """Update a BatchJob's status if it is still in ``src``; a state change is checked and recorded."""
+        if dst is not None and dst != src:
+            check_batchjob_transition(name, src, dst)
+        t = now()
+        with write_tx(self.engine) as conn:
+            row = conn.execute(
+                select(objects.c.id, objects.c.status).where(
+                    objects.c.site_id == site_id,
+                    objects.c.kind == "BatchJob",
+                    objects.c.name == name,
+                    objects.c.state == src.value,
+                )
+            ).first()
+            if row is None:
+                return False
+            values: dict[str, Any] = {"updated_at": t, "resource_version": objects.c.resource_version + 1}
+            if status:
+                values["status"] = {**(row.status or {}), **status}
+            if dst is not None:
+                values["state"] = dst.value
+            if scheduler_id is not None:
+                values["scheduler_id"] = scheduler_id
+            if observed_generation is not None:
+                values["observed_generation"] = observed_generation
+            conn.execute(update(objects).where(objects.c.id == row.id).values(**values))
+            if (dst is not None and dst != src) or reason:
+                add_events(
+                    conn,
+                    [
+                        {
+                            "site_id": site_id,
+                            "object_id": row.id,
+                            "kind": "BatchJob",
+                            "name": name,
+                            "from_state": src.value,
+                            "to_state": dst.value if dst else None,
+                            "reason": reason or "StateChanged",
+                            "message": message,
+                        }
+                    ],
+                )
+        return True
+
+    def remove_batchjob(self, site_id: int, name: str) -> None:
+        """Remove a deleted BatchJob once its allocation has ended."""
+        with write_tx(self.engine) as conn:
+            conn.execute(
+                delete(objects).where(
+                    objects.c.site_id == site_id,
+                    objects.c.kind == "BatchJob",
+                    objects.c.name == name,
+                    objects.c.deletion_timestamp.is_not(None),
+                )
+            )
+
+    # ------------------------------------------------------------------ launchers
+    def register_launcher(self, site_id: int, launcher_id: str, **fields: Any) -> None:
+        """Record a launcher that starts inside an allocation."""
+        t = now()
+        with write_tx(self.engine) as conn:
+            conn.execute(
+                insert(launchers).values(
+                    id=launcher_id, site_id=site_id, started_at=t, heartbeat_at=t, status={}, **fields
+                )
+            )
+
+    def heartbeat(self, launcher_id: str, status: Mapping[str, Any], *, ended: bool = False) -> None:
+        """Refresh a launcher's heartbeat and status (nodes, running Jobs, occupancy)."""
+        t = now()
+        with write_tx(self.engine) as conn:
+            conn.execute(
+                update(launchers)
+                .where(launchers.c.id == launcher_id)
+                .values(heartbeat_at=t, status=dict(status), ended_at=t if ended else None)
+            )
+
+    def launchers_of(self, site_id: int, batch_job: str) -> list[dict[str, Any]]:
+        """The launchers of one BatchJob, oldest first."""
+        with read_tx(self.engine) as conn:
+            q = select(launchers).where(launchers.c.site_id == site_id, launchers.c.batch_job == batch_job)
+            return [dict(r._mapping) for r in conn.execute(q.order_by(launchers.c.started_at))]

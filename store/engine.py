@@ -1,0 +1,72 @@
+"""Engines and transactions: SQLite (WAL, ``BEGIN IMMEDIATE`` for writes) or PostgreSQL, through SQLAlchemy."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.pool import NullPool
+
+from store.tables import metadata
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ``***`` (for logs and ``describe``)."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def sqlite_url(path: Path) -> str:
+    """The SQLAlchemy URL of a SQLite file."""
+    return f"sqlite:///{path}"
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; creates the schema if it is missing."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 60, "check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+    else:
+        engine = create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4)
+    metadata.create_all(engine)
+    return engine
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=60000")
+    cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    mode = "IMMEDIATE" if conn.get_execution_options().get("balsam_write") else "DEFERRED"
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+@contextmanager
+def write_tx(engine: Engine) -> Iterator[Connection]:
+    """A write transaction: on SQLite it takes the write lock at once (no upgrade deadlocks)."""
+    with engine.connect() as conn:
+        conn = conn.execution_options(balsam_write=True)
+        with conn.begin():
+            yield conn
+
+
+@contextmanager
+def read_tx(engine: Engine) -> Iterator[Connection]:
+    """A read-only transaction: a consistent snapshot."""
+    with engine.connect() as conn, conn.begin():
+        yield conn
+
+
+def is_postgres(engine: Engine) -> bool:
+    """Whether the engine speaks PostgreSQL (``FOR UPDATE SKIP LOCKED``)."""
+    return engine.dialect.name == "postgresql"

@@ -1,0 +1,33 @@
+"""Reading the event log: every transition of every object."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from store.base import StoreBase
+from store.engine import read_tx
+from store.tables import events
+
+
+class EventStore(StoreBase):
+    """Queries over ``events``."""
+
+    def events(
+        self,
+        site_ids: tuple[int, ...],
+        *,
+        kind: str | None = None,
+        name: str | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """The newest ``limit`` events (oldest first), optionally of one object."""
+        q = select(events).where(events.c.site_id.in_(site_ids))
+        if kind is not None:
+            q = q.where(events.c.kind == kind)
+        if name is not None:
+            q = q.where(events.c.name == name)
+        with read_tx(self.engine) as conn:
+            rows = conn.execute(q.order_by(events.c.id.desc()).limit(limit)).all()
+        return [dict(r._mapping) for r in reversed(rows)]
