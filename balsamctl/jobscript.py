@@ -10,6 +10,7 @@ from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from balsamctl.site import Site, SiteError
+from schedulers import SubmitRequest
 from schemas import BatchJob
 
 _ENV = SandboxedEnvironment(
@@ -48,3 +49,22 @@ def render_job_script(site: Site, batch_job: BatchJob) -> str:
         return template.render(**template_context(site, batch_job))
     except (OSError, TemplateError) as exc:
         raise SiteError(f"{template_path}: cannot render: {exc}") from None
+
+
+def job_name(site: Site, bj: BatchJob) -> str:
+    """The unique name a BatchJob's allocation carries at the scheduler."""
+    return f"balsam-{site.name}-{bj.metadata.name}-{(bj.metadata.uid or '')[:8]}"
+
+
+def submit_request(site: Site, bj: BatchJob) -> SubmitRequest:
+    """What the scheduler is asked for."""
+    spec = bj.spec
+    return SubmitRequest(
+        script_path=site.qsubmit_dir / f"{bj.metadata.name}.sh",
+        job_name=job_name(site, bj),
+        num_nodes=spec.num_nodes,
+        wall_time_min=spec.wall_time_min,
+        queue=spec.queue,
+        project=spec.project,
+        output_dir=site.qsubmit_dir,
+    )

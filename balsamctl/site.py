@@ -11,6 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from balsamctl import registry
+from schemas.objects import is_valid_name
 from schemas.settings import SchedulerKind, SiteSettings
 from store import Store, sqlite_url
 
@@ -97,13 +98,14 @@ class Site:
         return self.path / ".balsam"
 
     @property
-    def wake_file(self) -> Path:
-        """Touched by the CLI after a change so the controller reconciles at once."""
+    def wake_dir(self) -> Path:
+        """Watched by the controller; the CLI touches a file here after a change (kept apart from the store)."""
         return self.state_dir / "wake"
 
     def poke(self) -> None:
         """Wake the controller up."""
-        self.wake_file.touch()
+        self.wake_dir.mkdir(exist_ok=True)
+        (self.wake_dir / "poke").touch()
 
     def workdir(self, relative: str) -> Path:
         """A Job's workdir, guaranteed inside ``data/`` even through symlinks."""
@@ -125,17 +127,23 @@ def init_site(path: Path, name: str, scheduler: SchedulerKind = "local", *, regi
     path = path.resolve()
     if (path / "settings.yml").exists():
         raise SiteError(f"{path} is already a site")
-    if name in registry.load_registry() and registry.load_registry()[name] != path:
-        raise SiteError(f"a site named {name!r} is already registered at {registry.load_registry()[name]}")
+    registered = registry.load_registry().get(name)
+    if registered is not None and registered != path:
+        raise SiteError(f"a site named {name!r} is already registered at {registered}")
+    if not is_valid_name(name):
+        raise SiteError(f"invalid site name {name!r}: use lowercase letters, digits, '-' and '.'")
+    template = TEMPLATES / f"{scheduler}.sh"
+    if not template.is_file():
+        raise SiteError(f"no job template for scheduler {scheduler!r} yet")
+    settings = SiteSettings(name=name, scheduler=scheduler)
+    body = settings.model_dump(mode="json", exclude={"store_url"})
     old_umask = os.umask(0o077)
     try:
         path.mkdir(parents=True, exist_ok=True)
         for sub in LAYOUT:
             (path / sub).mkdir(exist_ok=True)
-        settings = SiteSettings(name=name, scheduler=scheduler)
-        body = settings.model_dump(mode="json", exclude={"store_url"})
+        (path / "job-template.sh").write_text(template.read_text())
         (path / "settings.yml").write_text(_SETTINGS_HEADER + yaml.safe_dump(body, sort_keys=False))
-        (path / "job-template.sh").write_text((TEMPLATES / f"{scheduler}.sh").read_text())
     finally:
         os.umask(old_umask)
     site = Site.load(path)

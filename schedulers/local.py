@@ -20,13 +20,25 @@ import psutil
 
 from schedulers.base import AllocationStatus, Scheduler, SchedulerError, SubmitRequest
 
-# Runs the job script, records its exit code in <state dir>/<pid>.exit, then ends stray processes of the group,
-# as a batch scheduler does at the end of an allocation. The TERM trap keeps this wrapper (the session leader)
-# alive until the script is gone, so "leader alive" means "allocation alive"; children get the default handler.
-_WRAPPER = 'trap : TERM; export BALSAM_SCHEDULER_ID=$$; bash "$0"; echo $? > "$1/$$.exit"; kill -TERM 0 2>/dev/null'
+# `bash -c _WRAPPER <script> <state dir>`: runs the script, records its exit code in <state dir>/<pid>.exit (a stale
+# one from an earlier process with this pid is removed first), then ends stray processes of the group, as a batch
+# scheduler does at the end of an allocation. The TERM trap keeps the wrapper (the session leader) alive until the
+# script is gone, so "leader alive" means "allocation alive"; the script itself gets the default TERM handler.
+# A TERM that arrives before the script starts means it never starts.
+_WRAPPER = "; ".join(
+    [
+        "trap stop=1 TERM",
+        'rm -f "$1/$$.exit"',
+        "export BALSAM_SCHEDULER_ID=$$",
+        '[ -z "$stop" ] || exit',
+        'bash "$0"',
+        'echo $? > "$1/$$.exit"',
+        "kill -TERM 0 2>/dev/null",
+    ]
+)
 KILL_GRACE_S = 30.0  # seconds between SIGTERM and SIGKILL
-# psutil derives create_time from the boot time, which moves slightly when the wall clock is stepped.
-_CREATE_TIME_TOLERANCE_S = 1.0
+# psutil's create_time is boot time (whole seconds) + ticks since boot; a small wall clock step shifts the boot time.
+_CREATE_TIME_TOLERANCE_S = 1.5
 
 EndReason = Literal["cancelled", "timeout"]
 

@@ -123,6 +123,8 @@ def parse_documents(text: str, source: str) -> list[Document]:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ManifestError([Problem(source, None, None, None, f"invalid YAML: {where}{problem}")]) from None
+    except (UnicodeError, ValueError) as exc:
+        raise ManifestError([Problem(source, None, None, None, f"invalid text: {exc}")]) from None
     index = 0
     for raw in raws:
         if raw is None:

@@ -234,7 +234,9 @@ class BatchJobStatus(Status):
 
     state: BatchJobState | None = None
     scheduler_id: str | None = None
+    job_name: str | None = Field(default=None, description="The allocation's name at the scheduler.")
     submit_script: str | None = None
+    nodes: list[str] = Field(default_factory=list)
     start_time: datetime | None = None
     end_time: datetime | None = None
     message: str | None = None

@@ -35,8 +35,8 @@ fi
 
 t0=$EPOCHREALTIME
 # --disable-pip-version-check: no network round trip to ask about newer pips.
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev,mpi,postgres]'
+"$VENV/bin/python" -m pip install -qq --disable-pip-version-check --upgrade pip
+"$VENV/bin/python" -m pip install -qq --disable-pip-version-check -e '.[dev,mpi,postgres]'
 printf '%s\n' "$fingerprint" > "$STAMP"
 printf 'setup: .venv installed in %.1fs (packages: %s)\n' \
   "$(bc <<< "$EPOCHREALTIME - $t0")" "${packages:-none}"

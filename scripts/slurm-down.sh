@@ -6,21 +6,29 @@
 set -euo pipefail
 S=/tmp/slurm
 
-# stop PIDFILE NAME: TERM the recorded pid if it is a NAME process, wait up to 10 s, then KILL.
+# stop FILE:NAME...: TERM every recorded pid that still runs the expected program (all at once:
+# each Slurm daemon takes ~2 s to exit), wait up to 10 s for them, KILL what is left.
 stop() {
-  local f=$1 name=$2 p
-  [ -f "$f" ] || return 0
-  p=$(cat "$f")
-  if [ -n "$p" ] && [ "$(cat "/proc/$p/comm" 2>/dev/null)" = "$name" ]; then
-    kill -TERM "$p" 2>/dev/null || true
-    for _ in $(seq 100); do [ -d "/proc/$p" ] || break; sleep 0.1; done
-    if [ -d "/proc/$p" ]; then
-      echo "slurm-down: $name (pid $p) ignored TERM for 10 s, sending KILL" >&2
-      kill -KILL "$p" 2>/dev/null || true
+  local spec f name p alive pids=()
+  for spec in "$@"; do
+    f=${spec%%:*} name=${spec#*:}
+    [ -f "$f" ] || continue
+    p=$(cat "$f")
+    if [ -n "$p" ] && [ "$(cat "/proc/$p/comm" 2>/dev/null)" = "$name" ]; then
+      kill -TERM "$p" 2>/dev/null && pids+=("$p") && echo "slurm-down: stopping $name (pid $p)"
     fi
-    echo "slurm-down: stopped $name (pid $p)"
-  fi
-  rm -f "$f"
+    rm -f "$f"
+  done
+  for _ in $(seq 100); do
+    alive=0
+    for p in "${pids[@]}"; do [ -d "/proc/$p" ] && alive=1; done
+    [ "$alive" = 0 ] && return 0
+    sleep 0.1
+  done
+  for p in "${pids[@]}"; do
+    [ -d "/proc/$p" ] && { echo "slurm-down: pid $p ignored TERM for 10 s, sending KILL" >&2; kill -KILL "$p" 2>/dev/null || true; }
+  done
+  return 0
 }
 
 # cancel whatever still runs (only if the controller is ours and alive)
@@ -36,9 +44,9 @@ if [ -f "$S/slurmctld.pid.bg" ] && [ "$(cat "/proc/$(cat "$S/slurmctld.pid.bg")/
   fi
 fi
 
-for f in "$S"/slurmd-n*.pid.bg; do [ -e "$f" ] && stop "$f" slurmd; done
-stop "$S/slurmctld.pid.bg" slurmctld
-stop "$S/slurmdbd.pid" slurmdbd
-stop "$S/mariadbd.pid" mariadbd
-stop "$S/munged.pid" munged
-exit 0
+# all at once (each daemon needs ~2 s to exit after TERM): Slurm daemons first, then
+# what they depend on (MariaDB, munged)
+specs=("$S/slurmctld.pid.bg:slurmctld" "$S/slurmdbd.pid:slurmdbd")
+for f in "$S"/slurmd-n*.pid.bg; do [ -e "$f" ] && specs+=("$f:slurmd"); done
+stop "${specs[@]}" "$S/mariadbd.pid:mariadbd" "$S/munged.pid:munged"
+echo "slurm-down: done"

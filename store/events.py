@@ -6,8 +6,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from store.base import StoreBase
-from store.engine import read_tx
+from store.base import StoreBase, add_events
+from store.engine import read_tx, write_tx
 from store.tables import events
 
 
@@ -31,3 +31,8 @@ class EventStore(StoreBase):
         with read_tx(self.engine) as conn:
             rows = conn.execute(q.order_by(events.c.id.desc()).limit(limit)).all()
         return [dict(r._mapping) for r in reversed(rows)]
+
+    def record_event(self, site_id: int, kind: str, name: str, reason: str, message: str) -> None:
+        """Record an event that is not a state change (e.g. a manifest file that could not be applied)."""
+        with write_tx(self.engine) as conn:
+            add_events(conn, [{"site_id": site_id, "kind": kind, "name": name, "reason": reason, "message": message}])

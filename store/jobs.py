@@ -59,19 +59,23 @@ class JobStore(StoreBase):
         reason: str,
         apps_without_hook: Sequence[str] | None = None,
         parents: str | None = None,
+        batch_job: str | None = None,
         message: str = "",
         limit: int = 50_000,
     ) -> int:
         """Move up to ``limit`` Jobs from ``src`` to ``dst`` in one SQL statement; returns how many moved.
 
         ``apps_without_hook`` restricts to Jobs of those Apps; ``parents`` is ``"none"`` (no parents),
-        ``"some"`` (has parents) or ``"all_finished"`` (every parent is JOB_FINISHED).
+        ``"some"`` (has parents) or ``"all_finished"`` (every parent is JOB_FINISHED); ``batch_job`` restricts
+        to Jobs run by that BatchJob.
         """
         check_job_transition("*", src, dst)
         p = aliased(objects)
         conds = [objects.c.site_id == site_id, objects.c.kind == "Job", objects.c.state == src.value]
         if apps_without_hook is not None:
             conds.append(objects.c.app.in_(list(apps_without_hook)))
+        if batch_job is not None:
+            conds.append(objects.c.batch_job == batch_job)
         if parents == "none":
             conds.append(~exists().where(parent_links.c.child_id == objects.c.id))
         elif parents == "some":
@@ -106,10 +110,13 @@ class JobStore(StoreBase):
                         ).where(objects.c.id.in_(part)),
                     )
                 )
+                values: dict[str, Any] = {"state": dst.value, "updated_at": t}
+                if src == JobState.RUNNING:
+                    values.update(owner=None, end_time=t, message=message)
                 conn.execute(
                     update(objects)
                     .where(objects.c.id.in_(part), objects.c.state == src.value)
-                    .values(state=dst.value, updated_at=t, resource_version=objects.c.resource_version + 1)
+                    .values(resource_version=objects.c.resource_version + 1, **values)
                 )
             return len(ids)
 

@@ -70,6 +70,10 @@ class ObjectStore(StoreBase):
     # ------------------------------------------------------------------ sites
     def ensure_site(self, name: str, path: str) -> int:
         """The id of site ``name``, registering it (or updating its path) as needed."""
+        with read_tx(self.engine) as conn:
+            row = conn.execute(select(sites.c.id, sites.c.path).where(sites.c.name == name)).first()
+        if row is not None and row.path == path:
+            return int(row.id)
         with write_tx(self.engine) as conn:
             row = conn.execute(select(sites.c.id, sites.c.path).where(sites.c.name == name)).first()
             if row is None:

@@ -6,7 +6,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -40,9 +40,14 @@ class Clock:
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Path:
+def site(tmp_path: Path) -> Iterator[Path]:
+    """A site directory; allocations a failed test left running are killed afterwards."""
     (tmp_path / "qsubmit").mkdir()
-    return tmp_path
+    yield tmp_path
+    ids = [path.stem for path in (tmp_path / "qsubmit" / ".local").glob("*.json")]
+    for sid, status in LocalScheduler(tmp_path).status(ids).items():
+        if status.state == "running":
+            os.killpg(int(sid), signal.SIGKILL)
 
 
 def request(site: Path, name: str, body: str, wall_time_min: int = 5) -> SubmitRequest:
@@ -145,6 +150,14 @@ def test_cancel_kills_whole_process_group(site: Path) -> None:
     assert sched.status([sid])[sid].raw_state == "CANCELLED"
 
 
+def test_processes_left_behind_end_with_the_script(site: Path) -> None:
+    sched = LocalScheduler(site)
+    req = request(site, "balsam-stray-1", 'sleep 100 &\necho $! > "$0.child"\n')
+    sid = sched.submit(req)
+    assert wait_finished(sched, sid).raw_state == "COMPLETED"
+    wait_until(lambda: gone(int(Path(f"{req.script_path}.child").read_text())))
+
+
 def test_cancel_after_completion_keeps_completed(site: Path) -> None:
     sched = LocalScheduler(site)
     sid = sched.submit(request(site, "balsam-done-1", "true\n"))
@@ -190,6 +203,7 @@ def test_recycled_pid_is_never_reported_running(site: Path) -> None:
     record = json.loads(record_path.read_text())
     forged_id = str(os.getpid())  # alive, but started at another time than the record says
     record["pid"] = os.getpid()
+    record["create_time"] = psutil.Process().create_time() - 3600
     (site / "qsubmit" / ".local" / f"{forged_id}.json").write_text(json.dumps(record))
 
     assert sched.status([forged_id])[forged_id].state == "finished"

@@ -1,0 +1,497 @@
+"""``balsamctl``: a kubectl-style command line over the balsamctl library."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+from typer.core import TyperGroup
+
+from balsamctl import __version__, output, registry
+from balsamctl.apply import apply_documents, load_paths
+from balsamctl.jobscript import render_job_script, submit_request
+from balsamctl.site import Site, SiteError, init_site, resolve_sites
+from launcher.joboutput import attempt_files
+from schedulers import get_scheduler
+from schemas import KINDS, BatchJob, BatchJobState, Job, JobState, Manifest, kind_of
+from schemas.settings import SchedulerKind
+from store import ApplyResult, NotFound, Selector, Store, StoredObject
+
+PAGE = 1000
+"""Rows fetched per query when streaming a listing (keyset pagination)."""
+DEFAULT_LIMIT = 500
+DEFAULT_EVENT_LIMIT = 100
+EXPECTED_ERRORS = (SiteError, NotFound, ValueError, OSError)
+"""Errors reported as ``error: ...`` without a traceback (ValueError covers ManifestError and Conflict)."""
+
+OutputFormat = Literal["wide", "yaml", "json", "name"]
+SiteOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--site",
+        envvar="BALSAM_SITE",
+        help="NAME, a,b, 'all' or 'this' (default: $BALSAM_SITE, else the site containing the current directory).",
+    ),
+]
+FilesOpt = Annotated[list[str], typer.Option("-f", "--filename", help="A manifest file, a folder, or - for stdin.")]
+RecursiveOpt = Annotated[bool, typer.Option("-R", "--recursive", help="Also read the subfolders of -f folders.")]
+SelectorOpt = Annotated[str | None, typer.Option("-l", "--selector", help="Labels: key=value[,key=value...].")]
+
+
+def _err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+@contextmanager
+def reported(code: int) -> Iterator[None]:
+    """Turn expected errors into ``error: ...`` lines on stderr and exit ``code``."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise  # the reader went away (``| head``): typer exits quietly
+    except EXPECTED_ERRORS as exc:
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            _err(f"error: {line}")
+        raise typer.Exit(code) from None
+
+
+class _Group(TyperGroup):
+    """The root command: every expected error of every subcommand exits 1 with ``error: ...``."""
+
+    def invoke(self, ctx: Any) -> Any:
+        """Run the subcommand, reporting expected errors."""
+        with reported(1):
+            return super().invoke(ctx)
+
+
+app = typer.Typer(
+    cls=_Group,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    help="Declarative control of HPC pilot jobs: Apps, Jobs and BatchJobs at one or more sites.",
+)
+site_app = typer.Typer(no_args_is_help=True, help="Create, list and forget sites.")
+controller_app = typer.Typer(no_args_is_help=True, help="Run, start, stop or check a site's controller.")
+app.add_typer(site_app, name="site")
+app.add_typer(controller_app, name="controller")
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _echo(text: str) -> None:
+    if text:
+        typer.echo(text, nl=False)
+
+
+def _sites(spec: str | None) -> list[Site]:
+    return resolve_sites(spec, Path.cwd())
+
+
+def _one_site(spec: str | None) -> Site:
+    sites = _sites(spec)
+    if len(sites) != 1:
+        raise SiteError(f"this command works on exactly one site, but --site {spec} names {len(sites)}")
+    return sites[0]
+
+
+def _stdin(files: Sequence[str]) -> str | None:
+    return sys.stdin.read() if "-" in files else None
+
+
+def _labels(selector: str | None) -> tuple[tuple[str, str], ...]:
+    """``-l a=b,c==d`` as ``(("a", "b"), ("c", "d"))``."""
+    pairs = []
+    for term in filter(None, (selector or "").split(",")):
+        key, sep, value = term.partition("=")
+        if not sep or not key.strip() or key.endswith("!"):
+            raise ValueError(f"invalid label selector {term!r}: expected key=value")
+        pairs.append((key.strip(), value.removeprefix("=").strip()))
+    return tuple(pairs)
+
+
+def _states(kind: str, values: Sequence[str]) -> tuple[str, ...]:
+    """``--state`` values (repeatable, comma-separated, any case) as the kind's state names."""
+    words = [w for v in values for w in v.split(",") if w]
+    if not words:
+        return ()
+    states: dict[str, type[JobState] | type[BatchJobState]] = {"Job": JobState, "BatchJob": BatchJobState}
+    if kind not in states:
+        raise ValueError(f"--state: {kind}s have no state")
+    known = {s.value.lower(): s.value for s in states[kind]}
+    unknown = [w for w in words if w.lower() not in known]
+    if unknown:
+        raise ValueError(f"--state: unknown {kind} state {unknown[0]!r}; expected one of {', '.join(known.values())}")
+    return tuple(known[w.lower()] for w in words)
+
+
+def _pages(store: Store, sel: Selector, limit: int | None) -> Iterator[list[StoredObject]]:
+    """The objects of ``sel`` page by page (keyset pagination), at most ``limit`` of them (None: all)."""
+    after_id = 0
+    while limit is None or limit > 0:
+        size = PAGE if limit is None else min(PAGE, limit)
+        page = store.list_objects(sel, limit=size, after_id=after_id)
+        if page:
+            yield page
+        if len(page) < size:
+            return
+        after_id = page[-1].id
+        limit = None if limit is None else limit - len(page)
+
+
+def _fetch(site: Site, kind: str, name: str) -> StoredObject:
+    """One object, or kubectl's NotFound message and exit 1."""
+    try:
+        return site.store.get_object(site.site_id, kind, name)
+    except NotFound:
+        _err(output.not_found(f"{kind.lower()}/{name}"))
+        raise typer.Exit(1) from None
+
+
+def _print_results(results: Iterable[ApplyResult], suffix: str = "") -> bool:
+    """Print ``job/x created`` style lines (kubectl's message for ``not found``); whether all were found."""
+    all_found = True
+    for r in results:
+        if r.action == "not found":
+            _err(output.not_found(r.ref))
+            all_found = False
+        else:
+            typer.echo(f"{r.ref} {r.action}{suffix}")
+    return all_found
+
+
+# ---------------------------------------------------------------- site
+
+
+@site_app.command("init")
+def site_init(
+    path: Annotated[Path, typer.Argument(help="The new site's directory.")],
+    name: Annotated[str | None, typer.Option("--name", help="Default: the directory's name.")] = None,
+    scheduler: Annotated[SchedulerKind, typer.Option("--scheduler")] = "local",
+) -> None:
+    """Lay out a new site directory and register it."""
+    site = init_site(path, name or path.resolve().name, scheduler)
+    typer.echo(f"site/{site.name} created at {site.path}")
+
+
+def _print_sites(entries: Iterable[tuple[str, Path]], fmt: OutputFormat | None) -> None:
+    """The sites table (or names); sites whose directory cannot be read are shown with a warning."""
+    if fmt in ("yaml", "json"):
+        raise ValueError(f"-o {fmt} is not supported for sites")
+    rows = []
+    for name, path in entries:
+        try:
+            site = Site.load(path)
+        except SiteError as exc:
+            _err(f"warning: site {name}: {exc}")
+            rows.append(output.site_row(name, path))
+            continue
+        rows.append(output.site_row(name, path, site, site.site_id))
+    if fmt == "name":
+        _echo("".join(f"site/{r[0]}\n" for r in rows))
+    else:
+        _echo(output.table(output.SITE_HEADERS, rows))
+
+
+@site_app.command("ls")
+def site_ls() -> None:
+    """List the registered sites."""
+    entries = registry.load_registry()
+    if not entries:
+        _err("No sites registered.")
+    _print_sites(sorted(entries.items()), None)
+
+
+@site_app.command("rm")
+def site_rm(name: Annotated[str, typer.Argument(help="The site to forget.")]) -> None:
+    """Unregister a site; its directory and store are left untouched."""
+    path = registry.load_registry().get(name)
+    if path is None or not registry.unregister(name):
+        raise SiteError(f"no site named {name!r} is registered")
+    typer.echo(f"site/{name} unregistered (its directory {path} and its store were left untouched)")
+
+
+# ---------------------------------------------------------------- apply, delete, diff
+
+
+@app.command()
+def apply(
+    files: FilesOpt,
+    recursive: RecursiveOpt = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate and show what would change, job scripts included.")
+    ] = False,
+    site: SiteOpt = None,
+) -> None:
+    """Create or update objects from manifests, all or nothing."""
+    target = _one_site(site)
+    docs = load_paths(files, recursive, _stdin(files))
+    if not docs:
+        raise ValueError("no objects passed to apply")
+    _print_results(apply_documents(target, docs, dry_run=dry_run), " (dry run)" if dry_run else "")
+    if dry_run:
+        for doc in docs:
+            if isinstance(doc.manifest, BatchJob):
+                _echo(_submit_plan(target, doc.manifest))
+
+
+def _submit_plan(site: Site, bj: BatchJob) -> str:
+    """The job script and scheduler command that submitting ``bj`` would use."""
+    req = submit_request(site, bj)
+    argv = get_scheduler(site.settings.scheduler, site.path).submit_command(req)
+    return output.submit_plan(f"batchjob/{bj.metadata.name}", req.script_path, render_job_script(site, bj), argv)
+
+
+@app.command()
+def delete(
+    kind: Annotated[str | None, typer.Argument(help="apps, jobs or batchjobs (bj).")] = None,
+    names: Annotated[list[str] | None, typer.Argument(help="The objects to delete.")] = None,
+    files: Annotated[
+        list[str] | None, typer.Option("-f", "--filename", help="Delete the objects of manifests.")
+    ] = None,
+    recursive: RecursiveOpt = False,
+    selector: SelectorOpt = None,
+    site: SiteOpt = None,
+) -> None:
+    """Delete objects by KIND NAME..., by manifest (-f FILE) or by label (KIND -l key=value).
+
+    Jobs and Apps go at once; a BatchJob's allocation is cancelled first ("deletion requested").
+    """
+    usage = typer.BadParameter("use: delete KIND NAME... | delete -f FILE | delete KIND -l key=value")
+    target = _one_site(site)
+    if files:
+        if kind or selector:
+            raise usage
+        keys = [doc.key for doc in load_paths(files, recursive, _stdin(files))]
+        found = _print_results(target.store.delete(target.site_id, keys))
+    elif kind is None or bool(names) == bool(selector):
+        raise usage
+    elif names:
+        found = _print_results(target.store.delete(target.site_id, [(kind_of(kind), n) for n in names]))
+    else:
+        found = True
+        sel = Selector(kind_of(kind), (target.site_id,), labels=_labels(selector))
+        for page in _pages(target.store, sel, None):
+            found = _print_results(target.store.delete(target.site_id, [(o.kind, o.name) for o in page])) and found
+    target.poke()
+    if not found:
+        raise typer.Exit(1)
+
+
+@app.command()
+def diff(files: FilesOpt, recursive: RecursiveOpt = False, site: SiteOpt = None) -> None:
+    """Show how applying manifests would change the live objects: exit 0 no change, 1 changes, 2 error."""
+    changed = False
+    with reported(2):
+        target = _one_site(site)
+        docs = load_paths(files, recursive, _stdin(files))
+        live: dict[tuple[str, str], Manifest] = {}
+        for kind in {d.manifest.kind for d in docs}:
+            sel = Selector(
+                kind, (target.site_id,), names=tuple(d.manifest.metadata.name for d in docs if d.key[0] == kind)
+            )
+            live.update({(o.kind, o.name): o.manifest for o in target.store.list_objects(sel)})
+        for doc in docs:
+            text = output.unified_diff(doc.ref, live.get(doc.key), doc.manifest)
+            changed = changed or bool(text)
+            _echo(text)
+    raise typer.Exit(1 if changed else 0)
+
+
+# ---------------------------------------------------------------- get, describe
+
+
+@app.command()
+def get(
+    kind: Annotated[str, typer.Argument(help="apps, jobs, batchjobs (bj), sites or events.")],
+    names: Annotated[list[str] | None, typer.Argument(help="Only these objects (events: of this object).")] = None,
+    selector: SelectorOpt = None,
+    state: Annotated[list[str] | None, typer.Option("--state", help="Only objects in these states.")] = None,
+    fmt: Annotated[OutputFormat | None, typer.Option("-o", "--output", help="wide, yaml, json or name.")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=0, help="At most N (default 500, events 100); 0: all, page by page."),
+    ] = None,
+    event_kind: Annotated[str | None, typer.Option("--kind", help="events: only of this kind.")] = None,
+    site: SiteOpt = None,
+) -> None:
+    """List objects as a table, or as YAML, JSON or names."""
+    word = {"site": "sites", "sites": "sites", "event": "events", "events": "events"}.get(kind.lower())
+    names = names or []
+    if word in ("sites", "events") and (selector or state):
+        raise ValueError(f"-l and --state do not apply to {word}")
+    if word != "events" and event_kind:
+        raise ValueError("--kind applies to events only")
+    if word == "sites":
+        if names:
+            raise ValueError("get sites takes no NAME; choose sites with --site")
+        _print_sites(((s.name, s.path) for s in _sites(site)), fmt)
+    elif word == "events":
+        _get_events(_sites(site), names, event_kind, DEFAULT_EVENT_LIMIT if limit is None else limit, fmt)
+    else:
+        k = kind_of(kind)
+        sel = Selector(k, (), names=tuple(names), labels=_labels(selector), states=_states(k, state or []))
+        _get_objects(_sites(site), sel, fmt or "table", 0 if names else DEFAULT_LIMIT if limit is None else limit)
+
+
+def _get_objects(sites: Sequence[Site], sel: Selector, fmt: output.Format, limit: int) -> None:
+    """Stream the objects of ``sel`` at every site; the stderr footer when ``limit`` (0: none) cut the listing."""
+    single = len(sel.names) == 1 and len(sites) == 1
+    out = output.writer(sel.kind, fmt, with_site=len(sites) > 1, single=single, now=time.time())
+    per_site = [(s, Selector(sel.kind, (s.site_id,), sel.names, sel.labels, sel.states)) for s in sites]
+    shown, found = 0, set[str]()
+    for s, site_sel in per_site:
+        if limit and shown >= limit:
+            break
+        for page in _pages(s.store, site_sel, limit - shown if limit else None):
+            shown += len(page)
+            found.update(o.name for o in page)
+            _echo(out.page(page))
+    _echo(out.end())
+    missing = [n for n in dict.fromkeys(sel.names) if n not in found]
+    for name in missing:
+        _err(output.not_found(f"{sel.kind.lower()}/{name}"))
+    if missing:
+        raise typer.Exit(1)
+    if not shown:
+        _err("No resources found.")
+    elif limit and shown >= limit:
+        total = sum(s.store.count_objects(site_sel) for s, site_sel in per_site)
+        if total > shown:
+            _err(f"(showing {shown} of {total}; use --limit 0 for all)")
+
+
+def _get_events(
+    sites: Sequence[Site], names: Sequence[str], kind: str | None, limit: int, fmt: OutputFormat | None
+) -> None:
+    """The newest ``limit`` events of the sites (of one object with a NAME), newest last."""
+    if fmt not in (None, "wide"):
+        raise ValueError(f"-o {fmt} is not supported for events")
+    if len(names) > 1:
+        raise ValueError("get events takes at most one NAME")
+    if limit == 0:
+        raise ValueError("--limit 0 (all) is not supported for events; give a number")
+    k = kind_of(kind) if kind else None
+    found = [
+        (s.name, e)
+        for s in sites
+        for e in s.store.events((s.site_id,), kind=k, name=names[0] if names else None, limit=limit)
+    ]
+    found = sorted(found, key=lambda se: se[1]["time"])[-limit:]
+    with_site = len(sites) > 1
+    headers = (["SITE"] if with_site else []) + output.EVENT_HEADERS
+    rows = [([name] if with_site else []) + output.event_row(e) for name, e in found]
+    if not rows:
+        _err("No events found.")
+    _echo(output.table(headers, rows))
+
+
+@app.command()
+def describe(
+    kind: Annotated[str, typer.Argument(help="apps, jobs or batchjobs (bj).")],
+    name: Annotated[str, typer.Argument(help="The object.")],
+    site: SiteOpt = None,
+) -> None:
+    """Show one object in detail: fields, spec, status and its last 20 events."""
+    target = _one_site(site)
+    obj = _fetch(target, kind_of(kind), name)
+    events = target.store.events((target.site_id,), kind=obj.kind, name=obj.name, limit=20)
+    _echo(output.describe(obj, events, time.time()))
+
+
+# ---------------------------------------------------------------- logs, schema, version
+
+
+@app.command()
+def logs(
+    kind: Annotated[str, typer.Argument(help="job")],
+    name: Annotated[str, typer.Argument(help="The Job.")],
+    attempt: Annotated[int | None, typer.Option("--attempt", min=1, help="Only this attempt.")] = None,
+    site: SiteOpt = None,
+) -> None:
+    """Print a Job's output, every attempt in order (or one with --attempt)."""
+    if kind_of(kind) != "Job":
+        raise ValueError("only Jobs have logs")
+    target = _one_site(site)
+    job = _fetch(target, "Job", name).manifest
+    assert isinstance(job, Job)
+    workdir = target.workdir(job.spec.workdir)
+    files = attempt_files(workdir)
+    if not files:
+        raise SiteError(f"job/{name} has no output yet (no job.out in {workdir})")
+    if attempt is not None:
+        if attempt not in files:
+            raise SiteError(f"job/{name} has no output of attempt {attempt} (attempts: {', '.join(map(str, files))})")
+        files = {attempt: files[attempt]}
+    for number, path in files.items():
+        if len(files) > 1:
+            typer.echo(f"==> attempt {number} <==")
+        with path.open(errors="replace") as stream:
+            while chunk := stream.read(1 << 16):
+                typer.echo(chunk, nl=False)
+
+
+@app.command()
+def schema(kind: Annotated[str, typer.Argument(help="App, Job or BatchJob.")]) -> None:
+    """Print a kind's JSON Schema."""
+    typer.echo(json.dumps(KINDS[kind_of(kind)].model_json_schema(by_alias=True), indent=2))
+
+
+@app.command()
+def version() -> None:
+    """Print balsamctl's version."""
+    typer.echo(f"balsamctl {__version__}")
+
+
+# ---------------------------------------------------------------- controller
+
+
+@controller_app.command("run")
+def controller_run(site: SiteOpt = None) -> None:
+    """Run the site's controller in the foreground."""
+    from controller import daemon
+
+    daemon.run(_one_site(site))
+
+
+@controller_app.command("start")
+def controller_start(site: SiteOpt = None) -> None:
+    """Start the controller of each site in the background."""
+    from controller import daemon
+
+    for s in _sites(site):
+        pid = daemon.start(s)
+        typer.echo(f"controller of site/{s.name} started (pid {pid}, log {daemon.status(s)['log']})")
+
+
+@controller_app.command("stop")
+def controller_stop(site: SiteOpt = None) -> None:
+    """Stop the controller of each site."""
+    from controller import daemon
+
+    for s in _sites(site):
+        typer.echo(f"controller of site/{s.name} {'stopped' if daemon.stop(s) else 'was not running'}")
+
+
+@controller_app.command("status")
+def controller_status(site: SiteOpt = None) -> None:
+    """Whether each site's controller runs."""
+    from controller import daemon
+
+    rows = []
+    for s in _sites(site):
+        st = daemon.status(s)
+        rows.append([s.name, "running" if st["running"] else "stopped", output.cell(st["pid"]), str(st["log"])])
+    _echo(output.table(["SITE", "STATUS", "PID", "LOG"], rows))
+
+
+def main() -> None:
+    """The ``balsamctl`` entry point."""
+    app()

@@ -1,0 +1,28 @@
+"""``python -m controller run --site PATH``: the controller process (``balsamctl controller start`` runs it)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from balsamctl.site import Site, SiteError
+from controller import daemon
+
+
+def main() -> int:
+    """Run the controller of one site in the foreground."""
+    parser = argparse.ArgumentParser(prog="python -m controller")
+    parser.add_argument("command", choices=["run"])
+    parser.add_argument("--site", required=True, type=Path)
+    args = parser.parse_args()
+    try:
+        daemon.run(Site.load(args.site))
+    except SiteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

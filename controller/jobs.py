@@ -1,0 +1,111 @@
+"""The Job lifecycle reconciler: parents, staging, hooks, and the defaults of an App without hooks.
+
+Level-triggered: every pass reads which Jobs sit in which state and moves them on. Jobs of Apps without a hook
+move in bulk, in SQL; Jobs whose App has a hook run it on a small thread pool, exactly once per transition
+(the transition is conditional on the Job still being in the hook's state).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from balsamctl.site import Site
+from controller.hooks import HOOKS, run_hook
+from schemas import App, Job, JobState
+from schemas.objects import AppSpec
+from store import JobRef, Selector, Transition
+
+log = logging.getLogger("balsamctl.controller.jobs")
+S = JobState
+HOOK_BATCH = 64
+
+#: Moves that need no hook: (from, to, reason).
+PLAIN_MOVES: tuple[tuple[JobState, JobState, str], ...] = (
+    (S.READY, S.STAGED_IN, "StagedIn"),
+    (S.POSTPROCESSED, S.STAGED_OUT, "StagedOut"),
+    (S.STAGED_OUT, S.JOB_FINISHED, "Finished"),
+)
+#: Per hook, where a Job of an App without that hook goes.
+DEFAULT_MOVES: dict[str, tuple[JobState, str]] = {
+    "preprocess": (S.PREPROCESSED, "Preprocessed"),
+    "postprocess": (S.POSTPROCESSED, "Postprocessed"),
+    "handle_error": (S.FAILED, "RunError"),
+    "handle_timeout": (S.RESTART_READY, "RestartAfterTimeout"),
+}
+
+
+class JobReconciler:
+    """Moves every Job of one site towards JOB_FINISHED (or FAILED)."""
+
+    def __init__(self, site: Site, wake: Callable[[], None], workers: int = 4) -> None:
+        self.site = site
+        self.wake = wake
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hook")
+        self.in_flight: set[int] = set()
+        self.lock = threading.Lock()
+
+    def close(self) -> None:
+        """Wait for running hooks."""
+        self.pool.shutdown(wait=True)
+
+    def __call__(self) -> bool:
+        """One pass; whether anything moved (the caller repeats while it does)."""
+        store, sid = self.site.store, self.site.site_id
+        apps = {
+            o.name: o.manifest.spec for o in store.list_objects(Selector("App", (sid,))) if isinstance(o.manifest, App)
+        }
+        moved = store.advance(sid, S.CREATED, S.READY, reason="Ready", parents="none")
+        moved += store.advance(sid, S.CREATED, S.AWAITING_PARENTS, reason="AwaitingParents", parents="some")
+        moved += self._fail_orphans()
+        moved += store.advance(sid, S.AWAITING_PARENTS, S.READY, reason="ParentsFinished", parents="all_finished")
+        for src, dst, reason in PLAIN_MOVES:
+            moved += store.advance(sid, src, dst, reason=reason)
+        for hook_name, (src, _) in HOOKS.items():
+            dst, reason = DEFAULT_MOVES[hook_name]
+            without = [n for n, a in apps.items() if getattr(a, hook_name) is None]
+            moved += store.advance(sid, src, dst, reason=reason, apps_without_hook=without)
+            with_hook = [n for n, a in apps.items() if getattr(a, hook_name) is not None]
+            if with_hook:
+                self._start_hooks(hook_name, src, with_hook, apps)
+        moved += store.purge_deleted_jobs(sid)
+        return moved > 0
+
+    def _fail_orphans(self) -> int:
+        store, sid = self.site.store, self.site.site_id
+        orphans = store.failed_parent_children(sid)
+        return store.transition(
+            sid,
+            [
+                Transition(cid, S.AWAITING_PARENTS, S.FAILED, "ParentFailed", f"parent job/{parent} FAILED")
+                for cid, _, parent in orphans
+            ],
+        )
+
+    def _start_hooks(self, hook_name: str, src: JobState, app_names: list[str], apps: dict[str, AppSpec]) -> None:
+        for ref in self.site.store.jobs_in_state(self.site.site_id, src, apps=app_names, limit=HOOK_BATCH):
+            with self.lock:
+                if ref.id in self.in_flight:
+                    continue
+                self.in_flight.add(ref.id)
+            self.pool.submit(self._hook, hook_name, src, ref, apps[ref.app])
+
+    def _hook(self, hook_name: str, src: JobState, ref: JobRef, app: AppSpec) -> None:
+        try:
+            store, sid = self.site.store, self.site.site_id
+            job = store.get_object(sid, "Job", ref.name).manifest
+            assert isinstance(job, Job)
+            outcome = run_hook(hook_name, job, app, self.site.workdir(ref.spec.workdir), self.site.path)
+            reason = hook_name.title().replace("_", "")
+            try:
+                store.transition(sid, [Transition(ref.id, src, outcome.state, reason, outcome.message)])
+            except ValueError as exc:  # the hook asked for a state the machine forbids
+                store.transition(sid, [Transition(ref.id, src, S.FAILED, reason, f"{hook_name}: {exc}")])
+        except Exception:
+            log.exception("job/%s: %s hook could not be run", ref.name, hook_name)
+        finally:
+            with self.lock:
+                self.in_flight.discard(ref.id)
+            self.wake()

@@ -1,0 +1,126 @@
+"""The controller's loop: woken by watchdog file events and its own timers, it runs each reconciler.
+
+Level-triggered (controller-runtime style): a reconciler reads desired and observed state, acts, and says
+whether it changed anything; one that changed something runs again at once, one that raised backs off
+exponentially, and nothing stops the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from balsamctl.site import Site
+from controller.batchjobs import BatchJobReconciler
+from controller.jobs import JobReconciler
+from controller.manifests import ManifestReconciler
+from schedulers import get_scheduler
+
+log = logging.getLogger("balsamctl.controller")
+MAX_ROUNDS = 50
+JOB_PERIOD_SEC = 2.0
+MANIFEST_RESYNC_SEC = 30.0
+
+
+@dataclass
+class Task:
+    """One reconciler with its timer and its backoff."""
+
+    name: str
+    reconcile: Callable[[], bool]
+    period: float
+    due: float = 0.0
+    failures: int = 0
+    dirty: bool = True
+
+
+@dataclass
+class Controller:
+    """The site agent of one site."""
+
+    site: Site
+    wake: threading.Event = field(default_factory=threading.Event)
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        scheduler = get_scheduler(self.site.settings.scheduler, self.site.path)
+        self.jobs = JobReconciler(self.site, self.wake.set)
+        self.tasks = [
+            Task("manifests", ManifestReconciler(self.site), MANIFEST_RESYNC_SEC),
+            Task("jobs", self.jobs, JOB_PERIOD_SEC),
+            Task("batchjobs", BatchJobReconciler(self.site, scheduler), self.site.settings.sync_period_sec),
+        ]
+
+    def poke(self, task_names: tuple[str, ...] = ("manifests", "jobs", "batchjobs")) -> None:
+        """Mark tasks to run now and wake the loop."""
+        for task in self.tasks:
+            if task.name in task_names:
+                task.dirty = True
+        self.wake.set()
+
+    def run_once(self) -> None:
+        """Run every task that is due or was poked."""
+        now = time.monotonic()
+        for task in self.tasks:
+            if not (task.dirty or now >= task.due):
+                continue
+            task.dirty = False
+            try:
+                rounds = 0
+                while task.reconcile() and rounds < MAX_ROUNDS:
+                    rounds += 1
+                task.failures = 0
+                task.due = time.monotonic() + task.period
+            except Exception:
+                task.failures += 1
+                delay = min(300.0, task.period * 2**task.failures)
+                log.exception("%s reconciler failed (%d in a row); next try in %.0f s", task.name, task.failures, delay)
+                task.due = time.monotonic() + delay
+
+    def run(self) -> None:
+        """Run until SIGTERM/SIGINT."""
+        self.site.wake_dir.mkdir(exist_ok=True)
+        observer = Observer()
+        observer.schedule(_Wake(self, ("manifests",)), str(self.site.manifests_dir), recursive=True)
+        observer.schedule(_Wake(self, ("jobs", "batchjobs")), str(self.site.wake_dir), recursive=False)
+        observer.start()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        log.info("controller of site %s started (scheduler %s)", self.site.name, self.site.settings.scheduler)
+        try:
+            while not self.stopping.is_set():
+                self.run_once()
+                next_due = min(t.due for t in self.tasks) - time.monotonic()
+                self.wake.wait(timeout=max(0.0, next_due))
+                self.wake.clear()
+        finally:
+            observer.stop()
+            observer.join(timeout=5)
+            self.jobs.close()
+            log.info("controller of site %s stopped", self.site.name)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        log.info("received signal %d, stopping", signum)
+        self.stopping.set()
+        self.wake.set()
+
+
+class _Wake(FileSystemEventHandler):
+    """Turns file events into pokes of some tasks."""
+
+    def __init__(self, controller: Controller, tasks: tuple[str, ...]) -> None:
+        self.controller = controller
+        self.task_names = tasks
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write"):
+            return
+        self.controller.poke(self.task_names)

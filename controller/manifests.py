@@ -1,0 +1,69 @@
+"""The GitOps reconciler: the site's ``manifests/`` folder is applied like ``apply -f``.
+
+A file added or changed is applied (objects it no longer holds are deleted); a file removed deletes what it
+had created. Objects remember their source file. A bad file is logged and recorded as an event, naming the file
+and field, and changes nothing; it never blocks the other files.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from balsamctl.apply import apply_documents, manifest_files
+from balsamctl.site import Site
+from schemas.manifest import ManifestError, parse_documents
+from store import Conflict
+
+log = logging.getLogger("balsamctl.controller.manifests")
+SOURCE_PREFIX = "manifests/"
+
+Fingerprint = tuple[int, int]
+
+
+class ManifestReconciler:
+    """Applies what changed in ``manifests/`` since the last pass (everything on the first)."""
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self.seen: dict[str, Fingerprint] = {}
+
+    def __call__(self) -> bool:
+        """One pass; whether any object changed."""
+        current = {self._source(p): p for p in manifest_files(self.site.manifests_dir, recursive=True)}
+        changed = False
+        for source, path in sorted(current.items()):
+            fingerprint = _fingerprint(path)
+            if fingerprint is None or self.seen.get(source) == fingerprint:
+                continue
+            changed |= self._apply(source, path)
+            self.seen[source] = fingerprint
+        for source in sorted(self.site.store.sources(self.site.site_id)):
+            if source.startswith(SOURCE_PREFIX) and source not in current:
+                changed |= self._apply(source, None)
+                self.seen.pop(source, None)
+        return changed
+
+    def _source(self, path: Path) -> str:
+        return SOURCE_PREFIX + path.relative_to(self.site.manifests_dir).as_posix()
+
+    def _apply(self, source: str, path: Path | None) -> bool:
+        try:
+            docs = parse_documents(path.read_text(), source) if path is not None else []
+            results = apply_documents(self.site, docs, source=source, prune=True)
+        except (ManifestError, Conflict, OSError, UnicodeDecodeError) as exc:
+            log.error("%s: not applied: %s", source, exc)
+            self.site.store.record_event(self.site.site_id, "Manifest", source, "ApplyFailed", str(exc))
+            return False
+        for r in results:
+            if r.action != "unchanged":
+                log.info("%s: %s %s", source, r.ref, r.action)
+        return any(r.action != "unchanged" for r in results)
+
+
+def _fingerprint(path: Path) -> Fingerprint | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size

@@ -1,0 +1,1 @@
+"""The pilot job: node resources, placement, and the two job modes (mpi, serial) run inside an allocation."""
