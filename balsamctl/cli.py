@@ -15,10 +15,8 @@ from typer.core import TyperGroup
 
 from balsamctl import __version__, output, registry
 from balsamctl.apply import apply_documents, load_paths
-from balsamctl.jobscript import render_job_script, submit_request
 from balsamctl.site import Site, SiteError, init_site, resolve_sites
 from launcher.joboutput import attempt_files
-from schedulers import get_scheduler
 from schemas import KINDS, BatchJob, BatchJobState, Job, JobState, Manifest, kind_of
 from schemas.settings import SchedulerKind
 from store import ApplyResult, NotFound, Selector, Store, StoredObject
@@ -244,6 +242,8 @@ def apply(
 
 def _submit_plan(site: Site, bj: BatchJob) -> str:
     """The job script and scheduler command that submitting ``bj`` would use."""
+    from balsamctl.jobscript import render_job_script, submit_request  # jinja2 only when needed
+    from schedulers import get_scheduler
     req = submit_request(site, bj)
     argv = get_scheduler(site.settings.scheduler, site.path).submit_command(req)
     return output.submit_plan(f"batchjob/{bj.metadata.name}", req.script_path, render_job_script(site, bj), argv)

@@ -23,7 +23,8 @@ LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY_PATTERN)]
 LabelValue = Annotated[str, StringConstraints(pattern=LABEL_VALUE_PATTERN)]
 Labels = dict[LabelKey, LabelValue]
 Identifier = Annotated[str, StringConstraints(pattern=IDENTIFIER_PATTERN)]
-ParamValue = str | int | float | bool
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+ParamValue = str | int | FiniteFloat | bool
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
@@ -277,6 +278,9 @@ def kind_of(word: str) -> str:
         raise ValueError(f"unknown kind {word!r}; expected one of: apps, jobs, batchjobs (bj)") from None
 
 
+_NAME_RE = re.compile(NAME_PATTERN.removeprefix("^").removesuffix("$"))
+
+
 def is_valid_name(name: str) -> bool:
     """Whether ``name`` is a valid object name."""
-    return re.match(NAME_PATTERN, name) is not None
+    return _NAME_RE.fullmatch(name) is not None

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_, bindparam, exists, func, insert, literal, select, update
-from sqlalchemy.orm import aliased
 
 from schemas import JobState, check_job_transition
 from schemas.objects import JobSpec
@@ -70,7 +69,7 @@ class JobStore(StoreBase):
         to Jobs run by that BatchJob.
         """
         check_job_transition("*", src, dst)
-        p = aliased(objects)
+        p = objects.alias("parent")
         conds = [objects.c.site_id == site_id, objects.c.kind == "Job", objects.c.state == src.value]
         if apps_without_hook is not None:
             conds.append(objects.c.app.in_(list(apps_without_hook)))
@@ -140,7 +139,7 @@ class JobStore(StoreBase):
 
     def failed_parent_children(self, site_id: int, limit: int = 1000) -> list[tuple[int, str, str]]:
         """``(child id, child name, failed parent name)`` for waiting Jobs whose parent is FAILED."""
-        p = aliased(objects)
+        p = objects.alias("parent")
         q = (
             select(objects.c.id, objects.c.name, p.c.name)
             .join(parent_links, parent_links.c.child_id == objects.c.id)

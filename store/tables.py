@@ -15,10 +15,9 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData()
-Json = JSON().with_variant(JSONB(), "postgresql")
+Json = JSON()
 
 sites = Table(
     "sites",

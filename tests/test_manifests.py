@@ -45,7 +45,9 @@ segments = st.text(
 workdirs = st.lists(segments, min_size=1, max_size=4).map("/".join)
 hooks = st.one_of(
     st.text(min_size=1, max_size=30),
-    st.builds(lambda m, f: {"python": f"{m}:{f}"}, st.from_regex(r"[A-Za-z_][A-Za-z0-9_.]{0,10}", fullmatch=True), identifiers),
+    st.builds(
+        lambda m, f: {"python": f"{m}:{f}"}, st.from_regex(r"[A-Za-z_][A-Za-z0-9_.]{0,10}", fullmatch=True), identifiers
+    ),
 )
 queue_words = st.from_regex(r"[A-Za-z0-9_.@-]{1,20}", fullmatch=True)
 MINUTES_PER_YEAR = 60 * 24 * 365

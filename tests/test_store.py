@@ -1,0 +1,573 @@
+"""The store: pagination, counts and selectors, bulk and single transitions, acquisition, results, deletion."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from schemas import App, BatchJob, InvalidTransition, Job
+from schemas import JobState as S
+from schemas.manifest import Document, Problem
+from schemas.objects import AppSpec
+from store import Conflict, JobRef, Selector, Store, StoredObject, Transition, sqlite_url
+
+TO_RUNNABLE = [(S.CREATED, S.READY), (S.READY, S.STAGED_IN), (S.STAGED_IN, S.PREPROCESSED)]
+
+
+def no_problems(_apps: Mapping[str, AppSpec], _parents: Mapping[str, Sequence[str]]) -> list[Problem]:
+    return []
+
+
+def app_doc(name: str = "sim") -> Document:
+    return Document(App.model_validate({"metadata": {"name": name}, "spec": {"command": "true"}}), "gen.yaml", 1)
+
+
+def job_doc(
+    name: str,
+    *,
+    app: str = "sim",
+    labels: dict[str, str] | None = None,
+    parents: Sequence[str] = (),
+    num_nodes: int = 1,
+    wall_time_min: int = 0,
+) -> Document:
+    raw = {
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": {
+            "app": app,
+            "workdir": f"w/{name}",
+            "parents": list(parents),
+            "num_nodes": num_nodes,
+            "wall_time_min": wall_time_min,
+        },
+    }
+    return Document(Job.model_validate(raw), "gen.yaml", 1)
+
+
+def add(store: Store, site_id: int, docs: Sequence[Document]) -> None:
+    store.apply(site_id, docs, check=no_problems)
+
+
+def jobs(store: Store, site_id: int, **sel: Any) -> list[StoredObject]:
+    return store.list_objects(Selector("Job", (site_id,), **sel))
+
+
+def state_of(store: Store, site_id: int, name: str) -> str | None:
+    return store.get_object(site_id, "Job", name).manifest.status.state
+
+
+def ids_by_name(store: Store, site_id: int) -> dict[str, int]:
+    return {o.name: o.id for o in jobs(store, site_id)}
+
+
+def make_runnable(store: Store, site_id: int) -> None:
+    for src, dst in TO_RUNNABLE:
+        store.advance(site_id, src, dst, reason="test")
+
+
+def take_all(refs: list[JobRef]) -> list[tuple[JobRef, Mapping[str, Any]]]:
+    return [(ref, {"nodes": ["n0"]}) for ref in refs]
+
+
+def state_events(store: Store, site_id: int, name: str) -> list[tuple[str | None, str | None, str]]:
+    return [(e["from_state"], e["to_state"], e["reason"]) for e in store.events((site_id,), kind="Job", name=name)]
+
+
+# ---------------------------------------------------------------- a shared, varied store for read-only queries
+
+LABEL_KEYS = ("exp", "size", "tier")
+LABEL_VALUES = ("a", "b", "c")
+
+
+@pytest.fixture(scope="module")
+def varied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, int]]:
+    """Two sites; the first with 300 Jobs of random labels spread over several states. Read-only."""
+    path = tmp_path_factory.mktemp("varied")
+    store = Store(sqlite_url(path / "store.db"))
+    sid = store.ensure_site("one", str(path / "one"))
+    other = store.ensure_site("two", str(path / "two"))
+    rng = random.Random(1234)
+    docs = [app_doc()]
+    for i in range(300):
+        labels = {k: rng.choice(LABEL_VALUES) for k in LABEL_KEYS if rng.random() < 0.7}
+        docs.append(job_doc(f"job-{i:03d}", labels=labels))
+    add(store, sid, docs)
+    add(store, other, [app_doc(), job_doc("job-000", labels={"exp": "a"})])  # same name, other site
+    for (src, dst), limit in zip(TO_RUNNABLE, (220, 150, 90), strict=True):
+        store.advance(sid, src, dst, reason="test", limit=limit)
+    yield store, sid
+    store.close()
+
+
+selectors = st.fixed_dictionaries(
+    {
+        "labels": st.lists(
+            st.tuples(st.sampled_from(LABEL_KEYS), st.sampled_from(LABEL_VALUES)), max_size=3, unique_by=lambda t: t[0]
+        ).map(tuple),
+        "states": st.lists(st.sampled_from([s.value for s in S]), max_size=3, unique=True).map(tuple),
+        "names": st.one_of(
+            st.just(()), st.lists(st.integers(0, 320).map(lambda i: f"job-{i:03d}"), max_size=5).map(tuple)
+        ),
+    }
+)
+
+
+def matches(o: StoredObject, sel: Mapping[str, Any]) -> bool:
+    m = o.manifest.metadata
+    return (
+        all(m.labels.get(k) == v for k, v in sel["labels"])
+        and (not sel["states"] or o.manifest.status.state in sel["states"])
+        and (not sel["names"] or m.name in sel["names"])
+    )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sel=selectors, page=st.integers(1, 120))
+def test_selectors_counts_and_keyset_pagination_agree_with_python(
+    varied: tuple[Store, int], sel: dict[str, Any], page: int
+) -> None:
+    store, sid = varied
+    everything = store.list_objects(Selector("Job", (sid,)))
+    assert len(everything) == 300, "the other site's Job is never included"
+    expected = [o for o in everything if matches(o, sel)]
+    selector = Selector("Job", (sid,), **sel)
+    # one query
+    assert [o.id for o in store.list_objects(selector)] == [o.id for o in expected]
+    # keyset pagination: each object exactly once, in id order, pages never over the limit
+    seen: list[int] = []
+    after = 0
+    while True:
+        batch = store.list_objects(selector, limit=page, after_id=after)
+        assert len(batch) <= page
+        if not batch:
+            break
+        seen += [o.id for o in batch]
+        after = batch[-1].id
+    assert seen == [o.id for o in expected]
+    # counts in SQL
+    assert store.count_objects(selector) == len(expected)
+    assert store.count_by_state(selector) == dict(Counter(str(o.manifest.status.state) for o in expected))
+
+
+def test_label_selectors_are_an_and(varied: tuple[Store, int]) -> None:
+    store, sid = varied
+    both = (("exp", "a"), ("size", "b"))
+    got = {o.name for o in store.list_objects(Selector("Job", (sid,), labels=both))}
+    exp_a = {o.name for o in store.list_objects(Selector("Job", (sid,), labels=both[:1]))}
+    size_b = {o.name for o in store.list_objects(Selector("Job", (sid,), labels=both[1:]))}
+    assert got == exp_a & size_b
+    assert got, "the fixture's random labels should give some overlap"
+    assert exp_a - got, "and some Jobs with only one of the labels"
+
+
+def test_states_spread_as_advanced(varied: tuple[Store, int]) -> None:
+    store, sid = varied
+    assert store.count_by_state(Selector("Job", (sid,))) == {
+        "CREATED": 80,
+        "READY": 70,
+        "STAGED_IN": 60,
+        "PREPROCESSED": 90,
+    }
+    assert store.count_runnable(sid) == 90
+
+
+def test_pagination_while_objects_are_added(store: Store, site_id: int) -> None:
+    add(store, site_id, [app_doc(), *(job_doc(f"j{i}") for i in range(10))])
+    sel = Selector("Job", (site_id,))
+    first = store.list_objects(sel, limit=4)
+    add(store, site_id, [job_doc(f"late{i}") for i in range(3)])
+    rest = store.list_objects(sel, after_id=first[-1].id)
+    names = [o.name for o in first + rest]
+    assert len(names) == len(set(names)) == 13
+    assert names[-3:] == ["late0", "late1", "late2"]
+
+
+# ---------------------------------------------------------------- advance
+
+
+def test_advance_moves_only_matching_jobs_with_one_event_each(store: Store, site_id: int) -> None:
+    add(store, site_id, [app_doc("x"), app_doc("y")])
+    add(store, site_id, [job_doc("x1", app="x"), job_doc("x2", app="x"), job_doc("y1", app="y")])
+    add(store, site_id, [job_doc("x3", app="x", parents=["x1"])])
+    moved = store.advance(site_id, S.CREATED, S.READY, reason="NoHook", apps_without_hook=["x"], parents="none")
+    assert moved == 2
+    assert {n: state_of(store, site_id, n) for n in ("x1", "x2", "x3", "y1")} == {
+        "x1": "READY",
+        "x2": "READY",
+        "x3": "CREATED",
+        "y1": "CREATED",
+    }
+    for name in ("x1", "x2"):
+        assert state_events(store, site_id, name)[-1] == ("CREATED", "READY", "NoHook")
+        assert [e for e in state_events(store, site_id, name) if e[2] == "NoHook"] == [("CREATED", "READY", "NoHook")]
+    for name in ("x3", "y1"):
+        assert all(e[2] != "NoHook" for e in state_events(store, site_id, name))
+    # nothing left to move: no change, no event
+    n_events = len(store.events((site_id,), limit=10_000))
+    assert store.advance(site_id, S.CREATED, S.READY, reason="NoHook", apps_without_hook=["x"], parents="none") == 0
+    assert len(store.events((site_id,), limit=10_000)) == n_events
+    # "some" selects Jobs with parents
+    assert store.advance(site_id, S.CREATED, S.AWAITING_PARENTS, reason="Wait", parents="some") == 1
+    assert state_of(store, site_id, "x3") == "AWAITING_PARENTS"
+
+
+def test_advance_refuses_a_transition_outside_the_table(store: Store, site_id: int) -> None:
+    add(store, site_id, [app_doc(), job_doc("j")])
+    with pytest.raises(InvalidTransition):
+        store.advance(site_id, S.CREATED, S.RUNNING, reason="x")
+    assert state_of(store, site_id, "j") == "CREATED"
+
+
+def test_advance_respects_its_limit(store: Store, site_id: int) -> None:
+    add(store, site_id, [app_doc(), *(job_doc(f"j{i}") for i in range(7))])
+    assert store.advance(site_id, S.CREATED, S.READY, reason="x", limit=3) == 3
+    assert store.count_by_state(Selector("Job", (site_id,))) == {"READY": 3, "CREATED": 4}
+
+
+def finish(store: Store, site_id: int, job_id: int) -> None:
+    path = [S.READY, S.STAGED_IN, S.PREPROCESSED, S.RUNNING, S.RUN_DONE, S.POSTPROCESSED, S.STAGED_OUT]
+    chain = [S.CREATED, *path, S.JOB_FINISHED]
+    for src, dst in pairwise(chain):
+        assert store.transition(site_id, [Transition(job_id, src, dst, "test")]) == 1
+
+
+def test_parents_all_finished_releases_only_children_whose_parents_all_finished(store: Store, site_id: int) -> None:
+    add(store, site_id, [app_doc(), job_doc("p1"), job_doc("p2"), job_doc("p3")])
+    add(
+        store,
+        site_id,
+        [
+            job_doc("c-one-done", parents=["p1"]),
+            job_doc("c-both-done", parents=["p1", "p2"]),
+            job_doc("c-one-pending", parents=["p1", "p3"]),
+            job_doc("c-one-failed", parents=["p2", "p3"]),
+        ],
+    )
+    ids = ids_by_name(store, site_id)
+    assert store.advance(site_id, S.CREATED, S.AWAITING_PARENTS, reason="Wait", parents="some") == 4
+    finish(store, site_id, ids["p1"])
+    finish(store, site_id, ids["p2"])
+    store.transition(site_id, [Transition(ids["p3"], S.CREATED, S.FAILED, "test")])
+    # p3 FAILED must not count as finished
+    moved = store.advance(site_id, S.AWAITING_PARENTS, S.READY, reason="ParentsDone", parents="all_finished")
+    assert moved == 2
+    assert {n: state_of(store, site_id, n) for n in ids if n.startswith("c-")} == {
+        "c-one-done": "READY",
+        "c-both-done": "READY",
+        "c-one-pending": "AWAITING_PARENTS",
+        "c-one-failed": "AWAITING_PARENTS",
+    }
+    failed = {(child, parent) for _, child, parent in store.failed_parent_children(site_id)}
+    assert failed == {("c-one-pending", "p3"), ("c-one-failed", "p3")}
+
+
+# ---------------------------------------------------------------- transition
+
+
+def test_transition_applies_only_from_its_source_state(store: Store, site_id: int) -> None:
+    add(store, site_id, [app_doc(), job_doc("j")])
+    jid = ids_by_name(store, site_id)["j"]
+    tr = Transition(jid, S.CREATED, S.READY, "Go", message="ready now", data={"k": 1})
+    assert store.transition(site_id, [tr]) == 1
+    assert store.transition(site_id, [tr]) == 0
+    assert store.transition(site_id, [Transition(jid, S.READY, S.STAGED_IN, "In"), tr]) == 1
+    assert state_events(store, site_id, "j")[1:] == [("CREATED", "READY", "Go"), ("READY", "STAGED_IN", "In")]
+    (go,) = [e for e in store.events((site_id,), name="j") if e["reason"] == "Go"]
+    assert (go["message"], go["data"]) == ("ready now", {"k": 1})
+    obj = store.get_object(site_id, "Job", "j").manifest
+    assert obj.metadata.resource_version == 3
+
+
+def test_transition_batches_are_all_or_nothing(store: Store, site_id: int) -> None:
+    add(store, site_id, [app_doc(), job_doc("a"), job_doc("b")])
+    ids = ids_by_name(store, site_id)
+    good = Transition(ids["a"], S.CREATED, S.READY, "Go")
+    bad = Transition(ids["b"], S.CREATED, S.RUNNING, "Skip")
+    with pytest.raises(InvalidTransition):
+        store.transition(site_id, [good, bad])
+    assert state_of(store, site_id, "a") == "CREATED"
+
+
+def test_concurrent_identical_transitions_apply_exactly_once(store: Store, site_id: int, tmp_path: Path) -> None:
+    add(store, site_id, [app_doc(), job_doc("j")])
+    jid = ids_by_name(store, site_id)["j"]
+    tr = Transition(jid, S.CREATED, S.READY, "Race")
+    stores = [Store(sqlite_url(tmp_path / "store.db")) for _ in range(6)]
+    done: list[int] = []
+    barrier = threading.Barrier(len(stores))
+
+    def go(s: Store) -> None:
+        barrier.wait()
+        done.append(s.transition(site_id, [tr]))
+
+    threads = [threading.Thread(target=go, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in stores:
+        s.close()
+    assert sorted(done) == [0, 0, 0, 0, 0, 1]
+    assert [e for e in state_events(store, site_id, "j") if e[2] == "Race"] == [("CREATED", "READY", "Race")]
+
+
+# ---------------------------------------------------------------- acquire
+
+
+def test_concurrent_acquire_claims_every_job_exactly_once(store: Store, site_id: int, tmp_path: Path) -> None:
+    add(store, site_id, [app_doc(), *(job_doc(f"j{i:03d}") for i in range(200))])
+    make_runnable(store, site_id)
+    assert store.count_runnable(site_id) == 200
+    claimers = [Store(sqlite_url(tmp_path / "store.db")) for _ in range(4)]
+    claimed: dict[str, list[int]] = {}
+    barrier = threading.Barrier(len(claimers))
+    errors: list[BaseException] = []
+
+    def run(owner: str, s: Store) -> None:
+        mine = claimed.setdefault(owner, [])
+        barrier.wait()
+        try:
+            while True:
+                got = s.acquire(site_id, owner=owner, batch_job="bj", filter_tags={}, choose=take_all, candidates=9)
+                if not got:
+                    return
+                mine.extend(ref.id for ref, _ in got)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(f"launcher-{i}", s)) for i, s in enumerate(claimers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    for s in claimers:
+        s.close()
+    assert not errors
+    all_ids = [i for ids in claimed.values() for i in ids]
+    assert len(all_ids) == len(set(all_ids)) == 200
+    assert set(all_ids) == set(ids_by_name(store, site_id).values())
+    owners = {i: owner for owner, ids in claimed.items() for i in ids}
+    for o in jobs(store, site_id):
+        assert o.manifest.status.state == "RUNNING"
+        assert o.manifest.status.attempts == 1
+        assert o.manifest.status.batch_job == "bj"
+        (ev,) = [e for e in store.events((site_id,), name=o.name) if e["reason"] == "Acquired"]
+        assert ev["message"] == f"launched by {owners[o.id]}"
+        assert ev["data"] == {"nodes": ["n0"]}
+    assert store.count_runnable(site_id) == 0
+
+
+def test_acquire_honours_filter_tags_and_limits(store: Store, site_id: int) -> None:
+    docs = [app_doc()]
+    for nodes in (1, 2, 4):
+        for gpu in ("yes", "no"):
+            docs.append(job_doc(f"n{nodes}-{gpu}", labels={"gpu": gpu, "team": "t"}, num_nodes=nodes))
+    docs.append(job_doc("n1-long", labels={"gpu": "yes", "team": "t"}, wall_time_min=120))
+    add(store, site_id, docs)
+    make_runnable(store, site_id)
+    offered: list[str] = []
+
+    def choose(refs: list[JobRef]) -> list[tuple[JobRef, Mapping[str, Any]]]:
+        offered.extend(r.name for r in refs)
+        return take_all(refs)
+
+    got = store.acquire(
+        site_id,
+        owner="l1",
+        batch_job="bj",
+        filter_tags={"gpu": "yes", "team": "t"},
+        choose=choose,
+        max_num_nodes=2,
+        max_wall_time_min=60,
+    )
+    assert sorted(offered) == sorted(r.name for r, _ in got) == ["n1-yes", "n2-yes"]
+    assert offered == ["n1-yes", "n2-yes"], "smaller Jobs are offered first"
+    assert {o.name for o in jobs(store, site_id, states=("RUNNING",))} == {"n1-yes", "n2-yes"}
+    # a choose that takes only part of what it is offered claims only that part
+    got = store.acquire(
+        site_id, owner="l2", batch_job="bj", filter_tags={"gpu": "no"}, choose=lambda refs: take_all(refs[:1])
+    )
+    assert [r.name for r, _ in got] == ["n1-no"]
+    assert state_of(store, site_id, "n2-no") == "PREPROCESSED"
+    # nothing matches: choose is not even asked, nothing changes
+    assert store.acquire(site_id, owner="l3", batch_job="bj", filter_tags={"gpu": "maybe"}, choose=choose) == []
+
+
+# ---------------------------------------------------------------- results
+
+
+def test_record_results_moves_running_jobs_and_ignores_the_rest(store: Store, site_id: int) -> None:
+    add(store, site_id, [app_doc(), job_doc("ok"), job_doc("err"), job_doc("gone")])
+    make_runnable(store, site_id)
+    got = {r.name: r for r, _ in store.acquire(site_id, owner="l", batch_job="bj", filter_tags={}, choose=take_all)}
+    assert set(got) == {"ok", "err", "gone"}
+    # "gone" timed out meanwhile: its late result must not overwrite that
+    assert store.transition(site_id, [Transition(got["gone"].id, S.RUNNING, S.RUN_TIMEOUT, "Timeout")]) == 1
+    n = store.record_results(
+        site_id,
+        [
+            {"job_id": got["ok"].id, "name": "ok", "state": S.RUN_DONE, "return_code": 0},
+            {
+                "job_id": got["err"].id,
+                "name": "err",
+                "state": S.RUN_ERROR,
+                "return_code": 3,
+                "output_tail": "Traceback ...",
+                "message": "exit 3",
+            },
+            {"job_id": got["gone"].id, "name": "gone", "state": S.RUN_DONE, "return_code": 0},
+        ],
+    )
+    ok = store.get_object(site_id, "Job", "ok").manifest.status
+    err = store.get_object(site_id, "Job", "err").manifest.status
+    gone = store.get_object(site_id, "Job", "gone").manifest.status
+    assert (ok.state, ok.return_code) == ("RUN_DONE", 0)
+    assert (err.state, err.return_code, err.output_tail, err.message) == ("RUN_ERROR", 3, "Traceback ...", "exit 3")
+    assert ok.end_time is not None and ok.start_time is not None and ok.end_time >= ok.start_time
+    assert (gone.state, gone.return_code) == ("RUN_TIMEOUT", None)
+    assert [e[:2] for e in state_events(store, site_id, "ok") if e[2] == "Ran"] == [("RUNNING", "RUN_DONE")]
+    assert [e[:2] for e in state_events(store, site_id, "err") if e[2] == "Ran"] == [("RUNNING", "RUN_ERROR")]
+    assert [e for e in state_events(store, site_id, "gone") if e[2] == "Ran"] == [], "no event for an ignored result"
+    assert n == 2, "the count is of results applied"
+
+
+def test_record_results_refuses_an_impossible_outcome(store: Store, site_id: int) -> None:
+    add(store, site_id, [app_doc(), job_doc("j")])
+    make_runnable(store, site_id)
+    (ref, _), *_ = store.acquire(site_id, owner="l", batch_job="bj", filter_tags={}, choose=take_all)
+    with pytest.raises(InvalidTransition):
+        store.record_results(site_id, [{"job_id": ref.id, "name": "j", "state": S.JOB_FINISHED, "return_code": 0}])
+    assert state_of(store, site_id, "j") == "RUNNING"
+
+
+# ---------------------------------------------------------------- delete
+
+
+def dump_store(store: Store, site_id: int) -> tuple[Any, ...]:
+    objs = [
+        o.manifest.model_dump(mode="json")
+        for kind in ("App", "Job", "BatchJob")
+        for o in store.list_objects(Selector(kind, (site_id,)))
+    ]
+    return objs, len(store.events((site_id,), limit=1_000_000))
+
+
+def test_deleting_a_parent_fails_its_waiting_children(store: Store, site_id: int) -> None:
+    add(store, site_id, [app_doc(), job_doc("p"), job_doc("q"), job_doc("other")])
+    add(
+        store,
+        site_id,
+        [
+            job_doc("c-created", parents=["p"]),
+            job_doc("c-waiting", parents=["p"]),
+            job_doc("c-two", parents=["p", "q"]),
+            job_doc("c-unrelated", parents=["other"]),
+        ],
+    )
+    ids = ids_by_name(store, site_id)
+    store.transition(site_id, [Transition(ids["c-waiting"], S.CREATED, S.AWAITING_PARENTS, "Wait")])
+    results = store.delete(site_id, [("Job", "p"), ("Job", "q")])
+    assert {(r.ref, r.action) for r in results} == {("job/p", "deleted"), ("job/q", "deleted")}
+    for name, deleted_parents in (("c-created", ["p"]), ("c-waiting", ["p"]), ("c-two", ["p", "q"])):
+        status = store.get_object(site_id, "Job", name).manifest.status
+        assert status.state == "FAILED"
+        assert any(f"parent job/{p} was deleted" in str(status.message) for p in deleted_parents), status.message
+        failed = [e for e in state_events(store, site_id, name) if e[1] == "FAILED"]
+        assert len(failed) == 1, f"{name}: one event per state change, got {failed}"
+        assert failed[0][2] == "ParentDeleted"
+    assert state_of(store, site_id, "c-unrelated") == "CREATED"
+    assert {o.name for o in jobs(store, site_id)} == {"other", "c-created", "c-waiting", "c-two", "c-unrelated"}
+
+
+def test_deleting_a_running_job_only_requests_it(store: Store, site_id: int) -> None:
+    add(store, site_id, [app_doc(), job_doc("j")])
+    make_runnable(store, site_id)
+    store.acquire(site_id, owner="l", batch_job="bj", filter_tags={}, choose=take_all)
+    assert [(r.ref, r.action) for r in store.delete(site_id, [("Job", "j")])] == [("job/j", "deletion requested")]
+    obj = store.get_object(site_id, "Job", "j").manifest
+    assert obj.status.state == "RUNNING"
+    assert obj.metadata.deletion_timestamp is not None
+    assert store.deletion_requested("l") == [ids_by_name(store, site_id)["j"]]
+
+
+def test_deleting_an_app_in_use_is_a_conflict_and_changes_nothing(store: Store, site_id: int) -> None:
+    add(store, site_id, [app_doc(), app_doc("spare"), job_doc("j1"), job_doc("j2")])
+    before = dump_store(store, site_id)
+    with pytest.raises(Conflict, match="app/sim"):
+        store.delete(site_id, [("App", "sim")])
+    # the whole request is refused, including the parts that were fine on their own
+    with pytest.raises(Conflict):
+        store.delete(site_id, [("Job", "j1"), ("App", "spare"), ("App", "sim")])
+    assert dump_store(store, site_id) == before
+    # with its Jobs in the same request, the App goes too
+    results = store.delete(site_id, [("App", "sim"), ("Job", "j1"), ("Job", "j2")])
+    assert {(r.ref, r.action) for r in results} == {
+        ("app/sim", "deleted"),
+        ("job/j1", "deleted"),
+        ("job/j2", "deleted"),
+    }
+    assert [(r.ref, r.action) for r in store.delete(site_id, [("Job", "j1")])] == [("job/j1", "not found")]
+
+
+def test_deleting_a_batchjob_requests_its_deletion(store: Store, site_id: int) -> None:
+    raw = {"metadata": {"name": "bj"}, "spec": {"num_nodes": 1, "wall_time_min": 5, "queue": "q", "project": "p"}}
+    add(store, site_id, [Document(BatchJob.model_validate(raw), "gen.yaml", 1)])
+    t0 = time.time()
+    assert [(r.ref, r.action) for r in store.delete(site_id, [("BatchJob", "bj")])] == [
+        ("batchjob/bj", "deletion requested")
+    ]
+    obj = store.get_object(site_id, "BatchJob", "bj").manifest
+    assert obj.status.state == "pending_deletion"
+    assert obj.metadata.deletion_timestamp is not None
+    assert obj.metadata.deletion_timestamp.timestamp() >= t0 - 1
+    (ev,) = [e for e in store.events((site_id,), kind="BatchJob") if e["reason"] == "DeletionRequested"]
+    assert (ev["from_state"], ev["to_state"]) == ("pending_submission", "pending_deletion")
+    before = dump_store(store, site_id)
+    again = store.delete(site_id, [("BatchJob", "bj")])
+    assert [(r.ref, r.action) for r in again] == [("batchjob/bj", "deletion already requested")]
+    assert dump_store(store, site_id) == before
+
+
+# ---------------------------------------------------------------- scale
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, int]]:
+    path = tmp_path_factory.mktemp("big")
+    store = Store(sqlite_url(path / "store.db"))
+    sid = store.ensure_site("big", str(path))
+    docs = [app_doc()]
+    docs += [job_doc(f"j{i:05d}", labels={"shard": str(i % 10)}) for i in range(20_000)]
+    add(store, sid, docs)
+    yield store, sid
+    store.close()
+
+
+def test_queries_on_20000_jobs_do_not_scan_everything(big: tuple[Store, int]) -> None:
+    store, sid = big
+    sel = Selector("Job", (sid,))
+    for query in (
+        lambda: store.list_objects(sel, limit=100),
+        lambda: store.list_objects(sel, limit=100, after_id=19_000),
+        lambda: store.count_objects(sel),
+        lambda: store.count_objects(Selector("Job", (sid,), labels=(("shard", "3"),))),
+        lambda: store.count_by_state(sel),
+        lambda: store.get_object(sid, "Job", "j19999"),
+    ):
+        start = time.perf_counter()
+        result = query()
+        assert time.perf_counter() - start < 2.0
+        assert result
+    assert len(store.list_objects(sel, limit=100)) == 100
+    assert store.count_objects(sel) == 20_000
+    assert store.count_objects(Selector("Job", (sid,), labels=(("shard", "3"),))) == 2_000
