@@ -26,7 +26,7 @@ from schedulers import get_scheduler
 
 log = logging.getLogger("balsamctl.controller")
 MAX_ROUNDS = 50
-JOB_PERIOD_SEC = 2.0
+JOB_PERIOD_SEC = 5.0
 MANIFEST_RESYNC_SEC = 30.0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from pathlib import PurePosixPath
@@ -16,6 +17,7 @@ API_VERSION: Final = "balsam/v1"
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$"
 LABEL_KEY_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9_./-]{0,61}[A-Za-z0-9])?$"
 LABEL_VALUE_PATTERN = r"^([A-Za-z0-9]([A-Za-z0-9_.:+@-]{0,251}[A-Za-z0-9])?)?$"
+MAX_WALL_TIME_MIN = 60 * 24 * 365
 IDENTIFIER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
@@ -146,7 +148,7 @@ class JobSpec(Strict):
     gpus_per_rank: int = Field(default=0, ge=0, le=1024)
     node_packing_count: int = Field(default=1, ge=1, le=4096)
     launch_params: dict[Identifier, str] = Field(default_factory=dict)
-    wall_time_min: int = Field(default=0, ge=0)
+    wall_time_min: int = Field(default=0, ge=0, le=MAX_WALL_TIME_MIN)
     parents: list[Name] = Field(default_factory=list)
     data: dict[str, Any] = Field(default_factory=dict)
 
@@ -154,6 +156,15 @@ class JobSpec(Strict):
     @classmethod
     def _check_workdir(cls, value: str) -> str:
         return _relative_workdir(value)
+
+    @field_validator("data")
+    @classmethod
+    def _json_data(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            json.dumps(value, allow_nan=False)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"must be plain JSON data: {exc}") from None
+        return value
 
     @field_validator("parents")
     @classmethod
@@ -203,7 +214,7 @@ class BatchJobSpec(Strict):
     """``kind: BatchJob`` spec: a fixed block of node-hours on the site's scheduler."""
 
     num_nodes: int = Field(ge=1, le=1_000_000)
-    wall_time_min: int = Field(ge=1, le=60 * 24 * 365)
+    wall_time_min: int = Field(ge=1, le=MAX_WALL_TIME_MIN)
     queue: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.@-]{1,128}$")]
     project: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.@-]{1,128}$")]
     job_mode: JobMode = "mpi"

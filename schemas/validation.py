@@ -102,7 +102,7 @@ def _cycles(
                 nxt = ps[i]
                 if state.get(nxt) == 1:
                     cycle = [*path[path.index(nxt) :], nxt]
-                    doc = by_name.get(nxt) or by_name[node]
+                    doc = by_name.get(nxt) or by_name.get(node) or by_name[root]
                     problems.append(doc.problem("spec.parents", "dependency cycle: " + " -> ".join(cycle)))
                 elif not state.get(nxt):
                     state[nxt] = 1

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.pool import NullPool
 
 from store.tables import metadata
 
@@ -27,7 +26,9 @@ def sqlite_url(path: Path) -> str:
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; creates the schema if it is missing."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 60, "check_same_thread": False})
+        engine = create_engine(
+            url, pool_size=2, max_overflow=8, connect_args={"timeout": 60, "check_same_thread": False}
+        )
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
     else:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, insert, literal, select, update
+from sqlalchemy import and_, bindparam, exists, func, select, update
 
 from schemas import JobState, check_job_transition
 from schemas.objects import JobSpec
@@ -14,7 +14,7 @@ from schemas.states import RUNNABLE_STATES
 from store.base import StoreBase, add_events, chunks
 from store.engine import is_postgres, read_tx, write_tx
 from store.rows import now
-from store.tables import events, labels, objects
+from store.tables import labels, objects
 from store.tables import parents as parent_links
 
 _BY_ID = objects.c.id == bindparam("b_id")
@@ -86,38 +86,39 @@ class JobStore(StoreBase):
                 .where(p.c.state != JobState.JOB_FINISHED.value)
             )
         with write_tx(self.engine) as conn:
-            ids = list(
-                conn.execute(select(objects.c.id).where(and_(*conds)).order_by(objects.c.id).limit(limit)).scalars()
-            )
-            if not ids:
-                return 0
+            q = select(objects.c.id).where(and_(*conds)).order_by(objects.c.id).limit(limit)
+            ids = list(conn.execute(q).scalars())
             t = now()
+            values: dict[str, Any] = {"state": dst.value, "updated_at": t}
+            if src == JobState.RUNNING:
+                values.update(owner=None, end_time=t, message=message)
+            moved = 0
             for part in chunks(ids, 5000):
-                conn.execute(
-                    insert(events).from_select(
-                        ["site_id", "object_id", "kind", "name", "from_state", "to_state", "time", "reason", "message"],
-                        select(
-                            objects.c.site_id,
-                            objects.c.id,
-                            objects.c.kind,
-                            objects.c.name,
-                            objects.c.state,
-                            literal(dst.value),
-                            literal(t),
-                            literal(reason),
-                            literal(message),
-                        ).where(objects.c.id.in_(part)),
-                    )
-                )
-                values: dict[str, Any] = {"state": dst.value, "updated_at": t}
-                if src == JobState.RUNNING:
-                    values.update(owner=None, end_time=t, message=message)
-                conn.execute(
+                rows = conn.execute(
                     update(objects)
                     .where(objects.c.id.in_(part), objects.c.state == src.value)
                     .values(resource_version=objects.c.resource_version + 1, **values)
+                    .returning(objects.c.id, objects.c.name)
+                ).all()
+                moved += len(rows)
+                add_events(
+                    conn,
+                    (
+                        {
+                            "site_id": site_id,
+                            "object_id": r.id,
+                            "kind": "Job",
+                            "name": r.name,
+                            "time": t,
+                            "from_state": src.value,
+                            "to_state": dst.value,
+                            "reason": reason,
+                            "message": message,
+                        }
+                        for r in rows
+                    ),
                 )
-            return len(ids)
+            return moved
 
     def jobs_in_state(
         self, site_id: int, state: JobState, *, apps: Sequence[str] | None = None, limit: int = 100
@@ -172,7 +173,7 @@ class JobStore(StoreBase):
                     values.setdefault("message", tr.message)
                 res = conn.execute(
                     update(objects)
-                    .where(objects.c.id == tr.job_id, objects.c.state == tr.src.value)
+                    .where(objects.c.id == tr.job_id, objects.c.site_id == site_id, objects.c.state == tr.src.value)
                     .values(**values)
                     .returning(objects.c.name)
                 )
@@ -297,37 +298,45 @@ class JobStore(StoreBase):
         Each result has ``job_id``, ``name``, ``state`` (RUN_DONE, RUN_ERROR or RUN_TIMEOUT), ``return_code``,
         ``output_tail`` and ``message``; it applies only while the Job is still RUNNING.
         """
-        t = now()
-        rows = []
         for r in results:
             check_job_transition(r["name"], JobState.RUNNING, r["state"])
-            rows.append(
-                {
-                    "b_id": r["job_id"],
-                    "b_state": str(r["state"]),
-                    "b_rc": r.get("return_code"),
-                    "b_tail": r.get("output_tail"),
-                    "b_msg": r.get("message"),
-                    "b_end": t,
-                }
-            )
-        if not rows:
-            return 0
+        t = now()
         with write_tx(self.engine) as conn:
+            ids = [r["job_id"] for r in results]
+            live: set[int] = set()
+            for part in chunks(ids):
+                q = select(objects.c.id).where(
+                    objects.c.id.in_(part), objects.c.site_id == site_id, objects.c.state == JobState.RUNNING.value
+                )
+                if is_postgres(self.engine):
+                    q = q.with_for_update()
+                live.update(conn.execute(q).scalars())
+            kept = [r for r in results if r["job_id"] in live]
+            if not kept:
+                return 0
             conn.execute(
                 update(objects)
-                .where(_BY_ID, objects.c.state == JobState.RUNNING.value)
+                .where(_BY_ID)
                 .values(
                     state=bindparam("b_state"),
                     return_code=bindparam("b_rc"),
                     output_tail=bindparam("b_tail"),
                     message=bindparam("b_msg"),
-                    end_time=bindparam("b_end"),
+                    end_time=t,
                     owner=None,
                     updated_at=t,
                     resource_version=objects.c.resource_version + 1,
                 ),
-                rows,
+                [
+                    {
+                        "b_id": r["job_id"],
+                        "b_state": str(r["state"]),
+                        "b_rc": r.get("return_code"),
+                        "b_tail": r.get("output_tail"),
+                        "b_msg": r.get("message"),
+                    }
+                    for r in kept
+                ],
             )
             add_events(
                 conn,
@@ -342,10 +351,10 @@ class JobStore(StoreBase):
                         "reason": "Ran",
                         "message": r.get("message") or f"return code {r.get('return_code')}",
                     }
-                    for r in results
+                    for r in kept
                 ),
             )
-        return len(rows)
+        return len(kept)
 
     def deletion_requested(self, owner: str) -> list[int]:
         """Ids of Jobs run by ``owner`` that a user asked to delete."""
@@ -362,35 +371,6 @@ class JobStore(StoreBase):
                 objects.c.state.in_([s.value for s in RUNNABLE_STATES]),
             )
             return int(conn.execute(q).scalar_one())
-
-    def purge_deleted_jobs(self, site_id: int) -> int:
-        """Remove Jobs whose deletion was requested while running, once they stopped."""
-        with write_tx(self.engine) as conn:
-            rows = conn.execute(
-                select(objects.c.id, objects.c.name).where(
-                    objects.c.site_id == site_id,
-                    objects.c.kind == "Job",
-                    objects.c.deletion_timestamp.is_not(None),
-                    objects.c.state != JobState.RUNNING.value,
-                )
-            ).all()
-            for part in chunks([r.id for r in rows]):
-                conn.execute(objects.delete().where(objects.c.id.in_(part)))
-            add_events(
-                conn,
-                (
-                    {
-                        "site_id": site_id,
-                        "object_id": r.id,
-                        "kind": "Job",
-                        "name": r.name,
-                        "reason": "Deleted",
-                        "message": "deleted after it stopped",
-                    }
-                    for r in rows
-                ),
-            )
-            return len(rows)
 
 
 def _ref(r: Any) -> JobRef:

@@ -154,11 +154,32 @@ class ObjectStore(StoreBase):
             apps.update({r.name: AppSpec.model_validate(r.spec) for r in conn.execute(q)})
         stored_parents: dict[str, list[str]] = {}
         for part in chunks(parent_names):
-            q = select(objects.c.name, objects.c.spec).where(
-                objects.c.site_id == site_id, objects.c.kind == "Job", objects.c.name.in_(part)
-            )
-            stored_parents.update({r.name: list(r.spec.get("parents", [])) for r in conn.execute(q)})
+            stored_parents.update(self._ancestry(conn, site_id, part))
         return apps, stored_parents
+
+    def _ancestry(self, conn: Connection, site_id: int, names: Sequence[str]) -> dict[str, list[str]]:
+        """``{job: its parents}`` for the named stored Jobs and all their ancestors (a recursive query)."""
+        start = select(objects.c.id).where(
+            objects.c.site_id == site_id, objects.c.kind == "Job", objects.c.name.in_(names)
+        )
+        edges = select(parents.c.child_id, parents.c.parent_id).where(parents.c.child_id.in_(start))
+        anc = edges.cte("ancestry", recursive=True)
+        anc = anc.union(
+            select(parents.c.child_id, parents.c.parent_id).join(anc, parents.c.child_id == anc.c.parent_id)
+        )
+        child, parent = objects.alias("child"), objects.alias("parent")
+        rows = conn.execute(
+            select(child.c.name, parent.c.name)
+            .select_from(anc)
+            .join(child, child.c.id == anc.c.child_id)
+            .join(parent, parent.c.id == anc.c.parent_id)
+        )
+        found: dict[str, list[str]] = {
+            name: [] for name in conn.execute(start.with_only_columns(objects.c.name)).scalars()
+        }
+        for child_name, parent_name in rows:
+            found.setdefault(child_name, []).append(parent_name)
+        return found
 
     def _write(self, conn: Connection, site_id: int, docs: Sequence[Document], source: str | None) -> list[ApplyResult]:
         existing: dict[tuple[str, str], Any] = {}
@@ -383,68 +404,47 @@ class ObjectStore(StoreBase):
         gone = [r for r in rows if r.state != JobState.RUNNING]
         if running:
             conn.execute(update(objects).where(objects.c.id.in_([r.id for r in running])).values(deletion_timestamp=t))
-        gone_ids = [r.id for r in gone]
-        for part in chunks(gone_ids):
+            add_events(conn, (_event(site_id, r, "DeletionRequested", "stopping the running Job") for r in running))
+        self._remove_jobs(conn, site_id, gone)
+        return [ApplyResult(f"job/{r.name}", "deleted") for r in gone] + [
+            ApplyResult(f"job/{r.name}", "deletion requested") for r in running
+        ]
+
+    def _remove_jobs(self, conn: Connection, site_id: int, rows: Sequence[Any]) -> None:
+        """Delete Job rows; Jobs still waiting on one of them fail, naming the parent."""
+        names = {r.id: r.name for r in rows}
+        t = now()
+        for part in chunks(list(names)):
             waiting = conn.execute(
-                select(objects.c.id, objects.c.name, objects.c.state, parents.c.parent_id)
+                select(objects.c.id, objects.c.name, objects.c.state, func.min(parents.c.parent_id).label("parent"))
                 .join(parents, parents.c.child_id == objects.c.id)
                 .where(parents.c.parent_id.in_(part), objects.c.state.in_(["CREATED", "AWAITING_PARENTS"]))
+                .group_by(objects.c.id, objects.c.name, objects.c.state)
             ).all()
-            names = {r.id: r.name for r in gone}
             for w in waiting:
-                msg = f"parent job/{names[w.parent_id]} was deleted"
+                msg = f"parent job/{names[w.parent]} was deleted"
                 conn.execute(
                     update(objects)
                     .where(objects.c.id == w.id, objects.c.state == w.state)
                     .values(state="FAILED", message=msg, updated_at=t, resource_version=objects.c.resource_version + 1)
                 )
-                add_events(
-                    conn,
-                    [
-                        {
-                            "site_id": site_id,
-                            "object_id": w.id,
-                            "kind": "Job",
-                            "name": w.name,
-                            "from_state": w.state,
-                            "to_state": "FAILED",
-                            "reason": "ParentDeleted",
-                            "message": msg,
-                        }
-                    ],
-                )
+                add_events(conn, [_event(site_id, w, "ParentDeleted", msg, to_state="FAILED")])
             conn.execute(delete(objects).where(objects.c.id.in_(part)))
-        add_events(
-            conn,
-            (
-                {
-                    "site_id": site_id,
-                    "object_id": r.id,
-                    "kind": "Job",
-                    "name": r.name,
-                    "reason": "Deleted",
-                    "message": "deleted",
-                }
-                for r in gone
-            ),
-        )
-        add_events(
-            conn,
-            (
-                {
-                    "site_id": site_id,
-                    "object_id": r.id,
-                    "kind": "Job",
-                    "name": r.name,
-                    "reason": "DeletionRequested",
-                    "message": "stopping the running Job",
-                }
-                for r in running
-            ),
-        )
-        return [ApplyResult(f"job/{r.name}", "deleted") for r in gone] + [
-            ApplyResult(f"job/{r.name}", "deletion requested") for r in running
-        ]
+        add_events(conn, (_event(site_id, r, "Deleted", "deleted") for r in rows))
+
+    def purge_deleted_jobs(self, site_id: int) -> int:
+        """Remove Jobs whose deletion was requested while they ran, once they stopped."""
+        with write_tx(self.engine) as conn:
+            rows = conn.execute(
+                select(objects.c.id, objects.c.name, objects.c.state).where(
+                    objects.c.site_id == site_id,
+                    objects.c.kind == "Job",
+                    objects.c.deletion_timestamp.is_not(None),
+                    objects.c.state != JobState.RUNNING.value,
+                )
+            ).all()
+            self._remove_jobs(conn, site_id, rows)
+            return len(rows)
 
     def _delete_apps(self, conn: Connection, site_id: int, rows: Sequence[Any]) -> list[ApplyResult]:
         for r in rows:
@@ -528,3 +528,17 @@ class ObjectStore(StoreBase):
             )
             out.update({r.name: r.id for r in conn.execute(q)})
         return out
+
+
+def _event(site_id: int, row: Any, reason: str, message: str, to_state: str | None = None) -> dict[str, Any]:
+    """An event row about a Job row (``id``, ``name``, ``state``)."""
+    return {
+        "site_id": site_id,
+        "object_id": row.id,
+        "kind": "Job",
+        "name": row.name,
+        "from_state": row.state if to_state else None,
+        "to_state": to_state,
+        "reason": reason,
+        "message": message,
+    }

@@ -11,6 +11,7 @@ import yaml
 
 from balsamctl.apply import apply_documents, load_paths
 from balsamctl.site import Site, SiteError
+from schemas import Job
 from schemas import JobState as S
 from schemas.manifest import ManifestError
 from store import Conflict, Selector, Transition
@@ -80,6 +81,12 @@ def snapshot(site: Site) -> tuple[Any, ...]:
     return objects, n_events, sorted(site.store.sources(site.site_id))
 
 
+def stored_job(site: Site, name: str) -> Job:
+    manifest = site.store.get_object(site.site_id, "Job", name).manifest
+    assert isinstance(manifest, Job)
+    return manifest
+
+
 def meta(site: Site, kind: str, name: str) -> tuple[int, int]:
     """``(generation, resource_version)`` of one stored object."""
     m = site.store.get_object(site.site_id, kind, name).manifest.metadata
@@ -111,7 +118,7 @@ def test_apply_creates_every_object_in_its_initial_state(site: Site, tmp_path: P
         "job/j2": "created",
         "batchjob/bj": "created",
     }
-    j2 = site.store.get_object(site.site_id, "Job", "j2").manifest
+    j2 = stored_job(site, "j2")
     assert j2.status.state == "CREATED"
     assert (j2.metadata.generation, j2.metadata.resource_version) == (1, 1)
     assert j2.spec.parents == ["j1"]
@@ -144,7 +151,7 @@ def test_changing_a_job_spec_configures_it_and_bumps_generation(populated: Site,
     f = write(tmp_path, "b.yaml", job("b", parents=["a"], params={"n": 2}, num_nodes=1, wall_time_min=5))
     assert apply_files(populated, f) == {"job/b": "configured"}
     assert meta(populated, "Job", "b") == (gen + 1, rv + 1)
-    b = populated.store.get_object(populated.site_id, "Job", "b").manifest
+    b = stored_job(populated, "b")
     assert b.spec.parameters == {"n": 2}
     assert b.spec.wall_time_min == 5
     assert {n: meta(populated, "Job", n) for n in ("a", "c")} == others
@@ -328,8 +335,8 @@ def test_prune_deletes_only_what_left_that_source(populated: Site, tmp_path: Pat
     names = {o.name for o in populated.store.list_objects(Selector("Job", (sid,)))}
     assert names == {"a", "o1", "moved", "manual"}
     # "moved" belongs to base.yaml now: pruning other.yaml with nothing left in it keeps it
-    results = apply_documents(populated, [], source="other.yaml", prune=True)
-    assert {r.ref: r.action for r in results} == {"job/o1": "deleted"}
+    pruned = apply_documents(populated, [], source="other.yaml", prune=True)
+    assert {r.ref: r.action for r in pruned} == {"job/o1": "deleted"}
     names = {o.name for o in populated.store.list_objects(Selector("Job", (sid,)))}
     assert names == {"a", "moved", "manual"}
     assert populated.store.sources(sid) == {"base.yaml"}
@@ -365,3 +372,18 @@ def test_workdir_stays_inside_data(site: Site, tmp_path: Path) -> None:
     (site.path / "data2").mkdir()
     with pytest.raises(SiteError):
         site.workdir("../data2")
+
+
+def test_a_stored_object_dumped_as_yaml_reapplies_unchanged(populated: Site, tmp_path: Path) -> None:
+    """``get -o yaml > f; apply -f f`` is a no-op: read-only metadata and status are ignored."""
+    stored = [
+        o.manifest.model_dump(mode="json", by_alias=True)
+        for kind in KINDS
+        for o in populated.store.list_objects(Selector(kind, (populated.site_id,)))
+    ]
+    before = snapshot(populated)
+    f = write(tmp_path, "dump.yaml", *stored)
+    results = apply_files(populated, f, source="base.yaml")
+    assert len(results) == 5
+    assert set(results.values()) == {"unchanged"}
+    assert snapshot(populated) == before

@@ -105,14 +105,14 @@ def test_site_init_ls_rm(tmp_path: Path) -> None:
     assert listing[1].split()[:4] == ["alpha", "1", str(tmp_path / "alpha"), "local"]
     assert listing[1].split()[4].startswith("sqlite:///")
 
-    slurm = run("site", "init", str(tmp_path / "beta"), "--scheduler", "slurm", code=1)
-    assert "error: no job template for scheduler 'slurm'" in slurm.stderr
-    assert not (tmp_path / "beta" / "settings.yml").exists()
+    run("site", "init", str(tmp_path / "beta"), "--scheduler", "slurm")
+    assert "#SBATCH" in (tmp_path / "beta" / "job-template.sh").read_text()
+    assert "already a site" in run("site", "init", str(tmp_path / "beta"), code=1).stderr
     assert "invalid site name" in run("site", "init", str(tmp_path / "Bad_Name"), code=1).stderr
 
     assert "unregistered" in run("site", "rm", "alpha").stdout
     assert (tmp_path / "alpha" / "settings.yml").exists()
-    assert lines(run("site", "ls")) == []
+    assert [row.split()[0] for row in lines(run("site", "ls"))[1:]] == ["beta"]
     assert "error: no site named 'alpha'" in run("site", "rm", "alpha", code=1).stderr
 
 

@@ -40,7 +40,7 @@ json_values = st.recursive(
     max_leaves=8,
 )
 segments = st.text(
-    st.characters(blacklist_characters="/\\\x00", blacklist_categories=("Cs",)), min_size=1, max_size=10
+    st.characters(blacklist_characters="/\\\x00", blacklist_categories=["Cs"]), min_size=1, max_size=10
 ).filter(lambda s: s != "..")
 workdirs = st.lists(segments, min_size=1, max_size=4).map("/".join)
 hooks = st.one_of(
@@ -113,7 +113,7 @@ def job_docs(draw: st.DrawFn) -> dict[str, Any]:
 
 @st.composite
 def batchjob_docs(draw: st.DrawFn) -> dict[str, Any]:
-    partitions = draw(
+    partitions: list[dict[str, Any]] = draw(
         st.lists(
             st.fixed_dictionaries(
                 {"job_mode": st.sampled_from(["mpi", "serial"]), "num_nodes": st.integers(1, 1000)},
@@ -271,7 +271,7 @@ status:
 
 # ---------------------------------------------------------------- INVALID documents
 
-Mutation = Callable[[dict[str, Any], st.DrawFn], str]
+Mutation = Callable[[dict[str, Any], Any], str]
 """Breaks a valid raw document in place; returns the field path the error must name."""
 
 

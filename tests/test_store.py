@@ -62,8 +62,14 @@ def jobs(store: Store, site_id: int, **sel: Any) -> list[StoredObject]:
     return store.list_objects(Selector("Job", (site_id,), **sel))
 
 
+def stored_job(store: Store, site_id: int, name: str) -> Job:
+    manifest = store.get_object(site_id, "Job", name).manifest
+    assert isinstance(manifest, Job)
+    return manifest
+
+
 def state_of(store: Store, site_id: int, name: str) -> str | None:
-    return store.get_object(site_id, "Job", name).manifest.status.state
+    return stored_job(store, site_id, name).status.state
 
 
 def ids_by_name(store: Store, site_id: int) -> dict[str, int]:
@@ -284,7 +290,7 @@ def test_transition_applies_only_from_its_source_state(store: Store, site_id: in
     assert state_events(store, site_id, "j")[1:] == [("CREATED", "READY", "Go"), ("READY", "STAGED_IN", "In")]
     (go,) = [e for e in store.events((site_id,), name="j") if e["reason"] == "Go"]
     assert (go["message"], go["data"]) == ("ready now", {"k": 1})
-    obj = store.get_object(site_id, "Job", "j").manifest
+    obj = stored_job(store, site_id, "j")
     assert obj.metadata.resource_version == 3
 
 
@@ -358,6 +364,7 @@ def test_concurrent_acquire_claims_every_job_exactly_once(store: Store, site_id:
     assert set(all_ids) == set(ids_by_name(store, site_id).values())
     owners = {i: owner for owner, ids in claimed.items() for i in ids}
     for o in jobs(store, site_id):
+        assert isinstance(o.manifest, Job)
         assert o.manifest.status.state == "RUNNING"
         assert o.manifest.status.attempts == 1
         assert o.manifest.status.batch_job == "bj"
@@ -428,9 +435,9 @@ def test_record_results_moves_running_jobs_and_ignores_the_rest(store: Store, si
             {"job_id": got["gone"].id, "name": "gone", "state": S.RUN_DONE, "return_code": 0},
         ],
     )
-    ok = store.get_object(site_id, "Job", "ok").manifest.status
-    err = store.get_object(site_id, "Job", "err").manifest.status
-    gone = store.get_object(site_id, "Job", "gone").manifest.status
+    ok = stored_job(store, site_id, "ok").status
+    err = stored_job(store, site_id, "err").status
+    gone = stored_job(store, site_id, "gone").status
     assert (ok.state, ok.return_code) == ("RUN_DONE", 0)
     assert (err.state, err.return_code, err.output_tail, err.message) == ("RUN_ERROR", 3, "Traceback ...", "exit 3")
     assert ok.end_time is not None and ok.start_time is not None and ok.end_time >= ok.start_time
@@ -479,7 +486,7 @@ def test_deleting_a_parent_fails_its_waiting_children(store: Store, site_id: int
     results = store.delete(site_id, [("Job", "p"), ("Job", "q")])
     assert {(r.ref, r.action) for r in results} == {("job/p", "deleted"), ("job/q", "deleted")}
     for name, deleted_parents in (("c-created", ["p"]), ("c-waiting", ["p"]), ("c-two", ["p", "q"])):
-        status = store.get_object(site_id, "Job", name).manifest.status
+        status = stored_job(store, site_id, name).status
         assert status.state == "FAILED"
         assert any(f"parent job/{p} was deleted" in str(status.message) for p in deleted_parents), status.message
         failed = [e for e in state_events(store, site_id, name) if e[1] == "FAILED"]
@@ -494,7 +501,7 @@ def test_deleting_a_running_job_only_requests_it(store: Store, site_id: int) -> 
     make_runnable(store, site_id)
     store.acquire(site_id, owner="l", batch_job="bj", filter_tags={}, choose=take_all)
     assert [(r.ref, r.action) for r in store.delete(site_id, [("Job", "j")])] == [("job/j", "deletion requested")]
-    obj = store.get_object(site_id, "Job", "j").manifest
+    obj = stored_job(store, site_id, "j")
     assert obj.status.state == "RUNNING"
     assert obj.metadata.deletion_timestamp is not None
     assert store.deletion_requested("l") == [ids_by_name(store, site_id)["j"]]
@@ -571,3 +578,24 @@ def test_queries_on_20000_jobs_do_not_scan_everything(big: tuple[Store, int]) ->
     assert len(store.list_objects(sel, limit=100)) == 100
     assert store.count_objects(sel) == 20_000
     assert store.count_objects(Selector("Job", (sid,), labels=(("shard", "3"),))) == 2_000
+
+
+def test_a_parent_deleted_while_running_fails_its_waiting_children_once_purged(store: Store, site_id: int) -> None:
+    """Deleting a running parent is deferred; when it is purged its children must not lose the dependency."""
+    add(store, site_id, [app_doc(), job_doc("p")])
+    add(store, site_id, [job_doc("c", parents=["p"])])
+    ids = ids_by_name(store, site_id)
+    store.transition(site_id, [Transition(ids["c"], S.CREATED, S.AWAITING_PARENTS, "Wait")])
+    store.transition(site_id, [Transition(ids["p"], S.CREATED, S.READY, "Go")])
+    store.advance(site_id, S.READY, S.STAGED_IN, reason="test")
+    store.advance(site_id, S.STAGED_IN, S.PREPROCESSED, reason="test")
+    store.acquire(site_id, owner="l", batch_job="bj", filter_tags={}, choose=take_all)
+    store.delete(site_id, [("Job", "p")])
+    store.record_results(site_id, [{"job_id": ids["p"], "name": "p", "state": S.RUN_ERROR, "return_code": -15}])
+    assert store.purge_deleted_jobs(site_id) == 1
+    assert {o.name for o in jobs(store, site_id)} == {"c"}
+    # the parent never finished: c must not be released as if it had no parents
+    store.advance(site_id, S.AWAITING_PARENTS, S.READY, reason="ParentsDone", parents="all_finished")
+    status = stored_job(store, site_id, "c").status
+    assert status.state == "FAILED"
+    assert "job/p" in str(status.message)

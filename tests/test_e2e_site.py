@@ -1,0 +1,258 @@
+"""End to end on a real local site: the real CLI, controller, local scheduler, launchers and MPI.
+
+One site and one controller serve the module; every test but the hello example gives its BatchJob
+``filter_tags`` and its Jobs the matching label, so no allocation runs another test's Jobs.
+"""
+
+from __future__ import annotations
+
+from collections.abc Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.e2e import REPO, E2ESite, app_doc, batchjob_doc, job_doc, manifest, parse_time
+
+pytestmark = pytest.mark.slow
+
+SETTINGS = {
+    "sync_period_sec": 1,
+    "launcher": {"idle_ttl_sec": 5},
+    "local_nodes": {"count": 2, "cpus_per_node": 2},
+    "allowed_queues": {"local": {"max_nodes": 2}},
+}
+CHAIN = ["READY", "STAGED_IN", "PREPROCESSED", "RUNNING", "RUN_DONE", "POSTPROCESSED", "STAGED_OUT", "JOB_FINISHED"]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ESite]:
+    """A local site (2 emulated nodes of 2 CPUs, 5 s idle launchers) with its controller running."""
+    s = E2ESite.create(tmp_path_factory.mktemp("e2e-site"), "e2e-site", SETTINGS)
+    try:
+        s.start_controller()
+        yield s
+    finally:
+        s.close()
+
+
+def assert_chain(site: E2ESite, name: str, expected: list[str]) -> None:
+    """The Job's events record exactly ``expected`` (from CREATED on), each starting where the last ended."""
+    events = [e for e in site.job_events(name) if e.to_state is not None]
+    assert [e.to_state for e in events] == expected, events
+    assert events[0].from_state is None
+    for before, after in zip(events, events[1:], strict=False):
+        assert after.from_state == before.to_state, (before, after)
+
+
+# ---------------------------------------------------------------- the quick-start example
+
+
+def test_hello_example_runs_in_order_and_quotes_parameters(site: E2ESite) -> None:
+    out = site.apply_file(REPO / "manifests" / "examples" / "hello.yaml")
+    assert out == [
+        "app/hello created",
+        "job/hello-1 created",
+        "job/hello-2 created",
+        "job/hello-3 created",
+        "batchjob/laptop-1 created",
+    ]
+    jobs = site.wait_jobs(["hello-1", "hello-2", "hello-3"])
+    assert {n: j["status"]["state"] for n, j in jobs.items()} == dict.fromkeys(jobs, "JOB_FINISHED")
+
+    # hello-3 started only after both parents had run ...
+    start3 = parse_time(jobs["hello-3"]["status"]["start_time"])
+    for parent in ("hello-1", "hello-2"):
+        assert parse_time(jobs[parent]["status"]["end_time"]) <= start3
+    # ... and, in the event log's order, only after both were JOB_FINISHED.
+    events = site.events()
+    position = {(e.object, e.to_state): i for i, e in enumerate(events)}
+    acquired3 = position[("job/hello-3", "RUNNING")]
+    assert position[("job/hello-1", "JOB_FINISHED")] < acquired3
+    assert position[("job/hello-2", "JOB_FINISHED")] < acquired3
+    assert position[("job/hello-3", "READY")] > max(
+        position[("job/hello-1", "JOB_FINISHED")], position[("job/hello-2", "JOB_FINISHED")]
+    )
+
+    for name in ("hello-1", "hello-2"):
+        assert_chain(site, name, ["CREATED", *CHAIN])
+    assert_chain(site, "hello-3", ["CREATED", "AWAITING_PARENTS", *CHAIN])
+
+    # the parameter's shell metacharacters are printed, never run
+    greeting = site.logs("hello-2")
+    assert greeting.startswith("Hello, "), greeting
+    assert "Kubernetes; rm -rf ~" in greeting
+    assert (site.home / "canary").exists(), "the quoted `rm -rf ~` ran"
+    assert "Hello, Balsam!" in site.logs("hello-1")
+
+    # clean up: the example's BatchJob has no filter tags and would run the other tests' Jobs
+    assert site.cli("delete", "batchjob", "laptop-1").stdout.strip() in (
+        "batchjob/laptop-1 deletion requested",
+        "batchjob/laptop-1 deleted",
+    )
+    site.wait_gone("batchjobs", "laptop-1")
+
+
+# ---------------------------------------------------------------- a failing Job
+
+
+def test_failing_job_fails_and_fails_its_child(site: E2ESite) -> None:
+    site.apply(
+        manifest(
+            app_doc("failer", 'echo "failing on purpose"; exit 3'),
+            app_doc("never", "echo should-not-run"),
+            job_doc("fail-1", "failer", labels={"suite": "fail"}),
+            job_doc("fail-child", "never", labels={"suite": "fail"}, parents=["fail-1"]),
+            batchjob_doc("fail-bj", filter_tags={"suite": "fail"}),
+        )
+    )
+    jobs = site.wait_jobs(["fail-1", "fail-child"])
+    failed = jobs["fail-1"]["status"]
+    assert failed["state"] == "FAILED"
+    assert failed["return_code"] == 3
+    assert "failing on purpose" in (failed["output_tail"] or "")
+    assert_chain(site, "fail-1", ["CREATED", "READY", "STAGED_IN", "PREPROCESSED", "RUNNING", "RUN_ERROR", "FAILED"])
+
+    child = jobs["fail-child"]["status"]
+    assert child["state"] == "FAILED"
+    assert "fail-1" in (child["message"] or "")
+    assert child["attempts"] == 0
+    assert_chain(site, "fail-child", ["CREATED", "AWAITING_PARENTS", "FAILED"])
+    assert not (site.path / "data" / "never" / "fail-child" / "job.out").exists()
+
+
+# ---------------------------------------------------------------- deleting a running allocation
+
+
+def test_deleting_a_running_batchjob_times_out_its_jobs(site: E2ESite) -> None:
+    site.apply(
+        manifest(
+            app_doc("sleeper", "echo started; sleep 60"),
+            job_doc("sleep-1", "sleeper", labels={"suite": "delete"}),
+            batchjob_doc("del-bj", filter_tags={"suite": "delete"}),
+        )
+    )
+    running = site.wait_jobs(["sleep-1"], {"RUNNING"})["sleep-1"]
+    assert running["status"]["batch_job"] == "del-bj"
+    assert site.batchjobs("del-bj")["del-bj"]["status"]["state"] in ("queued", "running")
+
+    out = site.cli("delete", "batchjob", "del-bj").stdout
+    assert out.strip() == "batchjob/del-bj deletion requested"
+    site.wait_gone("batchjobs", "del-bj")
+    job = site.wait_jobs(["sleep-1"], {"RESTART_READY"})["sleep-1"]
+    assert job["status"]["attempts"] == 1
+
+    bj_states = [e.to_state for e in site.events("del-bj") if e.object == "batchjob/del-bj"]
+    assert "pending_deletion" in bj_states
+    assert bj_states[-1] == "finished"
+    assert bj_states.index("pending_deletion") < bj_states.index("finished")
+    to_states = [e.to_state for e in site.job_events("sleep-1")]
+    assert to_states[-3:] == ["RUNNING", "RUN_TIMEOUT", "RESTART_READY"]
+    assert site.get("jobs", extra=["--state", "RUNNING"]) == {}
+    workdir = str(site.path / "data" / "sleeper")
+    assert not [p for p in site.stray_jobs() if (p.info["cwd"] or "").startswith(workdir)], "sleep 60 still runs"
+
+    site.cli("delete", "job", "sleep-1")  # RESTART_READY: another allocation would run it again
+
+
+# ---------------------------------------------------------------- MPI
+
+
+def test_mpi_jobs_get_their_world_size(site: E2ESite) -> None:
+    command = """python -c 'from mpi4py import MPI; print("size", MPI.COMM_WORLD.size)'"""
+    site.apply(
+        manifest(
+            app_doc("mpi-size", command),
+            job_doc("mpi-2x1", "mpi-size", labels={"suite": "mpi"}, num_nodes=2),
+            job_doc("mpi-1x2", "mpi-size", labels={"suite": "mpi"}, ranks_per_node=2),
+            batchjob_doc("mpi-bj", num_nodes=2, filter_tags={"suite": "mpi"}),
+        )
+    )
+    jobs = site.wait_jobs(["mpi-2x1", "mpi-1x2"])
+    for name, job in jobs.items():
+        out = site.logs(name)
+        assert job["status"]["state"] == "JOB_FINISHED", (name, job["status"], out)
+        assert out.count("size 2") == 2, (name, out)
+        assert out.count("size") == 2, (name, out)
+
+
+# ---------------------------------------------------------------- latency
+
+
+def test_job_starts_quickly_on_an_idle_launcher(site: E2ESite) -> None:
+    site.apply(
+        manifest(
+            app_doc("quick", "echo quick"),
+            job_doc("lat-0", "quick", labels={"suite": "latency"}),
+            batchjob_doc("lat-bj", filter_tags={"suite": "latency"}),
+        )
+    )
+    site.wait_jobs(["lat-0"], {"JOB_FINISHED"})
+    bj = site.batchjobs("lat-bj")["lat-bj"]
+    assert bj["status"]["state"] == "running", bj["status"]  # its launcher idles (idle_ttl_sec: 5)
+
+    site.apply(job_doc("lat-1", "quick", labels={"suite": "latency"}))
+    job = site.wait_jobs(["lat-1"], {"RUNNING", "RUN_DONE", "POSTPROCESSED", "STAGED_OUT", "JOB_FINISHED"})["lat-1"]
+    assert job["status"]["batch_job"] == "lat-bj"
+    assert site.batchjobs("lat-bj")["lat-bj"]["status"]["scheduler_id"] == bj["status"]["scheduler_id"]
+    latency = (
+        parse_time(job["status"]["start_time"]) - parse_time(job["metadata"]["creation_timestamp"])
+    ).total_seconds()
+    print(f"apply -> RUNNING on an idle launcher: {latency:.3f} s")
+    assert 0 <= latency < 3.0
+
+
+# ---------------------------------------------------------------- controller restart
+
+
+def _controllers(site_path: Path) -> list[int]:
+    """Pids of controller processes of this site."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if "controller" in cmd and "--site" in cmd and str(site_path) in cmd:
+            found.append(proc.pid)
+    return found
+
+
+def test_controller_restart_finishes_everything(tmp_path: Path) -> None:
+    site = E2ESite.create(tmp_path, "restart", {"sync_period_sec": 1, "launcher": {"idle_ttl_sec": 5}})
+    try:
+        assert site.controller_status() == ("stopped", None)
+        pid = site.start_controller()
+        assert site.controller_status() == ("running", pid)
+        assert site.start_controller() == pid  # a second start finds the first
+        assert site.controller_status() == ("running", pid)
+        assert _controllers(site.path) == [pid]
+
+        site.apply(
+            manifest(
+                app_doc("step", "sleep 1; echo step $BALSAM_JOB_NAME"),
+                job_doc("r-1", "step"),
+                batchjob_doc("rs-1"),
+            )
+        )
+        site.wait_jobs(["r-1"], {"RUNNING", "RUN_DONE", "JOB_FINISHED"})
+        assert "stopped" in site.stop_controller()
+        assert site.controller_status() == ("stopped", None)
+        assert _controllers(site.path) == []
+
+        site.apply(
+            manifest(
+                job_doc("r-2", "step"),
+                job_doc("r-3", "step", parents=["r-2"]),
+                batchjob_doc("rs-2"),
+            )
+        )
+        stalled = site.jobs("r-2", "r-3")
+        assert [stalled[n]["status"]["state"] for n in ("r-2", "r-3")] == ["CREATED", "CREATED"]
+
+        new_pid = site.start_controller()
+        assert new_pid != pid
+        assert site.controller_status() == ("running", new_pid)
+        jobs = site.wait_jobs(["r-1", "r-2", "r-3"])
+        assert {n: j["status"]["state"] for n, j in jobs.items()} == dict.fromkeys(jobs, "JOB_FINISHED")
+        assert "step r-3" in site.logs("r-3")
+    finally:
+        site.close()
+    assert site.controller_status() == ("stopped", None)
