@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -17,37 +18,56 @@ def registry_path() -> Path:
     return Path(base) / "balsamctl" / "sites.yaml"
 
 
-def load_registry() -> dict[str, Path]:
-    """``{site name: site directory}``."""
+@dataclass(frozen=True)
+class Entry:
+    """One registered site: its name, directory and integer id."""
+
+    name: str
+    path: Path
+    id: int
+
+
+def entries() -> list[Entry]:
+    """Every registered site, by name."""
     path = registry_path()
     if not path.exists():
-        return {}
+        return []
     data = yaml.safe_load(path.read_text()) or {}
-    return {str(e["name"]): Path(e["path"]) for e in data.get("sites", [])}
+    rows = data.get("sites", [])
+    return sorted((Entry(str(e["name"]), Path(e["path"]), int(e.get("id", 0))) for e in rows), key=lambda e: e.name)
 
 
-def save_registry(entries: dict[str, Path]) -> None:
+def load_registry() -> dict[str, Path]:
+    """``{site name: site directory}``."""
+    return {e.name: e.path for e in entries()}
+
+
+def next_id() -> int:
+    """An integer id no registered site has."""
+    return max((e.id for e in entries()), default=0) + 1
+
+
+def _save(rows: list[Entry]) -> None:
     """Write the registry atomically, private to its owner."""
     path = registry_path()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    body = {"sites": [{"name": n, "path": str(p)} for n, p in sorted(entries.items())]}
+    body = {"sites": [{"name": e.name, "id": e.id, "path": str(e.path)} for e in sorted(rows, key=lambda e: e.name)]}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(yaml.safe_dump(body, sort_keys=False))
     tmp.chmod(0o600)
     tmp.replace(path)
 
 
-def register(name: str, path: Path) -> None:
+def register(name: str, path: Path, site_id: int) -> None:
     """Add or update one site."""
-    entries = load_registry()
-    entries[name] = path.resolve()
-    save_registry(entries)
+    _save([e for e in entries() if e.name != name] + [Entry(name, path.resolve(), site_id)])
 
 
 def unregister(name: str) -> bool:
     """Forget one site; whether it was registered."""
-    entries = load_registry()
-    if entries.pop(name, None) is None:
+    rows = entries()
+    kept = [e for e in rows if e.name != name]
+    if len(kept) == len(rows):
         return False
-    save_registry(entries)
+    _save(kept)
     return True

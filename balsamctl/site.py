@@ -11,8 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from balsamctl import registry
-from schemas.objects import is_valid_name
-from schemas.settings import SchedulerKind, SiteSettings
+from schemas.settings import SchedulerKind, SiteSettings, is_valid_site_name
 from store import Store, sqlite_url
 
 LAYOUT = ("manifests", "data", "log", "qsubmit", ".balsam")
@@ -130,8 +129,8 @@ def init_site(path: Path, name: str, scheduler: SchedulerKind = "local", *, regi
     registered = registry.load_registry().get(name)
     if registered is not None and registered != path:
         raise SiteError(f"a site named {name!r} is already registered at {registered}")
-    if not is_valid_name(name):
-        raise SiteError(f"invalid site name {name!r}: use lowercase letters, digits, '-' and '.'")
+    if not is_valid_site_name(name):
+        raise SiteError(f"invalid site name {name!r}: use letters, digits, '-', '_' and '.'")
     template = TEMPLATES / f"{scheduler}.sh"
     if not template.is_file():
         raise SiteError(f"no job template for scheduler {scheduler!r} yet")
@@ -147,9 +146,9 @@ def init_site(path: Path, name: str, scheduler: SchedulerKind = "local", *, regi
     finally:
         os.umask(old_umask)
     site = Site.load(path)
-    _ = site.site_id
+    site_id = site.store.ensure_site(name, str(path), preferred_id=registry.next_id())
     if register:
-        registry.register(name, path)
+        registry.register(name, path, site_id)
     return site
 
 

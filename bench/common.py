@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def env_for(config: Path) -> dict[str, str]:
     """The environment of a CLI call against a private site registry."""
-    return {**os.environ, "BALSAMCTL_CONFIG": str(config), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    return {**os.environ, "BALSAMCTL_CONFIG": str(config), "PATH": path}
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ metadata.creation_timestamp of each Job, both written by the store.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -23,7 +24,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import APP_DOC, cli, median  # noqa: E402
+from bench.common import APP_DOC, cli, median
 
 BATCHJOB = """---
 apiVersion: balsam/v1
@@ -97,10 +98,8 @@ def main() -> None:
             time.sleep(1)
             cli(["controller", "stop"], site, config)
             for record in (site / "qsubmit" / ".local").glob("*.json"):
-                try:
+                with contextlib.suppress(psutil.Error):
                     psutil.Process(json.loads(record.read_text())["pid"]).send_signal(signal.SIGKILL)
-                except psutil.Error:
-                    pass
 
 
 if __name__ == "__main__":

@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import APP_DOC, cli, job_docs, median  # noqa: E402
-from schemas.manifest import Document  # noqa: E402
-from schemas.objects import Job, JobSpec, ObjectMeta  # noqa: E402
+from bench.common import APP_DOC, cli, job_docs, median
+from schemas.manifest import Document
+from schemas.objects import Job, JobSpec, ObjectMeta
 
 
 def load(site_path: Path, total: int, already: int) -> float:

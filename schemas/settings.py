@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
-from schemas.objects import Identifier, Name, Strict
+from schemas.objects import Identifier, Strict
+
+SITE_NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$"
+SiteName = Annotated[str, StringConstraints(pattern=SITE_NAME_PATTERN)]
 
 SchedulerKind = Literal["local", "slurm", "pbs", "lsf", "cobalt"]
 MpiFlavor = Literal["mpich", "openmpi", "srun"]
@@ -41,7 +45,7 @@ class LauncherSettings(Strict):
 class SiteSettings(Strict):
     """The contents of a site's ``settings.yml``."""
 
-    name: Name
+    name: SiteName
     scheduler: SchedulerKind = "local"
     store_url: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite in .balsam/.")
     sync_period_sec: float = Field(default=5.0, gt=0)
@@ -51,3 +55,8 @@ class SiteSettings(Strict):
     optional_batch_job_params: dict[Identifier, str] = Field(default_factory=dict)
     local_nodes: LocalNodes = Field(default_factory=LocalNodes)
     launcher: LauncherSettings = Field(default_factory=LauncherSettings)
+
+
+def is_valid_site_name(name: str) -> bool:
+    """Whether ``name`` can name a site."""
+    return re.fullmatch(SITE_NAME_PATTERN.removeprefix("^").removesuffix("$"), name) is not None

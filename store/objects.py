@@ -68,8 +68,11 @@ class ObjectStore(StoreBase):
     """Sites and the generic object operations."""
 
     # ------------------------------------------------------------------ sites
-    def ensure_site(self, name: str, path: str) -> int:
-        """The id of site ``name``, registering it (or updating its path) as needed."""
+    def ensure_site(self, name: str, path: str, preferred_id: int | None = None) -> int:
+        """The id of site ``name``, registering it (or updating its path) as needed.
+
+        A new site takes ``preferred_id`` when no other site of this store has it (ids unique across stores).
+        """
         with read_tx(self.engine) as conn:
             row = conn.execute(select(sites.c.id, sites.c.path).where(sites.c.name == name)).first()
         if row is not None and row.path == path:
@@ -77,9 +80,11 @@ class ObjectStore(StoreBase):
         with write_tx(self.engine) as conn:
             row = conn.execute(select(sites.c.id, sites.c.path).where(sites.c.name == name)).first()
             if row is None:
-                new_id = conn.execute(
-                    insert(sites).values(name=name, path=path, created_at=now()).returning(sites.c.id)
-                ).scalar_one()
+                values: dict[str, Any] = {"name": name, "path": path, "created_at": now()}
+                taken = conn.execute(select(sites.c.id).where(sites.c.id == preferred_id)).first()
+                if preferred_id is not None and taken is None:
+                    values["id"] = preferred_id
+                new_id = conn.execute(insert(sites).values(**values).returning(sites.c.id)).scalar_one()
                 return int(new_id)
             if row.path != path:
                 conn.execute(update(sites).where(sites.c.id == row.id).values(path=path))

@@ -108,7 +108,7 @@ def test_site_init_ls_rm(tmp_path: Path) -> None:
     run("site", "init", str(tmp_path / "beta"), "--scheduler", "slurm")
     assert "#SBATCH" in (tmp_path / "beta" / "job-template.sh").read_text()
     assert "already a site" in run("site", "init", str(tmp_path / "beta"), code=1).stderr
-    assert "invalid site name" in run("site", "init", str(tmp_path / "Bad_Name"), code=1).stderr
+    assert "invalid site name" in run("site", "init", str(tmp_path / "bad name!"), code=1).stderr
 
     assert "unregistered" in run("site", "rm", "alpha").stdout
     assert (tmp_path / "alpha" / "settings.yml").exists()

@@ -6,13 +6,12 @@ One site and one controller serve the module; every test but the hello example g
 
 from __future__ import annotations
 
-from collections.abc Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
-
-from tests.e2e import REPO, E2ESite, app_doc, batchjob_doc, job_doc, manifest, parse_time
+from e2e import REPO, E2ESite, app_doc, batchjob_doc, job_doc, manifest, parse_time
 
 pytestmark = pytest.mark.slow
 

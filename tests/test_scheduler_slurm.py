@@ -81,11 +81,12 @@ def squeue_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return log
 
 
-def fake_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> None:
+def fake_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str, name: str = "squeue") -> None:
+    """Put a shell script called ``name`` first on PATH."""
     bindir = tmp_path / "bin"
-    bindir.mkdir()
-    (bindir / "squeue").write_text(f"#!/bin/sh\n{body}\n")
-    (bindir / "squeue").chmod(0o755)
+    bindir.mkdir(exist_ok=True)
+    (bindir / name).write_text(f"#!/bin/sh\n{body}\n")
+    (bindir / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
 
 
@@ -212,6 +213,18 @@ def test_hanging_squeue_times_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         SlurmScheduler(tmp_path, timeout=0.3).status(["1"])
     assert hung.value.returncode is None and hung.value.command[0] == "squeue"
     assert time.monotonic() - started < 5
+
+
+def test_sbatch_and_squeue_output_edge_cases(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    req = SubmitRequest(tmp_path / "bj.sh", "bj", 1, 5, "debug", "none", tmp_path / "out")
+    fake_on_path(tmp_path, monkeypatch, "echo '4242;ci'", name="sbatch")  # --parsable on a multi-cluster site
+    assert SlurmScheduler(tmp_path).submit(req) == "4242"
+    fake_on_path(tmp_path, monkeypatch, "echo 'Submitted batch job 4242'", name="sbatch")
+    with pytest.raises(SchedulerError, match="unexpected sbatch output"):
+        SlurmScheduler(tmp_path).submit(req)
+    fake_on_path(tmp_path, monkeypatch, "echo '77|garbled line'")  # a requested id must not silently go missing
+    with pytest.raises(SchedulerError, match="cannot parse squeue line"):
+        SlurmScheduler(tmp_path).status(["77"])
 
 
 def test_state_table_covers_every_state_squeue_knows(cluster: None) -> None:
