@@ -244,6 +244,7 @@ def _submit_plan(site: Site, bj: BatchJob) -> str:
     """The job script and scheduler command that submitting ``bj`` would use."""
     from balsamctl.jobscript import render_job_script, submit_request  # jinja2 only when needed
     from schedulers import get_scheduler
+
     req = submit_request(site, bj)
     argv = get_scheduler(site.settings.scheduler, site.path).submit_command(req)
     return output.submit_plan(f"batchjob/{bj.metadata.name}", req.script_path, render_job_script(site, bj), argv)

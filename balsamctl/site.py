@@ -121,8 +121,10 @@ class Site:
             self._store = None
 
 
-def init_site(path: Path, name: str, scheduler: SchedulerKind = "local", *, register: bool = True) -> Site:
-    """Lay out a new site at ``path`` (private to its owner) and register it."""
+def init_site(
+    path: Path, name: str, scheduler: SchedulerKind = "local", *, register: bool = True, site_id: int | None = None
+) -> Site:
+    """Lay out a new site at ``path`` (private to its owner) and register it (with ``site_id`` if free)."""
     path = path.resolve()
     if (path / "settings.yml").exists():
         raise SiteError(f"{path} is already a site")
@@ -146,7 +148,7 @@ def init_site(path: Path, name: str, scheduler: SchedulerKind = "local", *, regi
     finally:
         os.umask(old_umask)
     site = Site.load(path)
-    site_id = site.store.ensure_site(name, str(path), preferred_id=registry.next_id())
+    site_id = site.store.ensure_site(name, str(path), preferred_id=site_id or registry.next_id())
     if register:
         registry.register(name, path, site_id)
     return site

@@ -45,6 +45,8 @@ class Selector:
     names: tuple[str, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
     states: tuple[str, ...] = ()
+    scheduler_ids: tuple[str, ...] = ()
+    apps: tuple[str, ...] = ()
 
 
 def _job_columns(spec: Any) -> dict[str, Any]:
@@ -339,17 +341,25 @@ class ObjectStore(StoreBase):
             q = q.where(objects.c.name.in_(sel.names))
         if sel.states:
             q = q.where(objects.c.state.in_(sel.states))
+        if sel.scheduler_ids:
+            q = q.where(objects.c.scheduler_id.in_(sel.scheduler_ids))
+        if sel.apps:
+            q = q.where(objects.c.app.in_(sel.apps))
         for key, value in sel.labels:
             q = q.where(
                 objects.c.id.in_(select(labels.c.object_id).where(labels.c.key == key, labels.c.value == value))
             )
         return q
 
-    def list_objects(self, sel: Selector, *, limit: int | None = None, after_id: int = 0) -> list[StoredObject]:
-        """Objects matching ``sel`` in id order, from ``after_id`` on (keyset pagination)."""
+    def list_objects(
+        self, sel: Selector, *, limit: int | None = None, after_id: int = 0, offset: int = 0
+    ) -> list[StoredObject]:
+        """Objects matching ``sel`` in id order, from ``after_id`` on (keyset pagination; ``offset`` for slices)."""
         q = self._select(sel).where(objects.c.id > after_id).order_by(objects.c.id)
         if limit is not None:
             q = q.limit(limit)
+        if offset:
+            q = q.offset(offset)
         with read_tx(self.engine) as conn:
             names = self._site_names(conn)
             return [row_to_object(r, names[r.site_id]) for r in conn.execute(q)]

@@ -1,0 +1,149 @@
+"""IBM Spectrum LSF with whole-node allocations (``-nnodes``, as on Summit): ``bsub`` submits, one ``bjobs -json``
+reports, ``bkill`` cancels.
+
+The job script goes to bsub on stdin (``bsub OPTIONS < script``), so ``#BSUB`` lines in the site's template apply;
+the options on the command line take precedence over them.
+
+Every job state of bjobs(1) and what it means for the allocation:
+
+=====  ===============================================================  ==========
+state  LSF                                                              allocation
+=====  ===============================================================  ==========
+PEND   pending                                                          queued
+PROV   dispatched to a host that is still being provisioned             queued
+PSUSP  suspended by its owner or an administrator while pending          queued
+WAIT   chunk job member waiting to run                                  queued
+RUN    running                                                          running
+USUSP  suspended by its owner or an administrator while running         running
+SSUSP  suspended by LSF (load, run window) while running                running
+UNKWN  mbatchd lost contact with the execution host; the job may run    running
+ZOMBI  killed while its host was unreachable; the kill is unconfirmed   running
+DONE   exited with 0                                                    finished
+EXIT   exited non-zero, killed, or out of run time (TERM_RUNLIMIT)       finished
+=====  ===============================================================  ==========
+
+A DONE job's exit code is 0, an EXIT job's the one bjobs gives (140 for TERM_RUNLIMIT: the walltime ran out, a
+normal end of a pilot); LSF's exit reason becomes the message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+from schedulers.base import AllocationState, AllocationStatus, SubmitRequest
+from schedulers.common import CommandScheduler, allocation, clip, json_members, local_time, newest, pick, text_field
+
+STATES: dict[str, AllocationState] = {
+    "PEND": "queued",
+    "PROV": "queued",
+    "PSUSP": "queued",
+    "WAIT": "queued",
+    "RUN": "running",
+    "USUSP": "running",
+    "SSUSP": "running",
+    "UNKWN": "running",
+    "ZOMBI": "running",
+    "DONE": "finished",
+    "EXIT": "finished",
+}
+FIELDS = "jobid job_name stat exit_code exit_reason start_time finish_time exec_host"  # bjobs -o
+# bjobs times: "Dec 28 19:56", with seconds or a year if so configured, and a trailing E, L or X flag at times.
+_TIME = re.compile(r"(?P<day>[A-Z][a-z]{2} \d{1,2}) (?P<clock>\d{1,2}:\d{2}(?::\d{2})?)(?: (?P<year>\d{4}))?(?: [A-Z])?")
+_UNKNOWN = re.compile(r"Job <(?P<id>[^>]+)> is not found")
+_NONE_LIVE = re.compile(r"is not found|No unfinished job found")
+
+
+class LsfScheduler(CommandScheduler):
+    """Submits with bsub, follows with bjobs -a (finished jobs stay visible for CLEAN_PERIOD), cancels with bkill."""
+
+    kind: ClassVar[str] = "lsf"
+    submitted = re.compile(r"Job <(?P<id>\d+)> is submitted")
+    cancel_program = "bkill"
+    gone = re.compile(r"already finished|No matching job")
+
+    def submit_command(self, req: SubmitRequest) -> list[str]:
+        """``bsub -J NAME -nnodes N -W MINUTES -q QUEUE -P PROJECT -o OUT [extra]``; the script goes on stdin."""
+        return [
+            "bsub",
+            *("-J", req.job_name, "-nnodes", str(req.num_nodes), "-W", str(req.wall_time_min)),
+            *("-q", req.queue, "-P", req.project, "-o", str(req.output_dir / f"{req.job_name}.%J.out")),
+            *req.extra_args,
+        ]
+
+    def status(self, scheduler_ids: Sequence[str]) -> dict[str, AllocationStatus]:
+        """One ``bjobs -json -a -o FIELDS ID...``; if bjobs names ids it does not know, once more without them."""
+        wanted = list(dict.fromkeys(scheduler_ids))
+        if not wanted:
+            return {}
+        text = self._query(lambda ids: ["bjobs", "-json", "-a", "-o", FIELDS, *ids], wanted, _UNKNOWN)
+        return pick(*parse_status(text), wanted, "bjobs")
+
+    def find_by_name(self, job_name: str) -> str | None:
+        """The newest queued or running allocation called ``job_name``, from ``bjobs -J NAME`` (unfinished jobs)."""
+        text = self._run_unless(["bjobs", "-json", "-o", FIELDS, "-J", job_name], _NONE_LIVE)
+        records, _ = _records(text or "")
+        now = datetime.now(UTC)
+        live = [r for r in records if r.get("JOB_NAME") == job_name and _status(r, now).state != "finished"]
+        return newest(r["JOBID"] for r in live)
+
+    def _script_input(self, req: SubmitRequest) -> str:
+        return req.script_path.read_text()
+
+
+def parse_status(text: str, now: datetime | None = None) -> tuple[dict[str, AllocationStatus], list[str]]:
+    """Statuses by job id from ``bjobs -json -o FIELDS`` output, and what could not be read; never raises.
+
+    bjobs prints local times without a year: each is taken in the latest year that does not put it more than a day
+    after ``now`` (default: the current time). A record bjobs marks with ERROR (an id it does not know) is left out.
+    """
+    now = now or datetime.now(UTC)
+    records, unparsed = _records(text)
+    return {record["JOBID"]: _status(record, now) for record in records}, unparsed
+
+
+def _records(text: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """The job records (those with a JOBID and a STAT), and what could not be read."""
+    members, unparsed = json_members(text, "RECORDS")
+    records: list[dict[str, Any]] = []
+    for _, record in members:
+        if isinstance(record, dict) and isinstance(record.get("JOBID"), str) and isinstance(record.get("STAT"), str):
+            records.append(record)
+        elif not (isinstance(record, dict) and "ERROR" in record):
+            unparsed.append(clip(repr(record)))
+    return records, unparsed
+
+
+def _status(record: dict[str, Any], now: datetime) -> AllocationStatus:
+    raw_state = record["STAT"]
+    exit_text = text_field(record, "EXIT_CODE")
+    exit_code = int(exit_text) if exit_text.isdigit() else (0 if raw_state == "DONE" else None)
+    hosts = (host.rpartition("*")[2] for host in text_field(record, "EXEC_HOST").split(":"))  # 42*h36n01:42*h36n02
+    return allocation(
+        record["JOBID"],
+        raw_state,
+        STATES,
+        "LSF",
+        start=_time(text_field(record, "START_TIME"), now),
+        end=_time(text_field(record, "FINISH_TIME"), now),
+        exit_code=exit_code,
+        nodes=hosts,
+        notes=[text_field(record, "EXIT_REASON")],
+    )
+
+
+def _time(text: str, now: datetime) -> datetime | None:
+    """A bjobs time as aware UTC; None for ``-``, blanks and anything else that is not one."""
+    match = _TIME.fullmatch(" ".join(text.split()))
+    if match is None:
+        return None
+    fmt = "%b %d %Y %H:%M" + (":%S" if match["clock"].count(":") == 2 else "")
+    years = [int(match["year"])] if match["year"] else [now.year + 1, now.year, now.year - 1]
+    for year in years:
+        when = local_time(f"{match['day']} {year} {match['clock']}", fmt)
+        if when is not None and (match["year"] or when <= now + timedelta(days=1)):
+            return when
+    return None
+

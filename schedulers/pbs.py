@@ -1,0 +1,141 @@
+"""PBS Professional and OpenPBS: ``qsub`` submits, one ``qstat -f -F json -x`` reports, ``qdel`` cancels.
+
+Every job state of qstat(1B) and what it means for the allocation:
+
+=====  =============================================================  ==========
+state  PBS                                                            allocation
+=====  =============================================================  ==========
+Q      queued                                                         queued
+H      held                                                           queued
+W      waiting for its requested start time, or after a failed stage-in  queued
+T      being moved to a new location                                  queued
+M      moved to another server                                        queued
+R      running                                                        running
+E      exiting after having run (epilogue, stage-out)                 running
+S      suspended                                                      running
+U      suspended while its workstation is busy (cycle harvesting)     running
+B      array job: at least one subjob has started                     running
+F      finished (kept in the job history, which ``-x`` shows)         finished
+X      subjob finished                                                finished
+=====  =============================================================  ==========
+
+``Exit_status`` is reported as PBS gives it: the job script's exit code, 256 + N when signal N killed it, negative
+when PBS ended the job; -29 (JOB_EXEC_KILL_WALLTIME) is the walltime running out, a normal end of a pilot.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from schedulers.base import AllocationState, AllocationStatus, SubmitRequest
+from schedulers.common import CommandScheduler, allocation, clip, json_members, local_time, newest, pick, text_field
+
+STATES: dict[str, AllocationState] = {
+    "Q": "queued",
+    "H": "queued",
+    "W": "queued",
+    "T": "queued",
+    "M": "queued",
+    "R": "running",
+    "E": "running",
+    "S": "running",
+    "U": "running",
+    "B": "running",
+    "F": "finished",
+    "X": "finished",
+}
+KILL_WALLTIME = -29  # JOB_EXEC_KILL_WALLTIME
+_TIME = "%a %b %d %H:%M:%S %Y"  # qstat -f: ctime(3) in local time, "Wed Mar 17 20:36:48 2021"
+_UNKNOWN = re.compile(r"Unknown Job Id (?:Error )?(?P<id>\S+)")
+
+
+class PbsScheduler(CommandScheduler):
+    """Submits with qsub, follows with qstat (finished jobs stay in PBS's job history), cancels with qdel."""
+
+    kind: ClassVar[str] = "pbs"
+    submitted = re.compile(r"^(?P<id>\d+(?:\[\d*\])?(?:\.\S+)?)\s*$", re.MULTILINE)  # 1234.pbs01
+    cancel_program = "qdel"
+    gone = re.compile(r"Unknown Job Id|Job has finished")
+
+    def submit_command(self, req: SubmitRequest) -> list[str]:
+        """``qsub -N NAME -l select=N -l walltime=HH:MM:SS -q QUEUE -A PROJECT -j oe -o OUT [extra] SCRIPT``."""
+        hours, minutes = divmod(req.wall_time_min, 60)
+        return [
+            "qsub",
+            *("-N", req.job_name, "-l", f"select={req.num_nodes}", "-l", f"walltime={hours:02d}:{minutes:02d}:00"),
+            *("-q", req.queue, "-A", req.project, "-j", "oe", "-o", str(req.output_dir / f"{req.job_name}.out")),
+            *req.extra_args,
+            str(req.script_path),
+        ]
+
+    def status(self, scheduler_ids: Sequence[str]) -> dict[str, AllocationStatus]:
+        """One ``qstat -f -F json -x ID...``; if qstat names ids it does not know, once more without them."""
+        wanted = list(dict.fromkeys(scheduler_ids))
+        if not wanted:
+            return {}
+        text = self._query(lambda ids: ["qstat", "-f", "-F", "json", "-x", *ids], wanted, _UNKNOWN)
+        return pick(*parse_status(text), wanted, "qstat")
+
+    def find_by_name(self, job_name: str) -> str | None:
+        """The newest queued or running allocation called ``job_name``, from ``qstat -f -F json`` (live jobs)."""
+        jobs, _ = _jobs(self._run(["qstat", "-f", "-F", "json"]))
+        live = [sid for sid, job in jobs.items() if job.get("Job_Name") == job_name and _live(sid, job)]
+        return newest(live)
+
+
+def parse_status(text: str) -> tuple[dict[str, AllocationStatus], list[str]]:
+    """Statuses by job id from ``qstat -f -F json`` output, and what could not be read; never raises.
+
+    Times are qstat's local times as aware UTC: ``stime`` starts, ``obittime`` ends an allocation.
+    """
+    jobs, unparsed = _jobs(text)
+    return {sid: _status(sid, job) for sid, job in jobs.items()}, unparsed
+
+
+def _jobs(text: str) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The job records by id (those with a job_state), and what could not be read."""
+    members, unparsed = json_members(text, "Jobs")
+    jobs: dict[str, dict[str, Any]] = {}
+    for sid, job in members:
+        if sid and isinstance(job, dict) and isinstance(job.get("job_state"), str):
+            jobs[sid] = job
+        else:
+            unparsed.append(clip(f"{sid}: {job!r}"))
+    return jobs, unparsed
+
+
+def _status(sid: str, job: dict[str, Any]) -> AllocationStatus:
+    exit_code = job.get("Exit_status")
+    if not isinstance(exit_code, int) or isinstance(exit_code, bool):
+        exit_code = None
+    hosts = (chunk.split("/", 1)[0] for chunk in text_field(job, "exec_host").split("+"))  # node1/0*2+node2/0*2
+    return allocation(
+        sid,
+        job["job_state"],
+        STATES,
+        "PBS",
+        start=local_time(text_field(job, "stime"), _TIME),
+        end=local_time(text_field(job, "obittime"), _TIME),
+        exit_code=exit_code,
+        nodes=hosts,
+        notes=[_exit_note(exit_code), text_field(job, "comment")],
+    )
+
+
+def _live(sid: str, job: dict[str, Any]) -> bool:
+    return _status(sid, job).state != "finished"
+
+
+def _exit_note(code: int | None) -> str:
+    if code is None:
+        return ""
+    if code == KILL_WALLTIME:
+        return f"walltime limit reached (Exit_status {code})"
+    if code < 0:
+        return f"ended by PBS (Exit_status {code})"
+    if code > 256:
+        return f"killed by signal {code - 256}"
+    return f"exit code {code}"
+

@@ -1,0 +1,150 @@
+"""End to end lifecycle hooks: shell and Python hooks run by the real controller around real runs.
+
+The controller runs for the whole module; each test has its own Apps, Jobs and BatchJob filter tags.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+from e2e import E2ESite, app_doc, batchjob_doc, job_doc, manifest
+
+pytestmark = pytest.mark.slow
+
+SETTINGS = {"sync_period_sec": 1, "launcher": {"idle_ttl_sec": 5}}
+HOOKS_MODULE = textwrap.dedent(
+    '''
+    """Python hooks of the e2e-hooks site (the controller imports them from the site directory)."""
+
+
+    def verdict(job):
+        """Postprocess: FAILED when the Job's parameter says so, else the default next state."""
+        return "FAILED" if job.spec.parameters.get("verdict") == "fail" else None
+    '''
+)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ESite]:
+    """A local site with ``mysite_hooks.py`` in its directory and its controller running."""
+    s = E2ESite.create(tmp_path_factory.mktemp("e2e-hooks"), "e2e-hooks", SETTINGS)
+    (s.path / "mysite_hooks.py").write_text(HOOKS_MODULE)
+    try:
+        s.start_controller()
+        yield s
+    finally:
+        s.close()
+
+
+def to_states(site: E2ESite, name: str) -> list[str | None]:
+    """The states a Job went through, in order."""
+    return [e.to_state for e in site.job_events(name)]
+
+
+def test_preprocess_prepares_the_workdir(site: E2ESite) -> None:
+    tags = {"suite": "pre"}
+    site.apply(
+        manifest(
+            app_doc("reader", "cat input.txt", preprocess='echo "prepared for $BALSAM_JOB_NAME" > input.txt'),
+            job_doc("pre-1", "reader", labels=tags),
+            batchjob_doc("pre-bj", filter_tags=tags),
+        )
+    )
+    job = site.wait_jobs(["pre-1"])["pre-1"]
+    assert job["status"]["state"] == "JOB_FINISHED", job["status"]
+    assert site.logs("pre-1").strip() == "prepared for pre-1"
+    events = site.job_events("pre-1")
+    assert [e.reason for e in events if e.to_state == "PREPROCESSED"] == ["Preprocess"]
+
+
+def test_postprocess_decides_the_outcome(site: E2ESite) -> None:
+    tags = {"suite": "post"}
+    site.apply(
+        manifest(
+            app_doc("chooser", "echo ran", postprocess="echo checking; echo 'balsam-state: FAILED'"),
+            app_doc("refuser", "echo ran", postprocess="echo 'output looks wrong' >&2; exit 1"),
+            job_doc("post-state", "chooser", labels=tags),
+            job_doc("post-exit", "refuser", labels=tags),
+            batchjob_doc("post-bj", filter_tags=tags),
+        )
+    )
+    jobs = site.wait_jobs(["post-state", "post-exit"])
+    for name, job in jobs.items():
+        assert job["status"]["state"] == "FAILED", (name, job["status"])
+        assert job["status"]["return_code"] == 0
+        assert to_states(site, name)[-3:] == ["RUNNING", "RUN_DONE", "FAILED"]
+    assert "FAILED" in (jobs["post-state"]["status"]["message"] or "")
+    assert "output looks wrong" in (jobs["post-exit"]["status"]["message"] or "")
+
+
+def test_handle_error_restarts_a_failed_run(site: E2ESite) -> None:
+    tags = {"suite": "retry"}
+    flaky = "if [ -e marker ]; then echo second try ok; else touch marker; echo first try fails; exit 1; fi"
+    site.apply(
+        manifest(
+            app_doc("flaky", flaky, handle_error="echo retrying; echo 'balsam-state: RESTART_READY'"),
+            job_doc("retry-1", "flaky", labels=tags),
+            batchjob_doc("retry-bj", filter_tags=tags),
+        )
+    )
+    job = site.wait_jobs(["retry-1"])["retry-1"]
+    assert job["status"]["state"] == "JOB_FINISHED", job["status"]
+    assert job["status"]["attempts"] == 2
+    assert job["status"]["return_code"] == 0
+    states = to_states(site, "retry-1")
+    assert states.count("RUNNING") == 2
+    assert "RUN_ERROR" in states
+    assert states[states.index("RUN_ERROR") + 1] == "RESTART_READY"
+
+    logs = site.logs("retry-1")
+    assert "==> attempt 1 <==" in logs and "==> attempt 2 <==" in logs, logs
+    assert logs.index("first try fails") < logs.index("==> attempt 2 <==") < logs.index("second try ok")
+    assert site.logs("retry-1", "--attempt", "1").strip() == "first try fails"
+
+
+def test_python_hook_from_the_site_directory(site: E2ESite) -> None:
+    tags = {"suite": "python"}
+    site.apply(
+        manifest(
+            app_doc(
+                "judged",
+                "echo verdict {{ verdict }}",
+                parameters={"verdict": {"default": "pass"}},
+                postprocess={"python": "mysite_hooks:verdict"},
+            ),
+            job_doc("py-pass", "judged", labels=tags),
+            job_doc("py-fail", "judged", labels=tags, parameters={"verdict": "fail"}),
+            batchjob_doc("py-bj", filter_tags=tags),
+        )
+    )
+    jobs = site.wait_jobs(["py-pass", "py-fail"])
+    assert jobs["py-pass"]["status"]["state"] == "JOB_FINISHED", jobs["py-pass"]["status"]
+    assert jobs["py-fail"]["status"]["state"] == "FAILED", jobs["py-fail"]["status"]
+    assert "mysite_hooks:verdict" in (jobs["py-fail"]["status"]["message"] or "")
+    assert site.logs("py-fail").strip() == "verdict fail"
+
+
+def test_hooks_run_once_per_transition(site: E2ESite) -> None:
+    tags = {"suite": "once"}
+    counter = site.path / "hook-counter.txt"
+    append = 'echo "$BALSAM_JOB_NAME {step}" >> "$BALSAM_SITE_PATH/hook-counter.txt"'
+    names = [f"once-{i}" for i in range(6)]
+    site.apply(
+        manifest(
+            app_doc(
+                "counted",
+                "echo run",
+                preprocess=append.format(step="pre"),
+                postprocess=append.format(step="post"),
+            ),
+            *(job_doc(n, "counted", labels=tags) for n in names),
+            batchjob_doc("once-bj", filter_tags=tags),
+        )
+    )
+    jobs = site.wait_jobs(names)
+    assert {n: j["status"]["state"] for n, j in jobs.items()} == dict.fromkeys(names, "JOB_FINISHED")
+    expected = Counter({f"{n} {step}": 1 for n in names for step in ("pre", "post")})
+    assert Counter(counter.read_text().splitlines()) == expected
