@@ -79,6 +79,8 @@ site_app = typer.Typer(no_args_is_help=True, help="Create, list and forget sites
 controller_app = typer.Typer(no_args_is_help=True, help="Run, start, stop or check a site's controller.")
 app.add_typer(site_app, name="site")
 app.add_typer(controller_app, name="controller")
+queue_app = typer.Typer(no_args_is_help=True, help="Submit and list BatchJobs with the reference text's flags.")
+app.add_typer(queue_app, name="queue")
 
 
 # ---------------------------------------------------------------- helpers
@@ -248,6 +250,51 @@ def _submit_plan(site: Site, bj: BatchJob) -> str:
     req = submit_request(site, bj)
     argv = get_scheduler(site.settings.scheduler, site.path).submit_command(req)
     return output.submit_plan(f"batchjob/{bj.metadata.name}", req.script_path, render_job_script(site, bj), argv)
+
+
+@queue_app.command("submit")
+def queue_submit(
+    queue: Annotated[str, typer.Option("-q", "--queue", help="The scheduler queue.")],
+    project: Annotated[str, typer.Option("-A", "--project", help="The allocation project.")],
+    num_nodes: Annotated[int, typer.Option("-n", "--num-nodes", help="Nodes.")],
+    wall_time_min: Annotated[int, typer.Option("-t", "--wall-time-min", help="Minutes.")],
+    job_mode: Annotated[str, typer.Option("-j", "--job-mode", help="mpi or serial.")] = "mpi",
+    tags: Annotated[list[str] | None, typer.Option("--tag", help="Run only Jobs with this tag (k=v).")] = None,
+    partitions: Annotated[
+        list[str] | None, typer.Option("-p", "--partition", help="MODE:NODES[:k=v...], e.g. mpi:2:role=leader.")
+    ] = None,
+    params: Annotated[list[str] | None, typer.Option("-x", help="Optional param k=v of the site's template.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Default: a generated name.")] = None,
+    site: SiteOpt = None,
+) -> None:
+    """Create a BatchJob (the same object an apply would create) and print it as YAML."""
+    from balsamctl.queue import batchjob_document
+
+    target = _one_site(site)
+    doc = batchjob_document(
+        name=name,
+        queue=queue,
+        project=project,
+        num_nodes=num_nodes,
+        wall_time_min=wall_time_min,
+        job_mode=job_mode,
+        tags=tags or [],
+        partitions=partitions or [],
+        params=params or [],
+    )
+    apply_documents(target, [doc])
+    _echo(output.to_yaml(output.to_dict(_fetch(target, "BatchJob", doc.manifest.metadata.name))))
+
+
+@queue_app.command("ls")
+def queue_ls(
+    history: Annotated[bool, typer.Option("--history", help="Also finished and failed BatchJobs.")] = False,
+    site: SiteOpt = None,
+) -> None:
+    """List BatchJobs: scheduler id, state, nodes, queue, wall time."""
+    done = {BatchJobState.finished.value, BatchJobState.submit_failed.value}
+    states = None if history else [s.value for s in BatchJobState if s.value not in done]
+    get("batchjobs", names=None, selector=None, state=states, fmt=None, limit=None, event_kind=None, site=site)
 
 
 @app.command()

@@ -6,21 +6,21 @@ the options on the command line take precedence over them.
 
 Every job state of bjobs(1) and what it means for the allocation:
 
-=====  ===============================================================  ==========
-state  LSF                                                              allocation
-=====  ===============================================================  ==========
-PEND   pending                                                          queued
-PROV   dispatched to a host that is still being provisioned             queued
-PSUSP  suspended by its owner or an administrator while pending          queued
-WAIT   chunk job member waiting to run                                  queued
-RUN    running                                                          running
-USUSP  suspended by its owner or an administrator while running         running
-SSUSP  suspended by LSF (load, run window) while running                running
-UNKWN  mbatchd lost contact with the execution host; the job may run    running
-ZOMBI  killed while its host was unreachable; the kill is unconfirmed   running
-DONE   exited with 0                                                    finished
-EXIT   exited non-zero, killed, or out of run time (TERM_RUNLIMIT)       finished
-=====  ===============================================================  ==========
+=====  ==============================================================  ==========
+state  LSF                                                             allocation
+=====  ==============================================================  ==========
+PEND   pending                                                         queued
+PROV   dispatched to a host that is still being provisioned            queued
+PSUSP  suspended by its owner or an administrator while pending        queued
+WAIT   chunk job member waiting to run                                 queued
+RUN    running                                                         running
+USUSP  suspended by its owner or an administrator while running        running
+SSUSP  suspended by LSF (load, run window) while running               running
+UNKWN  mbatchd lost contact with the execution host; the job may run   running
+ZOMBI  killed while its host was unreachable; the kill is unconfirmed  running
+DONE   exited with 0                                                   finished
+EXIT   exited non-zero, killed, or out of run time (TERM_RUNLIMIT)     finished
+=====  ==============================================================  ==========
 
 A DONE job's exit code is 0, an EXIT job's the one bjobs gives (140 for TERM_RUNLIMIT: the walltime ran out, a
 normal end of a pilot); LSF's exit reason becomes the message.
@@ -51,7 +51,9 @@ STATES: dict[str, AllocationState] = {
 }
 FIELDS = "jobid job_name stat exit_code exit_reason start_time finish_time exec_host"  # bjobs -o
 # bjobs times: "Dec 28 19:56", with seconds or a year if so configured, and a trailing E, L or X flag at times.
-_TIME = re.compile(r"(?P<day>[A-Z][a-z]{2} \d{1,2}) (?P<clock>\d{1,2}:\d{2}(?::\d{2})?)(?: (?P<year>\d{4}))?(?: [A-Z])?")
+_TIME = re.compile(
+    r"(?P<day>[A-Z][a-z]{2} \d{1,2}) (?P<clock>\d{1,2}:\d{2}(?::\d{2})?)(?: (?P<year>\d{4}))?(?: [ELX])?"
+)
 _UNKNOWN = re.compile(r"Job <(?P<id>[^>]+)> is not found")
 _NONE_LIVE = re.compile(r"is not found|No unfinished job found")
 
@@ -85,9 +87,9 @@ class LsfScheduler(CommandScheduler):
         """The newest queued or running allocation called ``job_name``, from ``bjobs -J NAME`` (unfinished jobs)."""
         text = self._run_unless(["bjobs", "-json", "-o", FIELDS, "-J", job_name], _NONE_LIVE)
         records, _ = _records(text or "")
+        mine = (record for record in records if record.get("JOB_NAME") == job_name)
         now = datetime.now(UTC)
-        live = [r for r in records if r.get("JOB_NAME") == job_name and _status(r, now).state != "finished"]
-        return newest(r["JOBID"] for r in live)
+        return newest(record["JOBID"] for record in mine if _status(record, now).state != "finished")
 
     def _script_input(self, req: SubmitRequest) -> str:
         return req.script_path.read_text()
@@ -146,4 +148,3 @@ def _time(text: str, now: datetime) -> datetime | None:
         if when is not None and (match["year"] or when <= now + timedelta(days=1)):
             return when
     return None
-

@@ -2,22 +2,22 @@
 
 Every job state of qstat(1B) and what it means for the allocation:
 
-=====  =============================================================  ==========
-state  PBS                                                            allocation
-=====  =============================================================  ==========
-Q      queued                                                         queued
-H      held                                                           queued
+=====  ================================================================  ==========
+state  PBS                                                               allocation
+=====  ================================================================  ==========
+Q      queued                                                            queued
+H      held                                                              queued
 W      waiting for its requested start time, or after a failed stage-in  queued
-T      being moved to a new location                                  queued
-M      moved to another server                                        queued
-R      running                                                        running
-E      exiting after having run (epilogue, stage-out)                 running
-S      suspended                                                      running
-U      suspended while its workstation is busy (cycle harvesting)     running
-B      array job: at least one subjob has started                     running
-F      finished (kept in the job history, which ``-x`` shows)         finished
-X      subjob finished                                                finished
-=====  =============================================================  ==========
+T      being moved to a new location                                     queued
+M      moved to another server                                           queued
+R      running                                                           running
+E      exiting after having run (epilogue, stage-out)                    running
+S      suspended                                                         running
+U      suspended while its workstation is busy (cycle harvesting)        running
+B      array job: at least one subjob has started                        running
+F      finished (kept in the job history, which ``-x`` shows)            finished
+X      subjob finished                                                   finished
+=====  ================================================================  ==========
 
 ``Exit_status`` is reported as PBS gives it: the job script's exit code, 256 + N when signal N killed it, negative
 when PBS ended the job; -29 (JOB_EXEC_KILL_WALLTIME) is the walltime running out, a normal end of a pilot.
@@ -81,8 +81,8 @@ class PbsScheduler(CommandScheduler):
     def find_by_name(self, job_name: str) -> str | None:
         """The newest queued or running allocation called ``job_name``, from ``qstat -f -F json`` (live jobs)."""
         jobs, _ = _jobs(self._run(["qstat", "-f", "-F", "json"]))
-        live = [sid for sid, job in jobs.items() if job.get("Job_Name") == job_name and _live(sid, job)]
-        return newest(live)
+        mine = (sid for sid, job in jobs.items() if job.get("Job_Name") == job_name)
+        return newest(sid for sid in mine if _status(sid, jobs[sid]).state != "finished")
 
 
 def parse_status(text: str) -> tuple[dict[str, AllocationStatus], list[str]]:
@@ -124,10 +124,6 @@ def _status(sid: str, job: dict[str, Any]) -> AllocationStatus:
     )
 
 
-def _live(sid: str, job: dict[str, Any]) -> bool:
-    return _status(sid, job).state != "finished"
-
-
 def _exit_note(code: int | None) -> str:
     if code is None:
         return ""
@@ -138,4 +134,3 @@ def _exit_note(code: int | None) -> str:
     if code > 256:
         return f"killed by signal {code - 256}"
     return f"exit code {code}"
-

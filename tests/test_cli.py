@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner, Result
 
 from balsamctl import cli, output
@@ -370,3 +371,65 @@ def test_json_writer_streams_valid_json(applied: str) -> None:
     text = writer.page(objs[:1]) + writer.page(objs[1:]) + writer.end()
     expected = {"apiVersion": "balsam/v1", "kind": "List", "items": [output.to_dict(o) for o in objs]}
     assert text == json.dumps(expected, indent=2) + "\n"
+
+
+# ---------------------------------------------------------------- queue (the reference text's flags)
+
+
+def test_queue_submit_creates_the_batchjob_an_apply_would(site: Path) -> None:
+    settings = site / "settings.yml"
+    settings.write_text(
+        settings.read_text().replace("optional_batch_job_params: {}", "optional_batch_job_params: {mig_count: '0'}")
+    )
+    out = run(
+        "queue",
+        "submit",
+        "-q",
+        "local",
+        "-A",
+        "local",
+        "-n",
+        "1",
+        "-t",
+        "7",
+        "-j",
+        "serial",
+        "--name",
+        "alloc-1",
+        "--tag",
+        "system=H2O",
+        "-p",
+        "serial:1:role=worker",
+        "-x",
+        "mig_count=3",
+    ).stdout
+    printed = yaml.safe_load(out)
+    assert printed["kind"] == "BatchJob" and printed["metadata"]["name"] == "alloc-1"
+    spec = printed["spec"]
+    assert (spec["num_nodes"], spec["wall_time_min"], spec["job_mode"]) == (1, 7, "serial")
+    assert spec["filter_tags"] == {"system": "H2O"} and spec["optional_params"] == {"mig_count": "3"}
+    assert spec["partitions"] == [{"job_mode": "serial", "num_nodes": 1, "filter_tags": {"role": "worker"}}]
+    assert printed["status"]["state"] == "pending_submission"
+    # the same object through apply is unchanged
+    assert run("apply", "-f", "-", stdin=out).stdout.strip() == "batchjob/alloc-1 unchanged"
+    listing = lines(run("queue", "ls"))
+    assert listing[0].split()[:4] == ["NAME", "STATE", "SCHEDULER_ID", "NODES"]
+    assert listing[1].split()[:2] == ["alloc-1", "pending_submission"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-q", "nosuch", "-A", "local", "-n", "1", "-t", "5"], "spec.queue: queue 'nosuch' is not in"),
+        (["-q", "local", "-A", "other", "-n", "1", "-t", "5"], "spec.project"),
+        (["-q", "local", "-A", "local", "-n", "9", "-t", "5"], "spec.num_nodes: 9 exceeds max_nodes"),
+        (["-q", "local", "-A", "local", "-n", "1", "-t", "5", "-x", "undeclared=1"], "spec.optional_params.undeclared"),
+        (["-q", "local", "-A", "local", "-n", "1", "-t", "5", "-p", "mpi:2"], "partitions"),
+        (["-q", "local", "-A", "local", "-n", "1", "-t", "5", "-p", "mpi"], "expected MODE:NODES"),
+        (["-q", "local", "-A", "local", "-n", "1", "-t", "5", "--tag", "novalue"], "expected KEY=VALUE"),
+    ],
+)
+def test_queue_submit_refuses_what_breaks_the_site_limits(site: Path, args: list[str], message: str) -> None:
+    result = run("queue", "submit", *args, code=1)
+    assert message in result.stderr
+    assert run("get", "batchjobs", "-o", "name").stdout == ""

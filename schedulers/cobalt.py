@@ -1,0 +1,156 @@
+"""Cobalt (ALCF Theta): ``qsub`` submits, one ``qstat`` reports, ``qdel`` cancels.
+
+Cobalt forgets a job once it has ended: an id that qstat no longer lists is absent from :meth:`status` (the
+controller takes that as the end of the allocation). Its exit code is only in ``<prefix>.cobaltlog``; none is
+reported.
+
+Every job state Cobalt's queue manager reports and what it means for the allocation:
+
+===========  ===========================================================  ==========
+state        Cobalt                                                       allocation
+===========  ===========================================================  ==========
+queued       waiting for nodes                                            queued
+user_hold    held by its owner                                            queued
+admin_hold   held by an administrator                                     queued
+dep_hold     waiting for the jobs it depends on                           queued
+dep_fail     a job it depends on failed: held until deleted               queued
+maxrun_hold  held by the queue's limit of running jobs                    queued
+preempted    preempted, back in the queue                                 queued
+starting     nodes assigned, prologue scripts running                     running
+running      running                                                      running
+preempting   being preempted                                              running
+killing      being killed                                                 running
+exiting      ended, epilogue scripts running                              running
+done         ended (shown at most briefly)                                finished
+===========  ===========================================================  ==========
+"""
+
+from __future__ import annotations
+
+import getpass
+import itertools
+import re
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+from typing import ClassVar
+
+from schedulers.base import AllocationState, AllocationStatus, SubmitRequest
+from schedulers.common import DEFAULT_TIMEOUT_S, CommandScheduler, allocation, clip, local_time, newest, pick
+
+STATES: dict[str, AllocationState] = {
+    "queued": "queued",
+    "user_hold": "queued",
+    "admin_hold": "queued",
+    "dep_hold": "queued",
+    "dep_fail": "queued",
+    "maxrun_hold": "queued",
+    "preempted": "queued",
+    "starting": "running",
+    "running": "running",
+    "preempting": "running",
+    "killing": "running",
+    "exiting": "running",
+    "done": "finished",
+}
+HEADER = ("JobID", "JobName", "State", "StartTime", "Location")  # qstat --header, the columns of its table
+_START = "%a %b %d %H:%M:%S %Y %z"  # "Thu Nov 05 17:29:30 2020 +0000", then " (UTC)"
+_ZONE_NAME = re.compile(r"\s*\([^()]*\)$")
+_ID = re.compile(r"\d+")
+_RANGE = re.compile(r"(\d+)-(\d+)")
+_MAX_RANGE = 100_000  # nodes in one Location range; a longer one is kept as written
+
+
+class CobaltScheduler(CommandScheduler):
+    """Submits with qsub, follows with one ``qstat -u USER`` (the user's jobs), cancels with qdel."""
+
+    kind: ClassVar[str] = "cobalt"
+    submitted = re.compile(r"^\s*(?P<id>\d+)\s*$", re.MULTILINE)
+    cancel_program = "qdel"
+    gone = re.compile(r"not found|Failed to match any jobs")
+
+    def __init__(self, site_path: Path, timeout: float = DEFAULT_TIMEOUT_S, user: str | None = None) -> None:
+        super().__init__(site_path, timeout)
+        self.user = user or getpass.getuser()
+
+    def submit_command(self, req: SubmitRequest) -> list[str]:
+        """``qsub -n N -t MINUTES -q QUEUE -A PROJECT --jobname NAME -O OUTPUT_PREFIX [extra] SCRIPT``."""
+        return [
+            "qsub",
+            *("-n", str(req.num_nodes), "-t", str(req.wall_time_min), "-q", req.queue, "-A", req.project),
+            *("--jobname", req.job_name, "-O", str(req.output_dir / req.job_name)),
+            *req.extra_args,
+            str(req.script_path),
+        ]
+
+    def status(self, scheduler_ids: Sequence[str]) -> dict[str, AllocationStatus]:
+        """One ``qstat``; ids it does not list (ended jobs) are absent."""
+        wanted = list(dict.fromkeys(scheduler_ids))
+        return pick(*parse_status(self._qstat()), wanted, "qstat") if wanted else {}
+
+    def find_by_name(self, job_name: str) -> str | None:
+        """The newest queued or running allocation called ``job_name``."""
+        rows, _ = _rows(self._qstat())
+        mine = (row for row in rows if row.get("jobname") == job_name)
+        return newest(row["jobid"] for row in mine if _status(row).state != "finished")
+
+    def _qstat(self) -> str:
+        # Without job ids, so that qstat exits 0 even when it lists nothing (with ids it would exit 1).
+        return self._run(["qstat", "--header", ":".join(HEADER), "-u", self.user])
+
+    def _script_input(self, req: SubmitRequest) -> None:
+        """Cobalt runs the job script itself: it must be executable."""
+        req.script_path.chmod(req.script_path.stat().st_mode | stat.S_IXUSR)
+
+
+def parse_status(text: str) -> tuple[dict[str, AllocationStatus], list[str]]:
+    """Statuses by job id from qstat's table, and the lines that could not be read; never raises.
+
+    The columns are found by their titles in the header line (fixed width, left-aligned, so values may contain
+    spaces); a last line without its newline is taken as cut short and not read.
+    """
+    rows, unparsed = _rows(text)
+    return {row["jobid"]: _status(row) for row in rows}, unparsed
+
+
+def _rows(text: str) -> tuple[list[dict[str, str]], list[str]]:
+    """The table's rows as {lower-case column title: value}, and the lines that are not such rows."""
+    *lines, partial = text.split("\n")
+    titles = next((i for i, line in enumerate(lines) if {"jobid", "state"} <= set(line.lower().split())), None)
+    if titles is None:
+        return [], [clip(line) for line in [*lines, partial] if line.strip()]
+    columns = [(match.start(), match[0].lower()) for match in re.finditer(r"\S+", lines[titles])]
+    bounds = list(itertools.pairwise([start for start, _ in columns] + [None]))
+    rows: list[dict[str, str]] = []
+    unparsed = [clip(line) for line in [*lines[:titles], partial] if line.strip()]
+    for line in lines[titles + 1 :]:
+        if not line.strip("= \t"):  # blank, or the ===== rule under the titles
+            continue
+        row = {name: line[start:end].strip() for (_, name), (start, end) in zip(columns, bounds, strict=True)}
+        if _ID.fullmatch(row["jobid"]) and row["state"] and " " not in row["state"]:
+            rows.append(row)
+        else:
+            unparsed.append(clip(line))
+    return rows, unparsed
+
+
+def _status(row: dict[str, str]) -> AllocationStatus:
+    start_text = _ZONE_NAME.sub("", row.get("starttime", ""))
+    return allocation(
+        row["jobid"], row["state"], STATES, "Cobalt", start=local_time(start_text, _START), nodes=_nodes(row)
+    )
+
+
+def _nodes(row: dict[str, str]) -> list[str]:
+    """The nodes of a Location such as ``3824-3827,3830``; none for ``None``, ``N/A`` or ``-``."""
+    location = row.get("location", "")
+    if location in ("", "None", "N/A", "-"):
+        return []
+    nodes: list[str] = []
+    for item in location.split(","):
+        match = _RANGE.fullmatch(item)
+        if match and 0 <= int(match[2]) - int(match[1]) < _MAX_RANGE:
+            nodes += [str(n) for n in range(int(match[1]), int(match[2]) + 1)]
+        else:
+            nodes.append(item)
+    return nodes
