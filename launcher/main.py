@@ -16,8 +16,9 @@ from pathlib import Path
 from types import FrameType
 
 from balsamctl.site import Site
-from launcher.mpi_mode import MpiLauncher
+from launcher.mpi_mode import MpiExecutor, MpiTaskBuilder
 from launcher.nodes import Node, nodes_from_environment, split_nodes
+from launcher.pilot import Launcher
 from schemas import BatchJob
 
 log = logging.getLogger("balsamctl.launcher")
@@ -48,7 +49,9 @@ def main(argv: Sequence[str]) -> int:
     index = args.partition or 0
     part = partitions[index]
     launcher_id = f"{args.batch_job}.{index}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
-    launcher = MpiLauncher(site, args.batch_job, part, nodes, deadline, launcher_id)
+    launcher = Launcher(
+        site, args.batch_job, part, index, nodes, deadline, launcher_id, MpiExecutor(), MpiTaskBuilder(site)
+    )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _s, _f: launcher.stop())
     log.info(

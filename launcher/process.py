@@ -1,0 +1,147 @@
+"""Starting and reaping Job processes: shared by the mpi mode and the serial-mode workers.
+
+A :class:`Task` is everything needed to run one Job (it crosses MPI between serial-mode ranks, so it is plain
+data); a :class:`ProcessGroup` runs Tasks as process groups of their own and reports their outcomes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from launcher.joboutput import output_path
+
+TAIL_BYTES = 2000
+_SHELL_SYNTAX = re.compile(r"[|&;<>()$`\\*?\[\]~{}#\n]|^\s*\w+=")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One Job to run: its command line, workdir, own environment variables and attempt number."""
+
+    job_id: int
+    name: str
+    argv: tuple[str, ...]
+    workdir: str
+    env: tuple[tuple[str, str], ...]
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one Task ended: its return code (None if it could not start), the tail of its output, why."""
+
+    job_id: int
+    name: str
+    return_code: int | None
+    tail: str
+    killed: str = ""
+
+
+def shell_argv(command: str) -> tuple[str, ...]:
+    """The argv of a shell command: exec'd directly when it is a plain command line, else through bash."""
+    if not _SHELL_SYNTAX.search(command):
+        with contextlib.suppress(ValueError):
+            words = shlex.split(command)
+            if words:
+                return tuple(words)
+    return ("bash", "-c", command)
+
+
+@dataclass
+class _Running:
+    task: Task
+    proc: subprocess.Popen[bytes]
+    output: Path
+    out: IO[bytes]
+
+
+class ProcessGroup:
+    """The Job processes of one launcher or worker."""
+
+    def __init__(self, base_env: dict[str, str] | None = None) -> None:
+        self.base_env = dict(os.environ if base_env is None else base_env)
+        self.running: dict[int, _Running] = {}
+
+    def __len__(self) -> int:
+        return len(self.running)
+
+    def start(self, task: Task) -> None:
+        """Start one Task in its workdir, output appended to ``job.out``; raises OSError if it cannot."""
+        workdir = Path(task.workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        output = output_path(workdir, task.attempt)
+        out = open(output, "ab")  # noqa: SIM115 - closed when the process is reaped
+        try:
+            proc = subprocess.Popen(
+                task.argv,
+                cwd=workdir,
+                env={**self.base_env, **dict(task.env)},
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError:
+            out.close()
+            raise
+        self.running[task.job_id] = _Running(task, proc, output, out)
+
+    def poll(self) -> list[Outcome]:
+        """Outcomes of the processes that ended since the last call."""
+        done = []
+        for job_id, run in list(self.running.items()):
+            rc = run.proc.poll()
+            if rc is not None:
+                done.append(self._reaped(job_id, rc))
+        return done
+
+    def kill(self, job_id: int, why: str) -> Outcome | None:
+        """Kill one Task's whole process group at once."""
+        run = self.running.get(job_id)
+        if run is None:
+            return None
+        _signal(run.proc, signal.SIGKILL)
+        return self._reaped(job_id, run.proc.wait(), why)
+
+    def terminate_all(self, why: str, grace: float) -> list[Outcome]:
+        """SIGTERM every Task, SIGKILL those still alive after ``grace`` seconds."""
+        for run in self.running.values():
+            _signal(run.proc, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for run in self.running.values():
+            try:
+                run.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal(run.proc, signal.SIGKILL)
+                run.proc.wait()
+        return [self._reaped(job_id, run.proc.returncode, why) for job_id, run in list(self.running.items())]
+
+    def _reaped(self, job_id: int, rc: int, killed: str = "") -> Outcome:
+        run = self.running.pop(job_id)
+        run.out.close()
+        tail = _tail(run.output) if rc != 0 else ""
+        return Outcome(job_id, run.task.name, rc, tail, killed)
+
+
+def _tail(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - TAIL_BYTES))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _signal(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)

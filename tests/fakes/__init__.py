@@ -1,0 +1,66 @@
+"""What the PBS, LSF and Cobalt adapter tests share: fake scheduler programs (see ``replay.py``), job scripts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from balsamctl.jobscript import launcher_command, render_job_script
+from balsamctl.site import init_site
+from schemas import BatchJob
+from schemas.settings import SchedulerKind
+
+FAKES = Path(__file__).parent
+FIXTURES = FAKES.parent / "fixtures"
+
+
+class Fakes:
+    """One scheduler's fake programs first on PATH, replaying a scenario of ``tests/fixtures/<scheduler>/``."""
+
+    def __init__(self, scheduler: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        self.scheduler = scheduler
+        self.monkeypatch = monkeypatch
+        self.log = tmp_path / "calls.jsonl"
+        monkeypatch.setenv("PATH", f"{FAKES / scheduler}{os.pathsep}{os.environ['PATH']}")
+        monkeypatch.setenv("FAKE_SCHED_LOG", str(self.log))
+        monkeypatch.delenv("FAKE_SCHED_HANG", raising=False)
+        self.scenario("none")
+
+    def scenario(self, name: str) -> Path:
+        """Replay ``tests/fixtures/<scheduler>/<name>/`` from now on (a missing one: no output, exit code 0)."""
+        path = FIXTURES / self.scheduler / name
+        self.monkeypatch.setenv("FAKE_SCHED_FIXTURE", str(path))
+        return path
+
+    def hang(self) -> None:
+        """Make every program hang."""
+        self.monkeypatch.setenv("FAKE_SCHED_HANG", "1")
+
+    @property
+    def calls(self) -> list[dict[str, Any]]:
+        """Every call so far: {"prog", "argv", "stdin"}."""
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+
+def job_script(tmp_path: Path, scheduler: SchedulerKind, **optional_params: str) -> tuple[list[str], str]:
+    """The lines of a BatchJob's job script rendered from ``scheduler``'s template (checked by ``bash -n``), and
+    the launcher command it must end with."""
+    site = init_site(tmp_path / "site", f"{scheduler}-site", scheduler, register=False)
+    try:
+        spec = {"num_nodes": 2, "wall_time_min": 30, "queue": "prod", "project": "datascience"}
+        bj = BatchJob.model_validate({"metadata": {"name": "bj-1"}, "spec": spec})
+        bj.spec.optional_params.update(optional_params)
+        script, command = render_job_script(site, bj), launcher_command(site, bj)
+    finally:
+        site.close()
+    path = tmp_path / "bj-1.sh"
+    path.write_text(script)
+    subprocess.run(["bash", "-n", str(path)], check=True)
+    return script.splitlines(), command
