@@ -1,10 +1,17 @@
-"""The launcher entry point: find the allocation's nodes, split them into partitions, run one launcher each."""
+"""The launcher entry point: find the allocation's nodes, split them into partitions, run one launcher each.
+
+``python -m launcher --site PATH --batch-job NAME`` is what a rendered job script runs. With several partitions
+it starts one launcher process per partition, each with its node slice in ``BALSAM_NODES``. A serial-mode
+partition of several nodes re-launches itself under MPI (``--serial-ranks``): rank 0 runs the launcher, the other
+ranks are workers.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -14,12 +21,18 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from balsamctl.site import Site
-from launcher.mpi_mode import MpiExecutor, MpiTaskBuilder
+from launcher import serial_mode
+from launcher.mpi_command import build_mpi_command
+from launcher.mpi_mode import MpiTaskBuilder
 from launcher.nodes import Node, nodes_from_environment, split_nodes
-from launcher.pilot import Launcher
+from launcher.pilot import Executor, Launcher
+from launcher.placement import NodePool, Request
+from launcher.process import LocalExecutor
 from schemas import BatchJob
+from schemas.objects import Partition
 
 log = logging.getLogger("balsamctl.launcher")
 
@@ -36,6 +49,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--batch-job", required=True)
     parser.add_argument("--partition", type=int, default=None, help="run only this partition (internal)")
     parser.add_argument("--deadline", type=float, default=None, help="epoch seconds to stop at (internal)")
+    parser.add_argument("--serial-ranks", action="store_true", help="this process is one rank of a serial launcher")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     site = Site.load(args.site)
@@ -48,15 +62,44 @@ def main(argv: Sequence[str]) -> int:
         return _fan_out(args.site, args.batch_job, [p.num_nodes for p in partitions], nodes, deadline)
     index = args.partition or 0
     part = partitions[index]
+    if part.job_mode == "serial" and len(nodes) > 1 and not args.serial_ranks:
+        return _relaunch_under_mpi(site, args.batch_job, index, nodes, deadline)
     launcher_id = f"{args.batch_job}.{index}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
-    launcher = Launcher(
-        site, args.batch_job, part, index, nodes, deadline, launcher_id, MpiExecutor(), MpiTaskBuilder(site)
-    )
+    executor: Executor
+    if part.job_mode == "serial":
+        if args.serial_ranks:
+            comm = _world()
+            if comm.Get_rank() > 0:
+                serial_mode.worker(comm)
+                return 0
+            executor = serial_mode.SerialExecutor(comm, [n.name for n in nodes])
+        else:
+            executor = LocalExecutor()
+        launcher = Launcher(
+            site,
+            args.batch_job,
+            part,
+            index,
+            nodes,
+            deadline,
+            launcher_id,
+            executor,
+            serial_mode.SerialTaskBuilder(site),
+            accepts=serial_mode.accepts,
+        )
+    else:
+        launcher = Launcher(
+            site, args.batch_job, part, index, nodes, deadline, launcher_id, LocalExecutor(), MpiTaskBuilder(site)
+        )
+    return _run(launcher, part, nodes)
+
+
+def _run(launcher: Launcher, part: Partition, nodes: list[Node]) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _s, _f: launcher.stop())
     log.info(
         "launcher %s: %s mode on %d node(s): %s",
-        launcher_id,
+        launcher.id,
         part.job_mode,
         len(nodes),
         ",".join(n.name for n in nodes),
@@ -65,9 +108,41 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
+def _world() -> Any:
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD
+
+
+def _relaunch_under_mpi(site: Site, batch_job: str, index: int, nodes: list[Node], deadline: float) -> int:
+    """Start this partition again as one rank per node (rank 0 the launcher, the rest workers)."""
+    flavor = "local" if site.settings.scheduler == "local" else site.settings.launcher.mpi_flavor
+    req = Request(num_nodes=len(nodes))
+    placement = NodePool(nodes).place("workers", req)
+    assert placement is not None
+    command = shlex.join(
+        [
+            sys.executable,
+            "-m",
+            "launcher",
+            "--site",
+            str(site.path),
+            "--batch-job",
+            batch_job,
+            "--partition",
+            str(index),
+            "--deadline",
+            str(deadline),
+            "--serial-ranks",
+        ]
+    )
+    argv = build_mpi_command(flavor, site.settings.launcher.mpi_command, placement, req, command, {}, {})
+    return _supervise([subprocess.Popen(argv, env={**os.environ, "BALSAM_NODES": ",".join(n.name for n in nodes)})])
+
+
 def _fan_out(site_path: Path, batch_job: str, sizes: list[int], nodes: list[Node], deadline: float) -> int:
-    """Start one launcher process per partition, each with its own node slice; forward SIGTERM to them."""
-    children: list[subprocess.Popen[bytes]] = []
+    """Start one launcher process per partition, each with its own node slice."""
+    children = []
     for index, part_nodes in enumerate(split_nodes(nodes, sizes)):
         env = {**os.environ, "BALSAM_NODES": ",".join(n.name for n in part_nodes)}
         argv = [
@@ -84,6 +159,11 @@ def _fan_out(site_path: Path, batch_job: str, sizes: list[int], nodes: list[Node
             str(deadline),
         ]
         children.append(subprocess.Popen(argv, env=env))
+    return _supervise(children)
+
+
+def _supervise(children: list[subprocess.Popen[bytes]]) -> int:
+    """Wait for child launchers, forwarding SIGTERM/SIGINT to them."""
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         for child in children:
@@ -91,5 +171,4 @@ def _fan_out(site_path: Path, batch_job: str, sizes: list[int], nodes: list[Node
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, forward)
-    codes = [child.wait() for child in children]
-    return max(codes)
+    return max(child.wait() for child in children)

@@ -6,32 +6,9 @@ from balsamctl.site import Site
 from launcher.command import job_variables, render_command
 from launcher.mpi_command import build_mpi_command, needs_mpi
 from launcher.placement import Placement, Request
-from launcher.process import Outcome, ProcessGroup, Task, shell_argv
+from launcher.process import Task, shell_argv
 from schemas.objects import AppSpec
 from store import JobRef
-
-
-class MpiExecutor:
-    """Every Job runs as a process group on the head node; its MPI launch reaches the other nodes."""
-
-    def __init__(self) -> None:
-        self.group = ProcessGroup()
-
-    def start(self, task: Task, placement: Placement) -> None:
-        """Start one Task (its argv already holds the MPI launch when it needs one)."""
-        self.group.start(task)
-
-    def poll(self) -> list[Outcome]:
-        """Outcomes of the Tasks that ended."""
-        return self.group.poll()
-
-    def kill(self, job_id: int, why: str) -> Outcome | None:
-        """Stop one Task now."""
-        return self.group.kill(job_id, why)
-
-    def terminate_all(self, why: str, grace: float) -> list[Outcome]:
-        """Stop every Task."""
-        return self.group.terminate_all(why, grace)
 
 
 class MpiTaskBuilder:

@@ -40,6 +40,9 @@ class Executor(Protocol):
     def poll(self) -> list[Outcome]:
         """Outcomes of the Tasks that ended."""
 
+    def wait(self, timeout: float) -> None:
+        """Block until a Task ends or ``timeout`` passes."""
+
     def kill(self, job_id: int, why: str) -> Outcome | None:
         """Stop one Task now."""
 
@@ -55,6 +58,8 @@ def result_of(outcome: Outcome) -> dict[str, Any]:
     """The store result of one Outcome: RUN_DONE, RUN_ERROR, or RUN_TIMEOUT when the launcher stopped it."""
     if outcome.killed:
         state, message = JobState.RUN_TIMEOUT, outcome.killed
+    elif outcome.return_code is None:
+        state, message = JobState.RUN_ERROR, outcome.tail
     elif outcome.return_code == 0:
         state, message = JobState.RUN_DONE, ""
     else:
@@ -139,7 +144,7 @@ class Launcher:
                 store.heartbeat(self.id, self.status())
                 last_beat = now
             if not started:
-                self.stopping.wait(self.settings.poll_interval_sec)
+                self.executor.wait(self.settings.poll_interval_sec)
         log.info("launcher %s stopping (%s) with %d running Job(s)", self.id, reason, len(self.pool.placements))
         self._reap(self.executor.terminate_all(f"launcher stopped ({reason})", STOP_GRACE_SEC))
         self._flush()
@@ -184,11 +189,7 @@ class Launcher:
             try:
                 self.executor.start(self.build_task(ref, self._app(ref.app), placement), placement)
             except (CommandError, SiteError, OSError) as exc:
-                self.pool.release(ref.id)
-                outcome = Outcome(ref.id, ref.name, None, "", "")
-                self.results.append(
-                    {**result_of(outcome), "state": JobState.RUN_ERROR, "message": f"could not start: {exc}"}
-                )
+                self._reap([Outcome(ref.id, ref.name, None, f"could not start: {exc}")])
         return len(claimed)
 
     def _app(self, name: str) -> AppSpec:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import select
 import shlex
 import signal
 import subprocess
@@ -62,6 +63,7 @@ class _Running:
     proc: subprocess.Popen[bytes]
     output: Path
     out: IO[bytes]
+    pidfd: int
 
 
 class ProcessGroup:
@@ -70,6 +72,7 @@ class ProcessGroup:
     def __init__(self, base_env: dict[str, str] | None = None) -> None:
         self.base_env = dict(os.environ if base_env is None else base_env)
         self.running: dict[int, _Running] = {}
+        self.poller = select.poll()
 
     def __len__(self) -> int:
         return len(self.running)
@@ -93,7 +96,18 @@ class ProcessGroup:
         except OSError:
             out.close()
             raise
-        self.running[task.job_id] = _Running(task, proc, output, out)
+        pidfd = os.pidfd_open(proc.pid)
+        self.running[task.job_id] = _Running(task, proc, output, out, pidfd)
+        self.poller.register(pidfd, select.POLLIN)
+
+    def wait(self, timeout: float) -> None:
+        """Block until a process ends or ``timeout`` seconds pass (no busy polling)."""
+        if not self.poll_ready(timeout) and not self.running:
+            time.sleep(timeout)
+
+    def poll_ready(self, timeout: float) -> bool:
+        """Whether a process ended within ``timeout`` seconds (False at once when none runs)."""
+        return bool(self.running) and bool(self.poller.poll(timeout * 1000))
 
     def poll(self) -> list[Outcome]:
         """Outcomes of the processes that ended since the last call."""
@@ -128,6 +142,8 @@ class ProcessGroup:
     def _reaped(self, job_id: int, rc: int, killed: str = "") -> Outcome:
         run = self.running.pop(job_id)
         run.out.close()
+        self.poller.unregister(run.pidfd)
+        os.close(run.pidfd)
         tail = _tail(run.output) if rc != 0 else ""
         return Outcome(job_id, run.task.name, rc, tail, killed)
 
@@ -145,3 +161,30 @@ def _tail(path: Path) -> str:
 def _signal(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
+
+
+class LocalExecutor:
+    """Runs every Task on this host (the mpi mode's head node, or a one-node serial launcher)."""
+
+    def __init__(self) -> None:
+        self.group = ProcessGroup()
+
+    def start(self, task: Task, placement: object) -> None:
+        """Start one Task (its argv already holds the MPI launch when it needs one)."""
+        self.group.start(task)
+
+    def poll(self) -> list[Outcome]:
+        """Outcomes of the Tasks that ended."""
+        return self.group.poll()
+
+    def wait(self, timeout: float) -> None:
+        """Until a Task ends or ``timeout`` passes."""
+        self.group.wait(timeout)
+
+    def kill(self, job_id: int, why: str) -> Outcome | None:
+        """Stop one Task now."""
+        return self.group.kill(job_id, why)
+
+    def terminate_all(self, why: str, grace: float) -> list[Outcome]:
+        """Stop every Task."""
+        return self.group.terminate_all(why, grace)

@@ -6,9 +6,11 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from hypothesis import strategies as st
 
 from balsamctl.jobscript import launcher_command, render_job_script
 from balsamctl.site import init_site
@@ -17,6 +19,12 @@ from schemas.settings import SchedulerKind
 
 FAKES = Path(__file__).parent
 FIXTURES = FAKES.parent / "fixtures"
+# JSON values of any shape, for parsers that must take anything
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=10,
+)
 
 
 class Fakes:
@@ -64,3 +72,8 @@ def job_script(tmp_path: Path, scheduler: SchedulerKind, **optional_params: str)
     path.write_text(script)
     subprocess.run(["bash", "-n", str(path)], check=True)
     return script.splitlines(), command
+
+
+def expected_state(states: Mapping[str, str], state: str, started: bool) -> str:
+    """What an adapter must make of ``state``: its table's word, or for an unknown one "running" once started."""
+    return states.get(state) or ("running" if started else "queued")
