@@ -25,6 +25,7 @@ PAGE = 1000
 """Rows fetched per query when streaming a listing (keyset pagination)."""
 DEFAULT_LIMIT = 500
 DEFAULT_EVENT_LIMIT = 100
+MAX_ERROR_LINES = 50
 EXPECTED_ERRORS = (SiteError, NotFound, ValueError, OSError)
 """Errors reported as ``error: ...`` without a traceback (ValueError covers ManifestError and Conflict)."""
 
@@ -54,8 +55,11 @@ def reported(code: int) -> Iterator[None]:
     except BrokenPipeError:
         raise  # the reader went away (``| head``): typer exits quietly
     except EXPECTED_ERRORS as exc:
-        for line in str(exc).splitlines() or [type(exc).__name__]:
+        lines = str(exc).splitlines() or [type(exc).__name__]
+        for line in lines[:MAX_ERROR_LINES]:
             _err(f"error: {line}")
+        if len(lines) > MAX_ERROR_LINES:
+            _err(f"error: ... and {len(lines) - MAX_ERROR_LINES} more")
         raise typer.Exit(code) from None
 
 

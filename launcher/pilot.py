@@ -29,6 +29,8 @@ log = logging.getLogger("balsamctl.launcher")
 HEARTBEAT_SEC = 10.0
 STOP_GRACE_SEC = 10.0
 DELETION_CHECK_SEC = 1.0
+POKE_EVERY_SEC = 0.5
+MAX_CANDIDATES = 200
 
 
 class Executor(Protocol):
@@ -104,6 +106,8 @@ class Launcher:
         self.results: list[dict[str, Any]] = []
         self.apps: dict[str, AppSpec] = {}
         self.stopping = threading.Event()
+        self.unannounced = False
+        self.last_poke = 0.0
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> None:
@@ -175,12 +179,14 @@ class Launcher:
             placements.update({r.id: p for r, p in chosen})
             return [(r, {"placement": p.describe()}) for r, p in chosen]
 
+        idle_cpus = sum(len(n.idle_cpus) for n in self.pool.nodes)
         claimed = self.site.store.acquire(
             self.site.site_id,
             owner=self.id,
             batch_job=self.batch_job,
             filter_tags=self.partition.filter_tags,
             choose=pick,
+            candidates=min(MAX_CANDIDATES, 2 * idle_cpus + 4),
             max_num_nodes=len(self.pool.nodes),
             max_wall_time_min=(self.deadline - time.time()) / 60,
         )
@@ -209,7 +215,10 @@ class Launcher:
         if self.results:
             self.site.store.record_results(self.site.site_id, self.results)
             self.results = []
-            self.site.poke()
+            self.unannounced = True
+        if self.unannounced and time.monotonic() - self.last_poke >= POKE_EVERY_SEC:
+            self.site.poke()  # the controller moves the finished Jobs on
+            self.unannounced, self.last_poke = False, time.monotonic()
 
     def _stop_deleted(self) -> None:
         for job_id in self.site.store.deletion_requested(self.id):

@@ -10,9 +10,15 @@ from schedulers.base import (
     SubmitRequest,
     run_command,
 )
+from schedulers.cobalt import CobaltScheduler
 from schedulers.local import LocalScheduler
+from schedulers.lsf import LsfScheduler
+from schedulers.pbs import PbsScheduler
+from schedulers.slurm import SlurmScheduler
 
-SCHEDULERS: dict[str, type[Scheduler]] = {LocalScheduler.kind: LocalScheduler}
+SCHEDULERS: dict[str, type[Scheduler]] = {
+    cls.kind: cls for cls in (LocalScheduler, SlurmScheduler, PbsScheduler, LsfScheduler, CobaltScheduler)
+}
 
 
 def get_scheduler(kind: str, site_path: Path) -> Scheduler:
@@ -28,9 +34,13 @@ __all__ = [
     "SCHEDULERS",
     "AllocationState",
     "AllocationStatus",
+    "CobaltScheduler",
     "LocalScheduler",
+    "LsfScheduler",
+    "PbsScheduler",
     "Scheduler",
     "SchedulerError",
+    "SlurmScheduler",
     "SubmitRequest",
     "get_scheduler",
     "run_command",

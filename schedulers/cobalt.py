@@ -107,7 +107,8 @@ def parse_status(text: str) -> tuple[dict[str, AllocationStatus], list[str]]:
     """Statuses by job id from qstat's table, and the lines that could not be read; never raises.
 
     The columns are found by their titles in the header line (fixed width, left-aligned, so values may contain
-    spaces); a last line without its newline is taken as cut short and not read.
+    spaces); lines before it are not the table's and are left out. A last line without its newline is taken as cut
+    short and not read.
     """
     rows, unparsed = _rows(text)
     return {row["jobid"]: _status(row) for row in rows}, unparsed
@@ -122,7 +123,7 @@ def _rows(text: str) -> tuple[list[dict[str, str]], list[str]]:
     columns = [(match.start(), match[0].lower()) for match in re.finditer(r"\S+", lines[titles])]
     bounds = list(itertools.pairwise([start for start, _ in columns] + [None]))
     rows: list[dict[str, str]] = []
-    unparsed = [clip(line) for line in [*lines[:titles], partial] if line.strip()]
+    unparsed = [clip(partial)] if partial.strip() else []
     for line in lines[titles + 1 :]:
         if not line.strip("= \t"):  # blank, or the ===== rule under the titles
             continue

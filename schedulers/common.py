@@ -72,6 +72,8 @@ class CommandScheduler(Scheduler):
         try:
             return self._run(argv_for(ids))
         except SchedulerError as exc:
+            if exc.returncode is None:
+                raise
             named: set[str] = set()
             for line in filter(str.strip, exc.stderr.splitlines()):
                 match = unknown.search(line)
@@ -79,7 +81,7 @@ class CommandScheduler(Scheduler):
                     raise
                 named.add(sequence(match["id"]))
             rest = [sid for sid in ids if sequence(sid) not in named]
-            if exc.returncode is None or len(rest) == len(ids):
+            if len(rest) == len(ids):
                 raise
             return self._run(argv_for(rest)) if rest else ""
 

@@ -121,7 +121,7 @@ def _records(text: str) -> tuple[list[dict[str, Any]], list[str]]:
 def _status(record: dict[str, Any], now: datetime) -> AllocationStatus:
     raw_state = record["STAT"]
     exit_text = text_field(record, "EXIT_CODE")
-    exit_code = int(exit_text) if exit_text.isdigit() else (0 if raw_state == "DONE" else None)
+    exit_code = int(exit_text) if exit_text.isdecimal() else (0 if raw_state == "DONE" else None)
     hosts = (host.rpartition("*")[2] for host in text_field(record, "EXEC_HOST").split(":"))  # 42*h36n01:42*h36n02
     return allocation(
         record["JOBID"],

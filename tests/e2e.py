@@ -233,9 +233,9 @@ class E2ESite:
         args = ["get", "events", *([name] if name else []), "--limit", str(limit)]
         return parse_events(self.cli(*args).stdout)
 
-    def job_events(self, name: str) -> list[Event]:
-        """The events of ``job/NAME``."""
-        return [e for e in self.events(name) if e.object == f"job/{name}"]
+    def job_events(self, name: str, events: Iterable[Event] | None = None) -> list[Event]:
+        """The events of ``job/NAME`` (from ``events`` if given, else from ``get events NAME``)."""
+        return [e for e in (self.events(name) if events is None else events) if e.object == f"job/{name}"]
 
     def logs(self, name: str, *extra: str) -> str:
         """``balsamctl logs job NAME``."""

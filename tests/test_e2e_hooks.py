@@ -6,15 +6,16 @@ The controller runs for the whole module; each test has its own Apps, Jobs and B
 from __future__ import annotations
 
 import textwrap
+import time
 from collections import Counter
 from collections.abc import Iterator
 
 import pytest
-from e2e import E2ESite, app_doc, batchjob_doc, job_doc, manifest
+from e2e import E2ESite, Event, app_doc, batchjob_doc, job_doc, manifest, parse_time
 
 pytestmark = pytest.mark.slow
 
-SETTINGS = {"sync_period_sec": 1, "launcher": {"idle_ttl_sec": 5}}
+SETTINGS = {"sync_period_sec": 1, "launcher": {"idle_ttl_sec": 5}, "local_nodes": {"count": 1, "cpus_per_node": 64}}
 HOOKS_MODULE = textwrap.dedent(
     '''
     """Python hooks of the e2e-hooks site (the controller imports them from the site directory)."""
@@ -39,9 +40,29 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ESite]:
         s.close()
 
 
-def to_states(site: E2ESite, name: str) -> list[str | None]:
-    """The states a Job went through, in order."""
-    return [e.to_state for e in site.job_events(name)]
+def to_states(events: list[Event], name: str) -> list[str | None]:
+    """The states ``job/NAME`` went through, in order."""
+    return [e.to_state for e in events if e.object == f"job/{name}"]
+
+
+def test_job_moves_on_right_after_its_hook(site: E2ESite) -> None:
+    """The step after a hook is taken when the hook ends, not at the controller's next periodic pass.
+
+    First in the module: no other allocation's launcher is around to wake the controller by chance.
+    """
+    tags = {"suite": "hook-latency"}
+    site.apply(
+        manifest(
+            app_doc("checked", "echo ran", postprocess="sleep 0.5; echo checked"),
+            job_doc("lat-1", "checked", labels=tags),
+            batchjob_doc("lat-bj", filter_tags=tags),
+        )
+    )
+    job = site.wait_jobs(["lat-1"])["lat-1"]
+    seen = time.time()  # an upper bound of when it finished
+    assert job["status"]["state"] == "JOB_FINISHED", job["status"]
+    after_run = seen - parse_time(job["status"]["end_time"]).timestamp()
+    assert after_run < 3.0, f"JOB_FINISHED {after_run:.1f} s after the run ended (postprocess takes 0.5 s)"
 
 
 def test_preprocess_prepares_the_workdir(site: E2ESite) -> None:
@@ -57,7 +78,7 @@ def test_preprocess_prepares_the_workdir(site: E2ESite) -> None:
     assert job["status"]["state"] == "JOB_FINISHED", job["status"]
     assert site.logs("pre-1").strip() == "prepared for pre-1"
     events = site.job_events("pre-1")
-    assert [e.reason for e in events if e.to_state == "PREPROCESSED"] == ["Preprocess"]
+    assert [e.reason for e in events if e.to_state == "PREPROCESSED"] == ["Preprocess"]  # the hook moved it
 
 
 def test_postprocess_decides_the_outcome(site: E2ESite) -> None:
@@ -72,10 +93,11 @@ def test_postprocess_decides_the_outcome(site: E2ESite) -> None:
         )
     )
     jobs = site.wait_jobs(["post-state", "post-exit"])
+    events = site.events()
     for name, job in jobs.items():
         assert job["status"]["state"] == "FAILED", (name, job["status"])
         assert job["status"]["return_code"] == 0
-        assert to_states(site, name)[-3:] == ["RUNNING", "RUN_DONE", "FAILED"]
+        assert to_states(events, name)[-3:] == ["RUNNING", "RUN_DONE", "FAILED"]
     assert "FAILED" in (jobs["post-state"]["status"]["message"] or "")
     assert "output looks wrong" in (jobs["post-exit"]["status"]["message"] or "")
 
@@ -94,7 +116,7 @@ def test_handle_error_restarts_a_failed_run(site: E2ESite) -> None:
     assert job["status"]["state"] == "JOB_FINISHED", job["status"]
     assert job["status"]["attempts"] == 2
     assert job["status"]["return_code"] == 0
-    states = to_states(site, "retry-1")
+    states = to_states(site.job_events("retry-1"), "retry-1")
     assert states.count("RUNNING") == 2
     assert "RUN_ERROR" in states
     assert states[states.index("RUN_ERROR") + 1] == "RESTART_READY"
@@ -128,23 +150,29 @@ def test_python_hook_from_the_site_directory(site: E2ESite) -> None:
 
 
 def test_hooks_run_once_per_transition(site: E2ESite) -> None:
+    """Every hook appends a line: one ``pre`` and one ``post`` line per Job, never two.
+
+    40 Jobs share one node and end at scattered times, so the controller passes while hooks are in flight.
+    """
     tags = {"suite": "once"}
     counter = site.path / "hook-counter.txt"
     append = 'echo "$BALSAM_JOB_NAME {step}" >> "$BALSAM_SITE_PATH/hook-counter.txt"'
-    names = [f"once-{i}" for i in range(6)]
+    names = [f"once-{i}" for i in range(40)]
     site.apply(
         manifest(
             app_doc(
                 "counted",
-                "echo run",
+                "sleep 0.$((RANDOM % 5))",
                 preprocess=append.format(step="pre"),
                 postprocess=append.format(step="post"),
             ),
-            *(job_doc(n, "counted", labels=tags) for n in names),
+            *(job_doc(n, "counted", labels=tags, node_packing_count=40) for n in names),
             batchjob_doc("once-bj", filter_tags=tags),
         )
     )
-    jobs = site.wait_jobs(names)
+    jobs = site.wait_jobs(names, timeout=60)
     assert {n: j["status"]["state"] for n, j in jobs.items()} == dict.fromkeys(names, "JOB_FINISHED")
-    expected = Counter({f"{n} {step}": 1 for n in names for step in ("pre", "post")})
-    assert Counter(counter.read_text().splitlines()) == expected
+    counts = Counter(counter.read_text().splitlines())
+    twice = sorted(line for line, n in counts.items() if n > 1)
+    assert not twice, f"hooks that ran more than once: {twice}"
+    assert counts == Counter({f"{n} {step}": 1 for n in names for step in ("pre", "post")})

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from e2e import REPO, E2ESite, app_doc, batchjob_doc, job_doc, manifest, parse_time
+from e2e import REPO, E2ESite, Event, app_doc, batchjob_doc, job_doc, manifest, parse_time
 
 pytestmark = pytest.mark.slow
 
@@ -35,9 +35,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ESite]:
         s.close()
 
 
-def assert_chain(site: E2ESite, name: str, expected: list[str]) -> None:
-    """The Job's events record exactly ``expected`` (from CREATED on), each starting where the last ended."""
-    events = [e for e in site.job_events(name) if e.to_state is not None]
+def assert_chain(events: list[Event], name: str, expected: list[str]) -> None:
+    """``job/NAME``'s events record exactly ``expected`` (from CREATED on), each starting where the last ended."""
+    events = [e for e in events if e.object == f"job/{name}" and e.to_state is not None]
     assert [e.to_state for e in events] == expected, events
     assert events[0].from_state is None
     for before, after in zip(events, events[1:], strict=False):
@@ -74,8 +74,8 @@ def test_hello_example_runs_in_order_and_quotes_parameters(site: E2ESite) -> Non
     )
 
     for name in ("hello-1", "hello-2"):
-        assert_chain(site, name, ["CREATED", *CHAIN])
-    assert_chain(site, "hello-3", ["CREATED", "AWAITING_PARENTS", *CHAIN])
+        assert_chain(events, name, ["CREATED", *CHAIN])
+    assert_chain(events, "hello-3", ["CREATED", "AWAITING_PARENTS", *CHAIN])
 
     # the parameter's shell metacharacters are printed, never run
     greeting = site.logs("hello-2")
@@ -110,13 +110,14 @@ def test_failing_job_fails_and_fails_its_child(site: E2ESite) -> None:
     assert failed["state"] == "FAILED"
     assert failed["return_code"] == 3
     assert "failing on purpose" in (failed["output_tail"] or "")
-    assert_chain(site, "fail-1", ["CREATED", "READY", "STAGED_IN", "PREPROCESSED", "RUNNING", "RUN_ERROR", "FAILED"])
+    events = site.events()
+    assert_chain(events, "fail-1", ["CREATED", "READY", "STAGED_IN", "PREPROCESSED", "RUNNING", "RUN_ERROR", "FAILED"])
 
     child = jobs["fail-child"]["status"]
     assert child["state"] == "FAILED"
     assert "fail-1" in (child["message"] or "")
     assert child["attempts"] == 0
-    assert_chain(site, "fail-child", ["CREATED", "AWAITING_PARENTS", "FAILED"])
+    assert_chain(events, "fail-child", ["CREATED", "AWAITING_PARENTS", "FAILED"])
     assert not (site.path / "data" / "never" / "fail-child" / "job.out").exists()
 
 
@@ -141,11 +142,12 @@ def test_deleting_a_running_batchjob_times_out_its_jobs(site: E2ESite) -> None:
     job = site.wait_jobs(["sleep-1"], {"RESTART_READY"})["sleep-1"]
     assert job["status"]["attempts"] == 1
 
-    bj_states = [e.to_state for e in site.events("del-bj") if e.object == "batchjob/del-bj"]
+    events = site.events()
+    bj_states = [e.to_state for e in events if e.object == "batchjob/del-bj"]
     assert "pending_deletion" in bj_states
     assert bj_states[-1] == "finished"
     assert bj_states.index("pending_deletion") < bj_states.index("finished")
-    to_states = [e.to_state for e in site.job_events("sleep-1")]
+    to_states = [e.to_state for e in site.job_events("sleep-1", events)]
     assert to_states[-3:] == ["RUNNING", "RUN_TIMEOUT", "RESTART_READY"]
     assert site.get("jobs", extra=["--state", "RUNNING"]) == {}
     workdir = str(site.path / "data" / "sleeper")

@@ -111,7 +111,6 @@ def test_rank_count_is_the_n_value(flavor: Flavor, num_nodes: int, ranks_per_nod
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not MPIEXEC.exists(), reason="the mpich wheel's mpiexec is not installed in .venv")
 def test_local_command_really_runs_two_ranks(tmp_path: Path) -> None:
     placement = Placement("j", (Share("localhost", (0,), (), Fraction(1)),))
     code = "from mpi4py import MPI; import os; print(MPI.COMM_WORLD.size, os.environ['GREETING'])"
@@ -120,4 +119,4 @@ def test_local_command_really_runs_two_ranks(tmp_path: Path) -> None:
     argv = build_mpi_command("local", str(MPIEXEC), placement, Request(ranks_per_node=2), command, {}, env)
     result = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["2 hi; there", "2 hi; there"]
+    assert result.stdout.count("2 hi; there") == 2, result.stdout  # two ranks; their lines may interleave

@@ -39,9 +39,9 @@ def req(tmp_path: Path) -> SubmitRequest:
     return SubmitRequest(script, NAME, 2, 90, "batch", "csc123", tmp_path / "out", ("-alloc_flags", "gpumps"))
 
 
-def local(*fields: int) -> datetime:
+def local(year: int, month: int, day: int, hour: int, minute: int, second: int = 0) -> datetime:
     """A local time of this machine as UTC."""
-    return datetime(*fields).astimezone(UTC)  # type: ignore[arg-type, misc]
+    return datetime(year, month, day, hour, minute, second).astimezone(UTC)
 
 
 def test_submit_command_is_exact(sched: LsfScheduler, req: SubmitRequest) -> None:
@@ -54,7 +54,9 @@ def test_submit_command_is_exact(sched: LsfScheduler, req: SubmitRequest) -> Non
 def test_submit_feeds_the_script_to_bsub(sched: LsfScheduler, fakes: Fakes, req: SubmitRequest) -> None:
     fakes.scenario("submit")
     assert sched.submit(req) == "4213"
-    assert fakes.calls == [{"prog": "bsub", "argv": sched.submit_command(req)[1:], "stdin": req.script_path.read_text()}]
+    assert fakes.calls == [
+        {"prog": "bsub", "argv": sched.submit_command(req)[1:], "stdin": req.script_path.read_text()}
+    ]
 
 
 def test_a_refusal_carries_the_words_of_bsub(sched: LsfScheduler, fakes: Fakes, req: SubmitRequest) -> None:
@@ -162,7 +164,7 @@ JOBS = st.dictionaries(st.integers(1, 10**7).map(str), st.tuples(STATE, st.boole
 
 def document(jobs: dict[str, tuple[str, bool]]) -> tuple[str, dict[str, int]]:
     """bjobs -json output for ``jobs`` with an ERROR record between each two, and where each job's record ends."""
-    text, ends = '{\n  "COMMAND":"bjobs",\n  "JOBS":%d,\n  "RECORDS":[' % (2 * len(jobs)), {}
+    text, ends = f'{{\n  "COMMAND":"bjobs",\n  "JOBS":{2 * len(jobs)},\n  "RECORDS":[', {}
     for i, (sid, (state, started)) in enumerate(jobs.items()):
         record: dict[str, Any] = {"JOBID": sid, "STAT": state, "EXIT_CODE": "", "START_TIME": ""}
         record.update({"START_TIME": "Nov 24 10:05", "EXEC_HOST": "1*batch3:42*h36n01"} if started else {})
@@ -176,7 +178,7 @@ def document(jobs: dict[str, tuple[str, bool]]) -> tuple[str, dict[str, int]]:
 def test_parser_maps_every_record_per_the_table(jobs: dict[str, tuple[str, bool]]) -> None:
     statuses, unparsed = parse_status(document(jobs)[0], now=NOW)
     assert unparsed == []
-    assert {sid: s.state for sid, s in statuses.items()} == {sid: expected_state(STATES, *job) for sid, job in jobs.items()}
+    assert {sid: s.state for sid, s in statuses.items()} == {sid: expected_state(STATES, *j) for sid, j in jobs.items()}
     for sid, (state, started) in jobs.items():
         assert statuses[sid].raw_state == state
         assert ("unknown LSF state" in statuses[sid].message) == (state not in STATES)

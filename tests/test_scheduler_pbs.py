@@ -182,7 +182,7 @@ def document(jobs: dict[str, tuple[str, bool]]) -> tuple[str, dict[str, int]]:
 def test_parser_maps_every_record_per_the_table(jobs: dict[str, tuple[str, bool]]) -> None:
     statuses, unparsed = parse_status(document(jobs)[0])
     assert unparsed == []
-    assert {sid: s.state for sid, s in statuses.items()} == {sid: expected_state(STATES, *job) for sid, job in jobs.items()}
+    assert {sid: s.state for sid, s in statuses.items()} == {sid: expected_state(STATES, *j) for sid, j in jobs.items()}
     for sid, (state, started) in jobs.items():
         assert statuses[sid].raw_state == state
         assert ("unknown PBS state" in statuses[sid].message) == (state not in STATES)

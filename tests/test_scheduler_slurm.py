@@ -147,7 +147,7 @@ def test_two_node_allocation(sched: SlurmScheduler, submit: Submit) -> None:
 def test_cancel_running_job(sched: SlurmScheduler, submit: Submit) -> None:
     sid, req = submit("echo started; sleep 60")
     wait_for(sched, sid, "running")
-    # A job killed a few ms after its allocation, before slurmd launched the script, stays COMPLETING for minutes.
+    # A job killed a few ms after its allocation, before its script started, stays COMPLETING for tens of seconds.
     output = req.output_dir / f"{req.job_name}.{sid}.out"
     deadline = time.monotonic() + DEADLINE_S
     while not (output.is_file() and "started" in output.read_text()):

@@ -1,0 +1,132 @@
+"""Launcher throughput: N ``/bin/true`` Jobs through a serial-mode launcher on a local site, against a bare
+``subprocess.Popen`` loop with the same concurrency, in the same run.
+
+    python bench/launcher_throughput.py [--jobs 2000 20000] [--slots 8]
+
+Prints Jobs/s of each, their ratio, the median apply-to-RUNNING latency, and the launcher's RSS at its start
+and its peak. Target (issue 4): at least 0.8 of the bare loop; Jobs/s that do not fall as N grows; flat RSS.
+The Jobs are applied and preprocessed by the controller first; the clock runs from the launcher's first start to
+its last Job's end (status start_time/end_time, written by the store).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import psutil
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import cli, median
+
+APP = """---
+apiVersion: balsam/v1
+kind: App
+metadata: {name: noop}
+spec: {command: /bin/true}
+"""
+
+
+def bare_loop(n: int, slots: int) -> float:
+    """Jobs/s of a bare Popen loop keeping ``slots`` /bin/true processes in flight."""
+    t0 = time.perf_counter()
+    running: list[subprocess.Popen[bytes]] = []
+    started = 0
+    while started < n or running:
+        while started < n and len(running) < slots:
+            running.append(subprocess.Popen(["/bin/true"]))
+            started += 1
+        running[0].wait()
+        running = [p for p in running if p.poll() is None]
+    return n / (time.perf_counter() - t0)
+
+
+def launcher_rss(site: Path, stop: threading.Event, samples: list[float]) -> None:
+    """Sample the RSS (MiB) of the launcher processes of ``site`` until ``stop``."""
+    while not stop.is_set():
+        total = 0.0
+        for proc in psutil.process_iter(["cmdline"]):
+            cmd = proc.info["cmdline"] or []
+            if "launcher" in cmd and str(site) in cmd:
+                with contextlib.suppress(psutil.Error):
+                    total += proc.memory_info().rss / 2**20
+        if total:
+            samples.append(total)
+        time.sleep(0.2)
+
+
+def run_launcher(base: Path, n: int, slots: int) -> tuple[float, float, list[float]]:
+    """Jobs/s of the launcher, median apply->RUNNING latency, RSS samples."""
+    config = base / f"sites-{n}.yaml"
+    site = base / f"site-{n}"
+    cli(["site", "init", str(site), "--name", f"tp{n}"], base, config)
+    settings = yaml.safe_load((site / "settings.yml").read_text())
+    settings["local_nodes"] = {"count": 1, "cpus_per_node": slots, "gpus_per_node": 0}
+    settings["launcher"]["idle_ttl_sec"] = 2
+    (site / "settings.yml").write_text(yaml.safe_dump(settings))
+    jobs = "".join(
+        f"---\napiVersion: balsam/v1\nkind: Job\nmetadata: {{name: t{i}}}\nspec: {{app: noop, workdir: t/{i}}}\n"
+        for i in range(n)
+    )
+    (base / "jobs.yaml").write_text(APP + jobs)
+    cli(["controller", "start"], site, config)
+    try:
+        cli(["apply", "-f", str(base / "jobs.yaml")], site, config)
+        while len(cli(["get", "jobs", "--state", "PREPROCESSED", "-o", "name", "--limit", "0"], site, config)
+                   .stdout.split()) < n:
+            time.sleep(0.2)
+        (base / "bj.yaml").write_text(
+            "apiVersion: balsam/v1\nkind: BatchJob\nmetadata: {name: tp}\n"
+            "spec: {num_nodes: 1, wall_time_min: 30, queue: local, project: local, job_mode: serial}\n"
+        )
+        stop, samples = threading.Event(), []
+        sampler = threading.Thread(target=launcher_rss, args=(site, stop, samples), daemon=True)
+        sampler.start()
+        cli(["apply", "-f", str(base / "bj.yaml")], site, config)
+        done_states = ("RUN_DONE", "POSTPROCESSED", "STAGED_OUT", "JOB_FINISHED")
+        while True:
+            counts = cli(["get", "jobs", "--state", ",".join(done_states), "-o", "name", "--limit", "0"], site, config)
+            if len(counts.stdout.split()) >= n:
+                break
+            time.sleep(0.5)
+        stop.set()
+        items = json.loads(cli(["get", "jobs", "-o", "json", "--limit", "0"], site, config).stdout)["items"]
+    finally:
+        cli(["controller", "stop"], site, config)
+    starts = [datetime.fromisoformat(j["status"]["start_time"]) for j in items]
+    ends = [datetime.fromisoformat(j["status"]["end_time"]) for j in items]
+    created = [datetime.fromisoformat(j["metadata"]["creation_timestamp"]) for j in items]
+    span = (max(ends) - min(starts)).total_seconds()
+    latency = median([(s - c).total_seconds() for s, c in zip(starts, created, strict=True)])
+    return n / span, latency, samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, nargs="+", default=[2000, 20000])
+    parser.add_argument("--slots", type=int, default=8, help="concurrent Jobs (CPUs of the emulated node)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in args.jobs:
+            bare = bare_loop(n, args.slots)
+            rate, latency, rss = run_launcher(Path(tmp), n, args.slots)
+            rss_text = f"RSS start {rss[0]:.0f} MiB, peak {max(rss):.0f} MiB" if rss else "RSS not sampled"
+            print(
+                f"N={n:>6}: launcher {rate:7.0f} Jobs/s, bare Popen loop {bare:7.0f} Jobs/s, ratio {rate / bare:.2f}; "
+                f"median apply->RUNNING {latency:.2f} s (all {n} applied at once); {rss_text}; slots {args.slots}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
