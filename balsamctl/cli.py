@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import typer
 from typer.core import TyperGroup
 
-from balsamctl import __version__, output, registry
+from balsamctl import __version__, output, platforms, registry
 from balsamctl.apply import apply_documents, load_paths
 from balsamctl.site import Site, SiteError, init_site, resolve_sites
 from launcher.joboutput import attempt_files
@@ -179,9 +179,19 @@ def site_init(
     path: Annotated[Path, typer.Argument(help="The new site's directory.")],
     name: Annotated[str | None, typer.Option("--name", help="Default: the directory's name.")] = None,
     scheduler: Annotated[SchedulerKind, typer.Option("--scheduler")] = "local",
+    platform: Annotated[
+        str | None,
+        typer.Option(
+            "--platform",
+            metavar="NAME",
+            help="Take the scheduler, settings and job template from a preset: "
+            + ", ".join(platforms.platform_names())
+            + ".",
+        ),
+    ] = None,
 ) -> None:
     """Lay out a new site directory and register it."""
-    site = init_site(path, name or path.resolve().name, scheduler)
+    site = init_site(path, name or path.resolve().name, scheduler, platform=platform)
     typer.echo(f"site/{site.name} created at {site.path}")
 
 

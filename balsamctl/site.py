@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from balsamctl import registry
+from balsamctl import platforms, registry
 from schemas.settings import SchedulerKind, SiteSettings, is_valid_site_name
 from store import Store, sqlite_url
 
@@ -122,9 +122,18 @@ class Site:
 
 
 def init_site(
-    path: Path, name: str, scheduler: SchedulerKind = "local", *, register: bool = True, site_id: int | None = None
+    path: Path,
+    name: str,
+    scheduler: SchedulerKind = "local",
+    *,
+    register: bool = True,
+    site_id: int | None = None,
+    platform: str | None = None,
 ) -> Site:
-    """Lay out a new site at ``path`` (private to its owner) and register it (with ``site_id`` if free)."""
+    """Lay out a new site at ``path`` (private to its owner) and register it (with ``site_id`` if free).
+
+    With ``platform``, the scheduler, settings and job template come from that preset (``balsamctl/platforms/``).
+    """
     path = path.resolve()
     if (path / "settings.yml").exists():
         raise SiteError(f"{path} is already a site")
@@ -133,17 +142,26 @@ def init_site(
         raise SiteError(f"a site named {name!r} is already registered at {registered}")
     if not is_valid_site_name(name):
         raise SiteError(f"invalid site name {name!r}: use letters, digits, '-', '_' and '.'")
-    template = TEMPLATES / f"{scheduler}.sh"
-    if not template.is_file():
-        raise SiteError(f"no job template for scheduler {scheduler!r} yet")
-    settings = SiteSettings(name=name, scheduler=scheduler)
+    if platform is None:
+        template = TEMPLATES / f"{scheduler}.sh"
+        if not template.is_file():
+            raise SiteError(f"no job template for scheduler {scheduler!r} yet")
+        settings, template_text = SiteSettings(name=name, scheduler=scheduler), template.read_text()
+    else:  # a platform preset (balsamctl/platforms/NAME.yml and NAME.sh): scheduler, settings, job template
+        try:
+            preset = platforms.load_platform(platform)
+        except platforms.PlatformError as exc:
+            raise SiteError(str(exc)) from None
+        if scheduler not in ("local", preset.scheduler):
+            raise SiteError(f"platform {platform!r} uses scheduler {preset.scheduler!r}, not {scheduler!r}")
+        settings, template_text = preset.site_settings(name), preset.template
     body = settings.model_dump(mode="json", exclude={"store_url"})
     old_umask = os.umask(0o077)
     try:
         path.mkdir(parents=True, exist_ok=True)
         for sub in LAYOUT:
             (path / sub).mkdir(exist_ok=True)
-        (path / "job-template.sh").write_text(template.read_text())
+        (path / "job-template.sh").write_text(template_text)
         (path / "settings.yml").write_text(_SETTINGS_HEADER + yaml.safe_dump(body, sort_keys=False))
     finally:
         os.umask(old_umask)

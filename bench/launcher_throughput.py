@@ -65,14 +65,15 @@ def launcher_rss(site: Path, stop: threading.Event, samples: list[float]) -> Non
         time.sleep(0.2)
 
 
-def run_launcher(base: Path, n: int, slots: int) -> tuple[float, float, list[float]]:
+def run_launcher(base: Path, n: int, slots: int, nodes: int) -> tuple[float, float, list[float]]:
     """Jobs/s of the launcher, median apply->RUNNING latency, RSS samples."""
     config = base / f"sites-{n}.yaml"
     site = base / f"site-{n}"
     cli(["site", "init", str(site), "--name", f"tp{n}"], base, config)
     settings = yaml.safe_load((site / "settings.yml").read_text())
-    settings["local_nodes"] = {"count": 1, "cpus_per_node": slots, "gpus_per_node": 0}
+    settings["local_nodes"] = {"count": nodes, "cpus_per_node": slots // nodes, "gpus_per_node": 0}
     settings["launcher"]["idle_ttl_sec"] = 2
+    settings["allowed_queues"]["local"]["max_nodes"] = nodes
     (site / "settings.yml").write_text(yaml.safe_dump(settings))
     jobs = "".join(
         f"---\napiVersion: balsam/v1\nkind: Job\nmetadata: {{name: t{i}}}\nspec: {{app: noop, workdir: t/{i}}}\n"
@@ -87,7 +88,7 @@ def run_launcher(base: Path, n: int, slots: int) -> tuple[float, float, list[flo
             time.sleep(0.2)
         (base / "bj.yaml").write_text(
             "apiVersion: balsam/v1\nkind: BatchJob\nmetadata: {name: tp}\n"
-            "spec: {num_nodes: 1, wall_time_min: 30, queue: local, project: local, job_mode: serial}\n"
+            f"spec: {{num_nodes: {nodes}, wall_time_min: 30, queue: local, project: local, job_mode: serial}}\n"
         )
         stop, samples = threading.Event(), []
         sampler = threading.Thread(target=launcher_rss, args=(site, stop, samples), daemon=True)
@@ -114,16 +115,18 @@ def run_launcher(base: Path, n: int, slots: int) -> tuple[float, float, list[flo
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, nargs="+", default=[2000, 20000])
-    parser.add_argument("--slots", type=int, default=8, help="concurrent Jobs (CPUs of the emulated node)")
+    parser.add_argument("--slots", type=int, default=8, help="concurrent Jobs (CPUs of all emulated nodes)")
+    parser.add_argument("--nodes", type=int, default=1, help="emulated nodes: one serial-mode worker each")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.jobs:
             bare = bare_loop(n, args.slots)
-            rate, latency, rss = run_launcher(Path(tmp), n, args.slots)
+            rate, latency, rss = run_launcher(Path(tmp), n, args.slots, args.nodes)
             rss_text = f"RSS start {rss[0]:.0f} MiB, peak {max(rss):.0f} MiB" if rss else "RSS not sampled"
             print(
                 f"N={n:>6}: launcher {rate:7.0f} Jobs/s, bare Popen loop {bare:7.0f} Jobs/s, ratio {rate / bare:.2f}; "
-                f"median apply->RUNNING {latency:.2f} s (all {n} applied at once); {rss_text}; slots {args.slots}",
+                f"median apply->RUNNING {latency:.2f} s (all {n} applied at once); {rss_text}; "
+                f"{args.slots} slots on {args.nodes} node(s)",
                 flush=True,
             )
 

@@ -45,6 +45,7 @@ class JobReconciler:
         self.wake = wake
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hook")
         self.in_flight: set[int] = set()
+        self.finished: set[int] = set()  # hooks done since this pass's reads began (those reads may be stale)
         self.lock = threading.Lock()
 
     def close(self) -> None:
@@ -54,6 +55,8 @@ class JobReconciler:
     def __call__(self) -> bool:
         """One pass; whether anything moved (the caller repeats while it does)."""
         store, sid = self.site.store, self.site.site_id
+        with self.lock:
+            self.finished.clear()
         apps = {
             o.name: o.manifest.spec for o in store.list_objects(Selector("App", (sid,))) if isinstance(o.manifest, App)
         }
@@ -87,7 +90,7 @@ class JobReconciler:
     def _start_hooks(self, hook_name: str, src: JobState, app_names: list[str], apps: dict[str, AppSpec]) -> None:
         for ref in self.site.store.jobs_in_state(self.site.site_id, src, apps=app_names, limit=HOOK_BATCH):
             with self.lock:
-                if ref.id in self.in_flight:
+                if ref.id in self.in_flight or ref.id in self.finished:
                     continue
                 self.in_flight.add(ref.id)
             self.pool.submit(self._hook, hook_name, src, ref, apps[ref.app])
@@ -107,5 +110,6 @@ class JobReconciler:
             log.exception("job/%s: %s hook could not be run", ref.name, hook_name)
         finally:
             with self.lock:
+                self.finished.add(ref.id)
                 self.in_flight.discard(ref.id)
             self.wake()

@@ -52,7 +52,7 @@ class Controller:
 
     def __post_init__(self) -> None:
         scheduler = get_scheduler(self.site.settings.scheduler, self.site.path)
-        self.jobs = JobReconciler(self.site, self.wake.set)
+        self.jobs = JobReconciler(self.site, lambda: self.poke(("jobs",)))
         self.tasks = [
             Task("manifests", ManifestReconciler(self.site), MANIFEST_RESYNC_SEC),
             Task("jobs", self.jobs, JOB_PERIOD_SEC),

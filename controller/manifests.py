@@ -19,6 +19,7 @@ log = logging.getLogger("balsamctl.controller.manifests")
 SOURCE_PREFIX = "manifests/"
 
 Fingerprint = tuple[int, int]
+NO_CHANGE = frozenset({"unchanged", "deletion already requested", "not found"})
 
 
 class ManifestReconciler:
@@ -55,10 +56,10 @@ class ManifestReconciler:
             log.error("%s: not applied: %s", source, exc)
             self.site.store.record_event(self.site.site_id, "Manifest", source, "ApplyFailed", str(exc))
             return False
-        for r in results:
-            if r.action != "unchanged":
-                log.info("%s: %s %s", source, r.ref, r.action)
-        return any(r.action != "unchanged" for r in results)
+        changed = [r for r in results if r.action not in NO_CHANGE]
+        for r in changed:
+            log.info("%s: %s %s", source, r.ref, r.action)
+        return bool(changed)
 
 
 def _fingerprint(path: Path) -> Fingerprint | None:

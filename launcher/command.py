@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 
-from jinja2 import StrictUndefined, TemplateError
+from jinja2 import StrictUndefined, Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from schemas.objects import AppSpec, ParamValue
@@ -18,6 +19,11 @@ class CommandError(ValueError):
     """An App's command template that cannot be rendered for a Job."""
 
 
+@lru_cache(maxsize=256)
+def _template(source: str) -> Template:
+    return _ENV.from_string(source)
+
+
 def render_command(app: AppSpec, parameters: Mapping[str, ParamValue]) -> str:
     """The shell command of one Job: the App's preamble and command, parameters quoted (never re-rendered)."""
     values: dict[str, str] = {}
@@ -27,7 +33,7 @@ def render_command(app: AppSpec, parameters: Mapping[str, ParamValue]) -> str:
             raise CommandError(f"parameter {name!r} is required")
         values[name] = shlex.quote(str(value).lower() if isinstance(value, bool) else str(value))
     try:
-        command = _ENV.from_string(app.command).render(**values)
+        command = _template(app.command).render(**values)
     except TemplateError as exc:
         raise CommandError(f"App command template: {exc}") from None
     return f"{app.preamble}\n{command}" if app.preamble else command

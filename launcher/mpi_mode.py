@@ -31,4 +31,4 @@ class MpiTaskBuilder:
             )
         else:
             argv = shell_argv(command)
-        return Task(ref.id, ref.name, argv, str(workdir), tuple(own.items()), ref.attempts)
+        return Task(ref.id, ref.name, argv, str(workdir), tuple(own.items()), ref.attempts + 1)

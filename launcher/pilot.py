@@ -13,7 +13,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from balsamctl.site import Site, SiteError
@@ -30,7 +30,8 @@ HEARTBEAT_SEC = 10.0
 STOP_GRACE_SEC = 10.0
 DELETION_CHECK_SEC = 1.0
 POKE_EVERY_SEC = 0.5
-MAX_CANDIDATES = 200
+FLUSH_EVERY_SEC = 0.02
+FLUSH_BATCH = 256
 
 
 class Executor(Protocol):
@@ -53,7 +54,6 @@ class Executor(Protocol):
 
 
 TaskBuilder = Callable[[JobRef, AppSpec, Placement], Task]
-Chooser = Callable[[list[JobRef]], list[tuple[JobRef, Mapping[str, Any]]]]
 
 
 def result_of(outcome: Outcome) -> dict[str, Any]:
@@ -106,12 +106,17 @@ class Launcher:
         self.results: list[dict[str, Any]] = []
         self.apps: dict[str, AppSpec] = {}
         self.stopping = threading.Event()
+        self.queue: list[tuple[JobRef, Request]] = []
+        self.capacity = max(1, sum(len(n.cpu_ids) for n in nodes))
+        self.started: list[tuple[JobRef, dict[str, Any]]] = []
+        self.not_started: list[tuple[JobRef, str]] = []
+        self.dropped: set[int] = set()
         self.unannounced = False
-        self.last_poke = 0.0
+        self.last_poke = self.last_flush = 0.0
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> None:
-        """Acquire and run Jobs until the wall time, a signal, or idleness ends the launcher."""
+        """Claim and run Jobs until the wall time, a signal, or idleness ends the launcher."""
         store, sid = self.site.store, self.site.site_id
         store.register_launcher(
             sid,
@@ -124,7 +129,8 @@ class Launcher:
             nodes=[n.name for n in self.pool.nodes],
         )
         idle_since = time.monotonic()
-        last_beat = last_deletion_check = 0.0
+        last_beat = last_deletion_check = last_claim = 0.0
+        found_work = True
         reason = "idle"
         while True:
             now = time.monotonic()
@@ -135,12 +141,15 @@ class Launcher:
                 reason = "wall time"
                 break
             self._reap(self.executor.poll())
-            if self.pool.placements and now - last_deletion_check >= DELETION_CHECK_SEC:
+            if (self.pool.placements or self.queue) and now - last_deletion_check >= DELETION_CHECK_SEC:
                 self._stop_deleted()
                 last_deletion_check = now
+            if len(self.queue) < self.capacity and (found_work or now - last_claim >= self.settings.poll_interval_sec):
+                found_work = self._claim() > 0
+                last_claim = now
+            started = self._start_queued()
             self._flush()
-            started = self._acquire()
-            if self.pool.placements or started:
+            if self.pool.placements or self.queue:
                 idle_since = now
             elif now - idle_since >= self.settings.idle_ttl_sec:
                 break
@@ -148,10 +157,11 @@ class Launcher:
                 store.heartbeat(self.id, self.status())
                 last_beat = now
             if not started:
-                self.executor.wait(self.settings.poll_interval_sec)
+                self.executor.wait(FLUSH_EVERY_SEC if self.started or self.results else self.settings.poll_interval_sec)
         log.info("launcher %s stopping (%s) with %d running Job(s)", self.id, reason, len(self.pool.placements))
         self._reap(self.executor.terminate_all(f"launcher stopped ({reason})", STOP_GRACE_SEC))
-        self._flush()
+        self._flush(force=True)
+        store.unclaim(sid, self.id)
         store.heartbeat(self.id, self.status(), ended=True)
 
     def stop(self) -> None:
@@ -164,39 +174,48 @@ class Launcher:
             "job_mode": self.partition.job_mode,
             "nodes": [n.name for n in self.pool.nodes],
             "running_jobs": len(self.pool.placements),
+            "claimed_jobs": len(self.queue),
             "occupancy": self.pool.occupancy(),
         }
 
-    # ------------------------------------------------------------------ acquire and start
-    def _acquire(self) -> int:
-        if not self.pool.has_idle():
-            return 0
-        placements: dict[int, Placement] = {}
+    # ------------------------------------------------------------------ claim and start
+    def _claim(self) -> int:
+        """Top the local queue up to twice an allocation's worth of Jobs that can run here; how many came."""
 
-        def pick(refs: list[JobRef]) -> list[tuple[JobRef, Mapping[str, Any]]]:
-            candidates = [(r, req, r.spec.wall_time_min) for r in refs if self.accepts(req := Request.of(r.spec))]
-            chosen = choose(self.pool, candidates, "small_first")
-            placements.update({r.id: p for r, p in chosen})
-            return [(r, {"placement": p.describe()}) for r, p in chosen]
+        def fits_here(ref: JobRef) -> bool:
+            req = Request.of(ref.spec)
+            return self.accepts(req) and self.pool.why_never_fits(req) is None
 
-        idle_cpus = sum(len(n.idle_cpus) for n in self.pool.nodes)
-        claimed = self.site.store.acquire(
+        claimed = self.site.store.claim(
             self.site.site_id,
             owner=self.id,
             batch_job=self.batch_job,
             filter_tags=self.partition.filter_tags,
-            choose=pick,
-            candidates=min(MAX_CANDIDATES, 2 * idle_cpus + 4),
+            limit=2 * self.capacity - len(self.queue),
+            accept=fits_here,
             max_num_nodes=len(self.pool.nodes),
             max_wall_time_min=(self.deadline - time.time()) / 60,
         )
-        for ref, _ in claimed:
-            placement = placements[ref.id]
+        self.queue += [(ref, Request.of(ref.spec)) for ref in claimed]
+        return len(claimed)
+
+    def _start_queued(self) -> int:
+        """Start what fits now, in the site's order; the starts are recorded with the next flush."""
+        if not self.queue or not self.pool.has_idle():
+            return 0
+        candidates = [(ref, req, ref.spec.wall_time_min) for ref, req in self.queue]
+        planned = choose(self.pool, candidates, self.settings.policy)
+        placed = {ref.id for ref, _ in planned}
+        self.queue = [(ref, req) for ref, req in self.queue if ref.id not in placed]
+        for ref, placement in planned:
             try:
                 self.executor.start(self.build_task(ref, self._app(ref.app), placement), placement)
             except (CommandError, SiteError, OSError) as exc:
-                self._reap([Outcome(ref.id, ref.name, None, f"could not start: {exc}")])
-        return len(claimed)
+                self.pool.release(ref.id)
+                self.not_started.append((ref, f"could not start: {exc}"))
+                continue
+            self.started.append((ref, {"start_time": time.time(), "placement": placement.describe()}))
+        return len(planned)
 
     def _app(self, name: str) -> AppSpec:
         if name not in self.apps:
@@ -208,20 +227,48 @@ class Launcher:
     # ------------------------------------------------------------------ finish
     def _reap(self, outcomes: list[Outcome]) -> None:
         for outcome in outcomes:
+            if outcome.job_id not in self.pool.placements:
+                continue  # already released (a worker's late report of a Job stopped here)
             self.pool.release(outcome.job_id)
-            self.results.append(result_of(outcome))
+            if outcome.job_id in self.dropped:
+                self.dropped.discard(outcome.job_id)
+            else:
+                self.results.append(result_of(outcome))
 
-    def _flush(self) -> None:
-        if self.results:
-            self.site.store.record_results(self.site.site_id, self.results)
-            self.results = []
-            self.unannounced = True
-        if self.unannounced and time.monotonic() - self.last_poke >= POKE_EVERY_SEC:
+    def _flush(self, force: bool = False) -> None:
+        """Write the starts and outcomes so far in one transaction (every FLUSH_EVERY_SEC, or now)."""
+        pending = len(self.started) + len(self.results) + len(self.not_started)
+        if not pending or (
+            not force and pending < FLUSH_BATCH and time.monotonic() - self.last_flush < FLUSH_EVERY_SEC
+        ):
+            return
+        # a Job that could not start still has to pass through RUNNING to record its RUN_ERROR
+        self.started += [(ref, {"start_time": time.time()}) for ref, _ in self.not_started]
+        self.results += [result_of(Outcome(ref.id, ref.name, None, why)) for ref, why in self.not_started]
+        started_ids = {ref.id for ref, _ in self.started}
+        confirmed = self.site.store.record(self.site.site_id, owner=self.id, started=self.started, results=self.results)
+        for job_id in started_ids - confirmed:  # its deletion was requested before it could be recorded
+            self.dropped.add(job_id)
+            outcome = self.executor.kill(job_id, "stopped: the Job was deleted")
+            if outcome is not None:
+                self._reap([outcome])
+        self.unannounced = self.unannounced or bool(self.results)
+        self.started, self.results, self.not_started = [], [], []
+        self.last_flush = time.monotonic()
+        if self.unannounced and self.last_flush - self.last_poke >= POKE_EVERY_SEC:
             self.site.poke()  # the controller moves the finished Jobs on
-            self.unannounced, self.last_poke = False, time.monotonic()
+            self.unannounced, self.last_poke = False, self.last_flush
 
     def _stop_deleted(self) -> None:
-        for job_id in self.site.store.deletion_requested(self.id):
+        """Stop the Jobs whose deletion was requested; hand back the claimed ones not started yet."""
+        doomed = set(self.site.store.deletion_requested(self.id))
+        if not doomed:
+            return
+        queued = [ref.id for ref, _ in self.queue if ref.id in doomed]
+        if queued:
+            self.queue = [(ref, req) for ref, req in self.queue if ref.id not in doomed]
+            self.site.store.unclaim(self.site.site_id, self.id, queued)
+        for job_id in doomed & set(self.pool.placements):
             outcome = self.executor.kill(job_id, "stopped: the Job was deleted")
             if outcome is not None:
                 self._reap([outcome])

@@ -80,7 +80,12 @@ class ProcessGroup:
     def start(self, task: Task) -> None:
         """Start one Task in its workdir, output appended to ``job.out``; raises OSError if it cannot."""
         workdir = Path(task.workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            os.mkdir(workdir)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            os.makedirs(workdir, exist_ok=True)
         output = output_path(workdir, task.attempt)
         out = open(output, "ab")  # noqa: SIM115 - closed when the process is reaped
         try:

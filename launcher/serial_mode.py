@@ -40,7 +40,7 @@ class SerialTaskBuilder:
         workdir = self.site.workdir(ref.spec.workdir)
         own = job_variables(app, ref.name, workdir, placement.environment(Request.of(ref.spec)))
         argv = shell_argv(render_command(app, ref.spec.parameters))
-        return Task(ref.id, ref.name, argv, str(workdir), tuple(own.items()), ref.attempts)
+        return Task(ref.id, ref.name, argv, str(workdir), tuple(own.items()), ref.attempts + 1)
 
 
 def _start_all(group: ProcessGroup, tasks: list[Task]) -> list[Outcome]:

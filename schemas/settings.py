@@ -39,6 +39,10 @@ class LauncherSettings(Strict):
     poll_interval_sec: float = Field(default=0.1, gt=0)
     mpi_flavor: MpiFlavor = "mpich"
     mpi_command: str = "mpiexec"
+    policy: Literal["small_first", "long_large_first"] = Field(
+        default="small_first",
+        description="Job order: fewest nodes, highest packing, longest wall time first; or most nodes, longest first.",
+    )
     python: str | None = Field(default=None, description="Interpreter for the launcher; default: the current one.")
 
 

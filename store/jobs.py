@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, select, update
+from sqlalchemy import Connection, and_, bindparam, exists, func, select, update
 
 from schemas import JobState, check_job_transition
 from schemas.objects import JobSpec
@@ -124,15 +124,9 @@ class JobStore(StoreBase):
         self, site_id: int, state: JobState, *, apps: Sequence[str] | None = None, limit: int = 100
     ) -> list[JobRef]:
         """Up to ``limit`` Jobs in ``state`` (optionally of some Apps), oldest first."""
-        q = select(
-            objects.c.id,
-            objects.c.name,
-            objects.c.app,
-            objects.c.state,
-            objects.c.spec,
-            objects.c.attempts,
-            objects.c.deletion_timestamp,
-        ).where(objects.c.site_id == site_id, objects.c.kind == "Job", objects.c.state == state.value)
+        q = select(*_REF_COLUMNS).where(
+            objects.c.site_id == site_id, objects.c.kind == "Job", objects.c.state == state.value
+        )
         if apps is not None:
             q = q.where(objects.c.app.in_(list(apps)))
         with read_tx(self.engine) as conn:
@@ -200,27 +194,32 @@ class JobStore(StoreBase):
         return done
 
     # ------------------------------------------------------------------ launchers
-    def acquire(
+    def claim(
         self,
         site_id: int,
         *,
         owner: str,
         batch_job: str,
         filter_tags: Mapping[str, str],
-        choose: Callable[[list[JobRef]], list[tuple[JobRef, Mapping[str, Any]]]],
-        candidates: int = 200,
+        limit: int,
+        accept: Callable[[JobRef], bool] = lambda _ref: True,
+        order: str = "small_first",
         max_num_nodes: int | None = None,
         max_wall_time_min: float | None = None,
-    ) -> list[tuple[JobRef, Mapping[str, Any]]]:
-        """Claim runnable Jobs atomically: no two launchers ever get the same Job.
+    ) -> list[JobRef]:
+        """Claim up to ``limit`` runnable Jobs for a launcher, atomically: no two launchers get the same Job.
 
-        Reads up to ``candidates`` runnable Jobs that match ``filter_tags``, lets ``choose`` (placement, no I/O)
-        pick the ones that fit now with their resource data, and marks those RUNNING with one event each.
+        Candidates match ``filter_tags`` and the limits and pass ``accept`` (placement, no I/O); they come in the
+        site's ``order``: ``small_first`` (fewest nodes, then highest node packing, then longest wall time) or
+        ``long_large_first`` (most nodes, then longest wall time). A claimed Job keeps
+        its state until :meth:`record` starts it; a launcher hands back what it did not start with
+        :meth:`unclaim`.
         """
         conds = [
             objects.c.site_id == site_id,
             objects.c.kind == "Job",
             objects.c.state.in_([s.value for s in RUNNABLE_STATES]),
+            objects.c.owner.is_(None),
             objects.c.deletion_timestamp.is_(None),
         ]
         for key, value in filter_tags.items():
@@ -231,47 +230,77 @@ class JobStore(StoreBase):
             conds.append(objects.c.num_nodes <= max_num_nodes)
         if max_wall_time_min is not None:
             conds.append(objects.c.wall_time_min <= max_wall_time_min)
-        q = (
-            select(
-                objects.c.id,
-                objects.c.name,
-                objects.c.app,
-                objects.c.state,
-                objects.c.spec,
-                objects.c.attempts,
-                objects.c.deletion_timestamp,
-            )
-            .where(and_(*conds))
-            .order_by(
-                objects.c.num_nodes, objects.c.node_packing_count.desc(), objects.c.wall_time_min.desc(), objects.c.id
-            )
-            .limit(candidates)
-        )
+        q = select(*_REF_COLUMNS).where(and_(*conds)).order_by(*_ORDERS[order], objects.c.id).limit(2 * limit)
         with write_tx(self.engine) as conn:
             if is_postgres(self.engine):
                 q = q.with_for_update(skip_locked=True, of=objects)
-            rows = [_ref(r) for r in conn.execute(q)]
-            chosen = choose(rows) if rows else []
-            if not chosen:
-                return []
-            t = now()
-            for ref, _ in chosen:
-                check_job_transition(ref.name, ref.state, JobState.RUNNING)
+            chosen = [ref for ref in map(_ref, conn.execute(q)) if accept(ref)][:limit]
+            if chosen:
+                conn.execute(
+                    update(objects).where(_BY_ID, objects.c.owner.is_(None)).values(owner=owner, batch_job=batch_job),
+                    [{"b_id": ref.id} for ref in chosen],
+                )
+        return chosen
+
+    def unclaim(self, site_id: int, owner: str, job_ids: Sequence[int] | None = None) -> int:
+        """Hand back Jobs ``owner`` claimed but did not start (all of them, or ``job_ids``)."""
+        conds = [
+            objects.c.site_id == site_id,
+            objects.c.owner == owner,
+            objects.c.state.in_([s.value for s in RUNNABLE_STATES]),
+        ]
+        if job_ids is not None:
+            conds.append(objects.c.id.in_(list(job_ids)))
+        with write_tx(self.engine) as conn:
+            return conn.execute(update(objects).where(*conds).values(owner=None)).rowcount
+
+    def record(
+        self,
+        site_id: int,
+        *,
+        owner: str,
+        started: Sequence[tuple[JobRef, Mapping[str, Any]]] = (),
+        results: Sequence[Mapping[str, Any]] = (),
+    ) -> set[int]:
+        """One launcher's transitions in one transaction, durable on return; the ids of the Jobs now started.
+
+        ``started``: claimed Jobs that moved to RUNNING, each with its ``start_time`` (epoch seconds) and placement
+        data for the event; a Job whose deletion was requested meanwhile is not recorded (the launcher stops it).
+        ``results``: outcomes of RUNNING Jobs (see :meth:`record_results`), written after the starts.
+        """
+        t = now()
+        with write_tx(self.engine) as conn:
+            confirmed = self._write_started(conn, site_id, owner, started, t)
+            self._write_results(conn, site_id, results, t)
+        return confirmed
+
+    def _write_started(
+        self, conn: Connection, site_id: int, owner: str, started: Sequence[tuple[JobRef, Mapping[str, Any]]], t: float
+    ) -> set[int]:
+        for ref, _ in started:
+            check_job_transition(ref.name, ref.state, JobState.RUNNING)
+        live = self._ids_where(
+            conn,
+            [ref.id for ref, _ in started],
+            objects.c.owner == owner,
+            objects.c.deletion_timestamp.is_(None),
+            objects.c.state.in_([s.value for s in RUNNABLE_STATES]),
+        )
+        go = [(ref, data) for ref, data in started if ref.id in live]
+        if go:
             conn.execute(
                 update(objects)
                 .where(_BY_ID)
                 .values(
                     state=JobState.RUNNING.value,
-                    owner=owner,
-                    batch_job=batch_job,
-                    start_time=t,
+                    start_time=bindparam("b_start"),
                     end_time=None,
                     return_code=None,
                     attempts=objects.c.attempts + 1,
                     updated_at=t,
                     resource_version=objects.c.resource_version + 1,
                 ),
-                [{"b_id": ref.id} for ref, _ in chosen],
+                [{"b_id": ref.id, "b_start": data.get("start_time", t)} for ref, data in go],
             )
             add_events(
                 conn,
@@ -281,79 +310,91 @@ class JobStore(StoreBase):
                         "object_id": ref.id,
                         "kind": "Job",
                         "name": ref.name,
+                        "time": data.get("start_time", t),
                         "from_state": ref.state,
                         "to_state": "RUNNING",
-                        "reason": "Acquired",
+                        "reason": "Started",
                         "message": f"launched by {owner}",
-                        "data": dict(data),
+                        "data": {k: v for k, v in data.items() if k != "start_time"},
                     }
-                    for ref, data in chosen
+                    for ref, data in go
                 ),
             )
-        return chosen
+        return {ref.id for ref, _ in go}
+
+    def _ids_where(self, conn: Connection, ids: Sequence[int], *conds: Any) -> set[int]:
+        live: set[int] = set()
+        for part in chunks(list(ids)):
+            q = select(objects.c.id).where(objects.c.id.in_(part), *conds)
+            if is_postgres(self.engine):
+                q = q.with_for_update()
+            live.update(conn.execute(q).scalars())
+        return live
 
     def record_results(self, site_id: int, results: Sequence[Mapping[str, Any]]) -> int:
-        """Write many run outcomes in one transaction, durable on return.
+        """Write many run outcomes in one transaction, durable on return; returns how many applied.
 
         Each result has ``job_id``, ``name``, ``state`` (RUN_DONE, RUN_ERROR or RUN_TIMEOUT), ``return_code``,
         ``output_tail`` and ``message``; it applies only while the Job is still RUNNING.
         """
+        with write_tx(self.engine) as conn:
+            return self._write_results(conn, site_id, results, now())
+
+    def _write_results(self, conn: Connection, site_id: int, results: Sequence[Mapping[str, Any]], t: float) -> int:
         for r in results:
             check_job_transition(r["name"], JobState.RUNNING, r["state"])
-        t = now()
-        with write_tx(self.engine) as conn:
-            ids = [r["job_id"] for r in results]
-            live: set[int] = set()
-            for part in chunks(ids):
-                q = select(objects.c.id).where(
-                    objects.c.id.in_(part), objects.c.site_id == site_id, objects.c.state == JobState.RUNNING.value
-                )
-                if is_postgres(self.engine):
-                    q = q.with_for_update()
-                live.update(conn.execute(q).scalars())
-            kept = [r for r in results if r["job_id"] in live]
-            if not kept:
-                return 0
-            conn.execute(
-                update(objects)
-                .where(_BY_ID)
-                .values(
-                    state=bindparam("b_state"),
-                    return_code=bindparam("b_rc"),
-                    output_tail=bindparam("b_tail"),
-                    message=bindparam("b_msg"),
-                    end_time=t,
-                    owner=None,
-                    updated_at=t,
-                    resource_version=objects.c.resource_version + 1,
-                ),
-                [
-                    {
-                        "b_id": r["job_id"],
-                        "b_state": str(r["state"]),
-                        "b_rc": r.get("return_code"),
-                        "b_tail": r.get("output_tail"),
-                        "b_msg": r.get("message"),
-                    }
-                    for r in kept
-                ],
-            )
-            add_events(
-                conn,
-                (
-                    {
-                        "site_id": site_id,
-                        "object_id": r["job_id"],
-                        "kind": "Job",
-                        "name": r["name"],
-                        "from_state": "RUNNING",
-                        "to_state": str(r["state"]),
-                        "reason": "Ran",
-                        "message": r.get("message") or f"return code {r.get('return_code')}",
-                    }
-                    for r in kept
-                ),
-            )
+        if not results:
+            return 0
+        live = self._ids_where(
+            conn,
+            [r["job_id"] for r in results],
+            objects.c.site_id == site_id,
+            objects.c.state == JobState.RUNNING.value,
+        )
+        kept = [r for r in results if r["job_id"] in live]
+        if not kept:
+            return 0
+        conn.execute(
+            update(objects)
+            .where(_BY_ID)
+            .values(
+                state=bindparam("b_state"),
+                return_code=bindparam("b_rc"),
+                output_tail=bindparam("b_tail"),
+                message=bindparam("b_msg"),
+                end_time=t,
+                owner=None,
+                updated_at=t,
+                resource_version=objects.c.resource_version + 1,
+            ),
+            [
+                {
+                    "b_id": r["job_id"],
+                    "b_state": str(r["state"]),
+                    "b_rc": r.get("return_code"),
+                    "b_tail": r.get("output_tail"),
+                    "b_msg": r.get("message"),
+                }
+                for r in kept
+            ],
+        )
+        add_events(
+            conn,
+            (
+                {
+                    "site_id": site_id,
+                    "object_id": r["job_id"],
+                    "kind": "Job",
+                    "name": r["name"],
+                    "time": t,
+                    "from_state": "RUNNING",
+                    "to_state": str(r["state"]),
+                    "reason": "Ran",
+                    "message": r.get("message") or f"return code {r.get('return_code')}",
+                }
+                for r in kept
+            ),
+        )
         return len(kept)
 
     def deletion_requested(self, owner: str) -> list[int]:
@@ -371,6 +412,21 @@ class JobStore(StoreBase):
                 objects.c.state.in_([s.value for s in RUNNABLE_STATES]),
             )
             return int(conn.execute(q).scalar_one())
+
+
+_ORDERS = {
+    "small_first": (objects.c.num_nodes, objects.c.node_packing_count.desc(), objects.c.wall_time_min.desc()),
+    "long_large_first": (objects.c.num_nodes.desc(), objects.c.wall_time_min.desc()),
+}
+_REF_COLUMNS = (
+    objects.c.id,
+    objects.c.name,
+    objects.c.app,
+    objects.c.state,
+    objects.c.spec,
+    objects.c.attempts,
+    objects.c.deletion_timestamp,
+)
 
 
 def _ref(r: Any) -> JobRef:

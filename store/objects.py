@@ -7,11 +7,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Select, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Select, and_, delete, func, insert, or_, select, update
 
 from schemas import App, BatchJob, BatchJobState, Job, JobState
 from schemas.manifest import Document, ManifestError, Problem
 from schemas.objects import AppSpec
+from schemas.states import RUNNABLE_STATES
 from store.base import StoreBase, add_events, chunks
 from store.engine import read_tx, write_tx
 from store.rows import StoredObject, now, row_to_object
@@ -399,9 +400,9 @@ class ObjectStore(StoreBase):
         for kind in sorted(by_kind, key=order.__getitem__):
             for part in chunks(by_kind[kind]):
                 rows = conn.execute(
-                    select(objects.c.id, objects.c.name, objects.c.state, objects.c.deletion_timestamp).where(
-                        objects.c.site_id == site_id, objects.c.kind == kind, objects.c.name.in_(part)
-                    )
+                    select(
+                        objects.c.id, objects.c.name, objects.c.state, objects.c.owner, objects.c.deletion_timestamp
+                    ).where(objects.c.site_id == site_id, objects.c.kind == kind, objects.c.name.in_(part))
                 ).all()
                 found = {r.name for r in rows}
                 results += [ApplyResult(f"{kind.lower()}/{n}", "not found") for n in part if n not in found]
@@ -415,8 +416,8 @@ class ObjectStore(StoreBase):
 
     def _delete_jobs(self, conn: Connection, site_id: int, rows: Sequence[Any]) -> list[ApplyResult]:
         t = now()
-        running = [r for r in rows if r.state == JobState.RUNNING]
-        gone = [r for r in rows if r.state != JobState.RUNNING]
+        running = [r for r in rows if r.state == JobState.RUNNING or r.owner is not None]
+        gone = [r for r in rows if r.state != JobState.RUNNING and r.owner is None]
         if running:
             conn.execute(update(objects).where(objects.c.id.in_([r.id for r in running])).values(deletion_timestamp=t))
             add_events(conn, (_event(site_id, r, "DeletionRequested", "stopping the running Job") for r in running))
@@ -456,6 +457,7 @@ class ObjectStore(StoreBase):
                     objects.c.kind == "Job",
                     objects.c.deletion_timestamp.is_not(None),
                     objects.c.state != JobState.RUNNING.value,
+                    or_(objects.c.owner.is_(None), objects.c.state.not_in([s.value for s in RUNNABLE_STATES])),
                 )
             ).all()
             self._remove_jobs(conn, site_id, rows)

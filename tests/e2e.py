@@ -210,7 +210,7 @@ class E2ESite:
         if not proc.stdout.strip():
             return {}
         data = json.loads(proc.stdout)
-        items = data["items"] if "items" in data else [data]
+        items = data.get("items", [data])
         return {o["metadata"]["name"]: o for o in items}
 
     def jobs(self, *names: str) -> dict[str, dict[str, Any]]:
@@ -277,9 +277,9 @@ class E2ESite:
         for args in (("get", "jobs", "-o", "wide"), ("get", "bj", "-o", "wide"), ("get", "events", "--limit", "60")):
             proc = self.cli(*args, check=False)
             parts.append(f"$ balsamctl {' '.join(args)}\n{proc.stdout}{proc.stderr}")
-        log = self.path / "log" / "controller.log"
-        if log.exists():
-            parts.append(f"controller.log (tail):\n{log.read_text(errors='replace')[-3000:]}")
+        for log in [self.path / "log" / "controller.log", *sorted((self.path / "qsubmit").glob("*.out"))]:
+            if log.exists():
+                parts.append(f"{log.name} (tail):\n{log.read_text(errors='replace')[-2000:]}")
         return "\n".join(parts)
 
     # ------------------------------------------------------------------ the controller

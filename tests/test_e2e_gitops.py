@@ -99,8 +99,8 @@ def test_bad_files_do_not_block_good_ones(site: E2ESite) -> None:
     (manifests / "good.yaml").write_text(good)
 
     site.wait_jobs(["b-good"], {"JOB_FINISHED"})
-    corrupt_msgs = site.wait_for("an ApplyFailed event for corrupt.yaml", lambda: apply_failed(site, "manifests/corrupt.yaml"))
-    field_msgs = site.wait_for("an ApplyFailed event for badfield.yaml", lambda: apply_failed(site, "manifests/badfield.yaml"))
+    corrupt_msgs = site.wait_for("corrupt.yaml's ApplyFailed", lambda: apply_failed(site, "manifests/corrupt.yaml"))
+    field_msgs = site.wait_for("badfield.yaml's ApplyFailed", lambda: apply_failed(site, "manifests/badfield.yaml"))
     assert any("corrupt.yaml" in m for m in corrupt_msgs), corrupt_msgs
     assert any("badfield.yaml" in m and "nodes" in m for m in field_msgs), field_msgs
     assert site.jobs("b-corrupt", "b-field") == {}

@@ -6,6 +6,7 @@ One site and one controller serve the module; every test but the hello example g
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def assert_chain(events: list[Event], name: str, expected: list[str]) -> None:
     events = [e for e in events if e.object == f"job/{name}" and e.to_state is not None]
     assert [e.to_state for e in events] == expected, events
     assert events[0].from_state is None
-    for before, after in zip(events, events[1:], strict=False):
+    for before, after in itertools.pairwise(events):
         assert after.from_state == before.to_state, (before, after)
 
 
@@ -203,11 +204,11 @@ def test_job_starts_quickly_on_an_idle_launcher(site: E2ESite) -> None:
     assert 0 <= latency < 3.0
 
 
-# ---------------------------------------------------------------- controller restart
+# ---------------------------------------------------------------- controller restart (last: it restarts the controller)
 
 
 def _controllers(site_path: Path) -> list[int]:
-    """Pids of controller processes of this site."""
+    """Pids of the controller processes of this site."""
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         cmd = proc.info["cmdline"] or []
@@ -216,44 +217,40 @@ def _controllers(site_path: Path) -> list[int]:
     return found
 
 
-def test_controller_restart_finishes_everything(tmp_path: Path) -> None:
-    site = E2ESite.create(tmp_path, "restart", {"sync_period_sec": 1, "launcher": {"idle_ttl_sec": 5}})
-    try:
-        assert site.controller_status() == ("stopped", None)
-        pid = site.start_controller()
-        assert site.controller_status() == ("running", pid)
-        assert site.start_controller() == pid  # a second start finds the first
-        assert site.controller_status() == ("running", pid)
-        assert _controllers(site.path) == [pid]
+def test_controller_restart_finishes_everything(site: E2ESite) -> None:
+    status, pid = site.controller_status()
+    assert status == "running" and pid is not None
+    assert site.start_controller() == pid  # a second start finds the first
+    assert site.controller_status() == ("running", pid)
+    assert _controllers(site.path) == [pid]
 
-        site.apply(
-            manifest(
-                app_doc("step", "sleep 1; echo step $BALSAM_JOB_NAME"),
-                job_doc("r-1", "step"),
-                batchjob_doc("rs-1"),
-            )
+    tags = {"suite": "restart"}
+    site.apply(
+        manifest(
+            app_doc("step", "sleep 1; echo step $BALSAM_JOB_NAME"),
+            job_doc("r-1", "step", labels=tags),
+            batchjob_doc("rs-1", filter_tags=tags),
         )
-        site.wait_jobs(["r-1"], {"RUNNING", "RUN_DONE", "JOB_FINISHED"})
+    )
+    site.wait_jobs(["r-1"], {"RUNNING", "RUN_DONE", "JOB_FINISHED"})
+    try:
         assert "stopped" in site.stop_controller()
         assert site.controller_status() == ("stopped", None)
         assert _controllers(site.path) == []
 
         site.apply(
             manifest(
-                job_doc("r-2", "step"),
-                job_doc("r-3", "step", parents=["r-2"]),
-                batchjob_doc("rs-2"),
+                job_doc("r-2", "step", labels=tags),
+                job_doc("r-3", "step", labels=tags, parents=["r-2"]),
+                batchjob_doc("rs-2", filter_tags=tags),
             )
         )
         stalled = site.jobs("r-2", "r-3")
         assert [stalled[n]["status"]["state"] for n in ("r-2", "r-3")] == ["CREATED", "CREATED"]
-
-        new_pid = site.start_controller()
-        assert new_pid != pid
-        assert site.controller_status() == ("running", new_pid)
-        jobs = site.wait_jobs(["r-1", "r-2", "r-3"])
-        assert {n: j["status"]["state"] for n, j in jobs.items()} == dict.fromkeys(jobs, "JOB_FINISHED")
-        assert "step r-3" in site.logs("r-3")
     finally:
-        site.close()
-    assert site.controller_status() == ("stopped", None)
+        new_pid = site.start_controller()
+    assert new_pid != pid
+    assert site.controller_status() == ("running", new_pid)
+    jobs = site.wait_jobs(["r-1", "r-2", "r-3"])
+    assert {n: j["status"]["state"] for n, j in jobs.items()} == dict.fromkeys(jobs, "JOB_FINISHED")
+    assert "step r-3" in site.logs("r-3")

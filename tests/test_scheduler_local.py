@@ -252,7 +252,7 @@ def test_submit_command_is_bash_running_the_script(site: Path) -> None:
 
 def test_get_scheduler(site: Path) -> None:
     assert isinstance(get_scheduler("local", site), LocalScheduler)
-    with pytest.raises(ValueError, match="known kinds: local"):
+    with pytest.raises(ValueError, match="known kinds: cobalt, local, lsf, pbs, slurm"):
         get_scheduler("moab", site)
 
 

@@ -81,8 +81,12 @@ def make_runnable(store: Store, site_id: int) -> None:
         store.advance(site_id, src, dst, reason="test")
 
 
-def take_all(refs: list[JobRef]) -> list[tuple[JobRef, Mapping[str, Any]]]:
-    return [(ref, {"nodes": ["n0"]}) for ref in refs]
+def acquire(s: Store, site_id: int, owner: str, *, limit: int = 1000, **claim: Any) -> list[JobRef]:
+    """What a launcher does: claim Jobs, then record them started; the Jobs now RUNNING."""
+    claim.setdefault("filter_tags", {})
+    refs = s.claim(site_id, owner=owner, batch_job="bj", limit=limit, **claim)
+    started = s.record(site_id, owner=owner, started=[(r, {"nodes": ["n0"]}) for r in refs])
+    return [r for r in refs if r.id in started]
 
 
 def state_events(store: Store, site_id: int, name: str) -> list[tuple[str | None, str | None, str]]:
@@ -344,10 +348,10 @@ def test_concurrent_acquire_claims_every_job_exactly_once(store: Store, site_id:
         barrier.wait()
         try:
             while True:
-                got = s.acquire(site_id, owner=owner, batch_job="bj", filter_tags={}, choose=take_all, candidates=9)
+                got = acquire(s, site_id, owner, limit=9)
                 if not got:
                     return
-                mine.extend(ref.id for ref, _ in got)
+                mine.extend(ref.id for ref in got)
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -368,7 +372,7 @@ def test_concurrent_acquire_claims_every_job_exactly_once(store: Store, site_id:
         assert o.manifest.status.state == "RUNNING"
         assert o.manifest.status.attempts == 1
         assert o.manifest.status.batch_job == "bj"
-        (ev,) = [e for e in store.events((site_id,), name=o.name) if e["reason"] == "Acquired"]
+        (ev,) = [e for e in store.events((site_id,), name=o.name) if e["reason"] == "Started"]
         assert ev["message"] == f"launched by {owners[o.id]}"
         assert ev["data"] == {"nodes": ["n0"]}
     assert store.count_runnable(site_id) == 0
@@ -384,30 +388,39 @@ def test_acquire_honours_filter_tags_and_limits(store: Store, site_id: int) -> N
     make_runnable(store, site_id)
     offered: list[str] = []
 
-    def choose(refs: list[JobRef]) -> list[tuple[JobRef, Mapping[str, Any]]]:
-        offered.extend(r.name for r in refs)
-        return take_all(refs)
+    def accept(ref: JobRef) -> bool:
+        offered.append(ref.name)
+        return True
 
-    got = store.acquire(
+    got = acquire(
+        store,
         site_id,
-        owner="l1",
-        batch_job="bj",
+        "l1",
         filter_tags={"gpu": "yes", "team": "t"},
-        choose=choose,
+        accept=accept,
         max_num_nodes=2,
         max_wall_time_min=60,
     )
-    assert sorted(offered) == sorted(r.name for r, _ in got) == ["n1-yes", "n2-yes"]
+    assert sorted(offered) == sorted(r.name for r in got) == ["n1-yes", "n2-yes"]
     assert offered == ["n1-yes", "n2-yes"], "smaller Jobs are offered first"
     assert {o.name for o in jobs(store, site_id, states=("RUNNING",))} == {"n1-yes", "n2-yes"}
-    # a choose that takes only part of what it is offered claims only that part
-    got = store.acquire(
-        site_id, owner="l2", batch_job="bj", filter_tags={"gpu": "no"}, choose=lambda refs: take_all(refs[:1])
-    )
-    assert [r.name for r, _ in got] == ["n1-no"]
+    # a launcher that accepts only part of what it is offered claims only that part
+    got = acquire(store, site_id, "l2", filter_tags={"gpu": "no"}, limit=1)
+    assert [r.name for r in got] == ["n1-no"]
     assert state_of(store, site_id, "n2-no") == "PREPROCESSED"
-    # nothing matches: choose is not even asked, nothing changes
-    assert store.acquire(site_id, owner="l3", batch_job="bj", filter_tags={"gpu": "maybe"}, choose=choose) == []
+    # nothing matches: nothing changes
+    assert acquire(store, site_id, "l3", filter_tags={"gpu": "maybe"}, accept=accept) == []
+
+
+def test_claimed_jobs_are_handed_back_and_never_claimed_twice(store: Store, site_id: int) -> None:
+    add(store, site_id, [app_doc(), job_doc("a"), job_doc("b")])
+    make_runnable(store, site_id)
+    mine = store.claim(site_id, owner="l1", batch_job="bj", filter_tags={}, limit=5)
+    assert [r.name for r in mine] == ["a", "b"]
+    assert store.claim(site_id, owner="l2", batch_job="bj", filter_tags={}, limit=5) == []
+    assert store.record(site_id, owner="l2", started=[(mine[0], {})]) == set(), "only the claimer starts a Job"
+    assert store.unclaim(site_id, "l1") == 2
+    assert [r.name for r in store.claim(site_id, owner="l2", batch_job="bj", filter_tags={}, limit=5)] == ["a", "b"]
 
 
 # ---------------------------------------------------------------- results
@@ -416,7 +429,7 @@ def test_acquire_honours_filter_tags_and_limits(store: Store, site_id: int) -> N
 def test_record_results_moves_running_jobs_and_ignores_the_rest(store: Store, site_id: int) -> None:
     add(store, site_id, [app_doc(), job_doc("ok"), job_doc("err"), job_doc("gone")])
     make_runnable(store, site_id)
-    got = {r.name: r for r, _ in store.acquire(site_id, owner="l", batch_job="bj", filter_tags={}, choose=take_all)}
+    got = {r.name: r for r in acquire(store, site_id, "l")}
     assert set(got) == {"ok", "err", "gone"}
     # "gone" timed out meanwhile: its late result must not overwrite that
     assert store.transition(site_id, [Transition(got["gone"].id, S.RUNNING, S.RUN_TIMEOUT, "Timeout")]) == 1
@@ -451,7 +464,7 @@ def test_record_results_moves_running_jobs_and_ignores_the_rest(store: Store, si
 def test_record_results_refuses_an_impossible_outcome(store: Store, site_id: int) -> None:
     add(store, site_id, [app_doc(), job_doc("j")])
     make_runnable(store, site_id)
-    (ref, _), *_ = store.acquire(site_id, owner="l", batch_job="bj", filter_tags={}, choose=take_all)
+    ref, *_ = acquire(store, site_id, "l")
     with pytest.raises(InvalidTransition):
         store.record_results(site_id, [{"job_id": ref.id, "name": "j", "state": S.JOB_FINISHED, "return_code": 0}])
     assert state_of(store, site_id, "j") == "RUNNING"
@@ -499,7 +512,7 @@ def test_deleting_a_parent_fails_its_waiting_children(store: Store, site_id: int
 def test_deleting_a_running_job_only_requests_it(store: Store, site_id: int) -> None:
     add(store, site_id, [app_doc(), job_doc("j")])
     make_runnable(store, site_id)
-    store.acquire(site_id, owner="l", batch_job="bj", filter_tags={}, choose=take_all)
+    acquire(store, site_id, "l")
     assert [(r.ref, r.action) for r in store.delete(site_id, [("Job", "j")])] == [("job/j", "deletion requested")]
     obj = stored_job(store, site_id, "j")
     assert obj.status.state == "RUNNING"
@@ -589,7 +602,7 @@ def test_a_parent_deleted_while_running_fails_its_waiting_children_once_purged(s
     store.transition(site_id, [Transition(ids["p"], S.CREATED, S.READY, "Go")])
     store.advance(site_id, S.READY, S.STAGED_IN, reason="test")
     store.advance(site_id, S.STAGED_IN, S.PREPROCESSED, reason="test")
-    store.acquire(site_id, owner="l", batch_job="bj", filter_tags={}, choose=take_all)
+    acquire(store, site_id, "l")
     store.delete(site_id, [("Job", "p")])
     store.record_results(site_id, [{"job_id": ids["p"], "name": "p", "state": S.RUN_ERROR, "return_code": -15}])
     assert store.purge_deleted_jobs(site_id) == 1

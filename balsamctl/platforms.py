@@ -1,0 +1,109 @@
+"""Platform presets: a scheduler, site settings and a job template for a known machine (``site init --platform``).
+
+Each preset is two files shipped in ``balsamctl/platforms/``: ``NAME.yml`` (``description``, ``scheduler``,
+``settings``: overrides of :class:`~schemas.settings.SiteSettings`) and ``NAME.sh`` (the site's Jinja2 job template).
+Parsing and merging are pure functions; only :func:`load_platform` and :func:`platform_names` read those files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, get_args
+
+import yaml
+from pydantic import ValidationError
+
+from schemas.settings import SchedulerKind, SiteSettings
+
+PLATFORMS_DIR = Path(__file__).parent / "platforms"
+PRESET_KEYS = frozenset({"description", "scheduler", "settings"})
+PER_SITE_KEYS = frozenset({"name", "scheduler", "store_url", "job_template_path"})
+"""Settings a preset may not set: they belong to one site (or, for the scheduler, to the preset's top level)."""
+CHECK_NAME = "preset-check"
+"""The site name a preset's settings are validated under."""
+
+
+class PlatformError(ValueError):
+    """A platform that does not exist, or a preset that is not valid."""
+
+
+@dataclass(frozen=True)
+class Platform:
+    """One preset: what ``site init --platform NAME`` lays out."""
+
+    name: str
+    description: str
+    scheduler: SchedulerKind
+    settings: Mapping[str, Any]
+    """Overrides of the SiteSettings defaults (validated)."""
+    template: str
+    """The job template, copied to the site's ``job-template.sh``."""
+
+    def site_settings(self, site_name: str) -> SiteSettings:
+        """The settings of a site called ``site_name`` made from this preset."""
+        return site_settings(self, site_name)
+
+
+def site_settings(platform: Platform, site_name: str) -> SiteSettings:
+    """SiteSettings for ``site_name``: the defaults, overridden by the preset, with the preset's scheduler.
+
+    :class:`pydantic.ValidationError` if ``site_name`` is not a valid name.
+    """
+    return SiteSettings.model_validate({**platform.settings, "name": site_name, "scheduler": platform.scheduler})
+
+
+def parse_preset(name: str, text: str, template: str) -> Platform:
+    """The preset ``name`` from its YAML ``text`` and job ``template``; :class:`PlatformError` names the field."""
+    where = f"platform {name!r}"
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PlatformError(f"{where}: invalid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise PlatformError(f"{where}: expected a mapping with {', '.join(sorted(PRESET_KEYS))}")
+    unknown = sorted(set(raw) - PRESET_KEYS)
+    if unknown:
+        raise PlatformError(f"{where}: unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(PRESET_KEYS))}")
+    description = raw.get("description")
+    if not isinstance(description, str) or not description.strip():
+        raise PlatformError(f"{where}: description: a non-empty string is required")
+    scheduler = raw.get("scheduler")
+    if scheduler not in get_args(SchedulerKind):
+        raise PlatformError(f"{where}: scheduler: {scheduler!r} is not one of {', '.join(get_args(SchedulerKind))}")
+    settings = raw.get("settings") or {}
+    if not isinstance(settings, dict):
+        raise PlatformError(f"{where}: settings: expected a mapping of SiteSettings fields")
+    per_site = sorted(PER_SITE_KEYS & set(settings))
+    if per_site:
+        raise PlatformError(f"{where}: settings.{per_site[0]}: set per site, not by a preset")
+    if "local_nodes" in settings and scheduler != "local":
+        raise PlatformError(f"{where}: settings.local_nodes: only for the local scheduler, not {scheduler}")
+    if not template.strip():
+        raise PlatformError(f"{where}: the job template is empty")
+    platform = Platform(name, description.strip(), scheduler, settings, template)
+    try:
+        site_settings(platform, CHECK_NAME)
+    except ValidationError as exc:
+        lines = [f"{where}: settings.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        raise PlatformError("\n".join(lines)) from None
+    return platform
+
+
+def platform_names(directory: Path = PLATFORMS_DIR) -> list[str]:
+    """The names of the shipped presets, sorted."""
+    return sorted(p.stem for p in directory.glob("*.yml"))
+
+
+def load_platform(name: str, directory: Path = PLATFORMS_DIR) -> Platform:
+    """The preset called ``name``; :class:`PlatformError` lists the known ones when there is none."""
+    known = platform_names(directory)
+    if name not in known:
+        raise PlatformError(f"unknown platform {name!r}; known platforms: {', '.join(known) or 'none'}")
+    preset, template = directory / f"{name}.yml", directory / f"{name}.sh"
+    try:
+        text, body = preset.read_text(), template.read_text()
+    except OSError as exc:
+        raise PlatformError(f"platform {name!r}: cannot read {exc.filename}: {exc.strerror}") from None
+    return parse_preset(name, text, body)

@@ -1,0 +1,380 @@
+"""End to end on the real Slurm cluster of ``scripts/slurm-up.sh``: the real CLI, controller, sbatch/squeue/scancel,
+job scripts, launchers inside real allocations and MPI (the mpich wheel's ``mpiexec``) across emulated nodes.
+
+One Slurm site and one controller serve the module. Each test's BatchJob selects its own Jobs by filter tags (or
+partition tags no other test uses), so no allocation runs another test's Jobs. Every Slurm job this module causes
+is named ``balsam-<site>-...`` (the site name is unique per run) and is cancelled in teardown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from e2e import VENV_BIN, E2EError, E2ESite, Event, app_doc, job_doc, manifest, parse_time
+
+from balsamctl.site import Site
+
+pytestmark = pytest.mark.slow
+
+SITE_NAME = f"slurm-e2e-{uuid.uuid4().hex[:6]}"
+SETTINGS: dict[str, Any] = {
+    "sync_period_sec": 1,
+    "allowed_queues": {
+        "debug": {"max_nodes": 4, "max_walltime": 60, "max_queued_jobs": 10},
+        "nosuchpart": {"max_nodes": 4, "max_walltime": 60, "max_queued_jobs": 10},  # Slurm has no such partition
+    },
+    "allowed_projects": ["none"],
+    "launcher": {
+        "mpi_flavor": "mpich",
+        "mpi_command": str(VENV_BIN / "mpiexec"),
+        "idle_ttl_sec": 5,
+        "python": str(VENV_BIN / "python"),
+    },
+}
+CLUSTER_NODES = {"n1", "n2", "n3", "n4"}
+SLURM_DEADLINE_SEC = 60.0  # submit -> running is 0.3-1 s here, but other runs may share the 4 nodes
+MPI_COMMAND = (
+    "python -c 'from mpi4py import MPI; import os; "
+    """print(MPI.COMM_WORLD.size, os.environ.get("SLURMD_NODENAME"))'"""
+)
+WHERE_COMMAND = 'echo "node=$SLURMD_NODENAME"; sleep 1'
+
+
+# ---------------------------------------------------------------- Slurm helpers
+
+
+def slurm(*argv: str) -> str:
+    """Run a Slurm client command; its stdout (fails the test on a non-zero exit)."""
+    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        raise E2EError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def slurm_jobs(*filters: str) -> list[dict[str, str]]:
+    """``squeue -t all`` (finished jobs included, for MinJobAge) as rows: id, name, state, nodes."""
+    out = slurm("squeue", "-h", "-t", "all", *filters, "-o", "%i|%j|%T|%N")
+    rows = []
+    for line in out.splitlines():
+        if line.strip():
+            sid, name, state, nodes = line.split("|", 3)
+            rows.append({"id": sid.strip(), "name": name.strip(), "state": state.strip(), "nodes": nodes.strip()})
+    return rows
+
+
+def cancel_site_jobs(prefix: str) -> None:
+    """scancel every live Slurm job whose name starts with ``prefix``."""
+    with contextlib.suppress(E2EError, subprocess.TimeoutExpired):
+        out = slurm("squeue", "-h", "-o", "%i|%j")
+        ids = [sid for sid, _, name in (line.partition("|") for line in out.splitlines()) if name.startswith(prefix)]
+        if ids:
+            subprocess.run(["scancel", *ids], capture_output=True, timeout=30, check=False)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> None:
+    """Fail (never skip) when the Slurm cluster is not up."""
+    fix = "start it with `bash scripts/slurm-up.sh`"
+    if shutil.which("sinfo") is None:
+        pytest.fail(f"Slurm is not installed (no sinfo on PATH): {fix}")
+    proc = subprocess.run(["sinfo", "-h", "-o", "%P %a %D"], capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0 or "debug" not in proc.stdout:
+        pytest.fail(f"the Slurm cluster does not answer ({proc.stderr.strip() or proc.stdout.strip()}): {fix}")
+
+
+def create_slurm_site(root: Path, name: str, settings: Mapping[str, Any]) -> E2ESite:
+    """``balsamctl site init PATH --scheduler slurm`` through the real CLI, then ``settings`` merged in."""
+    site = E2ESite(root, name)
+    site.home.mkdir(parents=True, exist_ok=True)
+    (site.home / "canary").write_text("rm -rf ~ never ran\n")
+    out = site.cli("site", "init", str(site.path), "--name", name, "--scheduler", "slurm", cwd=root).stdout
+    assert f"site/{name} created" in out, out
+    site.update_settings(settings)
+    assert yaml.safe_load((site.path / "settings.yml").read_text())["scheduler"] == "slurm"
+    return site
+
+
+@pytest.fixture(scope="module")
+def site(cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ESite]:
+    """A Slurm site (queue ``debug``, project ``none``, 1 s sync, 5 s idle launchers) with its controller running."""
+    s = create_slurm_site(tmp_path_factory.mktemp("e2e-slurm"), SITE_NAME, SETTINGS)
+    try:
+        s.start_controller()
+        yield s
+    finally:
+        try:
+            s.close()
+        finally:
+            cancel_site_jobs(f"balsam-{SITE_NAME}-")
+
+
+# ---------------------------------------------------------------- test helpers
+
+
+def batchjob(name: str, num_nodes: int = 1, queue: str = "debug", **spec: Any) -> str:
+    """A BatchJob document on ``queue``, project ``none``, 5 minutes."""
+    body = {"num_nodes": num_nodes, "wall_time_min": 5, "queue": queue, "project": "none", **spec}
+    return yaml.safe_dump(
+        {"apiVersion": "balsam/v1", "kind": "BatchJob", "metadata": {"name": name}, "spec": body}, sort_keys=False
+    )
+
+
+def wait_batchjob(site: E2ESite, name: str, states: set[str], timeout: float = SLURM_DEADLINE_SEC) -> dict[str, Any]:
+    """Wait until batchjob/NAME is in one of ``states``; returns it."""
+
+    def probe() -> dict[str, Any] | None:
+        found = site.batchjobs(name).get(name)
+        return found if found and found["status"]["state"] in states else None
+
+    return site.wait_for(f"batchjob/{name} to reach {sorted(states)}", probe, timeout)
+
+
+def batchjob_states(events: list[Event], name: str) -> list[str]:
+    """The states batchjob/NAME went to, in order."""
+    return [e.to_state for e in events if e.object == f"batchjob/{name}" and e.to_state]
+
+
+def launcher_of(events: list[Event], job: str, bj: str) -> tuple[str, int]:
+    """The launcher id that acquired/started ``job`` (from its event message) and its partition index."""
+    pattern = re.compile(rf"\b({re.escape(bj)}\.(\d+)\.\S+)")
+    for event in events:
+        match = pattern.search(event.message or "") if event.object == f"job/{job}" else None
+        if match:
+            return match.group(1), int(match.group(2))
+    raise E2EError(f"no event of job/{job} names a launcher of batchjob/{bj}: {[e for e in events if e.name == job]}")
+
+
+def placed_nodes(store_site: Site, job: str) -> list[str]:
+    """The nodes the launcher placed ``job`` on (the placement recorded with its RUNNING event)."""
+    for event in reversed(store_site.store.events((store_site.site_id,), kind="Job", name=job, limit=50)):
+        placement = (event.get("data") or {}).get("placement")
+        if event["to_state"] == "RUNNING" and placement:
+            return [share["node"] for share in placement["nodes"]]
+    raise E2EError(f"job/{job} has no RUNNING event with a placement")
+
+
+def ran_on(site: E2ESite, job: str) -> str:
+    """The ``SLURMD_NODENAME`` the Job's command saw (``node=...`` in its job.out)."""
+    match = re.search(r"node=(\S*)", site.logs(job))
+    assert match, f"job/{job} printed no node: {site.logs(job)!r}"
+    return match.group(1)
+
+
+def slurm_state(sched_id: str) -> str | None:
+    """Slurm's state of job ``sched_id``, None once Slurm forgot it (``squeue -j`` of a lone unknown id exits 1)."""
+    proc = subprocess.run(
+        ["squeue", "-h", "-t", "all", "-j", sched_id, "-o", "%T"], capture_output=True, text=True, timeout=30
+    )
+    if proc.returncode != 0 and "Invalid job id" in proc.stderr:
+        return None
+    if proc.returncode != 0:
+        raise E2EError(f"squeue -j {sched_id} exited {proc.returncode}: {proc.stderr.strip()}")
+    return proc.stdout.strip() or None
+
+
+# ---------------------------------------------------------------- a 2-node MPI allocation, start to finish
+
+
+def test_two_node_allocation_runs_mpi_and_single_node_jobs_then_ends(site: E2ESite) -> None:
+    tags = {"suite": "life"}
+    singles = [f"life-one-{i}" for i in range(3)]
+    site.apply(
+        manifest(
+            app_doc("mpi-where", MPI_COMMAND),
+            app_doc("where", WHERE_COMMAND),
+            job_doc("life-mpi", "mpi-where", labels=tags, num_nodes=2),
+            *(job_doc(name, "where", labels=tags) for name in singles),
+            batchjob("life-bj", num_nodes=2, job_mode="mpi", filter_tags=tags),
+        )
+    )
+
+    # submitted to Slurm and running on 2 of its nodes
+    running = wait_batchjob(site, "life-bj", {"running", "finished"})["status"]
+    sched_id = running["scheduler_id"]
+    assert sched_id and sched_id.isdigit(), running
+    assert running["job_name"].startswith(f"balsam-{SITE_NAME}-life-bj-"), running
+    rows = slurm_jobs("-j", sched_id)
+    assert [(r["id"], r["name"]) for r in rows] == [(sched_id, running["job_name"])], rows
+    assert len(running["nodes"]) == 2 and set(running["nodes"]) <= CLUSTER_NODES, running
+    assert running["start_time"], running
+
+    jobs = site.wait_jobs(["life-mpi", *singles], timeout=SLURM_DEADLINE_SEC)
+    assert {n: j["status"]["state"] for n, j in jobs.items()} == dict.fromkeys(jobs, "JOB_FINISHED"), jobs
+    assert {j["status"]["batch_job"] for j in jobs.values()} == {"life-bj"}
+
+    # the MPI Job: a world of 2 ranks, one on each node of the allocation (SLURM_JOB_NODELIST expanded)
+    out = site.logs("life-mpi")
+    words = out.split()  # ranks' lines may interleave mid-line through hydra: count words, not lines
+    assert sorted(w for w in words if w.isdigit()) == ["2", "2"], out
+    rank_nodes = [w for w in words if not w.isdigit()]
+    assert sorted(rank_nodes) == sorted(running["nodes"]), (out, running["nodes"])
+
+    # idle for idle_ttl_sec (5 s), the launcher exits, the allocation completes, the BatchJob finishes
+    done = wait_batchjob(site, "life-bj", {"finished"}, timeout=SLURM_DEADLINE_SEC)["status"]
+    assert done["scheduler_id"] == sched_id
+    assert done["end_time"], done
+    last_job_end = max(parse_time(j["status"]["end_time"]) for j in jobs.values())
+    assert parse_time(done["end_time"]) >= parse_time(done["start_time"])
+    assert (parse_time(done["end_time"]) - last_job_end).total_seconds() >= 3, (done, last_job_end)
+    assert "COMPLETED" in (done["message"] or ""), done
+    assert slurm_state(sched_id) == "COMPLETED"
+    output = site.path / "qsubmit" / f"{running['job_name']}.{sched_id}.out"
+    assert "stopping (idle)" in output.read_text(), output.read_text()
+    events = site.events()
+    assert batchjob_states(events, "life-bj") == ["pending_submission", "queued", "running", "finished"]
+
+    # every single-node Job ran on the node its launcher placed it on (SLURMD_NODENAME as Slurm sets it)
+    store_site = Site.load(site.path)
+    try:
+        wrong = {
+            name: (placed_nodes(store_site, name), ran_on(site, name))
+            for name in singles
+            if ran_on(site, name) not in placed_nodes(store_site, name)
+        }
+    finally:
+        store_site.close()
+    assert not wrong, f"single-node Jobs ran on another node than their placement (placed, ran): {wrong}"
+
+
+# ---------------------------------------------------------------- deleting a running allocation
+
+
+def test_delete_running_batchjob_cancels_the_allocation_and_times_out_its_job(site: E2ESite) -> None:
+    tags = {"suite": "delete"}
+    site.apply(
+        manifest(
+            app_doc("sleeper", "sleep 300"),
+            job_doc("del-sleep", "sleeper", labels=tags),
+            batchjob("del-bj", filter_tags=tags),
+        )
+    )
+    site.wait_jobs(["del-sleep"], {"RUNNING"}, timeout=SLURM_DEADLINE_SEC)
+    bj = wait_batchjob(site, "del-bj", {"queued", "running"})["status"]
+    sched_id = bj["scheduler_id"]
+    assert slurm_state(sched_id) == "RUNNING"
+
+    out = site.cli("delete", "batchjob", "del-bj").stdout
+    assert out.strip() == "batchjob/del-bj deletion requested", out
+
+    site.wait_for(
+        f"Slurm job {sched_id} to be cancelled or gone",
+        lambda: slurm_state(sched_id) in (None, "CANCELLED"),
+        SLURM_DEADLINE_SEC,
+    )
+    site.wait_gone("batchjobs", "del-bj", timeout=SLURM_DEADLINE_SEC)
+    assert "del-bj" not in site.batchjobs()
+    job = site.wait_jobs(["del-sleep"], {"RESTART_READY"})["del-sleep"]
+    assert job["status"]["attempts"] == 1
+    to_states = [e.to_state for e in site.job_events("del-sleep")]
+    assert to_states[-3:] == ["RUNNING", "RUN_TIMEOUT", "RESTART_READY"], to_states
+    workdir = str(site.path / "data" / "sleeper")
+    site.wait_for(
+        "sleep 300 to end",
+        lambda: not [p for p in site.stray_jobs() if (p.info["cwd"] or "").startswith(workdir)],
+        timeout=15,
+    )
+    site.cli("delete", "job", "del-sleep")  # RESTART_READY: keep it from another allocation
+
+
+# ---------------------------------------------------------------- deleted before it was submitted
+
+
+def test_batchjob_deleted_before_submission_is_never_submitted(site: E2ESite) -> None:
+    site.stop_controller()
+    try:
+        out = site.apply(batchjob("never-bj", filter_tags={"suite": "never"}))
+        assert out == ["batchjob/never-bj created"]
+        uid = site.batchjobs("never-bj")["never-bj"]["metadata"]["uid"]
+        slurm_name = f"balsam-{SITE_NAME}-never-bj-{uid[:8]}"
+        assert site.cli("delete", "batchjob", "never-bj").stdout.strip() == "batchjob/never-bj deletion requested"
+    finally:
+        site.start_controller()
+    site.wait_gone("batchjobs", "never-bj")
+    time.sleep(2 * SETTINGS["sync_period_sec"])  # a few more passes
+    assert slurm_jobs("-n", slurm_name) == []
+    assert [e.to_state for e in site.events("never-bj")] == ["pending_submission", "pending_deletion", "finished"]
+    assert not list((site.path / "qsubmit").glob("never-bj*")), "a job script was rendered"
+
+
+# ---------------------------------------------------------------- Slurm refuses the submission
+
+
+def test_submit_refused_by_slurm_ends_submit_failed_with_sbatch_words(site: E2ESite) -> None:
+    site.apply(batchjob("bad-bj", queue="nosuchpart", filter_tags={"suite": "bad"}))
+    status = wait_batchjob(site, "bad-bj", {"submit_failed", "queued", "running", "finished"})["status"]
+    assert status["state"] == "submit_failed", status
+    # sbatch's own words: "sbatch: error: Batch job submission failed: Invalid partition name specified"
+    assert "Invalid partition name specified" in (status["message"] or ""), status
+    assert status.get("scheduler_id") is None
+    described = site.cli("describe", "batchjob", "bad-bj").stdout
+    assert "submit_failed" in described
+    assert "Invalid partition name specified" in described, described
+    assert slurm_jobs("-n", status["job_name"]) == []
+    site.cli("delete", "batchjob", "bad-bj")
+
+
+# ---------------------------------------------------------------- partitions of one allocation
+
+
+def test_partitions_run_their_own_jobs_on_disjoint_node_slices(site: E2ESite) -> None:
+    leaders = ["part-lead-0", "part-lead-1"]
+    workers = ["part-work-0", "part-work-1", "part-work-2"]
+    partitions = [
+        {"job_mode": "mpi", "num_nodes": 1, "filter_tags": {"role": "leader"}},
+        {"job_mode": "serial", "num_nodes": 1, "filter_tags": {"role": "worker"}},
+    ]
+    site.apply(
+        manifest(
+            app_doc("where", WHERE_COMMAND),
+            *(job_doc(name, "where", labels={"role": "leader"}) for name in leaders),
+            *(job_doc(name, "where", labels={"role": "worker"}) for name in workers),
+            batchjob("part-bj", num_nodes=2, partitions=partitions),
+        )
+    )
+    jobs = site.wait_jobs([*leaders, *workers], timeout=SLURM_DEADLINE_SEC)
+    assert {n: j["status"]["state"] for n, j in jobs.items()} == dict.fromkeys(jobs, "JOB_FINISHED"), jobs
+    assert {j["status"]["batch_job"] for j in jobs.values()} == {"part-bj"}
+    bj = site.batchjobs("part-bj")["part-bj"]["status"]
+    assert len(bj["nodes"]) == 2 and set(bj["nodes"]) <= CLUSTER_NODES, bj
+
+    # leader Jobs went to partition 0 (mpi), worker Jobs to partition 1 (serial): the launcher ids say so
+    events = site.events()
+    launchers = {name: launcher_of(events, name, "part-bj") for name in [*leaders, *workers]}
+    assert {launchers[n][1] for n in leaders} == {0}, launchers
+    assert {launchers[n][1] for n in workers} == {1}, launchers
+
+    # the two launchers hold disjoint slices that make up the allocation; each Job was placed in its slice
+    store_site = Site.load(site.path)
+    try:
+        slices = {
+            rec["id"]: (rec["partition"], rec["job_mode"], rec["nodes"])
+            for rec in store_site.store.launchers_of(store_site.site_id, "part-bj")
+        }
+        placed = {name: placed_nodes(store_site, name) for name in [*leaders, *workers]}
+    finally:
+        store_site.close()
+    assert sorted((p, mode) for p, mode, _ in slices.values()) == [(0, "mpi"), (1, "serial")], slices
+    (nodes_0,) = [set(nodes) for p, _, nodes in slices.values() if p == 0]
+    (nodes_1,) = [set(nodes) for p, _, nodes in slices.values() if p == 1]
+    assert not nodes_0 & nodes_1, slices
+    assert nodes_0 | nodes_1 == set(bj["nodes"]), (slices, bj["nodes"])
+    for name, (launcher_id, _) in launchers.items():
+        assert set(placed[name]) <= set(slices[launcher_id][2]), (name, placed[name], slices[launcher_id])
+
+    # ... and actually ran there: a Job's SLURMD_NODENAME is a node of its partition's slice
+    wrong = {
+        name: (sorted(slices[launcher_id][2]), ran_on(site, name))
+        for name, (launcher_id, _) in launchers.items()
+        if ran_on(site, name) not in slices[launcher_id][2]
+    }
+    assert not wrong, f"Jobs ran outside their partition's node slice (slice, ran on): {wrong}"
