@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, cast, get_args
 
 import yaml
 from pydantic import ValidationError
@@ -82,7 +82,7 @@ def parse_preset(name: str, text: str, template: str) -> Platform:
         raise PlatformError(f"{where}: settings.local_nodes: only for the local scheduler, not {scheduler}")
     if not template.strip():
         raise PlatformError(f"{where}: the job template is empty")
-    platform = Platform(name, description.strip(), scheduler, settings, template)
+    platform = Platform(name, description.strip(), cast(SchedulerKind, scheduler), settings, template)
     try:
         site_settings(platform, CHECK_NAME)
     except ValidationError as exc:

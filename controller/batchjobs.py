@@ -92,6 +92,9 @@ class BatchJobReconciler:
                 self._condition(bj, "SchedulerReachable", "False", "StatusFailed", str(exc))
             return None
         self.backoff.succeeded("scheduler")
+        for bj in bjs:
+            if any(c.type == "SchedulerReachable" and c.status == "False" for c in bj.status.conditions):
+                self._condition(bj, "SchedulerReachable", "True", "StatusOk", "the scheduler answers again")
         return statuses
 
     def _reconcile(self, bj: BatchJob, statuses: dict[str, AllocationStatus] | None, bjs: Sequence[BatchJob]) -> bool:
@@ -103,6 +106,9 @@ class BatchJobReconciler:
         sched_id = bj.status.scheduler_id
         alloc = statuses.get(sched_id) if sched_id else None
         if state == B.pending_deletion:
+            if sched_id is None and bj.status.job_name:  # deleted while its submission was unresolved
+                sched_id = self.scheduler.find_by_name(bj.status.job_name)
+                alloc = self.scheduler.status([sched_id]).get(sched_id) if sched_id else None
             if sched_id is None or alloc is None or alloc.state == "finished":
                 return self._finish(bj, B.pending_deletion, alloc, "deleted")
             self._cancel(bj, sched_id)

@@ -27,7 +27,7 @@ from balsamctl.site import Site
 from launcher import serial_mode
 from launcher.mpi_command import build_mpi_command
 from launcher.mpi_mode import MpiTaskBuilder
-from launcher.nodes import Node, nodes_from_environment, split_nodes
+from launcher.nodes import Node, nodes_from_environment, split_nodes, this_node
 from launcher.pilot import Executor, Launcher
 from launcher.placement import NodePool, Request
 from launcher.process import LocalExecutor
@@ -62,7 +62,8 @@ def main(argv: Sequence[str]) -> int:
         return _fan_out(args.site, args.batch_job, [p.num_nodes for p in partitions], nodes, deadline)
     index = args.partition or 0
     part = partitions[index]
-    if part.job_mode == "serial" and len(nodes) > 1 and not args.serial_ranks:
+    elsewhere = site.settings.scheduler != "local" and [n.name for n in nodes] != [this_node(os.environ)]
+    if part.job_mode == "serial" and (len(nodes) > 1 or elsewhere) and not args.serial_ranks:
         return _relaunch_under_mpi(site, args.batch_job, index, nodes, deadline)
     launcher_id = f"{args.batch_job}.{index}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
     executor: Executor

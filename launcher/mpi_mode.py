@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 from balsamctl.site import Site
 from launcher.command import job_variables, render_command
 from launcher.mpi_command import build_mpi_command, needs_mpi
+from launcher.nodes import this_node
 from launcher.placement import Placement, Request
 from launcher.process import Task, shell_argv
 from schemas.objects import AppSpec
@@ -18,6 +21,7 @@ class MpiTaskBuilder:
         self.site = site
         self.flavor = "local" if site.settings.scheduler == "local" else site.settings.launcher.mpi_flavor
         self.mpi_command = site.settings.launcher.mpi_command
+        self.here = this_node(os.environ)
 
     def __call__(self, ref: JobRef, app: AppSpec, placement: Placement) -> Task:
         """The Task of one Job."""
@@ -25,7 +29,8 @@ class MpiTaskBuilder:
         command = render_command(app, ref.spec.parameters)
         req = Request.of(ref.spec)
         own = job_variables(app, ref.name, workdir, placement.environment(req))
-        if needs_mpi(req):
+        remote = self.flavor != "local" and placement.hosts != [self.here]
+        if needs_mpi(req) or remote:  # an MPI launch reaches the Job's ranks and nodes
             argv = tuple(
                 build_mpi_command(self.flavor, self.mpi_command, placement, req, command, ref.spec.launch_params, own)
             )

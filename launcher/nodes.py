@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import socket
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -196,3 +197,8 @@ def split_nodes(nodes: Sequence[Node], sizes: Sequence[int]) -> list[list[Node]]
         raise ValueError(f"partition sizes {list(sizes)} must be positive and sum to the {len(nodes)} node(s)")
     bounds = list(itertools.accumulate(sizes, initial=0))
     return [list(nodes[start:end]) for start, end in itertools.pairwise(bounds)]
+
+
+def this_node(env: Mapping[str, str]) -> str:
+    """The name of the node this process runs on, as the allocation's node list names it."""
+    return env.get("SLURMD_NODENAME") or socket.gethostname().split(".")[0]

@@ -241,6 +241,7 @@ class Launcher:
         if not pending or (
             not force and pending < FLUSH_BATCH and time.monotonic() - self.last_flush < FLUSH_EVERY_SEC
         ):
+            self._announce()
             return
         # a Job that could not start still has to pass through RUNNING to record its RUN_ERROR
         self.started += [(ref, {"start_time": time.time()}) for ref, _ in self.not_started]
@@ -255,9 +256,13 @@ class Launcher:
         self.unannounced = self.unannounced or bool(self.results)
         self.started, self.results, self.not_started = [], [], []
         self.last_flush = time.monotonic()
-        if self.unannounced and self.last_flush - self.last_poke >= POKE_EVERY_SEC:
-            self.site.poke()  # the controller moves the finished Jobs on
-            self.unannounced, self.last_poke = False, self.last_flush
+        self._announce()
+
+    def _announce(self) -> None:
+        """Wake the controller (at most every POKE_EVERY_SEC) so it moves the finished Jobs on."""
+        if self.unannounced and time.monotonic() - self.last_poke >= POKE_EVERY_SEC:
+            self.site.poke()
+            self.unannounced, self.last_poke = False, time.monotonic()
 
     def _stop_deleted(self) -> None:
         """Stop the Jobs whose deletion was requested; hand back the claimed ones not started yet."""

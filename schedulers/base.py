@@ -90,7 +90,7 @@ class Scheduler(ABC):
 
     @abstractmethod
     def find_by_name(self, job_name: str) -> str | None:
-        """The id of a live (queued or running) allocation with this job name, if any."""
+        """The id of the newest allocation with this job name that the scheduler still knows (finished included)."""
 
 
 def run_command(

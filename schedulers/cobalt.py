@@ -89,10 +89,9 @@ class CobaltScheduler(CommandScheduler):
         return pick(*parse_status(self._qstat()), wanted, "qstat") if wanted else {}
 
     def find_by_name(self, job_name: str) -> str | None:
-        """The newest queued or running allocation called ``job_name``."""
+        """The newest allocation called ``job_name`` (Cobalt forgets finished jobs at once)."""
         rows, _ = _rows(self._qstat())
-        mine = (row for row in rows if row.get("jobname") == job_name)
-        return newest(row["jobid"] for row in mine if _status(row).state != "finished")
+        return newest(row["jobid"] for row in rows if row.get("jobname") == job_name)
 
     def _qstat(self) -> str:
         # Without job ids, so that qstat exits 0 even when it lists nothing (with ids it would exit 1).

@@ -137,12 +137,12 @@ class LocalScheduler(Scheduler):
         )
 
     def find_by_name(self, job_name: str) -> str | None:
-        """The id of the newest live allocation with this job name."""
+        """The id of the newest allocation with this job name, finished ones included."""
         if not self.state_dir.is_dir():
             return None
         records = (self._load(path.stem) for path in self.state_dir.glob("*.json"))
-        live = [r for r in records if r is not None and r.job_name == job_name and _alive(r)]
-        return str(max(live, key=lambda r: r.submit_time).pid) if live else None
+        mine = [r for r in records if r is not None and r.job_name == job_name]
+        return str(max(mine, key=lambda r: r.submit_time).pid) if mine else None
 
     def _enforce(self, record: _Record) -> _Record:
         """SIGTERM an allocation past its walltime; SIGKILL one still alive a grace period after SIGTERM."""

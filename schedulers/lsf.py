@@ -84,12 +84,10 @@ class LsfScheduler(CommandScheduler):
         return pick(*parse_status(text), wanted, "bjobs")
 
     def find_by_name(self, job_name: str) -> str | None:
-        """The newest queued or running allocation called ``job_name``, from ``bjobs -J NAME`` (unfinished jobs)."""
-        text = self._run_unless(["bjobs", "-json", "-o", FIELDS, "-J", job_name], _NONE_LIVE)
+        """The newest allocation called ``job_name``, from ``bjobs -a -J NAME`` (recently finished ones included)."""
+        text = self._run_unless(["bjobs", "-json", "-a", "-o", FIELDS, "-J", job_name], _NONE_LIVE)
         records, _ = _records(text or "")
-        mine = (record for record in records if record.get("JOB_NAME") == job_name)
-        now = datetime.now(UTC)
-        return newest(record["JOBID"] for record in mine if _status(record, now).state != "finished")
+        return newest(record["JOBID"] for record in records if record.get("JOB_NAME") == job_name)
 
     def _script_input(self, req: SubmitRequest) -> str:
         return req.script_path.read_text()

@@ -79,10 +79,9 @@ class PbsScheduler(CommandScheduler):
         return pick(*parse_status(text), wanted, "qstat")
 
     def find_by_name(self, job_name: str) -> str | None:
-        """The newest queued or running allocation called ``job_name``, from ``qstat -f -F json`` (live jobs)."""
-        jobs, _ = _jobs(self._run(["qstat", "-f", "-F", "json"]))
-        mine = (sid for sid, job in jobs.items() if job.get("Job_Name") == job_name)
-        return newest(sid for sid in mine if _status(sid, jobs[sid]).state != "finished")
+        """The newest allocation called ``job_name``, from ``qstat -f -F json -x`` (finished ones included)."""
+        jobs, _ = _jobs(self._run(["qstat", "-f", "-F", "json", "-x"]))
+        return newest(sid for sid, job in jobs.items() if job.get("Job_Name") == job_name)
 
 
 def parse_status(text: str) -> tuple[dict[str, AllocationStatus], list[str]]:

@@ -43,7 +43,6 @@ STATES: dict[str, AllocationState] = {
     "OUT_OF_MEMORY": "finished",
     "REVOKED": "finished",
 }
-LIVE_STATES = ",".join(state for state, meaning in STATES.items() if meaning != "finished")
 
 # squeue --Format fields, '|'-separated and unpadded; the job name comes last so that it may contain '|'.
 # exit_code is the raw wait status (768 for `exit 3`, 15 for SIGTERM), which spares a second call to scontrol.
@@ -115,8 +114,8 @@ class SlurmScheduler(Scheduler):
                 raise
 
     def find_by_name(self, job_name: str) -> str | None:
-        """The newest queued or running allocation called ``job_name``."""
-        stdout = self._run(["squeue", "-h", "-n", job_name, "-o", "%i", "-t", LIVE_STATES]).stdout
+        """The newest allocation called ``job_name`` that Slurm still shows, finished ones included."""
+        stdout = self._run(["squeue", "-h", "-n", job_name, "-o", "%i", "-t", "all"]).stdout
         ids = {int(match[1]): match[0] for match in map(_ID.fullmatch, stdout.split()) if match}
         return ids[max(ids)] if ids else None
 

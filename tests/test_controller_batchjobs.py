@@ -26,9 +26,10 @@ from balsamctl.apply import apply_documents, read_documents
 from balsamctl.site import Site, init_site
 from controller.batchjobs import BatchJobReconciler
 from schedulers import SlurmScheduler
-from schedulers.slurm import LIVE_STATES
+from schedulers.slurm import STATES
 from schemas import BatchJob
 from schemas.objects import Condition
+from store import Selector
 
 HELD_TEMPLATE = "#!/bin/bash\n#SBATCH --hold\n# BatchJob {{ batch_job.name }}: held, it never runs\nsleep 300\n"
 SLEEP_TEMPLATE = "#!/bin/bash\n# BatchJob {{ batch_job.name }}\nsleep 300\n"
@@ -85,21 +86,15 @@ def cancel_jobs(prefix: str) -> None:
             subprocess.run([scancel, *ids], capture_output=True, timeout=30, check=False)
 
 
-REAL: dict[str, str] = {}
+# the real programs, found before any test puts a fake first on PATH
+REAL = {program: shutil.which(program) for program in ("squeue", "sbatch", "scancel")}
 
 
 def real(program: str) -> str:
-    """The real Slurm program's path (looked up once, before any fake is on PATH)."""
-    if program not in REAL:
-        found = shutil.which(program)
-        assert found is not None, f"{program} not on PATH"
-        REAL[program] = found
-    return REAL[program]
-
-
-for _program in ("squeue", "sbatch", "scancel"):
-    with contextlib.suppress(AssertionError):
-        real(_program)
+    """The real Slurm program's path."""
+    found = REAL[program]
+    assert found is not None, f"{program} is not on PATH: start the cluster with `bash scripts/slurm-up.sh`"
+    return found
 
 
 def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, body: str) -> None:
@@ -145,6 +140,9 @@ def condition(bj: BatchJob, type_: str) -> Condition | None:
     return next((c for c in bj.status.conditions if c.type == type_), None)
 
 
+LIVE_STATES = ",".join(state for state, meaning in STATES.items() if meaning != "finished")
+
+
 def slurm_ids(job_name: str, states: str = "all") -> list[str]:
     """Ids of the Slurm jobs called ``job_name`` in ``states`` (``all``: finished ones too, for MinJobAge)."""
     argv = [real("squeue"), "-h", "-t", states, "-n", job_name, "-o", "%i"]
@@ -156,7 +154,7 @@ def slurm_state(sched_id: str) -> str | None:
     """Slurm's state of one job, None if it is unknown."""
     argv = [real("squeue"), "-h", "-t", "all", "-j", sched_id, "-o", "%T"]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
-    return proc.stdout.strip() or None if proc.returncode == 0 else None
+    return (proc.stdout.strip() or None) if proc.returncode == 0 else None
 
 
 def wait_until(what: str, probe: Any, timeout: float = DEADLINE_SEC) -> Any:
@@ -316,17 +314,11 @@ def test_deleting_a_batchjob_whose_submit_timed_out_cancels_its_allocation(
 
     def gone() -> bool:
         restarted()
-        return not site.store.list_objects(_selector(site, "orphan"))
+        return not site.store.list_objects(Selector("BatchJob", (site.site_id,), names=("orphan",)))
 
     wait_until("the BatchJob to go away", gone)
     live = slurm_ids(job_name, LIVE_STATES)
     assert live == [], f"batchjob/orphan is gone but its allocation {live} is still queued in Slurm"
-
-
-def _selector(site: Site, name: str) -> Any:
-    from store import Selector
-
-    return Selector("BatchJob", (site.site_id,), names=(name,))
 
 
 # ---------------------------------------------------------------- an allocation the scheduler forgot
@@ -365,11 +357,16 @@ def test_status_of_many_batchjobs_is_one_squeue_call_per_pass(
     apply_batchjobs(site, *names)
     log = tmp_path / "squeue.log"
     log.touch()
-    fake(tmp_path, monkeypatch, "squeue", f'echo "$*" >> {shlex.quote(str(log))}\nexec {shlex.quote(real("squeue"))} "$@"')
+    fake(
+        tmp_path,
+        monkeypatch,
+        "squeue",
+        f'echo "$*" >> {shlex.quote(str(log))}\nexec {shlex.quote(real("squeue"))} "$@"',
+    )
 
     rec = reconciler(site)
     rec()  # submits all of them
-    ids = {name: batchjob(site, name).status.scheduler_id for name in names}
+    ids = {name: batchjob(site, name).status.scheduler_id or "" for name in names}
     assert all(ids.values()) and len(set(ids.values())) == count, ids
     assert {batchjob(site, n).status.state for n in names} == {"queued"}
     submit_calls = log.read_text().splitlines()

@@ -7,6 +7,7 @@ One site and one controller serve the module; every test but the hello example g
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -202,6 +203,24 @@ def test_job_starts_quickly_on_an_idle_launcher(site: E2ESite) -> None:
     ).total_seconds()
     print(f"apply -> RUNNING on an idle launcher: {latency:.3f} s")
     assert 0 <= latency < 3.0
+
+
+def test_jobs_ending_close_together_all_move_on_promptly(site: E2ESite) -> None:
+    """Every outcome a launcher records wakes the controller, even one that comes right after another."""
+    tags = {"suite": "prompt"}
+    site.apply(
+        manifest(
+            app_doc("nap", "sleep {{ sec }}", parameters={"sec": {}}),
+            job_doc("nap-short", "nap", labels=tags, parameters={"sec": "0.1"}),
+            job_doc("nap-long", "nap", labels=tags, parameters={"sec": "0.35"}),
+            batchjob_doc("nap-bj", num_nodes=2, filter_tags=tags),
+        )
+    )
+    jobs = site.wait_jobs(["nap-short", "nap-long"])
+    seen = time.time()  # an upper bound of when both were JOB_FINISHED
+    assert {n: j["status"]["state"] for n, j in jobs.items()} == dict.fromkeys(jobs, "JOB_FINISHED")
+    last_run_end = max(parse_time(j["status"]["end_time"]).timestamp() for j in jobs.values())
+    assert seen - last_run_end < 3.0, f"JOB_FINISHED only {seen - last_run_end:.1f} s after the last run ended"
 
 
 # ---------------------------------------------------------------- controller restart (last: it restarts the controller)

@@ -122,10 +122,10 @@ def test_cancel_runs_bkill(sched: LsfScheduler, fakes: Fakes) -> None:
         sched.cancel("4210")
 
 
-def test_find_by_name_picks_the_newest_live_allocation(sched: LsfScheduler, fakes: Fakes) -> None:
+def test_find_by_name_picks_the_newest_allocation(sched: LsfScheduler, fakes: Fakes) -> None:
     fakes.scenario("find")
     assert sched.find_by_name(NAME) == "4305"
-    assert fakes.calls[0]["argv"] == ["-json", "-o", FIELDS, "-J", NAME]
+    assert fakes.calls[0]["argv"] == ["-json", "-a", "-o", FIELDS, "-J", NAME]
     fakes.scenario("find-none")
     assert sched.find_by_name(NAME) is None
 

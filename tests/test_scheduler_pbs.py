@@ -144,11 +144,11 @@ def test_cancel_runs_qdel(sched: PbsScheduler, fakes: Fakes) -> None:
         sched.cancel("8211.pbs01")
 
 
-def test_find_by_name_picks_the_newest_live_allocation(sched: PbsScheduler, fakes: Fakes) -> None:
+def test_find_by_name_picks_the_newest_allocation(sched: PbsScheduler, fakes: Fakes) -> None:
     fakes.scenario("find")
     assert sched.find_by_name(NAME) == "8305.pbs01"
     assert sched.find_by_name("balsam-polaris-nothing-00000000") is None
-    assert fakes.calls[0]["argv"] == ["-f", "-F", "json"]
+    assert fakes.calls[0]["argv"] == ["-f", "-F", "json", "-x"]
 
 
 def test_job_template(tmp_path: Path) -> None:
