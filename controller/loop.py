@@ -40,6 +40,7 @@ class Task:
     due: float = 0.0
     failures: int = 0
     dirty: bool = True
+    retry_after: Callable[[], float | None] = lambda: None
 
 
 @dataclass
@@ -52,9 +53,10 @@ class Controller:
 
     def __post_init__(self) -> None:
         scheduler = get_scheduler(self.site.settings.scheduler, self.site.path)
+        manifests = ManifestReconciler(self.site)
         self.jobs = JobReconciler(self.site, lambda: self.poke(("jobs",)))
         self.tasks = [
-            Task("manifests", ManifestReconciler(self.site), MANIFEST_RESYNC_SEC),
+            Task("manifests", manifests, MANIFEST_RESYNC_SEC, retry_after=manifests.retry_after),
             Task("jobs", self.jobs, JOB_PERIOD_SEC),
             Task("batchjobs", BatchJobReconciler(self.site, scheduler), self.site.settings.sync_period_sec),
         ]
@@ -78,7 +80,8 @@ class Controller:
                 while task.reconcile() and rounds < MAX_ROUNDS:
                     rounds += 1
                 task.failures = 0
-                task.due = time.monotonic() + task.period
+                retry = task.retry_after()
+                task.due = time.monotonic() + (task.period if retry is None else min(task.period, retry))
             except Exception:
                 task.failures += 1
                 delay = min(300.0, task.period * 2**task.failures)

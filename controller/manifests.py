@@ -1,13 +1,15 @@
 """The GitOps reconciler: the site's ``manifests/`` folder is applied like ``apply -f``.
 
-A file added or changed is applied (objects it no longer holds are deleted); a file removed deletes what it
-had created. Objects remember their source file. A bad file is logged and recorded as an event, naming the file
-and field, and changes nothing; it never blocks the other files.
+A file added or changed is applied once it has settled (no write for ``SETTLE_SEC``), and the objects it no
+longer holds are deleted; a file gone for that long deletes what it had created. Objects remember their source
+file. A bad file is logged and recorded as an event, naming the file and field, and changes nothing; it never
+blocks the other files.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from balsamctl.apply import apply_documents, manifest_files
@@ -19,6 +21,7 @@ log = logging.getLogger("balsamctl.controller.manifests")
 SOURCE_PREFIX = "manifests/"
 
 Fingerprint = tuple[int, int]
+SETTLE_SEC = 0.5
 NO_CHANGE = frozenset({"unchanged", "deletion already requested", "not found"})
 
 
@@ -28,22 +31,42 @@ class ManifestReconciler:
     def __init__(self, site: Site) -> None:
         self.site = site
         self.seen: dict[str, Fingerprint] = {}
+        self.missing_since: dict[str, float] = {}
+        self.wait: float | None = None
+
+    def retry_after(self) -> float | None:
+        """Seconds until a file still being written (or briefly gone) should be looked at again."""
+        return self.wait
 
     def __call__(self) -> bool:
-        """One pass; whether any object changed."""
+        """One pass; whether any object changed. A file is applied once it has settled (no write for SETTLE_SEC)."""
+        self.wait = None
+        now = time.time()
         current = {self._source(p): p for p in manifest_files(self.site.manifests_dir, recursive=True)}
         changed = False
         for source, path in sorted(current.items()):
+            self.missing_since.pop(source, None)
             fingerprint = _fingerprint(path)
             if fingerprint is None or self.seen.get(source) == fingerprint:
+                continue
+            if not self._settled(now - fingerprint[0] / 1e9):
                 continue
             changed |= self._apply(source, path)
             self.seen[source] = fingerprint
         for source in sorted(self.site.store.sources(self.site.site_id)):
             if source.startswith(SOURCE_PREFIX) and source not in current:
+                if not self._settled(now - self.missing_since.setdefault(source, now)):
+                    continue  # an editor's delete-and-rename: wait before deleting what the file held
                 changed |= self._apply(source, None)
                 self.seen.pop(source, None)
+                self.missing_since.pop(source, None)
         return changed
+
+    def _settled(self, age: float) -> bool:
+        if age >= SETTLE_SEC:
+            return True
+        self.wait = min(self.wait or SETTLE_SEC, SETTLE_SEC - age)
+        return False
 
     def _source(self, path: Path) -> str:
         return SOURCE_PREFIX + path.relative_to(self.site.manifests_dir).as_posix()

@@ -329,24 +329,32 @@ class E2ESite:
 
     def kill_allocations(self, grace: float = 12.0) -> None:
         """SIGTERM each allocation's process group (the launcher stops its Jobs), SIGKILL what remains."""
-        leaders = self.allocation_pids()
-        for pid in leaders:
+        self._signal_allocations(signal.SIGTERM)
+        self._reap_allocations(grace)
+
+    def _signal_allocations(self, sig: signal.Signals) -> None:
+        for pid in self.allocation_pids():
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGTERM)
+                os.killpg(pid, sig)
+
+    def _reap_allocations(self, grace: float) -> None:
+        """Wait up to ``grace`` for the allocations to end, then SIGKILL them and any Job still running."""
         deadline = time.monotonic() + grace
         while self.allocation_pids() and time.monotonic() < deadline:
             time.sleep(POLL_SEC)
-        for pid in self.allocation_pids():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
+        self._signal_allocations(signal.SIGKILL)
         for proc in self.stray_jobs():
             with contextlib.suppress(psutil.Error):
                 proc.kill()
 
     def close(self) -> None:
-        """Stop the controller (if this helper started one) and every process the site still runs."""
+        """Stop the controller (if this helper started one) and every process the site still runs.
+
+        The allocations get SIGTERM first, so that their launchers wind down while the controller stops.
+        """
+        self._signal_allocations(signal.SIGTERM)
         try:
             if self.started_controller:
                 self.cli("controller", "stop", check=False)
         finally:
-            self.kill_allocations()
+            self._reap_allocations(12.0)

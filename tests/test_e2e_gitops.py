@@ -5,7 +5,10 @@ The controller runs for the whole module; each test uses its own file names, obj
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from e2e import E2ESite, app_doc, batchjob_doc, job_doc, manifest
@@ -32,6 +35,13 @@ def apply_failed(site: E2ESite, source: str) -> list[str]:
     return [e.message or "" for e in site.events() if e.object == f"manifest/{source}" and e.reason == "ApplyFailed"]
 
 
+def replace_file(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (a temporary file, then a rename): never seen half written."""
+    tmp = path.with_name(path.name + ".tmp")  # not a manifest suffix: never applied itself
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def test_file_added_edited_and_removed(site: E2ESite) -> None:
     path = site.path / "manifests" / "pipeline.yaml"
     tags = {"suite": "gitops"}
@@ -46,15 +56,16 @@ def test_file_added_edited_and_removed(site: E2ESite) -> None:
     first = site.wait_jobs(["g-1", "g-2"], {"JOB_FINISHED"})
     assert "hi from g-2" in site.logs("g-2")
 
-    # edit: relabel g-1, add g-3
-    path.write_text(
+    # edit: relabel g-1, add g-3 (rewritten atomically; in-place rewrites have a test of their own below)
+    replace_file(
+        path,
         manifest(
             app_doc("greet", "echo hi from $BALSAM_JOB_NAME"),
             job_doc("g-1", "greet", labels={**tags, "color": "blue"}),
             job_doc("g-2", "greet", labels=tags),
             job_doc("g-3", "greet", labels=tags),
             batchjob_doc("g-bj-1", filter_tags=tags),
-        )
+        ),
     )
     edited = site.wait_jobs(["g-3"], {"JOB_FINISHED"})
     site.wait_for("g-1's new label", lambda: site.get("jobs", extra=["-l", "color=blue"]).keys() == {"g-1"})
@@ -111,3 +122,40 @@ def test_bad_files_do_not_block_good_ones(site: E2ESite) -> None:
     jobs = site.wait_jobs(["b-field", "b-corrupt", "b-good"], {"JOB_FINISHED"})
     assert jobs["b-good"]["status"]["attempts"] == 1
     assert "steady b-field" in site.logs("b-field")
+
+
+def test_file_rewritten_in_place_keeps_its_objects(site: E2ESite) -> None:
+    """An editor, ``cp`` or ``cat >`` rewrites a file in place: truncated first, the new text a moment later.
+
+    The short while the file is empty must not read as "this file holds no objects any more": its Jobs must not
+    be deleted and re-created (and run again), its running allocation must not be cancelled.
+    """
+    path = site.path / "manifests" / "inplace.yaml"
+    tags = {"suite": "inplace"}
+
+    def text(color: str) -> str:
+        return manifest(
+            app_doc("paint", "echo painted $BALSAM_JOB_NAME"),
+            job_doc("ip-1", "paint", labels={**tags, "color": color}),
+            batchjob_doc("ip-bj", filter_tags=tags),
+        )
+
+    replace_file(path, text("red"))
+    before = site.wait_jobs(["ip-1"], {"JOB_FINISHED"})["ip-1"]
+    assert site.batchjobs("ip-bj")["ip-bj"]["status"]["state"] == "running"
+
+    with path.open("w") as stream:  # truncates
+        stream.flush()
+        time.sleep(0.3)  # the writer is slow (a large file, a network file system, a busy machine)
+        stream.write(text("green"))
+    site.wait_for("ip-1's new label", lambda: site.get("jobs", extra=["-l", "color=green"]).keys() == {"ip-1"})
+    after = site.job("ip-1")
+    deletions = [
+        e
+        for e in site.events()
+        if e.object in ("job/ip-1", "batchjob/ip-bj", "app/paint") and e.reason in ("Deleted", "DeletionRequested")
+    ]
+    assert not deletions, f"the in-place rewrite deleted objects: {deletions}"
+    assert after["metadata"]["uid"] == before["metadata"]["uid"], "ip-1 was deleted and re-created"
+    assert after["status"]["attempts"] == 1 and after["status"]["state"] == "JOB_FINISHED", after["status"]
+    assert site.batchjobs("ip-bj")["ip-bj"]["status"]["state"] == "running"

