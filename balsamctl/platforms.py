@@ -1,7 +1,8 @@
 """Platform presets: a scheduler, site settings and a job template for a known machine (``site init --platform``).
 
 Each preset is two files shipped in ``balsamctl/platforms/``: ``NAME.yml`` (``description``, ``scheduler``,
-``settings``: overrides of :class:`~schemas.settings.SiteSettings`) and ``NAME.sh`` (the site's Jinja2 job template).
+``settings``: overrides of :class:`~schemas.settings.SiteSettings`) and, when the machine needs one of its own,
+``NAME.sh`` (the site's Jinja2 job template; otherwise the scheduler's generic one from ``templates/``).
 Parsing and merging are pure functions; only :func:`load_platform` and :func:`platform_names` read those files.
 """
 
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 from schemas.settings import SchedulerKind, SiteSettings
 
 PLATFORMS_DIR = Path(__file__).parent / "platforms"
+GENERIC_TEMPLATES = Path(__file__).parent / "templates"
 PRESET_KEYS = frozenset({"description", "scheduler", "settings"})
 PER_SITE_KEYS = frozenset({"name", "scheduler", "store_url", "job_template_path"})
 """Settings a preset may not set: they belong to one site (or, for the scheduler, to the preset's top level)."""
@@ -103,7 +105,11 @@ def load_platform(name: str, directory: Path = PLATFORMS_DIR) -> Platform:
         raise PlatformError(f"unknown platform {name!r}; known platforms: {', '.join(known) or 'none'}")
     preset, template = directory / f"{name}.yml", directory / f"{name}.sh"
     try:
-        text, body = preset.read_text(), template.read_text()
+        text = preset.read_text()
+        if not template.exists():  # a preset without a template of its own uses its scheduler's generic one
+            scheduler = (yaml.safe_load(text) or {}).get("scheduler") if text.strip() else None
+            template = GENERIC_TEMPLATES / f"{scheduler}.sh"
+        body = template.read_text()
     except OSError as exc:
         raise PlatformError(f"platform {name!r}: cannot read {exc.filename}: {exc.strerror}") from None
     return parse_preset(name, text, body)
