@@ -28,6 +28,7 @@ log = logging.getLogger("balsamctl.controller")
 MAX_ROUNDS = 50
 JOB_PERIOD_SEC = 5.0
 MANIFEST_RESYNC_SEC = 30.0
+LEASE_SWEEP_SEC = 5.0
 
 
 @dataclass
@@ -88,6 +89,25 @@ class Controller:
                 log.exception("%s reconciler failed (%d in a row); next try in %.0f s", task.name, task.failures, delay)
                 task.due = time.monotonic() + delay
 
+    def sweep_leases(self) -> None:
+        """On its own timer, whatever the loop is doing: free what lost launchers held."""
+        lease = self.site.settings.launcher.lease_sec
+        while not self.stopping.wait(min(LEASE_SWEEP_SEC, lease / 4)):
+            try:
+                swept = self.site.store.sweep_lost_launchers(self.site.site_id, lease)
+            except Exception:
+                log.exception("lease sweep failed; retrying")
+                continue
+            if swept.launchers:
+                log.warning(
+                    "launcher(s) %s lost (no heartbeat for %.0f s): %d Job(s) RUN_TIMEOUT, %d claim(s) handed back",
+                    ", ".join(swept.launchers),
+                    lease,
+                    swept.timed_out,
+                    swept.handed_back,
+                )
+                self.poke(("jobs",))
+
     def run(self) -> None:
         """Run until SIGTERM/SIGINT."""
         self.site.wake_dir.mkdir(exist_ok=True)
@@ -97,6 +117,8 @@ class Controller:
         observer.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        sweeper = threading.Thread(target=self.sweep_leases, name="lease-sweep", daemon=True)
+        sweeper.start()
         log.info("controller of site %s started (scheduler %s)", self.site.name, self.site.settings.scheduler)
         try:
             while not self.stopping.is_set():
@@ -107,6 +129,7 @@ class Controller:
         finally:
             observer.stop()
             observer.join(timeout=5)
+            sweeper.join(timeout=5)
             self.jobs.close()
             log.info("controller of site %s stopped", self.site.name)
 

@@ -36,6 +36,9 @@ class LauncherSettings(Strict):
     """How launchers behave at this site."""
 
     idle_ttl_sec: float = Field(default=30.0, gt=0)
+    lease_sec: float = Field(
+        default=60.0, gt=0, description="A launcher silent this long is lost: its RUNNING Jobs become RUN_TIMEOUT."
+    )
     poll_interval_sec: float = Field(default=0.1, gt=0)
     mpi_flavor: MpiFlavor = "mpich"
     mpi_command: str = "mpiexec"

@@ -4,12 +4,13 @@ from store.batchjobs import BatchJobStore
 from store.engine import redact, sqlite_url
 from store.events import EventStore
 from store.jobs import JobRef, JobStore, Transition
+from store.leases import LeaseStore, SweepResult
 from store.objects import ApplyResult, Conflict, NotFound, ObjectStore, Selector
 from store.rows import StoredObject, to_datetime
 
 
-class Store(ObjectStore, JobStore, BatchJobStore, EventStore):
-    """One store: objects, Job lifecycle, BatchJobs, launchers and events."""
+class Store(ObjectStore, JobStore, BatchJobStore, EventStore, LeaseStore):
+    """One store: objects, Job lifecycle, BatchJobs, launchers and their leases, events."""
 
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "Selector",
     "Store",
     "StoredObject",
+    "SweepResult",
     "Transition",
     "redact",
     "sqlite_url",

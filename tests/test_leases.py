@@ -1,0 +1,50 @@
+"""A launcher that stops heartbeating loses its Jobs: RUNNING ones become RUN_TIMEOUT, claimed ones go back."""
+
+from __future__ import annotations
+
+import time
+
+from test_store import acquire, add, app_doc, job_doc, make_runnable, state_of
+
+from schemas import JobState as S
+from store import Store
+
+LEASE = 0.3
+
+
+def register(store: Store, site_id: int, launcher: str) -> None:
+    store.register_launcher(
+        site_id, launcher, batch_job="bj", partition=0, job_mode="mpi", host="h", pid=1, nodes=["n0"]
+    )
+
+
+def test_a_silent_launcher_loses_its_jobs_and_a_live_one_keeps_them(store: Store, site_id: int) -> None:
+    add(store, site_id, [app_doc(), *(job_doc(f"j{i}") for i in range(6))])
+    make_runnable(store, site_id)
+    register(store, site_id, "dead")
+    register(store, site_id, "alive")
+    dead_running = acquire(store, site_id, "dead", limit=2)
+    dead_claimed = store.claim(site_id, owner="dead", batch_job="bj", filter_tags={}, limit=1)
+    alive_running = acquire(store, site_id, "alive", limit=2)
+    time.sleep(LEASE * 2)
+    store.heartbeat("alive", {"running_jobs": 2})  # "dead" stays silent
+
+    swept = store.sweep_lost_launchers(site_id, lease_sec=LEASE)
+
+    assert swept.launchers == ["dead"] and swept.timed_out == 2 and swept.handed_back == 1
+    assert {state_of(store, site_id, r.name) for r in dead_running} == {S.RUN_TIMEOUT}
+    assert state_of(store, site_id, dead_claimed[0].name) == S.PREPROCESSED
+    assert {state_of(store, site_id, r.name) for r in alive_running} == {S.RUNNING}
+    # the handed-back Job can be claimed by another launcher
+    assert [r.name for r in store.claim(site_id, owner="alive", batch_job="bj", filter_tags={}, limit=5)] == [
+        dead_claimed[0].name,
+        "j5",
+    ]
+    # a late write of the lost launcher changes nothing
+    late = [{"job_id": dead_running[0].id, "name": dead_running[0].name, "state": S.RUN_DONE, "return_code": 0}]
+    assert store.record_results(site_id, late) == 0
+    assert store.record(site_id, owner="dead", started=[(dead_claimed[0], {})]) == set()
+    events = [e for e in store.events((site_id,), name=dead_running[0].name) if e["reason"] == "LeaseExpired"]
+    assert len(events) == 1 and "dead" in events[0]["message"]
+    # sweeping again finds nothing new: the lost launcher is marked ended
+    assert store.sweep_lost_launchers(site_id, lease_sec=LEASE).launchers == []
