@@ -30,7 +30,7 @@ _COLUMNS: dict[str, tuple[list[str], list[str]]] = {
     ),
     "BatchJob": (
         ["NAME", "STATE", "SCHEDULER_ID", "NODES", "QUEUE", "PROJECT", "WALLTIME", "MODE", "AGE"],
-        ["PARTITIONS", "MESSAGE"],
+        ["PARTITIONS", "LAUNCHERS", "MESSAGE"],
     ),
 }
 _UNITS = (("y", 365 * 86400), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
@@ -126,7 +126,10 @@ def _batchjob_cells(bj: BatchJob, now: float) -> tuple[Sequence[object], Sequenc
     base = [bj.metadata.name, status.state, status.scheduler_id, spec.num_nodes, spec.queue, spec.project]
     base += [f"{spec.wall_time_min}m", spec.job_mode, age(bj.metadata.creation_timestamp, now)]
     partitions = ",".join(f"{p.job_mode}:{p.num_nodes}" for p in spec.partitions)
-    return base, [partitions, status.message]
+    launchers = ",".join(
+        f"{p['job_mode']}:{len(p['nodes'])}n/{p['running_jobs']}run" for p in status.partitions if not p.get("ended")
+    )
+    return base, [partitions, launchers, status.message]
 
 
 def _app_cells(app: App, now: float) -> tuple[Sequence[object], Sequence[object]]:

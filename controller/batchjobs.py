@@ -18,7 +18,7 @@ from balsamctl.site import Site, SiteError
 from schedulers import AllocationStatus, Scheduler, SchedulerError
 from schemas import BatchJob, BatchJobState, JobState
 from schemas.conditions import set_condition
-from store import Selector
+from store import Selector, to_datetime
 
 log = logging.getLogger("balsamctl.controller.batchjobs")
 B = BatchJobState
@@ -118,6 +118,8 @@ class BatchJobReconciler:
             return self._finish(bj, state, None, "the allocation is no longer known to the scheduler")
         if alloc.state == "finished":
             return self._finish(bj, state, alloc, "")
+        if alloc.state == "running" and state == B.running:
+            return self._report_launchers(bj)
         if alloc.state == "running" and state == B.queued:
             return self.site.store.set_batchjob_status(
                 self.site.site_id,
@@ -128,6 +130,30 @@ class BatchJobReconciler:
                 reason="Running",
                 message=f"allocation {sched_id} started on {','.join(alloc.nodes) or '?'}",
             )
+        return False
+
+    def _report_launchers(self, bj: BatchJob) -> bool:
+        """Copy the launchers' heartbeats (nodes, running Jobs, occupancy) into ``status.partitions``."""
+        rows = self.site.store.launchers_of(self.site.site_id, bj.metadata.name)
+        partitions = [
+            {
+                "launcher": r["id"],
+                "partition": r["partition"],
+                "job_mode": r["job_mode"],
+                "nodes": r["nodes"],
+                "running_jobs": r["status"].get("running_jobs", 0),
+                "claimed_jobs": r["status"].get("claimed_jobs", 0),
+                "occupancy": r["status"].get("occupancy", 0.0),
+                "last_heartbeat": _iso(to_datetime(r["heartbeat_at"])),
+                "ended": r["ended_at"] is not None,
+            }
+            for r in rows
+        ]
+        if partitions == bj.status.partitions:
+            return False
+        self.site.store.set_batchjob_status(
+            self.site.site_id, bj.metadata.name, src=B.running, status={"partitions": partitions}
+        )
         return False
 
     def _submit(self, bj: BatchJob, bjs: Sequence[BatchJob]) -> bool:

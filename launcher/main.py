@@ -56,7 +56,8 @@ def main(argv: Sequence[str]) -> int:
     bj = site.store.get_object(site.site_id, "BatchJob", args.batch_job).manifest
     assert isinstance(bj, BatchJob)
     deadline = args.deadline or time.time() + bj.spec.wall_time_min * 60 - stop_margin_sec(bj.spec.wall_time_min)
-    nodes = nodes_from_environment(os.environ, site.settings.local_nodes)
+    sizes = site.settings.launcher
+    nodes = nodes_from_environment(os.environ, site.settings.local_nodes, sizes.cpus_per_node, sizes.gpus_per_node)
     partitions = bj.spec.launcher_partitions()
     if args.partition is None and len(partitions) > 1:
         return _fan_out(args.site, args.batch_job, [p.num_nodes for p in partitions], nodes, deadline)

@@ -145,9 +145,9 @@ def nodes_from_environment(
 
     CPUs per node: ``cpus_per_node``, else what the scheduler says (``SLURM_CPUS_ON_NODE``, the LSF slot count),
     else this host's CPU count; GPUs per node: ``gpus_per_node``, else ``SLURM_GPUS_ON_NODE`` under Slurm, else 0.
-    Without a scheduler, ``local.count`` emulated nodes ``local0..`` (``localhost`` if just one) with ``local``'s
-    CPUs and GPUs. ``BALSAM_NODES`` (a host list), if set, replaces the node names: a partition's launcher gets
-    its slice of the allocation that way.
+    Without a scheduler: the allocation's ``BALSAM_NUM_NODES`` of the site's ``local.count`` emulated nodes
+    ``local0..`` (``localhost`` if the site has one), with ``local``'s CPUs and GPUs. ``BALSAM_NODES`` (a host
+    list), if set, replaces the node names: a partition's launcher gets its slice of the allocation that way.
     """
     slots: dict[str, int] = {}
     gpus = gpus_per_node or 0
@@ -167,7 +167,8 @@ def nodes_from_environment(
         names = [str(int(n)) for n in _expand_group(env["COBALT_PARTNAME"].strip(), env["COBALT_PARTNAME"])]
         cpus = cpus_per_node or os.cpu_count() or 1
     else:
-        names = ["localhost"] if local.count == 1 else [f"local{i}" for i in range(local.count)]
+        count = min(local.count, int(env.get("BALSAM_NUM_NODES") or local.count))  # the allocation's share
+        names = ["localhost"] if local.count == 1 else [f"local{i}" for i in range(count)]
         cpus = cpus_per_node or local.cpus_per_node
         gpus = gpus_per_node if gpus_per_node is not None else local.gpus_per_node
     if env.get("BALSAM_NODES"):

@@ -22,6 +22,7 @@ from launcher.nodes import Node
 from launcher.placement import NodePool, Placement, Request, choose
 from launcher.process import Outcome, Task
 from schemas import App, JobState
+from schemas.conditions import set_condition
 from schemas.objects import AppSpec, Partition
 from store import JobRef
 
@@ -90,7 +91,7 @@ class Launcher:
         launcher_id: str,
         executor: Executor,
         build_task: TaskBuilder,
-        accepts: Callable[[Request], bool] = lambda _req: True,
+        accepts: Callable[[Request], str | None] = lambda _req: None,
     ) -> None:
         self.site = site
         self.batch_job = batch_job
@@ -111,6 +112,7 @@ class Launcher:
         self.started: list[tuple[JobRef, dict[str, Any]]] = []
         self.not_started: list[tuple[JobRef, str]] = []
         self.dropped: set[int] = set()
+        self.never: set[int] = set()
         self.unannounced = False
         self.last_poke = self.last_flush = 0.0
 
@@ -182,9 +184,14 @@ class Launcher:
     def _claim(self) -> int:
         """Top the local queue up to twice an allocation's worth of Jobs that can run here; how many came."""
 
+        unfit: dict[str, list[int]] = {}
+
         def fits_here(ref: JobRef) -> bool:
             req = Request.of(ref.spec)
-            return self.accepts(req) and self.pool.why_never_fits(req) is None
+            why = self.accepts(req) or self.pool.why_never_fits(req)
+            if why is not None:
+                unfit.setdefault(why, []).append(ref.id)
+            return why is None
 
         claimed = self.site.store.claim(
             self.site.site_id,
@@ -193,9 +200,14 @@ class Launcher:
             filter_tags=self.partition.filter_tags,
             limit=2 * self.capacity - len(self.queue),
             accept=fits_here,
-            max_num_nodes=len(self.pool.nodes),
             max_wall_time_min=(self.deadline - time.time()) / 60,
+            exclude=self.never,
         )
+        for why, ids in unfit.items():  # say once why, and never read these Jobs again
+            self.never.update(ids)
+            message = f"cannot run in batchjob/{self.batch_job} partition {self.partition_index}: {why}"
+            condition = set_condition([], "Schedulable", "False", "DoesNotFit", message)[0]
+            self.site.store.set_job_condition(self.site.site_id, ids, condition)
         self.queue += [(ref, Request.of(ref.spec)) for ref in claimed]
         return len(claimed)
 

@@ -24,9 +24,13 @@ REPORT_EVERY_SEC = 0.005
 TICK_SEC = 0.002
 
 
-def accepts(req: Request) -> bool:
-    """Serial mode runs single-process, single-node Jobs only."""
-    return req.num_nodes == 1 and req.ranks_per_node == 1
+def accepts(req: Request) -> str | None:
+    """Why serial mode cannot run a Job (it runs single-process, single-node Jobs only), or None."""
+    if req.num_nodes == 1 and req.ranks_per_node == 1:
+        return None
+    return (
+        f"serial mode runs single-process Jobs; this one needs {req.num_nodes} node(s) x {req.ranks_per_node} rank(s)"
+    )
 
 
 class SerialTaskBuilder:

@@ -36,6 +36,8 @@ class LauncherSettings(Strict):
     """How launchers behave at this site."""
 
     idle_ttl_sec: float = Field(default=30.0, gt=0)
+    cpus_per_node: int | None = Field(default=None, ge=1, description="Default: what the scheduler says.")
+    gpus_per_node: int | None = Field(default=None, ge=0, description="Default: what the scheduler says, else 0.")
     lease_sec: float = Field(
         default=60.0, gt=0, description="A launcher silent this long is lost: its RUNNING Jobs become RUN_TIMEOUT."
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -206,6 +206,7 @@ class JobStore(StoreBase):
         order: str = "small_first",
         max_num_nodes: int | None = None,
         max_wall_time_min: float | None = None,
+        exclude: Collection[int] = (),
     ) -> list[JobRef]:
         """Claim up to ``limit`` runnable Jobs for a launcher, atomically: no two launchers get the same Job.
 
@@ -213,7 +214,7 @@ class JobStore(StoreBase):
         site's ``order``: ``small_first`` (fewest nodes, then highest node packing, then longest wall time) or
         ``long_large_first`` (most nodes, then longest wall time). A claimed Job keeps
         its state until :meth:`record` starts it; a launcher hands back what it did not start with
-        :meth:`unclaim`.
+        :meth:`unclaim`. ``exclude``: Jobs the launcher already knows it can never run.
         """
         conds = [
             objects.c.site_id == site_id,
@@ -230,6 +231,8 @@ class JobStore(StoreBase):
             conds.append(objects.c.num_nodes <= max_num_nodes)
         if max_wall_time_min is not None:
             conds.append(objects.c.wall_time_min <= max_wall_time_min)
+        if exclude:
+            conds.append(objects.c.id.not_in(list(exclude)))
         q = select(*_REF_COLUMNS).where(and_(*conds)).order_by(*_ORDERS[order], objects.c.id).limit(2 * limit)
         with write_tx(self.engine) as conn:
             if is_postgres(self.engine):
@@ -396,6 +399,23 @@ class JobStore(StoreBase):
             ),
         )
         return len(kept)
+
+    def set_job_condition(self, site_id: int, job_ids: Sequence[int], condition: Mapping[str, Any]) -> int:
+        """Set one condition (replacing the one of its type) on each of ``job_ids``; returns how many."""
+        with write_tx(self.engine) as conn:
+            rows = conn.execute(
+                select(objects.c.id, objects.c.status).where(objects.c.site_id == site_id, objects.c.id.in_(job_ids))
+            ).all()
+            for row in rows:
+                status = dict(row.status or {})
+                others = [c for c in status.get("conditions", []) if c.get("type") != condition["type"]]
+                status["conditions"] = [*others, dict(condition)]
+                conn.execute(
+                    update(objects)
+                    .where(objects.c.id == row.id)
+                    .values(status=status, resource_version=objects.c.resource_version + 1)
+                )
+            return len(rows)
 
     def deletion_requested(self, owner: str) -> list[int]:
         """Ids of Jobs run by ``owner`` that a user asked to delete."""

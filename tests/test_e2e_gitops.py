@@ -70,7 +70,7 @@ def test_file_added_edited_and_removed(site: E2ESite) -> None:
     edited = site.wait_jobs(["g-3"], {"JOB_FINISHED"})
     site.wait_for("g-1's new label", lambda: site.get("jobs", extra=["-l", "color=blue"]).keys() == {"g-1"})
     now = site.jobs("g-1", "g-2", "g-3")
-    for name in ("g-1", "g-2"):  # edited in place, not deleted and re-created (or run again)
+    for name in ("g-1", "g-2"):  # updated, not deleted and re-created (or run again)
         assert now[name]["metadata"]["uid"] == first[name]["metadata"]["uid"]
         assert now[name]["status"]["state"] == "JOB_FINISHED"
         assert now[name]["status"]["attempts"] == 1

@@ -178,6 +178,24 @@ def test_mpi_jobs_get_their_world_size(site: E2ESite) -> None:
         assert out.count("size") == 2, (name, out)
 
 
+def test_one_node_allocation_gets_one_node(site: E2ESite) -> None:
+    """A 1-node BatchJob on a 2-node local site runs two whole-node Jobs one after the other, not side by side."""
+    tags = {"suite": "one-node"}
+    site.apply(
+        manifest(
+            app_doc("whole-node", "sleep 0.5"),
+            job_doc("whole-1", "whole-node", labels=tags),
+            job_doc("whole-2", "whole-node", labels=tags),
+            batchjob_doc("one-node-bj", num_nodes=1, filter_tags=tags),
+        )
+    )
+    jobs = site.wait_jobs(["whole-1", "whole-2"])
+    assert {n: j["status"]["state"] for n, j in jobs.items()} == dict.fromkeys(jobs, "JOB_FINISHED")
+    first, second = sorted(jobs.values(), key=lambda j: j["status"]["start_time"])
+    overlap = (parse_time(first["status"]["end_time"]) - parse_time(second["status"]["start_time"])).total_seconds()
+    assert overlap <= 0, f"two whole-node Jobs ran side by side for {overlap:.2f} s in a 1-node allocation"
+
+
 # ---------------------------------------------------------------- latency
 
 

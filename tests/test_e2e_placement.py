@@ -1,0 +1,87 @@
+"""Placement seen from the outside: a Job that can never fit is told why and does not block the others;
+a serial-mode BatchJob runs single-process Jobs on every node and refuses multi-rank ones."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from e2e import E2ESite, app_doc, job_doc, manifest
+
+from balsamctl.site import Site
+
+SETTINGS = {
+    "local_nodes": {"count": 2, "cpus_per_node": 2, "gpus_per_node": 0},
+    "allowed_queues": {"local": {"max_nodes": 2, "max_walltime": 60, "max_queued_jobs": 10}},
+    "launcher": {"idle_ttl_sec": 3},
+    "sync_period_sec": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ESite]:
+    s = E2ESite.create(tmp_path_factory.mktemp("e2e-placement"), "e2e-placement", SETTINGS)
+    try:
+        s.start_controller()
+        yield s
+    finally:
+        s.close()
+
+
+def batchjob(name: str, mode: str, tag: str) -> str:
+    return (
+        f"apiVersion: balsam/v1\nkind: BatchJob\nmetadata: {{name: {name}}}\n"
+        f"spec: {{num_nodes: 2, wall_time_min: 5, queue: local, project: local, job_mode: {mode}, "
+        f"filter_tags: {{t: {tag}}}}}\n"
+    )
+
+
+def schedulable(job: dict) -> dict | None:  # type: ignore[type-arg]
+    return next((c for c in job["status"]["conditions"] if c["type"] == "Schedulable"), None)
+
+
+def test_a_job_that_never_fits_says_why_and_does_not_block_the_rest(site: E2ESite) -> None:
+    site.apply(
+        manifest(
+            app_doc("echo", "echo ok"),
+            job_doc("gpu-hungry", "echo", labels={"t": "fit"}, gpus_per_rank=1),
+            job_doc("too-wide", "echo", labels={"t": "fit"}, num_nodes=3),
+            *(job_doc(f"fits-{i}", "echo", labels={"t": "fit"}) for i in range(4)),
+            batchjob("fit-bj", "mpi", "fit"),
+        )
+    )
+    site.wait_jobs([f"fits-{i}" for i in range(4)], {"JOB_FINISHED"})
+    def told() -> dict | None:  # type: ignore[type-arg]
+        jobs = site.jobs("gpu-hungry", "too-wide")
+        return jobs if all(schedulable(j) for j in jobs.values()) else None
+
+    jobs = site.wait_for("conditions on the Jobs that cannot fit", told)
+    assert "needs 1 GPUs per node, nodes have 0" in schedulable(jobs["gpu-hungry"])["message"]  # type: ignore[index]
+    assert "needs 3 nodes" in schedulable(jobs["too-wide"])["message"]  # type: ignore[index]
+    assert {j["status"]["state"] for j in jobs.values()} == {"PREPROCESSED"}
+    described = site.cli("describe", "job", "gpu-hungry").stdout
+    assert "DoesNotFit" in described and "GPUs per node" in described
+
+
+def test_serial_mode_runs_on_every_node_and_refuses_multi_rank_jobs(site: E2ESite) -> None:
+    site.apply(
+        manifest(
+            app_doc("where", "echo $BALSAM_JOB_NAME"),
+            *(job_doc(f"serial-{i}", "where", labels={"t": "serial"}) for i in range(12)),
+            job_doc("two-ranks", "where", labels={"t": "serial"}, ranks_per_node=2),
+            batchjob("serial-bj", "serial", "serial"),
+        )
+    )
+    names = [f"serial-{i}" for i in range(12)]
+    site.wait_jobs(names, {"JOB_FINISHED"})
+    store = Site.load(site.path).store
+    started = [
+        e
+        for e in store.events((store.site_id("e2e-placement"),), kind="Job", limit=10_000)
+        if e["reason"] == "Started" and e["name"] in names
+    ]
+    nodes = {e["data"]["placement"]["nodes"][0]["node"] for e in started}
+    assert nodes == {"local0", "local1"}, "one worker per node, both used"
+    refused = site.wait_for("a condition on two-ranks", lambda: schedulable(site.job("two-ranks")))
+    assert "serial mode runs single-process Jobs" in refused["message"]
+    assert "ok" not in site.logs("serial-0") and "serial-0" in site.logs("serial-0")
