@@ -338,7 +338,8 @@ class JobStore(StoreBase):
         """Write many run outcomes in one transaction, durable on return; returns how many applied.
 
         Each result has ``job_id``, ``name``, ``state`` (RUN_DONE, RUN_ERROR or RUN_TIMEOUT), ``return_code``,
-        ``output_tail`` and ``message``; it applies only while the Job is still RUNNING.
+        ``output_tail``, ``message`` and optionally ``end_time`` (epoch seconds; default: now); it applies only
+        while the Job is still RUNNING.
         """
         with write_tx(self.engine) as conn:
             return self._write_results(conn, site_id, results, now())
@@ -365,7 +366,7 @@ class JobStore(StoreBase):
                 return_code=bindparam("b_rc"),
                 output_tail=bindparam("b_tail"),
                 message=bindparam("b_msg"),
-                end_time=t,
+                end_time=bindparam("b_end"),
                 owner=None,
                 updated_at=t,
                 resource_version=objects.c.resource_version + 1,
@@ -377,6 +378,7 @@ class JobStore(StoreBase):
                     "b_rc": r.get("return_code"),
                     "b_tail": r.get("output_tail"),
                     "b_msg": r.get("message"),
+                    "b_end": r.get("end_time", t),
                 }
                 for r in kept
             ],
@@ -389,7 +391,7 @@ class JobStore(StoreBase):
                     "object_id": r["job_id"],
                     "kind": "Job",
                     "name": r["name"],
-                    "time": t,
+                    "time": r.get("end_time", t),
                     "from_state": "RUNNING",
                     "to_state": str(r["state"]),
                     "reason": "Ran",
