@@ -6,7 +6,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -32,18 +31,15 @@ class Run:
 
 
 def cli(args: Sequence[str], cwd: Path, config: Path) -> Run:
-    """Run ``balsamctl ARGS`` and measure it; raises on failure."""
+    """Run ``balsamctl ARGS`` under ``/usr/bin/time`` (its own peak RSS, not its parent's) and measure it."""
+    timer = ["/usr/bin/time", "-f", "%M"] if Path("/usr/bin/time").exists() else []  # Debian package "time"
     t0 = time.perf_counter()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(["balsamctl", *args], cwd=cwd, env=env_for(config), stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        elapsed = time.perf_counter() - t0
-        out.seek(0)
-        err.seek(0)
-        if proc.returncode != 0:
-            raise RuntimeError(f"balsamctl {' '.join(args)} failed: {err.read().decode()}")
-        return Run(elapsed, usage.ru_maxrss / 1024, out.read().decode())
+    proc = subprocess.run([*timer, "balsamctl", *args], cwd=cwd, env=env_for(config), capture_output=True, text=True)
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"balsamctl {' '.join(args)} failed: {proc.stderr}")
+    peak_kib = int(proc.stderr.strip().splitlines()[-1]) if timer else 0
+    return Run(elapsed, peak_kib / 1024, proc.stdout)
 
 
 @contextmanager
