@@ -376,6 +376,16 @@ class QuerySet(Generic[M]):
             site.poke()
         return changed
 
+    def rerun(self) -> int:
+        """Reset the matching FAILED or JOB_FINISHED Jobs to READY for another go; returns how many."""
+        if self.model.kind != "Job":
+            raise TypeError("only Jobs can be rerun")
+        count = 0
+        for site, group in self._by_site():
+            count += site.store.rerun(site.site_id, [o.id for o in group])
+            site.poke()
+        return count
+
     def delete(self) -> int:
         """Delete the matching objects (BatchJobs by a deletion request); returns how many."""
         count = 0

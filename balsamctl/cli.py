@@ -348,6 +348,27 @@ def delete(
 
 
 @app.command()
+def rerun(
+    kind: Annotated[str, typer.Argument(help="jobs")],
+    names: Annotated[list[str] | None, typer.Argument(help="Only these Jobs.")] = None,
+    selector: SelectorOpt = None,
+    state: Annotated[
+        list[str] | None, typer.Option("--state", help="Only Jobs in these states (default FAILED).")
+    ] = None,
+    site: SiteOpt = None,
+) -> None:
+    """Reset chosen FAILED (or JOB_FINISHED) Jobs to READY for another go; earlier attempts' output is kept."""
+    if kind_of(kind) != "Job":
+        raise ValueError("only Jobs can be rerun")
+    target = _one_site(site)
+    states = tuple(s for item in state or ["FAILED"] for s in item.split(","))
+    sel = Selector("Job", (target.site_id,), names=tuple(names or ()), labels=_labels(selector), states=states)
+    count = sum(target.store.rerun(target.site_id, [o.id for o in page]) for page in _pages(target.store, sel, None))
+    target.poke()
+    typer.echo(f"{count} job(s) reset to READY")
+
+
+@app.command()
 def diff(files: FilesOpt, recursive: RecursiveOpt = False, site: SiteOpt = None) -> None:
     """Show how applying manifests would change the live objects: exit 0 no change, 1 changes, 2 error."""
     changed = False

@@ -16,6 +16,7 @@ from balsamctl.site import Site
 from controller.hooks import HOOKS, run_hook
 from schemas import App, Job, JobState
 from schemas.objects import AppSpec
+from schemas.retries import after_failure
 from store import JobRef, Selector, Transition
 
 log = logging.getLogger("balsamctl.controller.jobs")
@@ -28,12 +29,12 @@ PLAIN_MOVES: tuple[tuple[JobState, JobState, str], ...] = (
     (S.POSTPROCESSED, S.STAGED_OUT, "StagedOut"),
     (S.STAGED_OUT, S.JOB_FINISHED, "Finished"),
 )
-#: Per hook, where a Job of an App without that hook goes.
+#: States left by a failed run, where max_retries applies.
+RETRYABLE = frozenset({S.RUN_ERROR, S.RUN_TIMEOUT})
+#: Per processing hook, where a Job of an App without that hook goes.
 DEFAULT_MOVES: dict[str, tuple[JobState, str]] = {
     "preprocess": (S.PREPROCESSED, "Preprocessed"),
     "postprocess": (S.POSTPROCESSED, "Postprocessed"),
-    "handle_error": (S.FAILED, "RunError"),
-    "handle_timeout": (S.RESTART_READY, "RestartAfterTimeout"),
 }
 
 
@@ -67,14 +68,35 @@ class JobReconciler:
         for src, dst, reason in PLAIN_MOVES:
             moved += store.advance(sid, src, dst, reason=reason)
         for hook_name, (src, _) in HOOKS.items():
-            dst, reason = DEFAULT_MOVES[hook_name]
             without = [n for n, a in apps.items() if getattr(a, hook_name) is None]
-            moved += store.advance(sid, src, dst, reason=reason, apps_without_hook=without)
+            if src in RETRYABLE:  # handle_error, handle_timeout: Balsam's defaults within max_retries
+                moved += self._retry_or_fail(src, without, apps)
+            else:
+                dst, reason = DEFAULT_MOVES[hook_name]
+                moved += store.advance(sid, src, dst, reason=reason, apps_without_hook=without)
             with_hook = [n for n, a in apps.items() if getattr(a, hook_name) is not None]
             if with_hook:
                 self._start_hooks(hook_name, src, with_hook, apps)
         moved += store.purge_deleted_jobs(sid)
         return moved > 0
+
+    def _retry_or_fail(self, src: JobState, app_names: list[str], apps: dict[str, AppSpec]) -> int:
+        """Failed runs of Apps without a hook for them: retried while max_retries allow, else FAILED."""
+        if not app_names:
+            return 0
+        store, sid = self.site.store, self.site.site_id
+        failed = store.list_objects(Selector("Job", (sid,), states=(src.value,), apps=tuple(app_names)), limit=1000)
+        moves = []
+        for obj in failed:
+            job = obj.manifest
+            assert isinstance(job, Job)
+            limit = _max_retries(job, apps[job.spec.app])
+            verdict = after_failure(src, job.status.failures, limit, S.RESTART_READY)
+            reason = "Retry" if verdict.state == S.RESTART_READY else "RetriesExhausted"
+            moves.append(
+                Transition(obj.id, src, verdict.state, reason, verdict.message, status={"failures": verdict.failures})
+            )
+        return store.transition(sid, moves)
 
     def _fail_orphans(self) -> int:
         store, sid = self.site.store, self.site.site_id
@@ -102,8 +124,13 @@ class JobReconciler:
             assert isinstance(job, Job)
             outcome = run_hook(hook_name, job, app, self.site.workdir(ref.spec.workdir), self.site.path)
             reason = hook_name.title().replace("_", "")
+            state, message, patch = outcome.state, outcome.message, {}
+            if src in RETRYABLE:
+                verdict = after_failure(src, job.status.failures, _max_retries(job, app), outcome.state)
+                state, patch = verdict.state, {"failures": verdict.failures}
+                message = f"{outcome.message}; {verdict.message}"
             try:
-                store.transition(sid, [Transition(ref.id, src, outcome.state, reason, outcome.message)])
+                store.transition(sid, [Transition(ref.id, src, state, reason, message, status=patch)])
             except ValueError as exc:  # the hook asked for a state the machine forbids
                 store.transition(sid, [Transition(ref.id, src, S.FAILED, reason, f"{hook_name}: {exc}")])
         except Exception:
@@ -113,3 +140,7 @@ class JobReconciler:
                 self.finished.add(ref.id)
                 self.in_flight.discard(ref.id)
             self.wake()
+
+
+def _max_retries(job: Job, app: AppSpec) -> int:
+    return app.max_retries if job.spec.max_retries is None else job.spec.max_retries

@@ -108,6 +108,7 @@ class AppSpec(Strict):
     postprocess: Hook | None = None
     handle_error: Hook | None = Field(default=None, description="Default: the Job is FAILED.")
     handle_timeout: Hook | None = Field(default=None, description="Default: the Job is RESTART_READY.")
+    max_retries: int = Field(default=0, ge=0, le=1000, description="Default of its Jobs' max_retries.")
 
 
 class AppStatus(Status):
@@ -149,6 +150,9 @@ class JobSpec(Strict):
     node_packing_count: int = Field(default=1, ge=1, le=4096)
     launch_params: dict[Identifier, str] = Field(default_factory=dict)
     wall_time_min: int = Field(default=0, ge=0, le=MAX_WALL_TIME_MIN)
+    max_retries: int | None = Field(
+        default=None, ge=0, le=1000, description="Errors (and lost launchers) retried before FAILED; default: App's."
+    )
     parents: list[Name] = Field(default_factory=list)
     data: dict[str, Any] = Field(default_factory=dict)
 
@@ -181,6 +185,7 @@ class JobStatus(Status):
     return_code: int | None = None
     batch_job: str | None = None
     attempts: int = 0
+    failures: int = Field(default=0, description="Errors charged to the Job (walltime and deletion kills are not).")
     start_time: datetime | None = None
     end_time: datetime | None = None
     output_tail: str | None = Field(default=None, description="The tail of the output after an error.")

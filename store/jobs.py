@@ -10,7 +10,7 @@ from sqlalchemy import Connection, and_, bindparam, exists, func, select, update
 
 from schemas import JobState, check_job_transition
 from schemas.objects import JobSpec
-from schemas.states import RUNNABLE_STATES
+from schemas.states import FINAL_JOB_STATES, RUNNABLE_STATES
 from store.base import StoreBase, add_events, chunks
 from store.engine import is_postgres, read_tx, write_tx
 from store.rows import now
@@ -44,6 +44,8 @@ class Transition:
     message: str = ""
     data: Mapping[str, Any] | None = None
     columns: Mapping[str, Any] = field(default_factory=dict)
+    status: Mapping[str, Any] = field(default_factory=dict)
+    """Fields merged into the Job's stored status (e.g. ``failures``)."""
 
 
 class JobStore(StoreBase):
@@ -164,7 +166,10 @@ class JobStore(StoreBase):
                     **tr.columns,
                 }
                 if tr.message:
-                    values.setdefault("message", tr.message)
+                    values.setdefault("message", _text(tr.message))
+                if tr.status:
+                    current = conn.execute(select(objects.c.status).where(objects.c.id == tr.job_id)).scalar()
+                    values["status"] = {**(current or {}), **tr.status}
                 res = conn.execute(
                     update(objects)
                     .where(objects.c.id == tr.job_id, objects.c.site_id == site_id, objects.c.state == tr.src.value)
@@ -186,7 +191,7 @@ class JobStore(StoreBase):
                             "from_state": tr.src.value,
                             "to_state": tr.dst.value,
                             "reason": tr.reason,
-                            "message": tr.message,
+                            "message": _text(tr.message),
                             "data": dict(tr.data) if tr.data else None,
                         }
                     ],
@@ -376,8 +381,8 @@ class JobStore(StoreBase):
                     "b_id": r["job_id"],
                     "b_state": str(r["state"]),
                     "b_rc": r.get("return_code"),
-                    "b_tail": r.get("output_tail"),
-                    "b_msg": r.get("message"),
+                    "b_tail": _text(r.get("output_tail")),
+                    "b_msg": _text(r.get("message")),
                     "b_end": r.get("end_time", t),
                 }
                 for r in kept
@@ -395,12 +400,31 @@ class JobStore(StoreBase):
                     "from_state": "RUNNING",
                     "to_state": str(r["state"]),
                     "reason": "Ran",
-                    "message": r.get("message") or f"return code {r.get('return_code')}",
+                    "message": _text(r.get("message")) or f"return code {r.get('return_code')}",
                 }
                 for r in kept
             ),
         )
         return len(kept)
+
+    def rerun(self, site_id: int, job_ids: Sequence[int]) -> int:
+        """Reset finished or failed Jobs to READY for another go (their charged failures too); how many moved.
+
+        Earlier attempts' output and events are kept; Jobs in other states are left alone.
+        """
+        with read_tx(self.engine) as conn:
+            rows = conn.execute(
+                select(objects.c.id, objects.c.state).where(
+                    objects.c.site_id == site_id,
+                    objects.c.id.in_(list(job_ids)),
+                    objects.c.state.in_([s.value for s in FINAL_JOB_STATES]),
+                )
+            ).all()
+        moves = [
+            Transition(r.id, JobState(r.state), JobState.READY, "Rerun", "rerun requested", status={"failures": 0})
+            for r in rows
+        ]
+        return self.transition(site_id, moves)
 
     def set_job_condition(self, site_id: int, job_ids: Sequence[int], condition: Mapping[str, Any]) -> int:
         """Set one condition (replacing the one of its type) on each of ``job_ids``; returns how many."""
@@ -449,6 +473,11 @@ _REF_COLUMNS = (
     objects.c.attempts,
     objects.c.deletion_timestamp,
 )
+
+
+def _text(value: str | None) -> str | None:
+    """``value`` with NUL characters replaced: a program's output may hold them, PostgreSQL text cannot."""
+    return None if value is None else value.replace("\x00", "\ufffd")
 
 
 def _ref(r: Any) -> JobRef:

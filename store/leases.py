@@ -46,20 +46,22 @@ class LeaseStore(StoreBase):
             timed_out = handed_back = 0
             for part in chunks(lost):
                 running = conn.execute(
-                    select(objects.c.id, objects.c.name, objects.c.owner).where(
+                    select(objects.c.id, objects.c.name, objects.c.owner, objects.c.status).where(
                         objects.c.site_id == site_id,
                         objects.c.owner.in_(part),
                         objects.c.state == JobState.RUNNING.value,
                     )
                 ).all()
-                for part_ids in chunks([r.id for r in running]):
+                for r in running:  # a lost run is charged to the Job (max_retries), unlike a walltime kill
+                    status = {**(r.status or {}), "failures": (r.status or {}).get("failures", 0) + 1}
                     conn.execute(
                         update(objects)
-                        .where(objects.c.id.in_(part_ids), objects.c.state == JobState.RUNNING.value)
+                        .where(objects.c.id == r.id, objects.c.state == JobState.RUNNING.value)
                         .values(
                             state=JobState.RUN_TIMEOUT.value,
                             owner=None,
                             end_time=t,
+                            status=status,
                             message="its launcher stopped heartbeating (lease expired)",
                             updated_at=t,
                             resource_version=objects.c.resource_version + 1,
