@@ -9,7 +9,7 @@ from launcher.command import job_variables, render_command
 from launcher.mpi_command import build_mpi_command, needs_mpi
 from launcher.nodes import this_node
 from launcher.placement import Placement, Request
-from launcher.process import Task, shell_argv
+from launcher.process import Task, host_cpus, shell_argv
 from schemas.objects import AppSpec
 from store import JobRef
 
@@ -30,10 +30,11 @@ class MpiTaskBuilder:
         req = Request.of(ref.spec)
         own = job_variables(app, ref.name, workdir, placement.environment(req))
         remote = self.flavor != "local" and placement.hosts != [self.here]
-        if needs_mpi(req) or remote:  # an MPI launch reaches the Job's ranks and nodes
+        cpus: tuple[int, ...] = ()
+        if needs_mpi(req) or remote:  # an MPI launch reaches the Job's ranks and nodes (binding: launch_params)
             argv = tuple(
                 build_mpi_command(self.flavor, self.mpi_command, placement, req, command, ref.spec.launch_params, own)
             )
         else:
-            argv = shell_argv(command)
-        return Task(ref.id, ref.name, argv, str(workdir), tuple(own.items()), ref.attempts + 1)
+            argv, cpus = shell_argv(command), host_cpus(placement.cpu_ids)
+        return Task(ref.id, ref.name, argv, str(workdir), tuple(own.items()), ref.attempts + 1, cpus)

@@ -14,7 +14,7 @@ from typing import Any
 from balsamctl.site import Site
 from launcher.command import job_variables, render_command
 from launcher.placement import Placement, Request
-from launcher.process import Outcome, ProcessGroup, Task, shell_argv
+from launcher.process import Outcome, ProcessGroup, Task, host_cpus, shell_argv
 from schemas.objects import AppSpec
 from store import JobRef
 
@@ -44,7 +44,9 @@ class SerialTaskBuilder:
         workdir = self.site.workdir(ref.spec.workdir)
         own = job_variables(app, ref.name, workdir, placement.environment(Request.of(ref.spec)))
         argv = shell_argv(render_command(app, ref.spec.parameters))
-        return Task(ref.id, ref.name, argv, str(workdir), tuple(own.items()), ref.attempts + 1)
+        return Task(
+            ref.id, ref.name, argv, str(workdir), tuple(own.items()), ref.attempts + 1, host_cpus(placement.cpu_ids)
+        )
 
 
 def _start_all(group: ProcessGroup, tasks: list[Task]) -> list[Outcome]:

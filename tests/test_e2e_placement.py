@@ -51,6 +51,7 @@ def test_a_job_that_never_fits_says_why_and_does_not_block_the_rest(site: E2ESit
         )
     )
     site.wait_jobs([f"fits-{i}" for i in range(4)], {"JOB_FINISHED"})
+
     def told() -> dict | None:  # type: ignore[type-arg]
         jobs = site.jobs("gpu-hungry", "too-wide")
         return jobs if all(schedulable(j) for j in jobs.values()) else None
@@ -85,3 +86,24 @@ def test_serial_mode_runs_on_every_node_and_refuses_multi_rank_jobs(site: E2ESit
     refused = site.wait_for("a condition on two-ranks", lambda: schedulable(site.job("two-ranks")))
     assert "serial mode runs single-process Jobs" in refused["message"]
     assert "ok" not in site.logs("serial-0") and "serial-0" in site.logs("serial-0")
+
+
+def test_a_job_runs_on_the_cpus_it_was_given(site: E2ESite) -> None:
+    site.apply(
+        manifest(
+            app_doc("cpus", "grep Cpus_allowed_list /proc/self/status; echo OMP=$OMP_NUM_THREADS"),
+            job_doc("pinned-1", "cpus", labels={"t": "pin"}),
+            job_doc("pinned-2", "cpus", labels={"t": "pin"}, threads_per_rank=2),
+            batchjob("pin-bj", "mpi", "pin"),
+        )
+    )
+    site.wait_jobs(["pinned-1", "pinned-2"], {"JOB_FINISHED"})
+    store = Site.load(site.path).store
+    for name, threads in (("pinned-1", 1), ("pinned-2", 2)):
+        events = store.events((store.site_id("e2e-placement"),), kind="Job", name=name)
+        (started,) = [e for e in events if e["reason"] == "Started"]
+        cpus = started["data"]["placement"]["nodes"][0]["cpu_ids"]
+        assert len(cpus) == threads
+        listed = ",".join(map(str, cpus)) if threads == 1 else f"{cpus[0]}-{cpus[-1]}"
+        log = site.logs(name)
+        assert f"Cpus_allowed_list:\t{listed}\n" in log and f"OMP={threads}" in log, log
