@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import yaml
 from pydantic import ValidationError
@@ -107,12 +107,20 @@ class Site:
         (self.wake_dir / "poke").touch()
 
     def workdir(self, relative: str) -> Path:
-        """A Job's workdir, guaranteed inside ``data/`` even through symlinks."""
-        base = self.data_dir.resolve()
-        target = (base / relative).resolve()
-        if target != base and base not in target.parents:
-            raise SiteError(f"workdir {relative!r} resolves outside the site's data/ directory")
+        """A Job's workdir, guaranteed inside ``data/`` even through symlinks (only its own parts are looked at)."""
+        base = self._real_data_dir
+        target = base
+        for part in PurePosixPath(relative).parts:
+            target = target / part
+            if target.is_symlink():  # rare: resolve it and check where it leads
+                target = target.resolve()
+                if target != base and base not in target.parents:
+                    raise SiteError(f"workdir {relative!r} resolves outside the site's data/ directory")
         return target
+
+    @cached_property
+    def _real_data_dir(self) -> Path:
+        return self.data_dir.resolve()
 
     def close(self) -> None:
         """Release the store."""

@@ -33,6 +33,7 @@ DELETION_CHECK_SEC = 1.0
 POKE_EVERY_SEC = 0.5
 FLUSH_EVERY_SEC = 0.02
 FLUSH_BATCH = 256
+CLAIM_AHEAD = 4  # claim up to this many allocations' worth of Jobs at a time
 
 
 class Executor(Protocol):
@@ -183,7 +184,7 @@ class Launcher:
 
     # ------------------------------------------------------------------ claim and start
     def _claim(self) -> int:
-        """Top the local queue up to twice an allocation's worth of Jobs that can run here; how many came."""
+        """Top the local queue up to CLAIM_AHEAD allocations' worth of Jobs that can run here; how many came."""
 
         unfit: dict[str, list[int]] = {}
 
@@ -199,7 +200,7 @@ class Launcher:
             owner=self.id,
             batch_job=self.batch_job,
             filter_tags=self.partition.filter_tags,
-            limit=2 * self.capacity - len(self.queue),
+            limit=CLAIM_AHEAD * self.capacity - len(self.queue),
             accept=fits_here,
             max_wall_time_min=(self.deadline - time.time()) / 60,
             exclude=self.never,

@@ -231,6 +231,8 @@ def choose(
     """
     chosen = []
     for item, req, _ in sort_requests(candidates, policy):
+        if not pool.has_idle():
+            break
         placement = pool.place(job_id(item), req)
         if placement is not None:
             chosen.append((item, placement))
