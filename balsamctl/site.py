@@ -109,8 +109,11 @@ class Site:
     def workdir(self, relative: str) -> Path:
         """A Job's workdir, guaranteed inside ``data/`` even through symlinks (only its own parts are looked at)."""
         base = self._real_data_dir
+        path = PurePosixPath(relative)
+        if path.is_absolute() or ".." in path.parts:
+            raise SiteError(f"workdir {relative!r} resolves outside the site's data/ directory")
         target = base
-        for part in PurePosixPath(relative).parts:
+        for part in path.parts:
             target = target / part
             if target.is_symlink():  # rare: resolve it and check where it leads
                 target = target.resolve()
