@@ -228,7 +228,8 @@ class Launcher:
                 self.pool.release(ref.id)
                 self.not_started.append((ref, f"could not start: {exc}"))
                 continue
-            self.started.append((ref, {"start_time": time.time(), "placement": placement.describe()}))
+            where = {"start_time": time.time(), "placement": placement.describe(), "where": placement.summary()}
+            self.started.append((ref, where))
         return len(planned)
 
     def _app(self, name: str) -> AppSpec:

@@ -8,6 +8,7 @@ Jobs. Pure bookkeeping, no I/O.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -102,6 +103,13 @@ class Placement:
         if self.gpu_ids:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpu_ids)
         return env
+
+    def summary(self) -> str:
+        """``local0 cpus 0-1 gpus 0`` per node, for people."""
+        return "; ".join(
+            f"{s.node} cpus {_ranges(s.cpu_ids)}" + (f" gpus {','.join(s.gpu_ids)}" if s.gpu_ids else "")
+            for s in self.shares
+        )
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready description, for the Job's record."""
@@ -237,3 +245,12 @@ def choose(
         if placement is not None:
             chosen.append((item, placement))
     return chosen
+
+
+def _ranges(ids: Sequence[int]) -> str:
+    """``0-3,6`` for ``(0, 1, 2, 3, 6)``."""
+    parts: list[str] = []
+    for _, group in itertools.groupby(enumerate(sorted(ids)), key=lambda pair: pair[1] - pair[0]):
+        run = [i for _, i in group]
+        parts.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
+    return ",".join(parts) or "-"

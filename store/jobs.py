@@ -322,8 +322,8 @@ class JobStore(StoreBase):
                         "from_state": ref.state,
                         "to_state": "RUNNING",
                         "reason": "Started",
-                        "message": f"launched by {owner}",
-                        "data": {k: v for k, v in data.items() if k != "start_time"},
+                        "message": f"launched by {owner}" + (f" on {data['where']}" if data.get("where") else ""),
+                        "data": {k: v for k, v in data.items() if k not in ("start_time", "where")},
                     }
                     for ref, data in go
                 ),

@@ -105,5 +105,6 @@ def test_a_job_runs_on_the_cpus_it_was_given(site: E2ESite) -> None:
         cpus = started["data"]["placement"]["nodes"][0]["cpu_ids"]
         assert len(cpus) == threads
         listed = ",".join(map(str, cpus)) if threads == 1 else f"{cpus[0]}-{cpus[-1]}"
+        assert f"cpus {listed}" in site.cli("describe", "job", name).stdout, "the Started event says where"
         log = site.logs(name)
         assert f"Cpus_allowed_list:\t{listed}\n" in log and f"OMP={threads}" in log, log
