@@ -91,7 +91,9 @@ class JobReconciler:
             job = obj.manifest
             assert isinstance(job, Job)
             limit = _max_retries(job, apps[job.spec.app])
-            verdict = after_failure(src, job.status.failures, limit, S.RESTART_READY)
+            # Balsam's defaults: an error FAILS the Job unless retries were asked for; a timeout is retried
+            retry = src == S.RUN_TIMEOUT or limit is not None
+            verdict = after_failure(src, job.status.failures, limit, S.RESTART_READY if retry else S.FAILED)
             reason = "Retry" if verdict.state == S.RESTART_READY else "RetriesExhausted"
             moves.append(
                 Transition(obj.id, src, verdict.state, reason, verdict.message, status={"failures": verdict.failures})
@@ -142,5 +144,5 @@ class JobReconciler:
             self.wake()
 
 
-def _max_retries(job: Job, app: AppSpec) -> int:
+def _max_retries(job: Job, app: AppSpec) -> int | None:
     return app.max_retries if job.spec.max_retries is None else job.spec.max_retries

@@ -165,7 +165,11 @@ def _fan_out(site_path: Path, batch_job: str, sizes: list[int], nodes: list[Node
 
 
 def _supervise(children: list[subprocess.Popen[bytes]]) -> int:
-    """Wait for child launchers, forwarding SIGTERM/SIGINT to them."""
+    """Wait for child launchers, forwarding SIGTERM/SIGINT to them.
+
+    A child killed by a signal takes the allocation down with it: the others are stopped and this process ends,
+    so the allocation's end stops every Job left behind (the dead launcher's Jobs then run again elsewhere, once).
+    """
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         for child in children:
@@ -173,4 +177,17 @@ def _supervise(children: list[subprocess.Popen[bytes]]) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, forward)
-    return max(child.wait() for child in children)
+    running = list(children)
+    while running:
+        for child in list(running):
+            if child.poll() is None:
+                continue
+            running.remove(child)
+            if child.returncode < 0:
+                log.error("a launcher died of signal %d: ending the allocation", -child.returncode)
+                forward(signal.SIGTERM, None)
+                for other in running:
+                    other.wait()
+                return 1
+        time.sleep(0.2)
+    return max(child.returncode for child in children)

@@ -157,8 +157,10 @@ class Launcher:
                 idle_since = now
             elif now - idle_since >= self.settings.idle_ttl_sec:
                 break
-            if now - last_beat >= HEARTBEAT_SEC:
-                store.heartbeat(self.id, self.status())
+            if now - last_beat >= min(HEARTBEAT_SEC, self.settings.lease_sec / 4):
+                if not store.heartbeat(self.id, self.status()):
+                    reason = "lease lost"  # declared lost (silent too long): its Jobs already went elsewhere
+                    break
                 last_beat = now
             if not started:
                 self.executor.wait(FLUSH_EVERY_SEC if self.started or self.results else self.settings.poll_interval_sec)

@@ -2,6 +2,10 @@
 
 A :class:`Task` is everything needed to run one Job (it crosses MPI between serial-mode ranks, so it is plain
 data); a :class:`ProcessGroup` runs Tasks as process groups of their own and reports their outcomes.
+
+A Job's process group stays in the launcher's session (the allocation's), never a session of its own: whatever
+ends an allocation (the local scheduler, or a batch scheduler's end of job) ends every process of its session,
+Jobs included, so a Job never outlives the allocation that ran it, not even after its launcher was SIGKILLed.
 """
 
 from __future__ import annotations
@@ -103,7 +107,7 @@ class ProcessGroup:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
+                process_group=0,  # its own group (killpg stops all of it), in the allocation's session
             )
         except OSError:
             out.close()

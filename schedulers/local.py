@@ -20,23 +20,51 @@ import psutil
 
 from schedulers.base import AllocationStatus, Scheduler, SchedulerError, SubmitRequest
 
-# `bash -c _WRAPPER <script> <state dir>`: runs the script, records its exit code in <state dir>/<pid>.exit (a stale
-# one from an earlier process with this pid is removed first), then ends stray processes of the group, as a batch
-# scheduler does at the end of an allocation. The TERM trap keeps the wrapper (the session leader) alive until the
-# script is gone, so "leader alive" means "allocation alive"; the script itself gets the default TERM handler.
-# A TERM that arrives before the script starts means it never starts.
-_WRAPPER = "; ".join(
+# The allocation wrapper, `bash <state dir>/allocation.sh <script> <state dir>`: it runs the script, records its exit
+# code in <state dir>/<pid>.exit (a stale one from an earlier process with this pid is removed first), then ends
+# every other process of its session, as a batch scheduler does at the end of an allocation: SIGTERM, then SIGKILL
+# to what is left after a grace. The wrapper leads the allocation's session, and everything started inside stays in
+# it: the launcher, and its Jobs in process groups of their own. So once the wrapper is gone, no process of the
+# allocation runs any more, and a Job it ran may safely run again elsewhere, even if its launcher was SIGKILLed. The
+# TERM trap keeps the wrapper alive until the script and the session are gone, so "leader alive" means "allocation
+# alive"; the script itself gets the default TERM handler. A TERM that arrives before the script starts means it
+# never starts. (A file rather than `bash -c`: short command lines and events; replaced atomically when it changes.)
+WRAPPER_NAME = "allocation.sh"
+_SESSION_GRACE_TICKS = 40  # of 0.05 s: SIGTERM to SIGKILL for what outlives the script
+_WRAPPER = "\n".join(
     [
+        "# balsamctl: runs one job script of the local scheduler (see schedulers/local.py)",
         "trap stop=1 TERM",
-        'rm -f "$1/$$.exit"',
+        'rm -f "$2/$$.exit"',
         "export BALSAM_SCHEDULER_ID=$$",
         '[ -z "$stop" ] || exit',
-        'bash "$0"',
-        'echo $? > "$1/$$.exit"',
-        "kill -TERM 0 2>/dev/null",
+        'bash "$1"',
+        'echo $? > "$2/$$.exit"',
+        "# others SIG: send SIG to every live process of this session but this one; false if there is none.",
+        '# Builtins only (no fork per process); /proc/PID/stat is "pid (comm) state ppid pgrp session ...".',
+        "others() {",
+        "  local stat line rest pid found=1",
+        "  local -a fields",
+        "  for stat in /proc/[0-9]*/stat; do",
+        '    { read -r line < "$stat"; } 2>/dev/null || continue',
+        "    rest=${line##*) }; fields=($rest)",
+        "    pid=${stat#/proc/}; pid=${pid%/stat}",
+        "    case ${fields[0]} in Z | X) continue ;; esac  # zombie or dead: nothing left to end",
+        '    if [ "${fields[3]}" = $$ ] && [ "$pid" != $$ ]; then',
+        '      kill -"$1" "$pid" 2>/dev/null && found=0',
+        "    fi",
+        "  done",
+        "  return $found",
+        "}",
+        "if others TERM; then",
+        f"  for ((i = 0; i < {_SESSION_GRACE_TICKS}; i++)); do sleep 0.05; others 0 || break; done",
+        "  while others KILL; do sleep 0.05; done",
+        "fi",
+        "",
     ]
 )
 KILL_GRACE_S = 30.0  # seconds between SIGTERM and SIGKILL
+_SESSION_KILL_WAIT_S = 2.0  # how long a status call waits for SIGKILLed leftovers to be gone
 # psutil's create_time is boot time (whole seconds) + ticks since boot; a small wall clock step shifts the boot time.
 _CREATE_TIME_TOLERANCE_S = 1.5
 
@@ -68,8 +96,9 @@ class LocalScheduler(Scheduler):
         self.state_dir = site_path / "qsubmit" / ".local"
 
     def submit_command(self, req: SubmitRequest) -> list[str]:
-        """``bash -c <wrapper> <script> <state dir>``: the wrapper runs the script and records its exit code."""
-        return ["bash", "-c", _WRAPPER, str(req.script_path), str(self.state_dir)]
+        """``bash <state dir>/allocation.sh <script> <state dir>``: the wrapper runs the script, records its exit
+        code and ends what is left of the allocation."""
+        return ["bash", str(self.state_dir / WRAPPER_NAME), str(req.script_path), str(self.state_dir)]
 
     def submit(self, req: SubmitRequest) -> str:
         """Start the job script as a new session, output to ``<output_dir>/<job_name>.out`` (appended)."""
@@ -77,6 +106,7 @@ class LocalScheduler(Scheduler):
         if not req.script_path.is_file():
             raise SchedulerError(argv, 1, f"job script not found: {req.script_path}")
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._install_wrapper()
         req.output_dir.mkdir(parents=True, exist_ok=True)
         env = {
             **os.environ,
@@ -110,8 +140,13 @@ class LocalScheduler(Scheduler):
         return str(proc.pid)
 
     def status(self, scheduler_ids: Sequence[str]) -> dict[str, AllocationStatus]:
-        """Status of each known id, enforcing walltimes and the SIGKILL grace on the way."""
+        """Status of each known id, enforcing walltimes and the SIGKILL grace on the way.
+
+        An allocation is finished only once no process of its session runs: what outlived its session leader
+        (which normally ends them itself) is killed first.
+        """
         result: dict[str, AllocationStatus] = {}
+        ended: list[tuple[str, _Record]] = []
         for scheduler_id in scheduler_ids:
             record = self._load(scheduler_id)
             if record is None:
@@ -119,11 +154,14 @@ class LocalScheduler(Scheduler):
             if _alive(record):
                 result[scheduler_id] = self._running(scheduler_id, self._enforce(record))
             else:
-                result[scheduler_id] = _finished(scheduler_id, record)
+                ended.append((scheduler_id, record))
+        _kill_sessions([record for _, record in ended])
+        for scheduler_id, record in ended:
+            result[scheduler_id] = _finished(scheduler_id, record)
         return result
 
     def cancel(self, scheduler_id: str) -> None:
-        """SIGTERM the allocation's process group; a later status() sends SIGKILL after the grace period."""
+        """SIGTERM the allocation's process group (script, launcher); SIGKILL to its whole session after the grace."""
         record = self._load(scheduler_id)
         if record is None or not _alive(record):
             return
@@ -142,7 +180,34 @@ class LocalScheduler(Scheduler):
             return None
         records = (self._load(path.stem) for path in self.state_dir.glob("*.json"))
         mine = [r for r in records if r is not None and r.job_name == job_name]
-        return str(max(mine, key=lambda r: r.submit_time).pid) if mine else None
+        if mine:
+            return str(max(mine, key=lambda r: r.submit_time).pid)
+        adopted = self._unrecorded(job_name)
+        return str(adopted.pid) if adopted else None
+
+    def _unrecorded(self, job_name: str) -> _Record | None:
+        """A live allocation started before its record could be written (a controller killed in between): found
+        by its wrapper's command line and its environment, and recorded now."""
+        wrapper = str(self.state_dir / WRAPPER_NAME)
+        for proc in psutil.process_iter(["pid", "cmdline", "create_time"]):
+            try:
+                if wrapper not in (proc.info["cmdline"] or []) or proc.pid != os.getsid(proc.pid):
+                    continue
+                env = proc.environ()
+            except (psutil.Error, OSError):
+                continue
+            if env.get("BALSAM_JOB_NAME") == job_name:
+                record = _Record(
+                    pid=proc.pid,
+                    create_time=proc.info["create_time"],
+                    job_name=job_name,
+                    wall_time_min=int(env.get("BALSAM_WALL_TIME_MIN") or 0),
+                    submit_time=proc.info["create_time"],
+                    exit_file=str(self.state_dir / f"{proc.pid}.exit"),
+                )
+                self._save(record)
+                return record
+        return None
 
     def _enforce(self, record: _Record) -> _Record:
         """SIGTERM an allocation past its walltime; SIGKILL one still alive a grace period after SIGTERM."""
@@ -153,7 +218,7 @@ class LocalScheduler(Scheduler):
                 record = replace(record, term_sent_at=now, end_reason="timeout")
                 self._save(record)
         elif now - record.term_sent_at >= KILL_GRACE_S:
-            _signal_group(record, signal.SIGKILL)
+            _kill_sessions([record])
         return record
 
     def _running(self, scheduler_id: str, record: _Record) -> AllocationStatus:
@@ -168,6 +233,16 @@ class LocalScheduler(Scheduler):
             nodes=(socket.gethostname(),),
             message=message,
         )
+
+    def _install_wrapper(self) -> None:
+        """Write the allocation wrapper if it is missing or differs; a new inode, so running wrappers read on."""
+        path = self.state_dir / WRAPPER_NAME
+        with contextlib.suppress(OSError):
+            if path.read_text() == _WRAPPER:
+                return
+        tmp = path.with_name(f".{WRAPPER_NAME}.{os.getpid()}.tmp")
+        tmp.write_text(_WRAPPER)
+        os.replace(tmp, path)
 
     def _record_path(self, scheduler_id: str) -> Path:
         return self.state_dir / f"{scheduler_id}.json"
@@ -201,6 +276,45 @@ def _alive(record: _Record) -> bool:
 def _signal_group(record: _Record, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(record.pid, sig)
+
+
+def _kill_sessions(records: Sequence[_Record]) -> None:
+    """SIGKILL every process of these allocations' sessions (their leaders too), and wait until they are gone.
+
+    A session id cannot be reused while any process still has it, so the processes whose session id is a recorded
+    pid belong to that allocation, unless another process now has that pid (the session is then long gone).
+    """
+    sessions = {r.pid for r in records if _session_is_ours(r)}
+    if not sessions:
+        return
+    doomed = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getsid(proc.pid) in sessions and proc.status() != psutil.STATUS_ZOMBIE:
+                proc.kill()
+                doomed.append(proc)
+        except (OSError, psutil.Error):
+            continue
+    deadline = time.monotonic() + _SESSION_KILL_WAIT_S
+    while doomed and time.monotonic() < deadline:
+        doomed = [p for p in doomed if _still_running(p)]
+        if doomed:
+            time.sleep(0.01)
+
+
+def _session_is_ours(record: _Record) -> bool:
+    """Whether the session the record's pid leads (or led) is still this allocation's, not a recycled pid's."""
+    try:
+        return abs(psutil.Process(record.pid).create_time() - record.create_time) < _CREATE_TIME_TOLERANCE_S
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _still_running(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _finished(scheduler_id: str, record: _Record) -> AllocationStatus:

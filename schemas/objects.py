@@ -18,6 +18,8 @@ NAME_PATTERN = r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$"
 LABEL_KEY_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9_./-]{0,61}[A-Za-z0-9])?$"
 LABEL_VALUE_PATTERN = r"^([A-Za-z0-9]([A-Za-z0-9_.:+@-]{0,251}[A-Za-z0-9])?)?$"
 MAX_WALL_TIME_MIN = 60 * 24 * 365
+MAX_DATA_DEPTH = 100
+"""How deeply a Job's ``data`` may nest (pydantic cannot serialize a model nested past 255 levels)."""
 IDENTIFIER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
@@ -95,6 +97,10 @@ Hook = str | PythonHook
 """A hook is a shell command run in the Job's workdir, or ``{python: module:function}``."""
 
 
+TEMPLATE_RESERVED_NAMES = frozenset({"self", "not", "true", "false", "none", "True", "False", "None"})
+"""Names a Jinja2 template cannot refer to as a variable: ``{{ self }}`` and ``{{ true }}`` mean something else."""
+
+
 class AppSpec(Strict):
     """``kind: App`` spec: a command template and its lifecycle hooks."""
 
@@ -108,7 +114,18 @@ class AppSpec(Strict):
     postprocess: Hook | None = None
     handle_error: Hook | None = Field(default=None, description="Default: the Job is FAILED.")
     handle_timeout: Hook | None = Field(default=None, description="Default: the Job is RESTART_READY.")
-    max_retries: int = Field(default=0, ge=0, le=1000, description="Default of its Jobs' max_retries.")
+
+    @field_validator("parameters")
+    @classmethod
+    def _parameters_the_template_can_name(cls, value: dict[str, Parameter]) -> dict[str, Parameter]:
+        reserved = sorted(TEMPLATE_RESERVED_NAMES.intersection(value))
+        if reserved:
+            raise ValueError(f"{reserved[0]!r} cannot name a parameter: the command template reads it as a Jinja2 word")
+        return value
+
+    max_retries: int | None = Field(
+        default=None, ge=0, le=1000, description="Default of its Jobs' max_retries (none: errors fail, hooks decide)."
+    )
 
 
 class AppStatus(Status):
@@ -134,6 +151,18 @@ def _relative_workdir(value: str) -> str:
     if any(part in ("..", "") for part in value.split("/")) and value != ".":
         raise ValueError("must not contain '..' or empty path parts")
     return str(PurePosixPath(value))
+
+
+def _depth(value: Any, limit: int) -> int:
+    """How deeply ``value`` nests lists and mappings (a scalar is 0), counted up to ``limit + 1``."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list) and depth <= limit:
+            deepest = max(deepest, depth + 1)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 class JobSpec(Strict):
@@ -164,6 +193,8 @@ class JobSpec(Strict):
     @field_validator("data")
     @classmethod
     def _json_data(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if _depth(value, MAX_DATA_DEPTH) > MAX_DATA_DEPTH:
+            raise ValueError(f"must not nest more than {MAX_DATA_DEPTH} levels deep")
         try:
             json.dumps(value, allow_nan=False)
         except (ValueError, TypeError) as exc:

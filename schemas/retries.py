@@ -16,19 +16,19 @@ class Verdict:
     message: str
 
 
-def after_failure(src: JobState, failures: int, max_retries: int, proposed: JobState) -> Verdict:
+def after_failure(src: JobState, failures: int, max_retries: int | None, proposed: JobState) -> Verdict:
     """Apply the retry limit to the state a hook ``proposed`` (without a hook, propose RESTART_READY).
 
     A RUN_ERROR is the Job's own failure and is charged; a RUN_TIMEOUT was charged already when it was (a lost
-    launcher), and a walltime or deletion kill never is. A retry past ``max_retries`` becomes FAILED.
+    launcher), and a walltime or deletion kill never is. A retry past ``max_retries`` (None: no limit) becomes FAILED.
     """
     charged = failures + 1 if src == JobState.RUN_ERROR else failures
-    if proposed == JobState.RESTART_READY and charged > max_retries:
+    if proposed == JobState.RESTART_READY and max_retries is not None and charged > max_retries:
         why = "error" if src == JobState.RUN_ERROR else "lost run"
         return Verdict(
             JobState.FAILED, charged, f"{why} {charged} exceeds max_retries {max_retries}: not retried again"
         )
     if proposed == JobState.RESTART_READY:
-        return Verdict(proposed, charged, f"retry after {src.value} ({charged} of {max_retries} retries used)")
+        limit = "no limit" if max_retries is None else f"{charged} of {max_retries} retries used"
+        return Verdict(proposed, charged, f"retry after {src.value} ({limit})")
     return Verdict(proposed, charged, f"{src.value} -> {proposed.value}")
-

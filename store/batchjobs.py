@@ -96,15 +96,21 @@ class BatchJobStore(StoreBase):
                 )
             )
 
-    def heartbeat(self, launcher_id: str, status: Mapping[str, Any], *, ended: bool = False) -> None:
-        """Refresh a launcher's heartbeat and status (nodes, running Jobs, occupancy)."""
+    def heartbeat(self, launcher_id: str, status: Mapping[str, Any], *, ended: bool = False) -> bool:
+        """Refresh a launcher's heartbeat and status (nodes, running Jobs, occupancy); False if it was declared
+        lost (its lease expired): such a launcher must stop, it is never revived."""
         t = now()
+        values: dict[str, Any] = {"heartbeat_at": t, "status": dict(status)}
+        if ended:
+            values["ended_at"] = t
         with write_tx(self.engine) as conn:
-            conn.execute(
+            alive = conn.execute(
                 update(launchers)
-                .where(launchers.c.id == launcher_id)
-                .values(heartbeat_at=t, status=dict(status), ended_at=t if ended else None)
-            )
+                .where(launchers.c.id == launcher_id, launchers.c.ended_at.is_(None))
+                .values(**values)
+                .returning(launchers.c.id)
+            ).first()
+        return alive is not None
 
     def launchers_of(self, site_id: int, batch_job: str) -> list[dict[str, Any]]:
         """The launchers of one BatchJob, oldest first."""

@@ -12,22 +12,33 @@ from schemas.states import JOB_TRANSITIONS
 FAILED_RUNS = st.sampled_from([S.RUN_ERROR, S.RUN_TIMEOUT])
 
 
-@given(src=FAILED_RUNS, failures=st.integers(0, 50), limit=st.integers(0, 50), proposed=st.sampled_from(list(S)))
-def test_never_retried_past_the_limit_and_always_a_legal_move(src: S, failures: int, limit: int, proposed: S) -> None:
+@given(
+    src=FAILED_RUNS,
+    failures=st.integers(0, 50),
+    limit=st.none() | st.integers(0, 50),
+    proposed=st.sampled_from(list(S)),
+)
+def test_never_retried_past_the_limit_and_always_a_legal_move(
+    src: S, failures: int, limit: int | None, proposed: S
+) -> None:
     if proposed not in JOB_TRANSITIONS[src]:
         return
     verdict = after_failure(src, failures, limit, proposed)
     assert verdict.state in JOB_TRANSITIONS[src]
     assert verdict.failures == failures + (1 if src == S.RUN_ERROR else 0), "only errors are charged here"
+    if limit is None:
+        assert verdict.state == proposed
+        return
     if verdict.state == S.RESTART_READY:
         assert verdict.failures <= limit
     if proposed == S.RESTART_READY and verdict.failures > limit:
         assert verdict.state == S.FAILED and "max_retries" in verdict.message
 
 
-def test_without_a_hook_errors_fail_at_once_by_default_and_timeouts_are_retried() -> None:
-    assert after_failure(S.RUN_ERROR, 0, 0, S.RESTART_READY).state == S.FAILED, "Balsam's default"
+def test_limits_none_and_zero() -> None:
+    assert after_failure(S.RUN_ERROR, 0, 0, S.RESTART_READY).state == S.FAILED, "no retries left"
     assert after_failure(S.RUN_TIMEOUT, 0, 0, S.RESTART_READY).state == S.RESTART_READY, "a walltime kill is free"
+    assert after_failure(S.RUN_ERROR, 7, None, S.RESTART_READY).state == S.RESTART_READY, "no limit: a hook decides"
 
 
 def test_a_job_with_two_retries_fails_on_its_third_error() -> None:
