@@ -20,13 +20,14 @@ from launcher.joboutput import attempt_files
 from schemas import KINDS, BatchJob, BatchJobState, Job, JobState, Manifest, kind_of
 from schemas.settings import SchedulerKind
 from store import ApplyResult, NotFound, Selector, Store, StoredObject
+from store.migrations import SchemaError
 
 PAGE = 1000
 """Rows fetched per query when streaming a listing (keyset pagination)."""
 DEFAULT_LIMIT = 500
 DEFAULT_EVENT_LIMIT = 100
 MAX_ERROR_LINES = 50
-EXPECTED_ERRORS = (SiteError, NotFound, ValueError, OSError)
+EXPECTED_ERRORS = (SiteError, NotFound, ValueError, OSError, SchemaError)
 """Errors reported as ``error: ...`` without a traceback (ValueError covers ManifestError and Conflict)."""
 
 OutputFormat = Literal["wide", "yaml", "json", "name"]

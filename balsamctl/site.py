@@ -9,10 +9,12 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 from pydantic import ValidationError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from balsamctl import platforms, registry
 from schemas.settings import SchedulerKind, SiteSettings, is_valid_site_name
-from store import Store, sqlite_url
+from store import Store, redact, sqlite_url
 
 LAYOUT = ("manifests", "data", "log", "qsubmit", ".balsam")
 TEMPLATES = Path(__file__).parent / "templates"
@@ -61,9 +63,15 @@ class Site:
 
     @property
     def store(self) -> Store:
-        """The site's store, opened on first use."""
+        """The site's store, opened on first use; :class:`SiteError` (the URL without its password) if it cannot be."""
         if self._store is None:
-            self._store = Store(self.store_url)
+            url = self.store_url
+            create_private_sqlite_file(url)
+            try:
+                self._store = Store(url)
+            except SQLAlchemyError as exc:
+                reason = getattr(exc, "orig", None) or exc
+                raise SiteError(f"site {self.name}: cannot open its store {redact(url)}: {reason}") from None
         return self._store
 
     @cached_property
@@ -130,6 +138,26 @@ class Site:
         if self._store is not None:
             self._store.close()
             self._store = None
+
+
+def create_private_sqlite_file(url: str) -> None:
+    """Create a SQLite store's file readable by its owner only, before SQLite creates it with the umask's mode.
+
+    SQLite gives the ``-wal`` and ``-shm`` files the database file's mode. An existing file is left as it is.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return  # Store() reports it
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError:
+        return  # a missing or read-only directory: SQLite reports it
 
 
 def init_site(

@@ -30,17 +30,27 @@ def render_command(app: AppSpec, parameters: Mapping[str, ParamValue]) -> str:
     for name, param in app.parameters.items():
         value = parameters.get(name, param.default)
         if value is None:
-            raise CommandError(f"parameter {name!r} is required")
+            if param.required:
+                raise CommandError(f"parameter {name!r} is required")
+            value = ""  # optional without a default: an empty word, as apply accepted the Job without it
         values[name] = shlex.quote(str(value).lower() if isinstance(value, bool) else str(value))
     try:
-        command = _template(app.command).render(**values)
+        command = _template(app.command).render(values)  # a dict: a parameter may be named "self"
     except TemplateError as exc:
         raise CommandError(f"App command template: {exc}") from None
-    return f"{app.preamble}\n{command}" if app.preamble else command
+    except Exception as exc:  # the template's own code failed (1/0, "a" + 1, a range too big for the sandbox)
+        raise CommandError(f"App command template: {type(exc).__name__}: {exc}") from None
+    command = f"{app.preamble}\n{command}" if app.preamble else command
+    if "\x00" in command:  # no process can take it: it would be a ValueError in the launcher, not this Job's RUN_ERROR
+        raise CommandError("the command contains a NUL character")
+    return command
 
 
 def job_variables(app: AppSpec, job_name: str, workdir: Path, placement_env: Mapping[str, str]) -> dict[str, str]:
     """A Job's own environment variables: the App's, the placement's and Balsam's (the rest is inherited)."""
+    bad = sorted(name for name, value in app.environment.items() if "\x00" in value)
+    if bad:  # no process can take it: it would be a ValueError in the launcher, not this Job's RUN_ERROR
+        raise CommandError(f"environment variable {bad[0]} contains a NUL character")
     return {
         **app.environment,
         **placement_env,

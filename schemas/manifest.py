@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +13,15 @@ from pydantic import ValidationError
 from schemas.objects import API_VERSION, KINDS, Manifest
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+MIN_VALUE_BUDGET = 1_000_000
+VALUES_PER_CHARACTER = 20
+"""How many values (scalars, lists, mappings) the documents of one text may hold once YAML aliases are expanded:
+``MIN_VALUE_BUDGET`` plus ``VALUES_PER_CHARACTER`` per character of the text. Text without aliases holds fewer
+values than characters; a few aliased blocks stay far below; a "billion laughs" document (aliases of aliases)
+is refused instead of being expanded by every step after parsing (validation, JSON, the store)."""
+MAX_NESTING = 1000
+"""libyaml's own nesting limit: only an alias can nest a value deeper."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,47 @@ def _object_ref(raw: dict[str, Any]) -> str | None:
     return None
 
 
+_FieldPath = tuple[Any, int | str] | None
+"""Where a value sits, as ``(parent's path, key)``: shared by siblings, so a step costs the same at any depth."""
+
+
+class _Budget:
+    """The values the rest of one text may still expand to."""
+
+    def __init__(self, text: str) -> None:
+        self.limit = MIN_VALUE_BUDGET + VALUES_PER_CHARACTER * len(text)
+        self.left = self.limit
+
+
+def _over_expanded(raw: Any, budget: _Budget) -> tuple[str | None, str] | None:
+    """``(field, message)`` where ``raw`` expands past ``budget`` or nests past the parser's own limit, or None.
+
+    Only aliases can do either (aliases of aliases, an alias inside itself); every later step (validation, JSON,
+    the store, ``get -o yaml``) would walk an exponentially large or endless value.
+    """
+
+    def field(path: _FieldPath) -> str | None:
+        parts: list[int | str] = []
+        while path is not None:
+            path, key = path
+            parts.append(key)
+        return _loc(parts[::-1][:2]) or None
+
+    stack: list[tuple[Any, _FieldPath, int]] = [(raw, None, 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        budget.left -= 1
+        if budget.left < 0:
+            return field(path), f"the documents expand to more than {budget.limit} values (YAML aliases of aliases?)"
+        if depth > MAX_NESTING:
+            return field(path), f"nests more than {MAX_NESTING} levels deep (a YAML alias inside itself?)"
+        if isinstance(value, dict):
+            stack.extend((item, (path, str(key)), depth + 1) for key, item in value.items())
+        elif isinstance(value, list):
+            stack.extend((item, (path, i), depth + 1) for i, item in enumerate(value))
+    return None
+
+
 def validate_document(raw: Any, source: str, index: int) -> tuple[Document | None, list[Problem]]:
     """Validate one parsed YAML document (a mapping) against its kind's model."""
     if not isinstance(raw, dict):
@@ -112,12 +163,25 @@ def validate_document(raw: Any, source: str, index: int) -> tuple[Document | Non
     return Document(manifest, source, index), []
 
 
+def _json_document(text: str) -> list[Any] | None:
+    """``[value]`` when ``text`` is one JSON value (``-o json`` output, a ``.json`` file), else None.
+
+    Read as JSON, not as YAML 1.1: YAML 1.1 reads a JSON number like ``1e-05`` (no ``.``) as a string.
+    """
+    if text.lstrip()[:1] not in ("{", "["):
+        return None
+    try:
+        return [json.loads(text)]
+    except (ValueError, RecursionError):
+        return None  # YAML flow style, or broken: the YAML parser reads it or names the line
+
+
 def parse_documents(text: str, source: str) -> list[Document]:
     """Parse multi-document YAML into validated documents; raise :class:`ManifestError` listing every problem."""
     problems: list[Problem] = []
     docs: list[Document] = []
     try:
-        raws = [raw for raw in yaml.load_all(text, Loader=_Loader)]
+        raws = _json_document(text) or [raw for raw in yaml.load_all(text, Loader=_Loader)]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
@@ -125,6 +189,7 @@ def parse_documents(text: str, source: str) -> list[Document]:
         raise ManifestError([Problem(source, None, None, None, f"invalid YAML: {where}{problem}")]) from None
     except (UnicodeError, ValueError) as exc:
         raise ManifestError([Problem(source, None, None, None, f"invalid text: {exc}")]) from None
+    budget = _Budget(text) if "*" in text else None  # without an alias no value can repeat another
     index = 0
     for raw in raws:
         if raw is None:
@@ -132,6 +197,13 @@ def parse_documents(text: str, source: str) -> list[Document]:
         index += 1
         items = raw.get("items") if isinstance(raw, dict) and raw.get("kind") == "List" else None
         for sub in items if isinstance(items, list) else [raw]:
+            if budget is not None and budget.left < 0:
+                break  # reported once, at the document that used the budget up; the rest is not looked at
+            bad = _over_expanded(sub, budget) if budget is not None else None
+            if bad is not None:
+                ref = _object_ref(sub) if isinstance(sub, dict) else None
+                problems.append(Problem(source, index, ref, bad[0], bad[1]))
+                continue
             doc, found = validate_document(sub, source, index)
             problems.extend(found)
             if doc is not None:

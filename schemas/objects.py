@@ -114,6 +114,9 @@ class AppSpec(Strict):
     postprocess: Hook | None = None
     handle_error: Hook | None = Field(default=None, description="Default: the Job is FAILED.")
     handle_timeout: Hook | None = Field(default=None, description="Default: the Job is RESTART_READY.")
+    max_retries: int | None = Field(
+        default=None, ge=0, le=1000, description="Default of its Jobs' max_retries (none: errors fail, hooks decide)."
+    )
 
     @field_validator("parameters")
     @classmethod
@@ -122,10 +125,6 @@ class AppSpec(Strict):
         if reserved:
             raise ValueError(f"{reserved[0]!r} cannot name a parameter: the command template reads it as a Jinja2 word")
         return value
-
-    max_retries: int | None = Field(
-        default=None, ge=0, le=1000, description="Default of its Jobs' max_retries (none: errors fail, hooks decide)."
-    )
 
 
 class AppStatus(Status):

@@ -8,9 +8,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from store.tables import metadata
+from store import migrations
 
 
 def redact(url: str) -> str:
@@ -24,7 +25,7 @@ def sqlite_url(path: Path) -> str:
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; creates the schema if it is missing."""
+    """An engine for ``url``; creates the schema if it is missing, migrates an older one (:mod:`store.migrations`)."""
     if url.startswith("sqlite"):
         engine = create_engine(
             url, pool_size=2, max_overflow=8, connect_args={"timeout": 60, "check_same_thread": False}
@@ -33,8 +34,19 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "begin", _sqlite_on_begin)
     else:
         engine = create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4)
-    metadata.create_all(engine)
+    if _revision(engine) != migrations.head_revision():
+        with write_tx(engine) as conn:
+            migrations.upgrade(conn)
     return engine
+
+
+def _revision(engine: Engine) -> str | None:
+    """The schema revision recorded in the database (one ``SELECT``); ``None`` if it records none."""
+    with engine.connect() as conn:  # a store that cannot be reached fails here, once
+        try:
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        except (OperationalError, ProgrammingError):  # no such table: a new store, or one made before migrations
+            return None
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:

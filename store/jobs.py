@@ -14,7 +14,7 @@ from schemas.states import FINAL_JOB_STATES, RUNNABLE_STATES
 from store.base import StoreBase, add_events, chunks
 from store.engine import is_postgres, read_tx, write_tx
 from store.rows import now
-from store.tables import labels, objects
+from store.tables import CLAIMABLE, labels, launchers, objects
 from store.tables import parents as parent_links
 
 _BY_ID = objects.c.id == bindparam("b_id")
@@ -224,8 +224,7 @@ class JobStore(StoreBase):
         conds = [
             objects.c.site_id == site_id,
             objects.c.kind == "Job",
-            objects.c.state.in_([s.value for s in RUNNABLE_STATES]),
-            objects.c.owner.is_(None),
+            CLAIMABLE,
             objects.c.deletion_timestamp.is_(None),
         ]
         for key, value in filter_tags.items():
@@ -240,6 +239,11 @@ class JobStore(StoreBase):
             conds.append(objects.c.id.not_in(list(exclude)))
         q = select(*_REF_COLUMNS).where(and_(*conds)).order_by(*_ORDERS[order], objects.c.id).limit(2 * limit)
         with write_tx(self.engine) as conn:
+            lost = conn.execute(
+                select(launchers.c.id).where(launchers.c.id == owner, launchers.c.ended_at.is_not(None))
+            ).first()
+            if lost is not None:  # a launcher declared lost claims nothing more
+                return []
             if is_postgres(self.engine):
                 q = q.with_for_update(skip_locked=True, of=objects)
             chosen = [ref for ref in map(_ref, conn.execute(q)) if accept(ref)][:limit]
@@ -279,7 +283,7 @@ class JobStore(StoreBase):
         t = now()
         with write_tx(self.engine) as conn:
             confirmed = self._write_started(conn, site_id, owner, started, t)
-            self._write_results(conn, site_id, results, t)
+            self._write_results(conn, site_id, results, t, owner)
         return confirmed
 
     def _write_started(
@@ -349,18 +353,19 @@ class JobStore(StoreBase):
         with write_tx(self.engine) as conn:
             return self._write_results(conn, site_id, results, now())
 
-    def _write_results(self, conn: Connection, site_id: int, results: Sequence[Mapping[str, Any]], t: float) -> int:
+    def _write_results(
+        self, conn: Connection, site_id: int, results: Sequence[Mapping[str, Any]], t: float, owner: str | None = None
+    ) -> int:
         for r in results:
             check_job_transition(r["name"], JobState.RUNNING, r["state"])
         if not results:
             return 0
-        live = self._ids_where(
-            conn,
-            [r["job_id"] for r in results],
-            objects.c.site_id == site_id,
-            objects.c.state == JobState.RUNNING.value,
-        )
-        kept = [r for r in results if r["job_id"] in live]
+        conds = [objects.c.site_id == site_id, objects.c.state == JobState.RUNNING.value]
+        if owner is not None:  # only the run this launcher started: not a later run elsewhere
+            conds.append(objects.c.owner == owner)
+        live = self._ids_where(conn, [r["job_id"] for r in results], *conds)
+        once = {r["job_id"]: r for r in results}  # one outcome per run
+        kept = [r for job_id, r in once.items() if job_id in live]
         if not kept:
             return 0
         conn.execute(

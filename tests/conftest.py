@@ -1,14 +1,76 @@
-"""Shared fixtures: an isolated site registry, a bare store and a real site directory."""
+"""Shared fixtures: an isolated site registry, a bare store and a real site directory, on SQLite and PostgreSQL.
+
+Every fixture that builds a store is parametrized over the ``backend``s: a test that uses one runs once on a
+SQLite file and once on a fresh PostgreSQL database (``CREATE DATABASE balsam_test_<random>``, dropped after) on
+the server of ``BALSAMCTL_TEST_PG_URL``. Without that variable the server is started with ``scripts/pg-up.sh``,
+except in CI (``CI`` set), where the missing variable fails the PostgreSQL tests instead of skipping them.
+"""
 
 from __future__ import annotations
 
+import os
+import secrets
+import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import yaml
+from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy.pool import NullPool
 
 from balsamctl.site import Site, init_site
 from store import Store, sqlite_url
+
+ROOT = Path(__file__).resolve().parent.parent
+BACKENDS = ("sqlite", "postgresql")
+PG_URL_VAR = "BALSAMCTL_TEST_PG_URL"
+
+
+class Databases:
+    """Fresh, empty store databases of one back end."""
+
+    def __init__(self, backend: str, server_url: str | None = None) -> None:
+        self.backend = backend
+        self.server_url = server_url
+        self._admin: Engine | None = None
+
+    @contextmanager
+    def fresh(self, directory: Path) -> Iterator[str]:
+        """The URL of a new database: a SQLite file in ``directory``, or a PostgreSQL database dropped on exit."""
+        if self.server_url is None:
+            yield sqlite_url(directory / "store.db")
+            return
+        if self._admin is None:
+            self._admin = create_engine(self.server_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+        name = f"balsam_test_{secrets.token_hex(6)}"
+        with self._admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield make_url(self.server_url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with self._admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+    def close(self) -> None:
+        """Release the administrative connection."""
+        if self._admin is not None:
+            self._admin.dispose()
+
+
+def pg_server_url() -> str:
+    """The test server's URL: ``BALSAMCTL_TEST_PG_URL``, or ``scripts/pg-up.sh`` started (never in CI)."""
+    url = os.environ.get(PG_URL_VAR)
+    if url:
+        return url
+    if os.environ.get("CI"):
+        pytest.fail(f"{PG_URL_VAR} is not set: in CI the PostgreSQL tests must run (scripts/test.sh sets it)")
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "pg-up.sh")], capture_output=True, text=True, check=False)
+    last = proc.stdout.strip().splitlines()[-1:] or [""]
+    if proc.returncode != 0 or not last[0].startswith(f"{PG_URL_VAR}="):
+        pytest.fail(f"scripts/pg-up.sh failed (exit {proc.returncode}):\n{proc.stderr}")
+    return last[0].removeprefix(f"{PG_URL_VAR}=")
 
 
 @pytest.fixture(autouse=True)
@@ -19,10 +81,25 @@ def isolated_registry(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyt
     return path
 
 
+@pytest.fixture(scope="session", params=BACKENDS)
+def databases(request: pytest.FixtureRequest) -> Iterator[Databases]:
+    """Makes fresh databases of one back end (the test runs once per back end)."""
+    dbs = Databases(request.param, pg_server_url() if request.param == "postgresql" else None)
+    yield dbs
+    dbs.close()
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    """A fresh SQLite store in ``tmp_path``."""
-    s = Store(sqlite_url(tmp_path / "store.db"))
+def store_url(databases: Databases, tmp_path: Path) -> Iterator[str]:
+    """The URL of a fresh, empty database."""
+    with databases.fresh(tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    """A fresh store."""
+    s = Store(store_url)
     yield s
     s.close()
 
@@ -34,8 +111,23 @@ def site_id(store: Store, tmp_path: Path) -> int:
 
 
 @pytest.fixture
-def balsam_site(tmp_path: Path) -> Iterator[Site]:
-    """A real site directory made by ``init_site`` (local scheduler, SQLite store)."""
+def balsam_site(databases: Databases, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
+    """A real site directory made by ``init_site`` (local scheduler); on PostgreSQL its settings name the store.
+
+    The PostgreSQL URL goes into ``settings.yml`` as ``${BALSAMCTL_TEST_STORE_URL}``, as a user would keep
+    credentials in the environment.
+    """
     site = init_site(tmp_path / "site", "test-site")
-    yield site
+    if databases.backend == "sqlite":
+        yield site
+        site.close()
+        return
     site.close()
+    settings = site.path / "settings.yml"
+    body = yaml.safe_load(settings.read_text())
+    settings.write_text(yaml.safe_dump({**body, "store_url": "${BALSAMCTL_TEST_STORE_URL}"}, sort_keys=False))
+    with databases.fresh(tmp_path) as url:
+        monkeypatch.setenv("BALSAMCTL_TEST_STORE_URL", url)
+        site = Site.load(site.path)
+        yield site
+        site.close()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import Databases
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,7 +20,7 @@ from schemas import App, BatchJob, InvalidTransition, Job
 from schemas import JobState as S
 from schemas.manifest import Document, Problem
 from schemas.objects import AppSpec
-from store import Conflict, JobRef, Selector, Store, StoredObject, Transition, sqlite_url
+from store import Conflict, JobRef, Selector, Store, StoredObject, Transition
 
 TO_RUNNABLE = [(S.CREATED, S.READY), (S.READY, S.STAGED_IN), (S.STAGED_IN, S.PREPROCESSED)]
 
@@ -100,23 +101,24 @@ LABEL_VALUES = ("a", "b", "c")
 
 
 @pytest.fixture(scope="module")
-def varied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, int]]:
+def varied(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, int]]:
     """Two sites; the first with 300 Jobs of random labels spread over several states. Read-only."""
     path = tmp_path_factory.mktemp("varied")
-    store = Store(sqlite_url(path / "store.db"))
-    sid = store.ensure_site("one", str(path / "one"))
-    other = store.ensure_site("two", str(path / "two"))
-    rng = random.Random(1234)
-    docs = [app_doc()]
-    for i in range(300):
-        labels = {k: rng.choice(LABEL_VALUES) for k in LABEL_KEYS if rng.random() < 0.7}
-        docs.append(job_doc(f"job-{i:03d}", labels=labels))
-    add(store, sid, docs)
-    add(store, other, [app_doc(), job_doc("job-000", labels={"exp": "a"})])  # same name, other site
-    for (src, dst), limit in zip(TO_RUNNABLE, (220, 150, 90), strict=True):
-        store.advance(sid, src, dst, reason="test", limit=limit)
-    yield store, sid
-    store.close()
+    with databases.fresh(path) as url:
+        store = Store(url)
+        sid = store.ensure_site("one", str(path / "one"))
+        other = store.ensure_site("two", str(path / "two"))
+        rng = random.Random(1234)
+        docs = [app_doc()]
+        for i in range(300):
+            labels = {k: rng.choice(LABEL_VALUES) for k in LABEL_KEYS if rng.random() < 0.7}
+            docs.append(job_doc(f"job-{i:03d}", labels=labels))
+        add(store, sid, docs)
+        add(store, other, [app_doc(), job_doc("job-000", labels={"exp": "a"})])  # same name, other site
+        for (src, dst), limit in zip(TO_RUNNABLE, (220, 150, 90), strict=True):
+            store.advance(sid, src, dst, reason="test", limit=limit)
+        yield store, sid
+        store.close()
 
 
 selectors = st.fixed_dictionaries(
@@ -308,11 +310,11 @@ def test_transition_batches_are_all_or_nothing(store: Store, site_id: int) -> No
     assert state_of(store, site_id, "a") == "CREATED"
 
 
-def test_concurrent_identical_transitions_apply_exactly_once(store: Store, site_id: int, tmp_path: Path) -> None:
+def test_concurrent_identical_transitions_apply_exactly_once(store: Store, site_id: int) -> None:
     add(store, site_id, [app_doc(), job_doc("j")])
     jid = ids_by_name(store, site_id)["j"]
     tr = Transition(jid, S.CREATED, S.READY, "Race")
-    stores = [Store(sqlite_url(tmp_path / "store.db")) for _ in range(6)]
+    stores = [Store(store.url) for _ in range(6)]
     done: list[int] = []
     barrier = threading.Barrier(len(stores))
 
@@ -334,11 +336,11 @@ def test_concurrent_identical_transitions_apply_exactly_once(store: Store, site_
 # ---------------------------------------------------------------- acquire
 
 
-def test_concurrent_acquire_claims_every_job_exactly_once(store: Store, site_id: int, tmp_path: Path) -> None:
+def test_concurrent_acquire_claims_every_job_exactly_once(store: Store, site_id: int) -> None:
     add(store, site_id, [app_doc(), *(job_doc(f"j{i:03d}") for i in range(200))])
     make_runnable(store, site_id)
     assert store.count_runnable(site_id) == 200
-    claimers = [Store(sqlite_url(tmp_path / "store.db")) for _ in range(4)]
+    claimers = [Store(store.url) for _ in range(4)]
     claimed: dict[str, list[int]] = {}
     barrier = threading.Barrier(len(claimers))
     errors: list[BaseException] = []
@@ -562,15 +564,16 @@ def test_deleting_a_batchjob_requests_its_deletion(store: Store, site_id: int) -
 
 
 @pytest.fixture(scope="module")
-def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, int]]:
+def big(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, int]]:
     path = tmp_path_factory.mktemp("big")
-    store = Store(sqlite_url(path / "store.db"))
-    sid = store.ensure_site("big", str(path))
-    docs = [app_doc()]
-    docs += [job_doc(f"j{i:05d}", labels={"shard": str(i % 10)}) for i in range(20_000)]
-    add(store, sid, docs)
-    yield store, sid
-    store.close()
+    with databases.fresh(path) as url:
+        store = Store(url)
+        sid = store.ensure_site("big", str(path))
+        docs = [app_doc()]
+        docs += [job_doc(f"j{i:05d}", labels={"shard": str(i % 10)}) for i in range(20_000)]
+        add(store, sid, docs)
+        yield store, sid
+        store.close()
 
 
 def test_queries_on_20000_jobs_do_not_scan_everything(big: tuple[Store, int]) -> None:
@@ -612,3 +615,81 @@ def test_a_parent_deleted_while_running_fails_its_waiting_children_once_purged(s
     status = stored_job(store, site_id, "c").status
     assert status.state == "FAILED"
     assert "job/p" in str(status.message)
+
+
+def test_sites_with_and_without_a_preferred_id_get_distinct_ids(store: Store, tmp_path: Path) -> None:
+    """An explicit id must not collide with ids the store hands out later (a PostgreSQL sequence does not see it)."""
+    first = store.ensure_site("first", str(tmp_path / "1"), preferred_id=1)
+    pinned = store.ensure_site("pinned", str(tmp_path / "2"), preferred_id=3)
+    taken = store.ensure_site("taken", str(tmp_path / "3"), preferred_id=3)
+    more = [store.ensure_site(f"more{i}", str(tmp_path / f"m{i}")) for i in range(3)]
+    assert (first, pinned) == (1, 3)
+    assert len({first, pinned, taken, *more}) == 6
+    assert store.ensure_site("pinned", str(tmp_path / "2"), preferred_id=99) == 3, "an existing site keeps its id"
+
+
+def test_output_with_nul_bytes_is_recorded(store: Store, site_id: int) -> None:
+    """A program may print NUL bytes; PostgreSQL text cannot hold them, so they are replaced, not an error."""
+    add(store, site_id, [app_doc(), job_doc("j")])
+    make_runnable(store, site_id)
+    (ref,) = acquire(store, site_id, "l")
+    result = {"job_id": ref.id, "name": "j", "state": S.RUN_ERROR, "return_code": 1}
+    assert store.record_results(site_id, [{**result, "output_tail": "a\x00b", "message": "x\x00"}]) == 1
+    status = stored_job(store, site_id, "j").status
+    assert (status.state, status.output_tail, status.message) == ("RUN_ERROR", "a\ufffdb", "x\ufffd")
+    assert store.transition(site_id, [Transition(ref.id, S.RUN_ERROR, S.FAILED, "Hook", message="hook: \x00")]) == 1
+    assert stored_job(store, site_id, "j").status.message == "hook: \ufffd"
+    assert state_events(store, site_id, "j")[-1] == ("RUN_ERROR", "FAILED", "Hook")
+
+
+def test_a_site_registered_by_many_stores_at_once_gets_one_id(store: Store, tmp_path: Path) -> None:
+    """Launchers and the CLI may register a site on a shared store at the same moment."""
+    stores = [Store(store.url) for _ in range(6)]
+    ids: list[int] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(stores))
+
+    def register(s: Store) -> None:
+        barrier.wait()
+        try:
+            ids.append(s.ensure_site("shared", str(tmp_path)))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=register, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in stores:
+        s.close()
+    assert errors == []
+    assert len(set(ids)) == 1
+    assert [s["name"] for s in store.sites()] == ["shared"]
+
+
+def test_the_same_manifests_applied_at_once_create_each_object_once(store: Store, site_id: int) -> None:
+    """The controller (GitOps) and a user may apply the same files at the same moment."""
+    docs = [app_doc(), *(job_doc(f"j{i}") for i in range(50))]
+    stores = [Store(store.url) for _ in range(4)]
+    actions: list[set[str]] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(stores))
+
+    def apply(s: Store) -> None:
+        barrier.wait()
+        try:
+            actions.append({r.action for r in s.apply(site_id, docs, check=no_problems)})
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=apply, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in stores:
+        s.close()
+    assert errors == []
+    assert sorted(map(sorted, actions)) == [["created"], ["unchanged"], ["unchanged"], ["unchanged"]]
+    assert len([e for e in store.events((site_id,), limit=1000) if e["reason"] == "Created"]) == 51

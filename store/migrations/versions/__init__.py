@@ -1,0 +1,1 @@
+"""Revision files, ``NNNN_slug.py`` (revision id ``NNNN``), one after the other."""

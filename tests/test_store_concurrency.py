@@ -1,0 +1,82 @@
+"""Four launcher processes, each with its own Store on one database, run 10,000 Jobs: each exactly once."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from collections import Counter
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
+from typing import Any
+
+from schemas import App, Job, JobState
+from schemas.manifest import Document
+from store import Selector, Store
+
+JOBS = 10_000
+LAUNCHERS = 4
+BATCH = 16
+TO_RUNNABLE = [
+    (JobState.CREATED, JobState.READY),
+    (JobState.READY, JobState.STAGED_IN),
+    (JobState.STAGED_IN, JobState.PREPROCESSED),
+]
+
+
+def launcher(url: str, site_id: int, owner: str, barrier: Barrier, out: Queue[Any]) -> None:
+    """Claim, start and finish Jobs until none is left; report the ids started and the time spent."""
+    try:
+        store = Store(url)
+        barrier.wait()
+        t0 = time.perf_counter()
+        started: list[int] = []
+        while refs := store.claim(site_id, owner=owner, batch_job="bj", filter_tags={}, limit=BATCH):
+            ok = store.record(site_id, owner=owner, started=[(ref, {}) for ref in refs])
+            done = [r for r in refs if r.id in ok]
+            store.record_results(
+                site_id, [{"job_id": r.id, "name": r.name, "state": JobState.RUN_DONE, "return_code": 0} for r in done]
+            )
+            started += [r.id for r in done]
+        store.close()
+        out.put((owner, started, t0, time.perf_counter(), None))
+    except BaseException as exc:  # reported by the test
+        out.put((owner, [], 0.0, 0.0, repr(exc)))
+
+
+def test_four_launcher_processes_run_every_job_exactly_once(store: Store, site_id: int) -> None:
+    app = App.model_validate({"metadata": {"name": "noop"}, "spec": {"command": "true"}})
+    jobs = (
+        Job.model_validate({"metadata": {"name": f"j{i:05d}"}, "spec": {"app": "noop", "workdir": f"w{i}"}})
+        for i in range(JOBS)
+    )
+    store.apply(site_id, [Document(m, "gen.yaml", 1) for m in (app, *jobs)], check=lambda _apps, _parents: [])
+    for src, dst in TO_RUNNABLE:
+        assert store.advance(site_id, src, dst, reason="Test") == JOBS
+    ctx = mp.get_context("spawn")
+    barrier, out = ctx.Barrier(LAUNCHERS), ctx.Queue()
+    procs = [
+        ctx.Process(target=launcher, args=(store.url, site_id, f"launcher-{i}", barrier, out)) for i in range(LAUNCHERS)
+    ]
+    for p in procs:
+        p.start()
+    reports = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    assert [r[4] for r in reports] == [None] * LAUNCHERS, "no launcher failed"
+    seconds = max(r[3] for r in reports) - min(r[2] for r in reports)
+    started = Counter(job_id for r in reports for job_id in r[1])
+    ids = {o.id for o in store.list_objects(Selector("Job", (site_id,)))}
+    duplicated = sum(n - 1 for n in started.values())
+    lost = len(ids - set(started))
+    print(f"\njobs: {JOBS}, launchers: {LAUNCHERS}, duplicated: {duplicated}, lost: {lost}, seconds: {seconds:.1f}")
+    assert (duplicated, lost) == (0, 0)
+    assert set(started) == ids
+    assert all(r[1] for r in reports), "every launcher got some of the work"
+    assert store.count_by_state(Selector("Job", (site_id,))) == {"RUN_DONE": JOBS}
+    owner_of = {job_id: r[0] for r in reports for job_id in r[1]}
+    events = store.events((site_id,), kind="Job", limit=10 * JOBS)
+    starts = [e for e in events if e["reason"] == "Started"]
+    assert Counter(e["object_id"] for e in starts) == Counter(dict.fromkeys(ids, 1)), "one Started event per Job"
+    assert all(e["message"] == f"launched by {owner_of[e['object_id']]}" for e in starts)
+    assert Counter(e["to_state"] for e in events if e["reason"] == "Ran") == {"RUN_DONE": JOBS}
+    assert seconds < 60
