@@ -27,10 +27,10 @@ done
 echo
 say balsamctl get jobs -o wide
 say balsamctl logs job hello-2
-say balsamctl get events job/hello-3 2>/dev/null || say balsamctl describe job hello-3
+say balsamctl describe job hello-3
 say balsamctl get batchjobs --site=all
 say balsamctl delete batchjob laptop-1       # cancels the allocation; the controller confirms and removes it
-for _ in $(seq 150); do balsamctl get batchjobs -o name | grep -q . || break; sleep 0.2; done
+for _ in $(seq 150); do balsamctl get batchjobs -o name 2>/dev/null | grep -q . || break; sleep 0.2; done
 say balsamctl get batchjobs
 say balsamctl controller stop
 [ "$(balsamctl get jobs --state JOB_FINISHED -o name | wc -l)" -eq "$total" ] || { echo "demo: not every Job finished" >&2; exit 1; }
