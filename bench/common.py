@@ -7,8 +7,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,14 +39,6 @@ def cli(args: Sequence[str], cwd: Path, config: Path) -> Run:
         raise RuntimeError(f"balsamctl {' '.join(args)} failed: {proc.stderr}")
     peak_kib = int(proc.stderr.strip().splitlines()[-1]) if timer else 0
     return Run(elapsed, peak_kib / 1024, proc.stdout)
-
-
-@contextmanager
-def timed(label: str) -> Iterator[None]:
-    """Print how long the block took."""
-    t0 = time.perf_counter()
-    yield
-    print(f"{label}: {time.perf_counter() - t0:.3f} s")
 
 
 def median(values: Sequence[float]) -> float:

@@ -23,11 +23,6 @@ def to_datetime(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
-def to_epoch(dt: datetime | None) -> float | None:
-    """Epoch seconds from a datetime."""
-    return None if dt is None else dt.timestamp()
-
-
 @dataclass(frozen=True)
 class StoredObject:
     """An object as the store holds it: its id, its site and the full manifest (metadata, spec, status)."""
