@@ -6,7 +6,7 @@ import shlex
 import sys
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError
+from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
 from balsamctl.site import Site, SiteError
@@ -47,7 +47,7 @@ def render_job_script(site: Site, batch_job: BatchJob) -> str:
     try:
         template = _ENV.from_string(template_path.read_text())
         return template.render(**template_context(site, batch_job))
-    except (OSError, TemplateError) as exc:
+    except Exception as exc:  # the template is site code: any failure of it is the site's, named, never a crash
         raise SiteError(f"{template_path}: cannot render: {exc}") from None
 
 

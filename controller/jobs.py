@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from balsamctl.site import Site
+from balsamctl.site import Site, SiteError
 from controller.hooks import HOOKS, run_hook
 from schemas import App, Job, JobState
 from schemas.objects import AppSpec
@@ -124,7 +124,12 @@ class JobReconciler:
             store, sid = self.site.store, self.site.site_id
             job = store.get_object(sid, "Job", ref.name).manifest
             assert isinstance(job, Job)
-            outcome = run_hook(hook_name, job, app, self.site.workdir(ref.spec.workdir), self.site.path)
+            try:
+                workdir = self.site.workdir(ref.spec.workdir)
+            except SiteError as exc:  # a workdir that leads out of data/: the hook never runs
+                store.transition(sid, [Transition(ref.id, src, S.FAILED, "WorkdirRefused", str(exc))])
+                return
+            outcome = run_hook(hook_name, job, app, workdir, self.site.path)
             reason = hook_name.title().replace("_", "")
             state, message, patch = outcome.state, outcome.message, {}
             if src in RETRYABLE:

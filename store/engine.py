@@ -16,7 +16,8 @@ from store import migrations
 
 def redact(url: str) -> str:
     """The URL with any password replaced by ``***`` (for logs and ``describe``)."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    url = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
 
 
 def sqlite_url(path: Path) -> str:

@@ -288,12 +288,6 @@ def test_controller_never_runs_a_hook_in_a_symlink_out_of_data(site: Site, outsi
     assert stored_job(site, "escape").status.state in (JobState.STAGED_IN, JobState.FAILED)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG controller/jobs.py JobReconciler._hook: site.workdir() raises SiteError inside the catch-all, "
-    "so a Job with a hook whose workdir leaves data/ stays STAGED_IN forever (the hook retried and logged on "
-    "every pass) instead of becoming FAILED with the reason",
-)
 def test_a_hooked_job_whose_workdir_leaves_data_fails_with_the_reason(site: Site, outside: Path) -> None:
     _hooked_escape(site, outside)
     _run_reconciler_until(site, lambda: stored_job(site, "escape").status.state == JobState.FAILED, 2.0)
@@ -426,13 +420,6 @@ def test_job_templates_render_in_the_sandbox(site: Site, template: str) -> None:
     assert not marker.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG balsamctl/jobscript.py render_job_script catches only OSError and TemplateError: a template whose "
-    "own code fails (1/0, a range too big for the sandbox, an include without a loader) raises ZeroDivisionError, "
-    "OverflowError, TypeError, so the BatchJob retries forever with a ReconcileError instead of going "
-    "submit_failed (TemplateError)",
-)
 @pytest.mark.parametrize("template", ["{{ 1 // 0 }}", "{{ range(10**7) | list }}", "{% include 'x' %}"])
 def test_a_job_template_runtime_error_is_a_site_error(site: Site, template: str) -> None:
     (site.path / "job-template.sh").write_text(template)
@@ -701,11 +688,6 @@ def test_redact_hides_the_password_of_a_url() -> None:
     assert redact("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG store/engine.py redact: a password given as a query parameter (libpq/psycopg accept "
-    "?password=...) or after an empty user name (postgresql://:pw@host/db) is printed as is",
-)
 @pytest.mark.parametrize(
     "url", [f"postgresql+psycopg://u@127.0.0.1:1/db?password={SECRET}", f"postgresql+psycopg://:{SECRET}@h/db"]
 )
