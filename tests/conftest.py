@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -131,3 +132,14 @@ def balsam_site(databases: Databases, tmp_path: Path, monkeypatch: pytest.Monkey
         site = Site.load(site.path)
         yield site
         site.close()
+
+
+@pytest.fixture(scope="session")
+def cluster() -> None:
+    """The real Slurm cluster of ``scripts/slurm-up.sh``: fail (never skip) when it is not up."""
+    fix = "start it with `bash scripts/slurm-up.sh`"
+    if shutil.which("sinfo") is None:
+        pytest.fail(f"Slurm is not installed (no sinfo on PATH): {fix}")
+    proc = subprocess.run(["sinfo", "-h", "-o", "%P %a %D"], capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0 or "debug" not in proc.stdout:
+        pytest.fail(f"the Slurm cluster does not answer ({proc.stderr.strip() or proc.stdout.strip()}): {fix}")
