@@ -6,7 +6,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, exists, func, select, update
+from sqlalchemy import Connection, and_, bindparam, exists, select, update
 
 from schemas import JobState, check_job_transition
 from schemas.objects import JobSpec
@@ -454,15 +454,6 @@ class JobStore(StoreBase):
             q = select(objects.c.id).where(objects.c.owner == owner, objects.c.deletion_timestamp.is_not(None))
             return list(conn.execute(q).scalars())
 
-    def count_runnable(self, site_id: int) -> int:
-        """How many Jobs wait for a launcher."""
-        with read_tx(self.engine) as conn:
-            q = select(func.count()).where(
-                objects.c.site_id == site_id,
-                objects.c.kind == "Job",
-                objects.c.state.in_([s.value for s in RUNNABLE_STATES]),
-            )
-            return int(conn.execute(q).scalar_one())
 
 
 _ORDERS = {
