@@ -827,7 +827,6 @@ def test_cli_get_yaml_piped_to_apply_is_unchanged_on_every_line(
         assert lines and all(line.endswith(" unchanged") for line in lines), lines
 
 
-@pytest.mark.skipif(not BALSAMCTL.exists(), reason="needs the installed balsamctl in .venv")
 def test_real_shell_pipeline_get_yaml_into_apply(cli_site: Path, tmp_path: Path) -> None:
     """``balsamctl get jobs -o yaml | balsamctl apply -f -`` with the real binary and a real pipe (every Job the
     hypothesis examples above left in this site, and one more with hostile values)."""

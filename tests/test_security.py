@@ -607,7 +607,6 @@ def pg_site(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.
     return site
 
 
-@pytest.mark.skipif(not BALSAMCTL.exists(), reason="needs the installed balsamctl in .venv")
 def test_site_ls_never_prints_the_password(pg_site: Site) -> None:
     proc = subprocess.run(
         [str(BALSAMCTL), "site", "ls"],
