@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -27,6 +29,8 @@ HOOKS: dict[str, tuple[JobState, JobState]] = {
 }
 
 log = logging.getLogger("balsamctl.hooks")
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,12 @@ def _run_python(target: str, job: Job, success: JobState, site_path: Path) -> Ho
     return HookOutcome(JobState(str(result)), f"python hook {target} returned {result}")
 
 
+def _die_with_controller() -> None:
+    """In the hook's process, before exec: SIGKILL it if the controller dies, so a hook the next controller runs
+    again never overlaps an orphan of the same hook."""
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def _run_shell(command: str, job: Job, app: AppSpec, workdir: Path, site_path: Path, success: JobState) -> HookOutcome:
     proc = subprocess.run(
         ["bash", "-c", command],
@@ -87,6 +97,7 @@ def _run_shell(command: str, job: Job, app: AppSpec, workdir: Path, site_path: P
         capture_output=True,
         text=True,
         timeout=HOOK_TIMEOUT_SEC,
+        preexec_fn=_die_with_controller,  # one C call in the child: no Python lock taken
     )
     output = (proc.stdout + proc.stderr).strip()
     for line in output.splitlines():

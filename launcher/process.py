@@ -18,6 +18,7 @@ import shlex
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -45,6 +46,26 @@ class Task:
 def host_cpus(cpu_ids: tuple[int, ...]) -> tuple[int, ...]:
     """``cpu_ids`` if this host can pin to all of them (emulated nodes may name CPUs it does not have), else ()."""
     return cpu_ids if set(cpu_ids) <= os.sched_getaffinity(0) else ()
+
+
+@contextlib.contextmanager
+def _pinned(cpus: tuple[int, ...]) -> Iterator[None]:
+    """Pin this thread to ``cpus`` while a child is forked: the child inherits the mask from its first
+    instruction (pinning it after the start would race with the children it forks at once), and no preexec_fn
+    slows every launch down. Empty ``cpus``: nothing changes."""
+    if not cpus:
+        yield
+        return
+    own = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, cpus)
+    except OSError:  # CPUs this host cannot give: run unpinned
+        yield
+        return
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, own)
 
 
 @dataclass(frozen=True)
@@ -100,21 +121,19 @@ class ProcessGroup:
         output = output_path(workdir, task.attempt)
         out = open(output, "ab")  # noqa: SIM115 - closed when the process is reaped
         try:
-            proc = subprocess.Popen(
-                task.argv,
-                cwd=workdir,
-                env={**self.base_env, **dict(task.env)},
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                process_group=0,  # its own group (killpg stops all of it), in the allocation's session
-            )
+            with _pinned(task.cpus):
+                proc = subprocess.Popen(
+                    task.argv,
+                    cwd=workdir,
+                    env={**self.base_env, **dict(task.env)},
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    process_group=0,  # its own group (killpg stops all of it), in the allocation's session
+                )
         except OSError:
             out.close()
             raise
-        if task.cpus:  # pinned right after the start: no preexec_fn, which would slow every launch down
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(proc.pid, task.cpus)
         pidfd = os.pidfd_open(proc.pid)
         self.running[task.job_id] = _Running(task, proc, output, out, pidfd)
         self.poller.register(pidfd, select.POLLIN)

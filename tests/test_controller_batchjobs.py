@@ -42,8 +42,6 @@ BACKOFF_SEC = 1.1  # the reconciler's first backoff is 1 s
 # ---------------------------------------------------------------- fixtures and helpers
 
 
-
-
 def make_site(root: Path, template: str, max_queued_jobs: int = 10) -> Site:
     """A Slurm site (queue ``debug``, project ``none``) whose job template is ``template``."""
     site = init_site(root / "site", f"rec-{uuid.uuid4().hex[:8]}", "slurm")

@@ -5,11 +5,15 @@ The controller runs for the whole module; each test has its own Apps, Jobs and B
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
+import psutil
 import pytest
 from e2e import E2ESite, Event, app_doc, batchjob_doc, job_doc, manifest, parse_time
 
@@ -176,3 +180,33 @@ def test_hooks_run_once_per_transition(site: E2ESite) -> None:
     twice = sorted(line for line, n in counts.items() if n > 1)
     assert not twice, f"hooks that ran more than once: {twice}"
     assert counts == Counter({f"{n} {step}": 1 for n in names for step in ("pre", "post")})
+
+
+def test_a_hook_dies_with_its_controller(tmp_path: Path) -> None:
+    """A SIGKILLed controller takes its running shell hooks with it: the next controller's re-run of the hook
+    never overlaps an orphan of the same hook."""
+    pid_file = tmp_path / "hook.pid"
+    slow_app = app_doc("slow", "true", postprocess=f"echo $$ > {pid_file}; sleep 60")
+    controller = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        import yaml
+        from controller.hooks import run_hook
+        from schemas import App, Job
+        app = App.model_validate(yaml.safe_load({slow_app!r}))
+        job = Job.model_validate(yaml.safe_load({job_doc("slow-1", "slow")!r}))
+        run_hook("postprocess", job, app.spec, Path({str(tmp_path)!r}), Path({str(tmp_path)!r}))
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", controller], cwd=Path(__file__).parents[1])
+    try:
+        deadline = time.monotonic() + 30
+        while not pid_file.exists() or not pid_file.read_text().strip():
+            assert proc.poll() is None and time.monotonic() < deadline, "the hook never started"
+            time.sleep(0.05)
+        hook = psutil.Process(int(pid_file.read_text()))
+        proc.kill()
+        proc.wait()
+        hook.wait(timeout=5)  # raises TimeoutExpired if the hook outlives its controller
+    finally:
+        proc.kill()

@@ -80,8 +80,6 @@ def cancel_site_jobs(prefix: str) -> None:
             subprocess.run(["scancel", *ids], capture_output=True, timeout=30, check=False)
 
 
-
-
 def create_slurm_site(root: Path, name: str, settings: Mapping[str, Any]) -> E2ESite:
     """``balsamctl site init PATH --scheduler slurm`` through the real CLI, then ``settings`` merged in."""
     site = E2ESite(root, name)

@@ -317,13 +317,13 @@ def two_at_once(runs: list[Run], launcher_kills: dict[int, float]) -> bool:
 
 
 def read_hooks(hook_log: Path) -> dict[str, list[int]]:
-    """The controller pid of every postprocess hook run, by Job name, in order."""
-    hooks: dict[str, list[int]] = collections.defaultdict(list)
+    """The controller pid of every postprocess hook run, by Job name, in the order the runs began."""
+    begun: dict[str, list[tuple[float, int]]] = collections.defaultdict(list)
     if hook_log.exists():
         for line in hook_log.read_text().splitlines():
-            _, name, _, controller_pid, _, _ = line.split()
-            hooks[name].append(int(controller_pid))
-    return hooks
+            _, name, _, controller_pid, t0, _ = line.split()
+            begun[name].append((float(t0), int(controller_pid)))
+    return {name: [pid for _, pid in sorted(runs)] for name, runs in begun.items()}
 
 
 def broken_chains(store_site: Site, states: dict[str, str]) -> list[str]:

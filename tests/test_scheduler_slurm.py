@@ -33,8 +33,6 @@ DEADLINE_S = 30.0  # generous: other test runs may share the cluster
 Submit = Callable[..., tuple[str, SubmitRequest]]
 
 
-
-
 @pytest.fixture
 def sched(cluster: None, tmp_path: Path) -> SlurmScheduler:
     return SlurmScheduler(tmp_path)
