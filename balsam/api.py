@@ -17,11 +17,8 @@ from balsamctl import registry
 from balsamctl.apply import apply_documents
 from balsamctl.site import Site as SiteDir
 from balsamctl.site import SiteError, resolve_sites
-from schemas import App as AppManifest
-from schemas import BatchJob as BatchJobManifest
-from schemas import Job as JobManifest
 from schemas import JobState
-from schemas.manifest import Document
+from schemas.manifest import Document, ManifestError, validate_document
 from schemas.objects import Manifest
 from store import NotFound, Selector, StoredObject, Transition
 
@@ -75,7 +72,6 @@ class Model:
     """An object of the API: attribute access to its spec, status and metadata."""
 
     kind: ClassVar[str]
-    manifest_type: ClassVar[type[AppManifest] | type[JobManifest] | type[BatchJobManifest]]
     objects: ClassVar[Manager[Any]]
     name_prefix: ClassVar[str]
 
@@ -137,8 +133,12 @@ class Model:
         fields = self._spec()
         name = fields.pop("name", None) or f"{self.name_prefix}-{uuid.uuid4().hex[:10]}"
         labels = fields.pop("tags", None) or {}
-        body = {"metadata": {"name": name, "labels": labels}, "spec": fields}
-        return Document(self.manifest_type.model_validate(body), "<python api>", index)
+        metadata = {"name": name, "labels": labels}
+        body = {"apiVersion": "balsam/v1", "kind": self.kind, "metadata": metadata, "spec": fields}
+        doc, problems = validate_document(body, "<python api>", index)
+        if doc is None:
+            raise ManifestError(problems)
+        return doc
 
     def save(self) -> None:
         """Create the object (all validation of ``balsamctl apply`` applies)."""
@@ -185,7 +185,6 @@ class App(Model):
     """``kind: App``."""
 
     kind = "App"
-    manifest_type = AppManifest
     name_prefix = "app"
 
 
@@ -193,7 +192,6 @@ class Job(Model):
     """``kind: Job``: ``app_id`` names the App (``SimulationX`` finds ``simulationx`` or ``simulation-x``)."""
 
     kind = "Job"
-    manifest_type = JobManifest
     name_prefix = "job"
 
     def _spec(self) -> dict[str, Any]:
@@ -211,7 +209,6 @@ class BatchJob(Model):
     """``kind: BatchJob``: unset ``queue``/``project``/``wall_time_min`` come from the site's settings."""
 
     kind = "BatchJob"
-    manifest_type = BatchJobManifest
     name_prefix = "batchjob"
 
     def _spec(self) -> dict[str, Any]:

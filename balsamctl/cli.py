@@ -196,23 +196,26 @@ def site_init(
     typer.echo(f"site/{site.name} created at {site.path}")
 
 
-def _print_sites(entries: Iterable[tuple[str, Path]], fmt: OutputFormat | None) -> None:
-    """The sites table (or names); sites whose directory cannot be read are shown with a warning."""
+def _print_sites(entries: Iterable[tuple[str, Path]], fmt: OutputFormat | None) -> bool:
+    """The sites table (or names); sites whose directory or store cannot be read are listed with a warning.
+    Whether every site could be read."""
     if fmt in ("yaml", "json"):
         raise ValueError(f"-o {fmt} is not supported for sites")
-    rows = []
+    rows, readable = [], True
     for name, path in entries:
+        site, site_id = None, None
         try:
             site = Site.load(path)
+            site_id = site.site_id  # opens the store
         except SiteError as exc:
-            _err(f"warning: site {name}: {exc}")
-            rows.append(output.site_row(name, path))
-            continue
-        rows.append(output.site_row(name, path, site, site.site_id))
+            _err(f"warning: {exc}" if site else f"warning: site {name}: {exc}")
+            readable = False
+        rows.append(output.site_row(name, path, site, site_id))
     if fmt == "name":
         _echo("".join(f"site/{r[0]}\n" for r in rows))
     else:
         _echo(output.table(output.SITE_HEADERS, rows))
+    return readable
 
 
 @site_app.command("ls")
@@ -221,7 +224,7 @@ def site_ls() -> None:
     entries = registry.load_registry()
     if not entries:
         _err("No sites registered.")
-    _print_sites(sorted(entries.items()), None)
+    _print_sites(sorted(entries.items()), None)  # the registry is listed whole: unreadable sites are warnings
 
 
 @site_app.command("rm")
@@ -416,7 +419,8 @@ def get(
     if word == "sites":
         if names:
             raise ValueError("get sites takes no NAME; choose sites with --site")
-        _print_sites(((s.name, s.path) for s in _sites(site)), fmt)
+        if not _print_sites(((s.name, s.path) for s in _sites(site)), fmt):
+            raise typer.Exit(1)  # the sites asked for by name could not all be read
     elif word == "events":
         _get_events(_sites(site), names, event_kind, DEFAULT_EVENT_LIMIT if limit is None else limit, fmt)
     else:

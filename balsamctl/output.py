@@ -170,9 +170,26 @@ def to_dict(obj: StoredObject) -> dict[str, Any]:
     return obj.manifest.model_dump(mode="json", by_alias=True)
 
 
+class _Dumper(yaml.SafeDumper):
+    """Block-style YAML that reads back as written (``apply -f`` of ``get -o yaml`` is ``unchanged``)."""
+
+
+_LINE_BREAKS_YAML_FOLDS = frozenset("\x85\u2028\u2029")
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    """A string holding a line break YAML folds in plain or single-quoted scalars (NEL, U+2028, U+2029) is
+    double-quoted, where they are escaped."""
+    style = '"' if _LINE_BREAKS_YAML_FOLDS.intersection(value) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
 def to_yaml(data: Any) -> str:
     """Block-style YAML, keys in model order."""
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
 
 
 class Writer(ABC):

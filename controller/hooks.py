@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import ctypes
 import importlib
+import json
 import logging
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -58,17 +60,64 @@ def hook_env(job: Job, app: AppSpec, workdir: Path, site_path: Path) -> dict[str
     return env
 
 
-def run_hook(hook_name: str, job: Job, app: AppSpec, workdir: Path, site_path: Path) -> HookOutcome:
-    """Run one hook of ``app`` for ``job``; never raises (a failing hook means FAILED, with its reason)."""
+def run_hook(hook_name: str, job: Job, app: AppSpec, workdir: Path, site_path: Path, record: Path) -> HookOutcome:
+    """Run one hook of ``app`` for ``job``, once per transition; never raises (a failing hook means FAILED).
+
+    ``record`` names this transition's files in the site's state directory (``.exit-CODE``, ``.out``, ``.err`` of a
+    shell hook, ``.json`` of a Python hook): a hook that completed under a controller killed before it could write the
+    Job's next state is not run again; the next controller takes its outcome from them. A hook killed before it
+    completed dies with its controller (it never overlaps the run that replaces it). :func:`forget` the record
+    once the transition is stored.
+    """
     hook = getattr(app, hook_name)
     _, success = HOOKS[hook_name]
+    done = _recorded(record, success, job.metadata.name)
+    if done is not None:
+        log.info("job/%s: %s completed under a previous controller: %s", job.metadata.name, hook_name, done.message)
+        return done
     try:
         workdir.mkdir(parents=True, exist_ok=True)
+        record.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if isinstance(hook, PythonHook):
-            return _run_python(hook.python, job, success, site_path)
-        return _run_shell(hook, job, app, workdir, site_path, success)
+            outcome = _run_python(hook.python, job, success, site_path)
+            partial = record.with_name(f"{record.name}.partial")
+            partial.write_text(json.dumps({"state": outcome.state.value, "message": outcome.message}))
+            partial.replace(_json_path(record))  # atomic: a whole record or none
+            return outcome
+        return _run_shell(hook, job, app, workdir, site_path, success, record)
     except Exception as exc:  # a hook is user code: any failure is the Job's, never the controller's
         return HookOutcome(JobState.FAILED, f"{hook_name} hook failed: {type(exc).__name__}: {exc}")
+
+
+def forget(record: Path) -> None:
+    """Remove a hook's record once the transition it decided is stored."""
+    for path in (*_exits(record), *_outputs(record), _json_path(record)):
+        path.unlink(missing_ok=True)
+
+
+def _outputs(record: Path) -> tuple[Path, Path]:
+    """Where a shell hook's stdout and stderr go."""
+    return record.with_name(f"{record.name}.out"), record.with_name(f"{record.name}.err")
+
+
+def _exits(record: Path) -> list[Path]:
+    """The ``NAME.exit-CODE`` file a shell hook's own shell created as it exited (the code is in the name: creating
+    a file is atomic, so a kill at any instant leaves either no record or a whole one)."""
+    return list(record.parent.glob(f"{record.name}.exit-*"))
+
+
+def _json_path(record: Path) -> Path:
+    return record.with_name(f"{record.name}.json")
+
+
+def _recorded(record: Path, success: JobState, name: str) -> HookOutcome | None:
+    """The outcome of a hook that already completed for this transition, if any."""
+    for path in _exits(record):
+        return _shell_outcome(int(path.name.rpartition("-")[2]), record, success, name)
+    if _json_path(record).exists():
+        done = json.loads(_json_path(record).read_text())
+        return HookOutcome(JobState(done["state"]), done["message"])
+    return None
 
 
 def _run_python(target: str, job: Job, success: JobState, site_path: Path) -> HookOutcome:
@@ -88,23 +137,36 @@ def _die_with_controller() -> None:
     _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _run_shell(command: str, job: Job, app: AppSpec, workdir: Path, site_path: Path, success: JobState) -> HookOutcome:
-    proc = subprocess.run(
-        ["bash", "-c", command],
-        cwd=workdir,
-        env=hook_env(job, app, workdir, site_path),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=HOOK_TIMEOUT_SEC,
-        preexec_fn=_die_with_controller,  # one C call in the child: no Python lock taken
-    )
-    output = (proc.stdout + proc.stderr).strip()
+def _run_shell(
+    command: str, job: Job, app: AppSpec, workdir: Path, site_path: Path, success: JobState, record: Path
+) -> HookOutcome:
+    out_path, err_path = _outputs(record)
+    # the shell itself records its exit status as it exits: no window in which the hook completed unrecorded
+    record_exit = f"trap {shlex.quote(f': > {shlex.quote(str(record))}.exit-$?')} EXIT\n"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        proc = subprocess.run(
+            ["bash", "-c", record_exit + command],
+            cwd=workdir,
+            env=hook_env(job, app, workdir, site_path),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            timeout=HOOK_TIMEOUT_SEC,
+            preexec_fn=_die_with_controller,  # one C call in the child: no Python lock taken
+        )
+    return _shell_outcome(proc.returncode, record, success, job.metadata.name)
+
+
+def _shell_outcome(returncode: int, record: Path, success: JobState, name: str) -> HookOutcome:
+    """What a shell hook that exited with ``returncode`` decided (its output is in the record's files)."""
+    out_path, err_path = _outputs(record)
+    stdout, stderr = out_path.read_text(errors="replace"), err_path.read_text(errors="replace")
+    output = (stdout + stderr).strip()
     for line in output.splitlines():
-        log.info("job/%s: %s", job.metadata.name, line)
-    if proc.returncode != 0:
-        return HookOutcome(JobState.FAILED, f"hook exited {proc.returncode}: {output[-TAIL_CHARS:]}")
-    chosen = _STATE_LINE.findall(proc.stdout)
+        log.info("job/%s: %s", name, line)
+    if returncode != 0:
+        return HookOutcome(JobState.FAILED, f"hook exited {returncode}: {output[-TAIL_CHARS:]}")
+    chosen = _STATE_LINE.findall(stdout)
     if chosen:
         return HookOutcome(JobState(chosen[-1]), f"hook chose {chosen[-1]}")
     return HookOutcome(success, "hook succeeded")

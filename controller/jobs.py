@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from balsamctl.site import Site, SiteError
-from controller.hooks import HOOKS, run_hook
+from controller.hooks import HOOKS, forget, run_hook
 from schemas import App, Job, JobState
 from schemas.objects import AppSpec
 from schemas.retries import after_failure
@@ -124,12 +124,16 @@ class JobReconciler:
             store, sid = self.site.store, self.site.site_id
             job = store.get_object(sid, "Job", ref.name).manifest
             assert isinstance(job, Job)
+            if job.status.state != src:  # moved on since it was listed
+                return
             try:
                 workdir = self.site.workdir(ref.spec.workdir)
             except SiteError as exc:  # a workdir that leads out of data/: the hook never runs
                 store.transition(sid, [Transition(ref.id, src, S.FAILED, "WorkdirRefused", str(exc))])
                 return
-            outcome = run_hook(hook_name, job, app, workdir, self.site.path)
+            # one record per entry into ``src``: a hook completed before a controller crash is not run again
+            record = self.site.state_dir / "hooks" / f"{ref.id}-{store.last_transition(sid, ref.id)}-{hook_name}"
+            outcome = run_hook(hook_name, job, app, workdir, self.site.path, record)
             reason = hook_name.title().replace("_", "")
             state, message, patch = outcome.state, outcome.message, {}
             if src in RETRYABLE:
@@ -140,6 +144,7 @@ class JobReconciler:
                 store.transition(sid, [Transition(ref.id, src, state, reason, message, status=patch)])
             except ValueError as exc:  # the hook asked for a state the machine forbids
                 store.transition(sid, [Transition(ref.id, src, S.FAILED, reason, f"{hook_name}: {exc}")])
+            forget(record)
         except Exception:
             log.exception("job/%s: %s hook could not be run", ref.name, hook_name)
         finally:

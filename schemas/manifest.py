@@ -138,11 +138,32 @@ def _over_expanded(raw: Any, budget: _Budget) -> tuple[str | None, str] | None:
     return None
 
 
+def _nul_field(raw: dict[str, Any]) -> str | None:
+    """The first field whose name or value holds a NUL character (a YAML ``"\\0"``, a JSON ``"\\u0000"``): no store
+    text column, environment variable or command line can carry one."""
+    stack: list[tuple[Any, tuple[int | str, ...]]] = [(raw, ())]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str) and "\x00" in value:
+            return _loc(path) or "(document)"
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and "\x00" in key:
+                    return _loc(path) or "(document)"
+                stack.append((item, (*path, str(key))))
+        elif isinstance(value, list):
+            stack.extend((item, (*path, i)) for i, item in enumerate(value))
+    return None
+
+
 def validate_document(raw: Any, source: str, index: int) -> tuple[Document | None, list[Problem]]:
     """Validate one parsed YAML document (a mapping) against its kind's model."""
     if not isinstance(raw, dict):
         return None, [Problem(source, index, None, None, f"expected a mapping, got {type(raw).__name__}")]
     ref = _object_ref(raw)
+    nul = _nul_field(raw)
+    if nul is not None:
+        return None, [Problem(source, index, ref, nul, "holds a NUL character (\\0), which no field may hold")]
     if raw.get("apiVersion") != API_VERSION:
         return None, [
             Problem(source, index, ref, "apiVersion", f"must be {API_VERSION!r}, got {raw.get('apiVersion')!r}")

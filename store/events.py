@@ -36,3 +36,14 @@ class EventStore(StoreBase):
         """Record an event that is not a state change (e.g. a manifest file that could not be applied)."""
         with write_tx(self.engine) as conn:
             add_events(conn, [{"site_id": site_id, "kind": kind, "name": name, "reason": reason, "message": message}])
+
+    def last_transition(self, site_id: int, object_id: int) -> int | None:
+        """The id of the event that moved an object into its current state (None if it never moved)."""
+        q = (
+            select(events.c.id)
+            .where(events.c.object_id == object_id, events.c.site_id == site_id, events.c.to_state.is_not(None))
+            .order_by(events.c.id.desc())
+            .limit(1)
+        )
+        with read_tx(self.engine) as conn:
+            return conn.execute(q).scalar()

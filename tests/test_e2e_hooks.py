@@ -15,7 +15,11 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 from e2e import E2ESite, Event, app_doc, batchjob_doc, job_doc, manifest, parse_time
+
+from controller.hooks import HookOutcome, forget, run_hook
+from schemas import App, Job, JobState
 
 pytestmark = pytest.mark.slow
 
@@ -195,7 +199,8 @@ def test_a_hook_dies_with_its_controller(tmp_path: Path) -> None:
         from schemas import App, Job
         app = App.model_validate(yaml.safe_load({slow_app!r}))
         job = Job.model_validate(yaml.safe_load({job_doc("slow-1", "slow")!r}))
-        run_hook("postprocess", job, app.spec, Path({str(tmp_path)!r}), Path({str(tmp_path)!r}))
+        here = Path({str(tmp_path)!r})
+        run_hook("postprocess", job, app.spec, here, here, here / "record")
         """
     )
     proc = subprocess.Popen([sys.executable, "-c", controller], cwd=Path(__file__).parents[1])
@@ -210,3 +215,43 @@ def test_a_hook_dies_with_its_controller(tmp_path: Path) -> None:
         hook.wait(timeout=5)  # raises TimeoutExpired if the hook outlives its controller
     finally:
         proc.kill()
+
+
+def test_a_completed_hook_is_not_run_again_for_the_same_transition(tmp_path: Path) -> None:
+    """A controller killed after a hook completed but before it stored the Job's next state: the next controller
+    takes the recorded outcome instead of running the hook a second time; a new transition runs it again."""
+    counter = tmp_path / "runs"
+    app = App.model_validate(
+        yaml.safe_load(app_doc("once", "true", postprocess=f"echo x >> {counter}; echo balsam-state: FAILED"))
+    )
+    job = Job.model_validate(yaml.safe_load(job_doc("once-1", "once")))
+    record = tmp_path / "hooks" / "7-100-postprocess"
+    first = run_hook("postprocess", job, app.spec, tmp_path / "w", tmp_path, record)
+    again = run_hook("postprocess", job, app.spec, tmp_path / "w", tmp_path, record)  # no forget(): a crash
+    assert counter.read_text() == "x\n", "the hook ran once"
+    assert first == again == HookOutcome(JobState.FAILED, "hook chose FAILED")
+    forget(record)
+    assert not list(record.parent.iterdir()), "nothing left once the transition is stored"
+    run_hook("postprocess", job, app.spec, tmp_path / "w", tmp_path, record.with_name("7-140-postprocess"))
+    assert counter.read_text() == "x\nx\n", "the next entry into RUN_DONE runs the hook again"
+
+
+def test_a_hook_that_exits_without_its_record_still_decides(tmp_path: Path) -> None:
+    """A hook that replaces its shell (``exec``) leaves no exit record; the live controller still has its code."""
+    app = App.model_validate(yaml.safe_load(app_doc("ex", "true", postprocess="exec sh -c 'exit 3'")))
+    job = Job.model_validate(yaml.safe_load(job_doc("ex-1", "ex")))
+    outcome = run_hook("postprocess", job, app.spec, tmp_path / "w", tmp_path, tmp_path / "hooks" / "1-2-postprocess")
+    assert outcome.state == JobState.FAILED and outcome.message.startswith("hook exited 3"), outcome
+
+
+def test_a_completed_python_hook_is_not_run_again_for_the_same_transition(tmp_path: Path) -> None:
+    (tmp_path / "once_hooks.py").write_text(
+        "def count(job):\n"
+        f"    with open({str(tmp_path / 'calls')!r}, 'a') as f:\n        f.write('x')\n    return 'FAILED'\n"
+    )
+    app = App.model_validate(yaml.safe_load(app_doc("py-once", "true", postprocess={"python": "once_hooks:count"})))
+    job = Job.model_validate(yaml.safe_load(job_doc("py-once-1", "py-once")))
+    record = tmp_path / "hooks" / "9-200-postprocess"
+    outcomes = [run_hook("postprocess", job, app.spec, tmp_path / "w", tmp_path, record) for _ in range(2)]
+    assert (tmp_path / "calls").read_text() == "x", "the function ran once"
+    assert outcomes[0] == outcomes[1] and outcomes[0].state == JobState.FAILED

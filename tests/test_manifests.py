@@ -27,7 +27,9 @@ identifiers = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True)
 label_keys = st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9_./-]{0,8}[A-Za-z0-9])?", fullmatch=True)
 label_values = st.from_regex(r"([A-Za-z0-9]([A-Za-z0-9_.:+@-]{0,8}[A-Za-z0-9])?)?", fullmatch=True)
 labels = st.dictionaries(label_keys, label_values, max_size=4)
-texts = st.text(max_size=20)
+characters = st.characters(blacklist_characters="\x00", blacklist_categories=["Cs"])
+"""Any character a manifest may hold (a NUL is refused: PostgreSQL and exec cannot take one)."""
+texts = st.text(characters, max_size=20)
 param_values = st.one_of(
     texts,
     st.booleans(),
@@ -44,7 +46,7 @@ segments = st.text(
 ).filter(lambda s: s != "..")
 workdirs = st.lists(segments, min_size=1, max_size=4).map("/".join)
 hooks = st.one_of(
-    st.text(min_size=1, max_size=30),
+    st.text(characters, min_size=1, max_size=30),
     st.builds(
         lambda m, f: {"python": f"{m}:{f}"}, st.from_regex(r"[A-Za-z_][A-Za-z0-9_.]{0,10}", fullmatch=True), identifiers
     ),
@@ -79,7 +81,7 @@ def app_docs(draw: st.DrawFn) -> dict[str, Any]:
             max_size=4,
         )
     )
-    spec: dict[str, Any] = {"command": draw(st.text(min_size=1, max_size=40)), "parameters": params}
+    spec: dict[str, Any] = {"command": draw(st.text(characters, min_size=1, max_size=40)), "parameters": params}
     spec["environment"] = draw(st.dictionaries(st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,10}", fullmatch=True), texts))
     for hook in ("preprocess", "postprocess", "handle_error", "handle_timeout"):
         _maybe(spec, hook, draw(st.none() | hooks))
