@@ -100,6 +100,15 @@ def _sites(spec: str | None) -> list[Site]:
     return resolve_sites(spec, Path.cwd())
 
 
+def _by_store(sites: Sequence[Site]) -> list[tuple[Store, dict[int, str]]]:
+    """The sites grouped by the store they share, as ``(store, {site id: site name})``: one query per store lists
+    them all (``--site=all`` over one PostgreSQL store is one query)."""
+    groups: dict[str, tuple[Store, dict[int, str]]] = {}
+    for s in sites:
+        groups.setdefault(s.store_url, (s.store, {}))[1][s.site_id] = s.name
+    return list(groups.values())
+
+
 def _one_site(spec: str | None) -> Site:
     sites = _sites(spec)
     if len(sites) != 1:
@@ -433,12 +442,15 @@ def _get_objects(sites: Sequence[Site], sel: Selector, fmt: output.Format, limit
     """Stream the objects of ``sel`` at every site; the stderr footer when ``limit`` (0: none) cut the listing."""
     single = len(sel.names) == 1 and len(sites) == 1
     out = output.writer(sel.kind, fmt, with_site=len(sites) > 1, single=single, now=time.time())
-    per_site = [(s, Selector(sel.kind, (s.site_id,), sel.names, sel.labels, sel.states)) for s in sites]
+    per_store = [
+        (store, Selector(sel.kind, tuple(site_names), sel.names, sel.labels, sel.states))
+        for store, site_names in _by_store(sites)
+    ]
     shown, found = 0, set[str]()
-    for s, site_sel in per_site:
+    for store, store_sel in per_store:
         if limit and shown >= limit:
             break
-        for page in _pages(s.store, site_sel, limit - shown if limit else None):
+        for page in _pages(store, store_sel, limit - shown if limit else None):
             shown += len(page)
             found.update(o.name for o in page)
             _echo(out.page(page))
@@ -451,7 +463,7 @@ def _get_objects(sites: Sequence[Site], sel: Selector, fmt: output.Format, limit
     if not shown:
         _err("No resources found.")
     elif limit and shown >= limit:
-        total = sum(s.store.count_objects(site_sel) for s, site_sel in per_site)
+        total = sum(store.count_objects(store_sel) for store, store_sel in per_store)
         if total > shown:
             _err(f"(showing {shown} of {total}; use --limit 0 for all)")
 
@@ -468,9 +480,9 @@ def _get_events(
         raise ValueError("--limit 0 (all) is not supported for events; give a number")
     k = kind_of(kind) if kind else None
     found = [
-        (s.name, e)
-        for s in sites
-        for e in s.store.events((s.site_id,), kind=k, name=names[0] if names else None, limit=limit)
+        (site_names[e["site_id"]], e)
+        for store, site_names in _by_store(sites)
+        for e in store.events(tuple(site_names), kind=k, name=names[0] if names else None, limit=limit)
     ]
     found = sorted(found, key=lambda se: se[1]["time"])[-limit:]
     with_site = len(sites) > 1

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from conftest import Databases
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 from typer.testing import CliRunner, Result
 
 from balsamctl import cli, output
@@ -433,3 +437,31 @@ def test_queue_submit_refuses_what_breaks_the_site_limits(site: Path, args: list
     result = run("queue", "submit", *args, code=1)
     assert message in result.stderr
     assert run("get", "batchjobs", "-o", "name").stdout == ""
+
+
+def test_get_across_sites_sharing_one_store_is_one_query(databases: Databases, tmp_path: Path) -> None:
+    """Several sites over one store (PostgreSQL, or one SQLite file): ``get jobs --site=all`` and ``get events
+    --site=all`` read it with one query each, and each row names its own site."""
+    with databases.fresh(tmp_path) as url:
+        for name in ("s1", "s2", "s3"):
+            run("site", "init", str(tmp_path / name))
+            settings = tmp_path / name / "settings.yml"
+            settings.write_text(yaml.safe_dump({**yaml.safe_load(settings.read_text()), "store_url": url}))
+            run("apply", "--site", name, "-f", "-", stdin=MANIFEST)
+        statements: list[str] = []
+
+        def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            statements.append(statement)
+
+        event.listen(Engine, "before_cursor_execute", record)
+        try:
+            table = lines(run("get", "jobs", "--site=all"))
+            events = lines(run("get", "events", "--site=all", "--limit", "100"))
+        finally:
+            event.remove(Engine, "before_cursor_execute", record)
+    assert sorted(tuple(r.split()[:2]) for r in table[1:]) == sorted(
+        (site, f"hello-{i}") for site in ("s1", "s2", "s3") for i in (1, 2, 3)
+    )
+    assert {r.split()[0] for r in events[1:]} == {"s1", "s2", "s3"}
+    assert len([s for s in statements if "FROM objects" in s]) == 1, statements
+    assert len([s for s in statements if "FROM events" in s]) == 1, statements
