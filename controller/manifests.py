@@ -2,8 +2,8 @@
 
 A file added or changed is applied once it has settled (no write for ``SETTLE_SEC``), and the objects it no
 longer holds are deleted; a file gone for that long deletes what it had created. Objects remember their source
-file. A bad file is logged and recorded as an event, naming the file and field, and changes nothing; it never
-blocks the other files.
+file. A bad file is logged and recorded as an event, naming the file and field, and changes nothing until it
+changes; it never blocks the other files. A file the store could not take (an outage) is tried again.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ SOURCE_PREFIX = "manifests/"
 
 Fingerprint = tuple[int, int]
 SETTLE_SEC = 0.5
+RETRY_SEC = 5.0
+"""When a file the store could not take (not a bad file: those wait for a change) is tried again."""
 NO_CHANGE = frozenset({"unchanged", "deletion already requested", "not found"})
 
 
@@ -51,13 +53,19 @@ class ManifestReconciler:
                 continue
             if not self._settled(now - fingerprint[0] / 1e9):
                 continue
-            changed |= self._apply(source, path)
+            applied = self._try_apply(source, path)
+            if applied is None:
+                continue
+            changed |= applied
             self.seen[source] = fingerprint
         for source in sorted(self.site.store.sources(self.site.site_id)):
             if source.startswith(SOURCE_PREFIX) and source not in current:
                 if not self._settled(now - self.missing_since.setdefault(source, now)):
                     continue  # an editor's delete-and-rename: wait before deleting what the file held
-                changed |= self._apply(source, None)
+                applied = self._try_apply(source, None)
+                if applied is None:
+                    continue
+                changed |= applied
                 self.seen.pop(source, None)
                 self.missing_since.pop(source, None)
         return changed
@@ -70,6 +78,16 @@ class ManifestReconciler:
 
     def _source(self, path: Path) -> str:
         return SOURCE_PREFIX + path.relative_to(self.site.manifests_dir).as_posix()
+
+    def _try_apply(self, source: str, path: Path | None) -> bool | None:
+        """:meth:`_apply`, or None when it failed for a reason that is not the file's (the store, a bug): the other
+        files go on, and this one is tried again after ``RETRY_SEC``."""
+        try:
+            return self._apply(source, path)
+        except Exception:
+            log.exception("%s: not applied; tried again in %.0f s", source, RETRY_SEC)
+            self.wait = min(self.wait or RETRY_SEC, RETRY_SEC)
+            return None
 
     def _apply(self, source: str, path: Path | None) -> bool:
         try:

@@ -32,8 +32,10 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy.exc import OperationalError
 from typer.testing import CliRunner, Result
 
+import controller.manifests
 from balsamctl import cli
 from balsamctl.apply import apply_documents
 from balsamctl.jobscript import render_job_script
@@ -733,6 +735,36 @@ def test_alias_bombs_and_deep_nesting_in_the_watched_folder_do_not_block_it(site
     for name in ("bomb", "loop", "deep"):
         with pytest.raises(NotFound):
             site.store.get_object(site.site_id, "Job", name)
+
+
+def test_a_file_the_store_cannot_take_does_not_block_the_folder_and_is_retried(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a bad file (those are ApplyFailed until they change) but a failure of the store or of the code: the
+    later files are applied in the same pass, and the failed one at a later pass, without being touched."""
+    past = time.time() - 60
+    for name, doc in (("a-first.yaml", job("first", "steady", "f")), ("b-second.yaml", job("second", "steady", "s"))):
+        path = site.manifests_dir / name
+        path.write_text(yaml.safe_dump_all([app("steady", "true"), doc], sort_keys=False))
+        os.utime(path, (past, past))
+    real_apply = controller.manifests.apply_documents
+    outage = {"on": True}
+
+    def flaky(target: Site, docs: Any, **kw: Any) -> Any:
+        if outage["on"] and kw.get("source") == "manifests/a-first.yaml":
+            raise OperationalError("INSERT", {}, Exception("the store went away"))
+        return real_apply(target, docs, **kw)
+
+    monkeypatch.setattr(controller.manifests, "apply_documents", flaky)
+    reconcile = ManifestReconciler(site)
+    assert reconcile() is True
+    assert stored_job(site, "second").spec.workdir == "s"
+    with pytest.raises(NotFound):
+        site.store.get_object(site.site_id, "Job", "first")
+    assert reconcile.retry_after() == controller.manifests.RETRY_SEC
+    outage["on"] = False
+    assert reconcile() is True
+    assert stored_job(site, "first").spec.workdir == "f"
 
 
 @pytest.mark.parametrize(
