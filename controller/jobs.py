@@ -48,6 +48,17 @@ class JobReconciler:
         self.in_flight: set[int] = set()
         self.finished: set[int] = set()  # hooks done since this pass's reads began (those reads may be stale)
         self.lock = threading.Lock()
+        self.records = site.state_dir / "hooks"
+        self._forget_stale_records()
+
+    def _forget_stale_records(self) -> None:
+        """Remove hook records (``JOBID-EVENTID-HOOK.*``) whose transition was stored before a crash let them be
+        forgotten: their Job has moved on since."""
+        store, sid = self.site.store, self.site.site_id
+        for path in self.records.glob("*-*-*"):
+            job_id, event_id, _ = path.name.split("-", 2)
+            if job_id.isdigit() and str(store.last_transition(sid, int(job_id))) != event_id:
+                path.unlink(missing_ok=True)
 
     def close(self) -> None:
         """Wait for running hooks."""
@@ -132,7 +143,7 @@ class JobReconciler:
                 store.transition(sid, [Transition(ref.id, src, S.FAILED, "WorkdirRefused", str(exc))])
                 return
             # one record per entry into ``src``: a hook completed before a controller crash is not run again
-            record = self.site.state_dir / "hooks" / f"{ref.id}-{store.last_transition(sid, ref.id)}-{hook_name}"
+            record = self.records / f"{ref.id}-{store.last_transition(sid, ref.id)}-{hook_name}"
             outcome = run_hook(hook_name, job, app, workdir, self.site.path, record)
             reason = hook_name.title().replace("_", "")
             state, message, patch = outcome.state, outcome.message, {}

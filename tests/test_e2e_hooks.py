@@ -18,8 +18,12 @@ import pytest
 import yaml
 from e2e import E2ESite, Event, app_doc, batchjob_doc, job_doc, manifest, parse_time
 
+from balsamctl.apply import apply_documents
+from balsamctl.site import init_site
 from controller.hooks import HookOutcome, forget, run_hook
+from controller.jobs import JobReconciler
 from schemas import App, Job, JobState
+from schemas.manifest import parse_documents
 
 pytestmark = pytest.mark.slow
 
@@ -255,3 +259,20 @@ def test_a_completed_python_hook_is_not_run_again_for_the_same_transition(tmp_pa
     outcomes = [run_hook("postprocess", job, app.spec, tmp_path / "w", tmp_path, record) for _ in range(2)]
     assert (tmp_path / "calls").read_text() == "x", "the function ran once"
     assert outcomes[0] == outcomes[1] and outcomes[0].state == JobState.FAILED
+
+
+def test_a_restarted_controller_forgets_records_of_transitions_already_stored(tmp_path: Path) -> None:
+    """Killed after storing a hook's transition but before removing its record: the next controller removes it;
+    the record of a transition not yet stored is kept (it is the outcome the next pass takes)."""
+    made = init_site(tmp_path / "site", "records")
+    apply_documents(made, parse_documents(manifest(app_doc("r", "true"), job_doc("r-1", "r")), "records.yaml"))
+    job_id = made.store.get_object(made.site_id, "Job", "r-1").id
+    records = made.state_dir / "hooks"
+    records.mkdir()
+    live = records / f"{job_id}-{made.store.last_transition(made.site_id, job_id)}-postprocess.exit-0"
+    stale = records / f"{job_id}-0-postprocess.exit-0"
+    for path in (live, stale):
+        path.touch()
+    JobReconciler(made, wake=lambda: None).close()
+    assert sorted(p.name for p in records.iterdir()) == [live.name]
+    made.close()
