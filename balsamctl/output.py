@@ -170,7 +170,7 @@ def to_dict(obj: StoredObject) -> dict[str, Any]:
     return obj.manifest.model_dump(mode="json", by_alias=True)
 
 
-class _Dumper(yaml.SafeDumper):
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]  # libyaml's emitter when built
     """Block-style YAML that reads back as written (``apply -f`` of ``get -o yaml`` is ``unchanged``)."""
 
 

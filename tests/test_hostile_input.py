@@ -14,7 +14,7 @@
 
 The in-process examples use the store/apply API (``parse_documents`` + ``apply_documents``): the CLI per
 example would be far too slow. Leaves drawn from prepared pools keep generation cheap (see below). About 30 s for
-the 10,000 invalid examples and 25 s for the 1,000 round trips on 2 cores; ``BALSAMCTL_HOSTILE_EXAMPLES`` and
+the 10,000 invalid examples and 2-3 min for the 10,000 round trips on 2 cores; ``BALSAMCTL_HOSTILE_EXAMPLES`` and
 ``BALSAMCTL_HOSTILE_ROUND_TRIPS`` change the counts.
 """
 
@@ -46,7 +46,7 @@ from schemas.objects import MAX_WALL_TIME_MIN
 from store import Selector
 
 INVALID_EXAMPLES = int(os.environ.get("BALSAMCTL_HOSTILE_EXAMPLES", "10000"))
-ROUND_TRIP_EXAMPLES = int(os.environ.get("BALSAMCTL_HOSTILE_ROUND_TRIPS", "1000"))
+ROUND_TRIP_EXAMPLES = int(os.environ.get("BALSAMCTL_HOSTILE_ROUND_TRIPS", "10000"))
 CLI_EXAMPLES = 6
 SOURCE = "hostile/batch.yaml"
 SITE_NAME = "hostile"
