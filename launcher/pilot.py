@@ -31,7 +31,7 @@ HEARTBEAT_SEC = 10.0
 STOP_GRACE_SEC = 10.0
 DELETION_CHECK_SEC = 1.0
 POKE_EVERY_SEC = 0.5
-FLUSH_EVERY_SEC = 0.02
+FLUSH_EVERY_SEC = 0.1
 FLUSH_BATCH = 256
 CLAIM_AHEAD = 4  # claim up to this many allocations' worth of Jobs at a time
 

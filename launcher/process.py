@@ -11,6 +11,7 @@ Jobs included, so a Job never outlives the allocation that ran it, not even afte
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import select
@@ -21,7 +22,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from launcher.joboutput import output_path
 
@@ -79,6 +79,7 @@ class Outcome:
     killed: str = ""
 
 
+@functools.lru_cache(maxsize=1024)
 def shell_argv(command: str) -> tuple[str, ...]:
     """The argv of a shell command: exec'd directly when it is a plain command line, else through bash."""
     if not _SHELL_SYNTAX.search(command):
@@ -94,8 +95,10 @@ class _Running:
     task: Task
     proc: subprocess.Popen[bytes]
     output: Path
-    out: IO[bytes]
     pidfd: int
+
+
+_OUTPUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
 
 
 class ProcessGroup:
@@ -119,7 +122,7 @@ class ProcessGroup:
         except FileNotFoundError:
             os.makedirs(workdir, exist_ok=True)
         output = output_path(workdir, task.attempt)
-        out = open(output, "ab")  # noqa: SIM115 - closed when the process is reaped
+        out = os.open(output, _OUTPUT_FLAGS, 0o666)  # the child's copy is all it needs: closed here at once
         try:
             with _pinned(task.cpus):
                 proc = subprocess.Popen(
@@ -131,11 +134,10 @@ class ProcessGroup:
                     stderr=subprocess.STDOUT,
                     process_group=0,  # its own group (killpg stops all of it), in the allocation's session
                 )
-        except OSError:
-            out.close()
-            raise
+        finally:
+            os.close(out)
         pidfd = os.pidfd_open(proc.pid)
-        self.running[task.job_id] = _Running(task, proc, output, out, pidfd)
+        self.running[task.job_id] = _Running(task, proc, output, pidfd)
         self.poller.register(pidfd, select.POLLIN)
 
     def wait(self, timeout: float) -> None:
@@ -179,7 +181,6 @@ class ProcessGroup:
 
     def _reaped(self, job_id: int, rc: int, killed: str = "") -> Outcome:
         run = self.running.pop(job_id)
-        run.out.close()
         self.poller.unregister(run.pidfd)
         os.close(run.pidfd)
         tail = _tail(run.output) if rc != 0 else ""
