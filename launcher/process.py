@@ -107,6 +107,7 @@ class ProcessGroup:
     def __init__(self, base_env: dict[str, str] | None = None) -> None:
         self.base_env = dict(os.environ if base_env is None else base_env)
         self.running: dict[int, _Running] = {}
+        self.job_of: dict[int, int] = {}  # pidfd -> job id
         self.poller = select.poll()
 
     def __len__(self) -> int:
@@ -138,6 +139,7 @@ class ProcessGroup:
             os.close(out)
         pidfd = os.pidfd_open(proc.pid)
         self.running[task.job_id] = _Running(task, proc, output, pidfd)
+        self.job_of[pidfd] = task.job_id
         self.poller.register(pidfd, select.POLLIN)
 
     def wait(self, timeout: float) -> None:
@@ -150,10 +152,11 @@ class ProcessGroup:
         return bool(self.running) and bool(self.poller.poll(timeout * 1000))
 
     def poll(self) -> list[Outcome]:
-        """Outcomes of the processes that ended since the last call."""
+        """Outcomes of the processes that ended since the last call (only those whose pidfd says so are asked)."""
         done = []
-        for job_id, run in list(self.running.items()):
-            rc = run.proc.poll()
+        for pidfd, _ in self.poller.poll(0) if self.running else ():
+            job_id = self.job_of[pidfd]
+            rc = self.running[job_id].proc.poll()
             if rc is not None:
                 done.append(self._reaped(job_id, rc))
         return done
@@ -182,6 +185,7 @@ class ProcessGroup:
     def _reaped(self, job_id: int, rc: int, killed: str = "") -> Outcome:
         run = self.running.pop(job_id)
         self.poller.unregister(run.pidfd)
+        del self.job_of[run.pidfd]
         os.close(run.pidfd)
         tail = _tail(run.output) if rc != 0 else ""
         return Outcome(job_id, run.task.name, rc, tail, killed)
