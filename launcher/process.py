@@ -101,6 +101,12 @@ class _Running:
 _OUTPUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
 
 
+@functools.cache
+def _devnull() -> int:
+    """One ``/dev/null`` for every Task's stdin (``subprocess.DEVNULL`` opens and closes one per process)."""
+    return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+
+
 class ProcessGroup:
     """The Job processes of one launcher or worker."""
 
@@ -130,7 +136,7 @@ class ProcessGroup:
                     task.argv,
                     cwd=workdir,
                     env={**self.base_env, **dict(task.env)},
-                    stdin=subprocess.DEVNULL,
+                    stdin=_devnull(),
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     process_group=0,  # its own group (killpg stops all of it), in the allocation's session

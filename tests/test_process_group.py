@@ -24,10 +24,11 @@ def run_all(group: ProcessGroup) -> list[Outcome]:
 def test_every_task_ends_once_with_its_return_code_and_tail(tmp_path: Path) -> None:
     group = ProcessGroup()
     commands = {1: "true", 2: "echo oops; exit 3", 3: 'test "$JOB_VAR" = 3', 4: "exit 1"}
+    commands[5] = 'test "$(readlink /proc/$$/fd/0)" = /dev/null'  # stdin: nothing to read
     for job_id, command in commands.items():
         group.start(task(job_id, tmp_path / "w" / str(job_id), command))
     outcomes = run_all(group)
-    assert sorted((o.job_id, o.return_code) for o in outcomes) == [(1, 0), (2, 3), (3, 0), (4, 1)]
+    assert sorted((o.job_id, o.return_code) for o in outcomes) == [(1, 0), (2, 3), (3, 0), (4, 1), (5, 0)]
     assert next(o.tail for o in outcomes if o.job_id == 2) == "oops\n"
     assert group.poll() == []
     assert group.job_of == {}
