@@ -374,7 +374,7 @@ def rerun(
     if kind_of(kind) != "Job":
         raise ValueError("only Jobs can be rerun")
     target = _one_site(site)
-    states = tuple(s for item in state or ["FAILED"] for s in item.split(","))
+    states = _states("Job", state or ["FAILED"])
     sel = Selector("Job", (target.site_id,), names=tuple(names or ()), labels=_labels(selector), states=states)
     count = sum(target.store.rerun(target.site_id, [o.id for o in page]) for page in _pages(target.store, sel, None))
     target.poke()

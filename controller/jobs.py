@@ -16,7 +16,7 @@ from balsamctl.site import Site, SiteError
 from controller.hooks import HOOKS, forget, run_hook
 from schemas import App, Job, JobState
 from schemas.objects import AppSpec
-from schemas.retries import after_failure
+from schemas.retries import Verdict, after_failure
 from store import JobRef, Selector, Transition
 
 log = logging.getLogger("balsamctl.controller.jobs")
@@ -101,10 +101,10 @@ class JobReconciler:
         for obj in failed:
             job = obj.manifest
             assert isinstance(job, Job)
-            limit = _max_retries(job, apps[job.spec.app])
+            app = apps[job.spec.app]
             # Balsam's defaults: an error FAILS the Job unless retries were asked for; a timeout is retried
-            retry = src == S.RUN_TIMEOUT or limit is not None
-            verdict = after_failure(src, job.status.failures, limit, S.RESTART_READY if retry else S.FAILED)
+            retry = src == S.RUN_TIMEOUT or _max_retries(job, app) is not None
+            verdict = _after_failure(src, job, app, S.RESTART_READY if retry else S.FAILED)
             reason = "Retry" if verdict.state == S.RESTART_READY else "RetriesExhausted"
             moves.append(
                 Transition(obj.id, src, verdict.state, reason, verdict.message, status={"failures": verdict.failures})
@@ -148,7 +148,7 @@ class JobReconciler:
             reason = hook_name.title().replace("_", "")
             state, message, patch = outcome.state, outcome.message, {}
             if src in RETRYABLE:
-                verdict = after_failure(src, job.status.failures, _max_retries(job, app), outcome.state)
+                verdict = _after_failure(src, job, app, outcome.state)
                 state, patch = verdict.state, {"failures": verdict.failures}
                 message = f"{outcome.message}; {verdict.message}"
             try:
@@ -167,3 +167,8 @@ class JobReconciler:
 
 def _max_retries(job: Job, app: AppSpec) -> int | None:
     return app.max_retries if job.spec.max_retries is None else job.spec.max_retries
+
+
+def _after_failure(src: JobState, job: Job, app: AppSpec, next_state: JobState) -> Verdict:
+    """Where a failed run of ``job`` goes, within its retries, when its hook (or the default) says ``next_state``."""
+    return after_failure(src, job.status.failures, _max_retries(job, app), next_state)

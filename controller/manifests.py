@@ -73,8 +73,12 @@ class ManifestReconciler:
     def _settled(self, age: float) -> bool:
         if age >= SETTLE_SEC:
             return True
-        self.wait = min(self.wait or SETTLE_SEC, SETTLE_SEC - age)
+        self._look_again_in(SETTLE_SEC - age)
         return False
+
+    def _look_again_in(self, seconds: float) -> None:
+        """Ask for the next pass within ``seconds`` (the earliest request of this pass wins)."""
+        self.wait = seconds if self.wait is None else min(self.wait, seconds)
 
     def _source(self, path: Path) -> str:
         return SOURCE_PREFIX + path.relative_to(self.site.manifests_dir).as_posix()
@@ -86,7 +90,7 @@ class ManifestReconciler:
             return self._apply(source, path)
         except Exception:
             log.exception("%s: not applied; tried again in %.0f s", source, RETRY_SEC)
-            self.wait = min(self.wait or RETRY_SEC, RETRY_SEC)
+            self._look_again_in(RETRY_SEC)
             return None
 
     def _apply(self, source: str, path: Path | None) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,50 +109,53 @@ class _Budget:
         self.left = self.limit
 
 
+def _walk(raw: Any) -> Iterator[tuple[Any, _FieldPath, int]]:
+    """Every value of a parsed document, with where it sits and how deep; a consumer that stops early stops the
+    walk there (an alias inside itself is endless)."""
+    stack: list[tuple[Any, _FieldPath, int]] = [(raw, None, 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        yield value, path, depth
+        if isinstance(value, dict):
+            stack.extend((item, (path, str(key)), depth + 1) for key, item in value.items())
+        elif isinstance(value, list):
+            stack.extend((item, (path, i), depth + 1) for i, item in enumerate(value))
+
+
+def _parts(path: _FieldPath) -> list[int | str]:
+    parts: list[int | str] = []
+    while path is not None:
+        path, key = path
+        parts.append(key)
+    return parts[::-1]
+
+
 def _over_expanded(raw: Any, budget: _Budget) -> tuple[str | None, str] | None:
     """``(field, message)`` where ``raw`` expands past ``budget`` or nests past the parser's own limit, or None.
 
     Only aliases can do either (aliases of aliases, an alias inside itself); every later step (validation, JSON,
     the store, ``get -o yaml``) would walk an exponentially large or endless value.
     """
-
-    def field(path: _FieldPath) -> str | None:
-        parts: list[int | str] = []
-        while path is not None:
-            path, key = path
-            parts.append(key)
-        return _loc(parts[::-1][:2]) or None
-
-    stack: list[tuple[Any, _FieldPath, int]] = [(raw, None, 0)]
-    while stack:
-        value, path, depth = stack.pop()
+    for _, path, depth in _walk(raw):
         budget.left -= 1
         if budget.left < 0:
-            return field(path), f"the documents expand to more than {budget.limit} values (YAML aliases of aliases?)"
-        if depth > MAX_NESTING:
-            return field(path), f"nests more than {MAX_NESTING} levels deep (a YAML alias inside itself?)"
-        if isinstance(value, dict):
-            stack.extend((item, (path, str(key)), depth + 1) for key, item in value.items())
-        elif isinstance(value, list):
-            stack.extend((item, (path, i), depth + 1) for i, item in enumerate(value))
+            message = f"the documents expand to more than {budget.limit} values (YAML aliases of aliases?)"
+        elif depth > MAX_NESTING:
+            message = f"nests more than {MAX_NESTING} levels deep (a YAML alias inside itself?)"
+        else:
+            continue
+        return _loc(_parts(path)[:2]) or None, message
     return None
 
 
 def _nul_field(raw: dict[str, Any]) -> str | None:
     """The first field whose name or value holds a NUL character (a YAML ``"\\0"``, a JSON ``"\\u0000"``): no store
-    text column, environment variable or command line can carry one."""
-    stack: list[tuple[Any, tuple[int | str, ...]]] = [(raw, ())]
-    while stack:
-        value, path = stack.pop()
-        if isinstance(value, str) and "\x00" in value:
-            return _loc(path) or "(document)"
-        if isinstance(value, dict):
-            for key, item in value.items():
-                if isinstance(key, str) and "\x00" in key:
-                    return _loc(path) or "(document)"
-                stack.append((item, (*path, str(key))))
-        elif isinstance(value, list):
-            stack.extend((item, (*path, i)) for i, item in enumerate(value))
+    text column, environment variable or command line can carry one. A NUL in a name is reported at its mapping."""
+    for value, path, _ in _walk(raw):
+        name_has_nul = path is not None and "\x00" in str(path[1])
+        if name_has_nul or (isinstance(value, str) and "\x00" in value):
+            parts = _parts(path)
+            return _loc(parts[:-1] if name_has_nul else parts) or "(document)"
     return None
 
 

@@ -34,6 +34,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
+from test_manifests import JOB_RANGES
 from typer.testing import CliRunner
 
 from balsamctl import cli, output
@@ -173,15 +174,6 @@ for _ in range(80):
     APP_EXTRAS.append(extra)
 SEGMENTS = [".", "...", "~", "$HOME", "-rf", " ", "*", "a b", "é", "{{x}}", "$(id)", ";", "'", '"', "a", "run-1", "x.y"]
 WORKDIRS = sorted({"/".join(_rng.choices(SEGMENTS, k=_rng.randint(1, 3))) for _ in range(120)} | {".", "a" * 255})
-JOB_RANGES = {
-    "num_nodes": (1, 100_000),
-    "ranks_per_node": (1, 4096),
-    "threads_per_rank": (1, 4096),
-    "threads_per_core": (1, 16),
-    "gpus_per_rank": (0, 1024),
-    "node_packing_count": (1, 4096),
-    "wall_time_min": (0, MAX_WALL_TIME_MIN),
-}
 JSON_VALUES: list[Any] = [
     None,
     *NUMBERS[::2],

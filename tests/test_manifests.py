@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from schemas.manifest import ManifestError, parse_documents
-from schemas.objects import KINDS, NAME_PATTERN, App, BatchJob, Job, JobStatus, is_valid_name
+from schemas.objects import KINDS, MAX_WALL_TIME_MIN, NAME_PATTERN, App, BatchJob, Job, JobStatus, is_valid_name
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -52,7 +52,16 @@ hooks = st.one_of(
     ),
 )
 queue_words = st.from_regex(r"[A-Za-z0-9_.@-]{1,20}", fullmatch=True)
-MINUTES_PER_YEAR = 60 * 24 * 365
+JOB_RANGES = {
+    "num_nodes": (1, 100_000),
+    "ranks_per_node": (1, 4096),
+    "threads_per_rank": (1, 4096),
+    "threads_per_core": (1, 16),
+    "gpus_per_rank": (0, 1024),
+    "node_packing_count": (1, 4096),
+    "wall_time_min": (0, MAX_WALL_TIME_MIN),
+}
+"""The valid range of each numeric JobSpec field (what the schema documents)."""
 
 
 def _maybe(d: dict[str, Any], key: str, value: Any) -> None:
@@ -97,16 +106,7 @@ def job_docs(draw: st.DrawFn) -> dict[str, Any]:
         "parameters": draw(st.dictionaries(identifiers, param_values, max_size=4)),
         "parents": draw(st.lists(names, unique=True, max_size=3)),
     }
-    ranges = {
-        "num_nodes": (1, 100_000),
-        "ranks_per_node": (1, 4096),
-        "threads_per_rank": (1, 4096),
-        "threads_per_core": (1, 16),
-        "gpus_per_rank": (0, 1024),
-        "node_packing_count": (1, 4096),
-        "wall_time_min": (0, MINUTES_PER_YEAR),
-    }
-    for key, (lo, hi) in ranges.items():
+    for key, (lo, hi) in JOB_RANGES.items():
         _maybe(spec, key, draw(st.none() | st.integers(lo, hi)))
     _maybe(spec, "launch_params", draw(st.none() | st.dictionaries(identifiers, texts, max_size=3)))
     _maybe(spec, "data", draw(st.none() | st.dictionaries(texts, json_values, max_size=3)))
@@ -127,7 +127,7 @@ def batchjob_docs(draw: st.DrawFn) -> dict[str, Any]:
     num_nodes = sum(p["num_nodes"] for p in partitions) if partitions else draw(st.integers(1, 1_000_000))
     spec: dict[str, Any] = {
         "num_nodes": num_nodes,
-        "wall_time_min": draw(st.integers(1, MINUTES_PER_YEAR)),
+        "wall_time_min": draw(st.integers(1, MAX_WALL_TIME_MIN)),
         "queue": draw(queue_words),
         "project": draw(queue_words),
         "job_mode": draw(st.sampled_from(["mpi", "serial"])),
@@ -340,20 +340,8 @@ def _out_of_range(raw: dict[str, Any], draw: st.DrawFn) -> str:
         raw["spec"][name] = draw(st.integers(max_value=0))
         raw["spec"]["partitions"] = []
         return f"spec.{name}"
-    name, lo, hi = draw(
-        st.sampled_from(
-            [
-                ("num_nodes", 1, 100_000),
-                ("ranks_per_node", 1, 4096),
-                ("threads_per_core", 1, 16),
-                ("gpus_per_rank", 0, 1024),
-                ("node_packing_count", 1, 4096),
-                ("wall_time_min", 0, None),
-            ]
-        )
-    )
-    below = st.integers(max_value=lo - 1)
-    raw["spec"][name] = draw(below if hi is None else below | st.integers(min_value=hi + 1, max_value=2**40))
+    name, (lo, hi) = draw(st.sampled_from(sorted(JOB_RANGES.items())))
+    raw["spec"][name] = draw(st.integers(max_value=lo - 1) | st.integers(min_value=hi + 1, max_value=2**40))
     return f"spec.{name}"
 
 
