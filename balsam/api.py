@@ -19,7 +19,7 @@ from balsamctl.site import Site as SiteDir
 from balsamctl.site import SiteError, resolve_sites
 from schemas import JobState
 from schemas.manifest import Document, ManifestError, validate_document
-from schemas.objects import Manifest
+from schemas.objects import API_VERSION, Manifest
 from store import NotFound, Selector, StoredObject, Transition
 
 M = TypeVar("M", bound="Model")
@@ -134,7 +134,7 @@ class Model:
         name = fields.pop("name", None) or f"{self.name_prefix}-{uuid.uuid4().hex[:10]}"
         labels = fields.pop("tags", None) or {}
         metadata = {"name": name, "labels": labels}
-        body = {"apiVersion": "balsam/v1", "kind": self.kind, "metadata": metadata, "spec": fields}
+        body = {"apiVersion": API_VERSION, "kind": self.kind, "metadata": metadata, "spec": fields}
         doc, problems = validate_document(body, "<python api>", index)
         if doc is None:
             raise ManifestError(problems)
