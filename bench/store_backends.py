@@ -37,8 +37,11 @@ from store import Store, sqlite_url
 
 PG_URL = os.environ.get("BALSAMCTL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:55432/postgres")
 BATCH = 16
-TO_RUNNABLE = [(JobState.CREATED, JobState.READY), (JobState.READY, JobState.STAGED_IN)]
-TO_RUNNABLE.append((JobState.STAGED_IN, JobState.PREPROCESSED))
+TO_RUNNABLE = [
+    (JobState.CREATED, JobState.READY),
+    (JobState.READY, JobState.STAGED_IN),
+    (JobState.STAGED_IN, JobState.PREPROCESSED),
+]
 
 
 @contextmanager

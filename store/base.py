@@ -36,6 +36,30 @@ class StoreBase:
         self.engine.dispose()
 
 
+def job_event(
+    site_id: int,
+    job_id: int,
+    name: str,
+    src: str | None,
+    dst: str | None,
+    reason: str,
+    message: str | None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """An event row about a Job (for :func:`add_events`); ``extra``: ``time``, ``data``."""
+    return {
+        "site_id": site_id,
+        "object_id": job_id,
+        "kind": "Job",
+        "name": name,
+        "from_state": src,
+        "to_state": dst,
+        "reason": reason,
+        "message": message,
+        **extra,
+    }
+
+
 def add_events(conn: Connection, rows: Iterable[dict[str, Any]]) -> None:
     """Insert event rows (site_id, object_id, kind, name, from_state, to_state, reason, message[, data, time])."""
     batch = []

@@ -12,7 +12,7 @@ from sqlalchemy import ColumnElement, Connection, and_, bindparam, exists, liter
 from schemas import JobState, check_job_transition
 from schemas.objects import JobSpec
 from schemas.states import FINAL_JOB_STATES, RUNNABLE_STATES
-from store.base import StoreBase, add_events, chunks
+from store.base import StoreBase, add_events, chunks, job_event
 from store.engine import is_postgres, read_tx, write_tx
 from store.rows import now
 from store.tables import CLAIMABLE, labels, launchers, objects
@@ -106,20 +106,7 @@ class JobStore(StoreBase):
                 moved += len(rows)
                 add_events(
                     conn,
-                    (
-                        {
-                            "site_id": site_id,
-                            "object_id": r.id,
-                            "kind": "Job",
-                            "name": r.name,
-                            "time": t,
-                            "from_state": src.value,
-                            "to_state": dst.value,
-                            "reason": reason,
-                            "message": message,
-                        }
-                        for r in rows
-                    ),
+                    (job_event(site_id, r.id, r.name, src.value, dst.value, reason, message, time=t) for r in rows),
                 )
             return moved
 
@@ -158,6 +145,7 @@ class JobStore(StoreBase):
         done = 0
         t = now()
         with write_tx(self.engine) as conn:
+            statuses = self._statuses(conn, [tr.job_id for tr in items if tr.status])
             for tr in items:
                 check_job_transition(str(tr.job_id), tr.src, tr.dst)
                 values: dict[str, Any] = {
@@ -169,8 +157,7 @@ class JobStore(StoreBase):
                 if tr.message:
                     values.setdefault("message", _text(tr.message))
                 if tr.status:
-                    current = conn.execute(select(objects.c.status).where(objects.c.id == tr.job_id)).scalar()
-                    values["status"] = {**(current or {}), **tr.status}
+                    values["status"] = {**(statuses.get(tr.job_id) or {}), **tr.status}
                 res = conn.execute(
                     update(objects)
                     .where(objects.c.id == tr.job_id, objects.c.site_id == site_id, objects.c.state == tr.src.value)
@@ -181,23 +168,32 @@ class JobStore(StoreBase):
                 if name is None:
                     continue
                 done += 1
+                if tr.status:  # a later Transition of the same Job merges into this status
+                    statuses[tr.job_id] = values["status"]
+                data = dict(tr.data) if tr.data else None
                 add_events(
                     conn,
                     [
-                        {
-                            "site_id": site_id,
-                            "object_id": tr.job_id,
-                            "kind": "Job",
-                            "name": name,
-                            "from_state": tr.src.value,
-                            "to_state": tr.dst.value,
-                            "reason": tr.reason,
-                            "message": _text(tr.message),
-                            "data": dict(tr.data) if tr.data else None,
-                        }
+                        job_event(
+                            site_id,
+                            tr.job_id,
+                            name,
+                            tr.src.value,
+                            tr.dst.value,
+                            tr.reason,
+                            _text(tr.message),
+                            data=data,
+                        )
                     ],
                 )
         return done
+
+    def _statuses(self, conn: Connection, job_ids: Sequence[int]) -> dict[int, Any]:
+        """The stored status of each of ``job_ids`` (one query per chunk, not one per Job)."""
+        found: dict[int, Any] = {}
+        for part in chunks(list(job_ids)):
+            found.update(conn.execute(select(objects.c.id, objects.c.status).where(objects.c.id.in_(part))).tuples())
+        return found
 
     # ------------------------------------------------------------------ launchers
     def claim(
@@ -238,13 +234,10 @@ class JobStore(StoreBase):
             conds.append(objects.c.wall_time_min <= max_wall_time_min)
         if exclude:
             conds.append(objects.c.id.not_in(list(exclude)))
+        # a launcher declared lost claims nothing more (checked in the same statement: no extra round trip)
+        conds.append(~exists().where(launchers.c.id == owner, launchers.c.ended_at.is_not(None)))
         q = select(*_REF_COLUMNS).where(and_(*conds)).order_by(*_ORDERS[order], objects.c.id).limit(2 * limit)
         with write_tx(self.engine) as conn:
-            lost = conn.execute(
-                select(launchers.c.id).where(launchers.c.id == owner, launchers.c.ended_at.is_not(None))
-            ).first()
-            if lost is not None:  # a launcher declared lost claims nothing more
-                return []
             if is_postgres(self.engine):
                 q = q.with_for_update(skip_locked=True, of=objects)
             with conn.execute(q) as rows:  # read (and validate) only as far as the first ``limit`` accepted
@@ -258,15 +251,8 @@ class JobStore(StoreBase):
 
     def unclaim(self, site_id: int, owner: str, job_ids: Sequence[int] | None = None) -> int:
         """Hand back Jobs ``owner`` claimed but did not start (all of them, or ``job_ids``)."""
-        conds = [
-            _of_site(site_id),
-            objects.c.owner == owner,
-            objects.c.state.in_([s.value for s in RUNNABLE_STATES]),
-        ]
-        if job_ids is not None:
-            conds.append(objects.c.id.in_(list(job_ids)))
         with write_tx(self.engine) as conn:
-            return conn.execute(update(objects).where(*conds).values(owner=None)).rowcount
+            return hand_back(conn, site_id, [owner], job_ids)
 
     def record(
         self,
@@ -298,7 +284,7 @@ class JobStore(StoreBase):
             [ref.id for ref, _ in started],
             objects.c.owner == owner,
             objects.c.deletion_timestamp.is_(None),
-            objects.c.state.in_([s.value for s in RUNNABLE_STATES]),
+            objects.c.state.in_(_RUNNABLE),
         )
         go = [(ref, data) for ref, data in started if ref.id in live]
         if go:
@@ -319,18 +305,17 @@ class JobStore(StoreBase):
             add_events(
                 conn,
                 (
-                    {
-                        "site_id": site_id,
-                        "object_id": ref.id,
-                        "kind": "Job",
-                        "name": ref.name,
-                        "time": data.get("start_time", t),
-                        "from_state": ref.state,
-                        "to_state": "RUNNING",
-                        "reason": "Started",
-                        "message": f"launched by {owner}" + (f" on {data['where']}" if data.get("where") else ""),
-                        "data": {k: v for k, v in data.items() if k not in ("start_time", "where")},
-                    }
+                    job_event(
+                        site_id,
+                        ref.id,
+                        ref.name,
+                        ref.state,
+                        "RUNNING",
+                        "Started",
+                        f"launched by {owner}" + (f" on {data['where']}" if data.get("where") else ""),
+                        time=data.get("start_time", t),
+                        data={k: v for k, v in data.items() if k not in ("start_time", "where")},
+                    )
                     for ref, data in go
                 ),
             )
@@ -398,17 +383,16 @@ class JobStore(StoreBase):
         add_events(
             conn,
             (
-                {
-                    "site_id": site_id,
-                    "object_id": r["job_id"],
-                    "kind": "Job",
-                    "name": r["name"],
-                    "time": r.get("end_time", t),
-                    "from_state": "RUNNING",
-                    "to_state": str(r["state"]),
-                    "reason": "Ran",
-                    "message": _text(r.get("message")) or f"return code {r.get('return_code')}",
-                }
+                job_event(
+                    site_id,
+                    r["job_id"],
+                    r["name"],
+                    "RUNNING",
+                    str(r["state"]),
+                    "Ran",
+                    _text(r.get("message")) or f"return code {r.get('return_code')}",
+                    time=r.get("end_time", t),
+                )
                 for r in kept
             ),
         )
@@ -457,7 +441,15 @@ class JobStore(StoreBase):
             return list(conn.execute(q).scalars())
 
 
+def hand_back(conn: Connection, site_id: int, owners: Sequence[str], job_ids: Sequence[int] | None = None) -> int:
+    """Release the claims ``owners`` hold on Jobs they did not start (all of them, or ``job_ids``); how many."""
+    conds = [_of_site(site_id), objects.c.owner.in_(list(owners)), objects.c.state.in_(_RUNNABLE)]
+    if job_ids is not None:
+        conds.append(objects.c.id.in_(list(job_ids)))
+    return conn.execute(update(objects).where(*conds).values(owner=None)).rowcount
 
+
+_RUNNABLE = sorted(s.value for s in RUNNABLE_STATES)
 _ORDERS = {
     "small_first": (objects.c.num_nodes, objects.c.node_packing_count.desc(), objects.c.wall_time_min.desc()),
     "long_large_first": (objects.c.num_nodes.desc(), objects.c.wall_time_min.desc()),

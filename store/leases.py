@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from schemas import JobState
-from schemas.states import RUNNABLE_STATES
-from store.base import StoreBase, add_events, chunks
+from store.base import StoreBase, add_events, chunks, job_event
 from store.engine import write_tx
+from store.jobs import hand_back
 from store.rows import now
 from store.tables import launchers, objects
 
@@ -52,46 +53,42 @@ class LeaseStore(StoreBase):
                         objects.c.state == JobState.RUNNING.value,
                     )
                 ).all()
-                for r in running:  # a lost run is charged to the Job (max_retries), unlike a walltime kill
-                    status = {**(r.status or {}), "failures": (r.status or {}).get("failures", 0) + 1}
+                if running:  # a lost run is charged to the Job (max_retries), unlike a walltime kill
                     conn.execute(
                         update(objects)
-                        .where(objects.c.id == r.id, objects.c.state == JobState.RUNNING.value)
+                        .where(objects.c.id == bindparam("b_id"), objects.c.state == JobState.RUNNING.value)
                         .values(
                             state=JobState.RUN_TIMEOUT.value,
                             owner=None,
                             end_time=t,
-                            status=status,
+                            status=bindparam("b_status", type_=objects.c.status.type),
                             message="its launcher stopped heartbeating (lease expired)",
                             updated_at=t,
                             resource_version=objects.c.resource_version + 1,
-                        )
+                        ),
+                        [{"b_id": r.id, "b_status": _charged(r.status)} for r in running],
                     )
                 add_events(
                     conn,
                     (
-                        {
-                            "site_id": site_id,
-                            "object_id": r.id,
-                            "kind": "Job",
-                            "name": r.name,
-                            "from_state": "RUNNING",
-                            "to_state": "RUN_TIMEOUT",
-                            "reason": "LeaseExpired",
-                            "message": f"launcher {r.owner} stopped heartbeating for {lease_sec:.0f} s",
-                        }
+                        job_event(
+                            site_id,
+                            r.id,
+                            r.name,
+                            "RUNNING",
+                            "RUN_TIMEOUT",
+                            "LeaseExpired",
+                            f"launcher {r.owner} stopped heartbeating for {lease_sec:.0f} s",
+                        )
                         for r in running
                     ),
                 )
                 timed_out += len(running)
-                handed_back += conn.execute(
-                    update(objects)
-                    .where(
-                        objects.c.site_id == site_id,
-                        objects.c.owner.in_(part),
-                        objects.c.state.in_([s.value for s in RUNNABLE_STATES]),
-                    )
-                    .values(owner=None)
-                ).rowcount
+                handed_back += hand_back(conn, site_id, part)
                 conn.execute(update(launchers).where(launchers.c.id.in_(part)).values(ended_at=t))
         return SweepResult(lost, timed_out, handed_back)
+
+
+def _charged(status: dict[str, Any] | None) -> dict[str, Any]:
+    """A Job's status with one more failure counted."""
+    return {**(status or {}), "failures": (status or {}).get("failures", 0) + 1}

@@ -13,7 +13,7 @@ from schemas import App, BatchJob, BatchJobState, Job, JobState
 from schemas.manifest import Document, ManifestError, Problem
 from schemas.objects import AppSpec
 from schemas.states import RUNNABLE_STATES
-from store.base import StoreBase, add_events, chunks
+from store.base import StoreBase, add_events, chunks, job_event
 from store.engine import is_postgres, read_tx, write_tx
 from store.rows import StoredObject, now, row_to_object
 from store.tables import labels, objects, parents, sites
@@ -573,13 +573,4 @@ class ObjectStore(StoreBase):
 
 def _event(site_id: int, row: Any, reason: str, message: str, to_state: str | None = None) -> dict[str, Any]:
     """An event row about a Job row (``id``, ``name``, ``state``)."""
-    return {
-        "site_id": site_id,
-        "object_id": row.id,
-        "kind": "Job",
-        "name": row.name,
-        "from_state": row.state if to_state else None,
-        "to_state": to_state,
-        "reason": reason,
-        "message": message,
-    }
+    return job_event(site_id, row.id, row.name, row.state if to_state else None, to_state, reason, message)

@@ -6,10 +6,10 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from conftest import Databases
@@ -23,6 +23,7 @@ from schemas.objects import AppSpec
 from store import Conflict, JobRef, Selector, Store, StoredObject, Transition
 
 TO_RUNNABLE = [(S.CREATED, S.READY), (S.READY, S.STAGED_IN), (S.STAGED_IN, S.PREPROCESSED)]
+T = TypeVar("T")
 
 
 def no_problems(_apps: Mapping[str, AppSpec], _parents: Mapping[str, Sequence[str]]) -> list[Problem]:
@@ -93,6 +94,31 @@ def acquire(s: Store, site_id: int, owner: str, *, limit: int = 1000, **claim: A
     refs = s.claim(site_id, owner=owner, batch_job="bj", limit=limit, **claim)
     started = s.record(site_id, owner=owner, started=[(r, {"nodes": ["n0"]}) for r in refs])
     return [r for r in refs if r.id in started]
+
+
+def at_once(url: str, n: int, work: Callable[[int, Store], T]) -> tuple[dict[int, T], list[BaseException]]:
+    """``work(i, store)`` in ``n`` threads released together, each with its own Store on ``url``: what each
+    returned (by ``i``) and the exceptions raised."""
+    stores = [Store(url) for _ in range(n)]
+    results: dict[int, T] = {}
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(n)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = work(i, stores[i])
+        except BaseException as exc:  # pragma: no cover - reported by the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    for s in stores:
+        s.close()
+    return results, errors
 
 
 def state_events(store: Store, site_id: int, name: str) -> list[tuple[str | None, str | None, str]]:
@@ -319,22 +345,9 @@ def test_concurrent_identical_transitions_apply_exactly_once(store: Store, site_
     add(store, site_id, [app_doc(), job_doc("j")])
     jid = ids_by_name(store, site_id)["j"]
     tr = Transition(jid, S.CREATED, S.READY, "Race")
-    stores = [Store(store.url) for _ in range(6)]
-    done: list[int] = []
-    barrier = threading.Barrier(len(stores))
-
-    def go(s: Store) -> None:
-        barrier.wait()
-        done.append(s.transition(site_id, [tr]))
-
-    threads = [threading.Thread(target=go, args=(s,)) for s in stores]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for s in stores:
-        s.close()
-    assert sorted(done) == [0, 0, 0, 0, 0, 1]
+    done, errors = at_once(store.url, 6, lambda _i, s: s.transition(site_id, [tr]))
+    assert errors == []
+    assert sorted(done.values()) == [0, 0, 0, 0, 0, 1]
     assert [e for e in state_events(store, site_id, "j") if e[2] == "Race"] == [("CREATED", "READY", "Race")]
 
 
@@ -345,30 +358,15 @@ def test_concurrent_acquire_claims_every_job_exactly_once(store: Store, site_id:
     add(store, site_id, [app_doc(), *(job_doc(f"j{i:03d}") for i in range(200))])
     make_runnable(store, site_id)
     assert runnable(store, site_id) == 200
-    claimers = [Store(store.url) for _ in range(4)]
-    claimed: dict[str, list[int]] = {}
-    barrier = threading.Barrier(len(claimers))
-    errors: list[BaseException] = []
 
-    def run(owner: str, s: Store) -> None:
-        mine = claimed.setdefault(owner, [])
-        barrier.wait()
-        try:
-            while True:
-                got = acquire(s, site_id, owner, limit=9)
-                if not got:
-                    return
-                mine.extend(ref.id for ref in got)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+    def run(i: int, s: Store) -> list[int]:
+        mine: list[int] = []
+        while got := acquire(s, site_id, f"launcher-{i}", limit=9):
+            mine.extend(ref.id for ref in got)
+        return mine
 
-    threads = [threading.Thread(target=run, args=(f"launcher-{i}", s)) for i, s in enumerate(claimers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    for s in claimers:
-        s.close()
+    results, errors = at_once(store.url, 4, run)
+    claimed = {f"launcher-{i}": ids for i, ids in results.items()}
     assert not errors
     all_ids = [i for ids in claimed.values() for i in ids]
     assert len(all_ids) == len(set(all_ids)) == 200
@@ -649,52 +647,16 @@ def test_output_with_nul_bytes_is_recorded(store: Store, site_id: int) -> None:
 
 def test_a_site_registered_by_many_stores_at_once_gets_one_id(store: Store, tmp_path: Path) -> None:
     """Launchers and the CLI may register a site on a shared store at the same moment."""
-    stores = [Store(store.url) for _ in range(6)]
-    ids: list[int] = []
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(stores))
-
-    def register(s: Store) -> None:
-        barrier.wait()
-        try:
-            ids.append(s.ensure_site("shared", str(tmp_path)))
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=register, args=(s,)) for s in stores]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for s in stores:
-        s.close()
+    ids, errors = at_once(store.url, 6, lambda _i, s: s.ensure_site("shared", str(tmp_path)))
     assert errors == []
-    assert len(set(ids)) == 1
+    assert len(set(ids.values())) == 1
     assert [s["name"] for s in store.sites()] == ["shared"]
 
 
 def test_the_same_manifests_applied_at_once_create_each_object_once(store: Store, site_id: int) -> None:
     """The controller (GitOps) and a user may apply the same files at the same moment."""
     docs = [app_doc(), *(job_doc(f"j{i}") for i in range(50))]
-    stores = [Store(store.url) for _ in range(4)]
-    actions: list[set[str]] = []
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(stores))
-
-    def apply(s: Store) -> None:
-        barrier.wait()
-        try:
-            actions.append({r.action for r in s.apply(site_id, docs, check=no_problems)})
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=apply, args=(s,)) for s in stores]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for s in stores:
-        s.close()
+    actions, errors = at_once(store.url, 4, lambda _i, s: {r.action for r in s.apply(site_id, docs, check=no_problems)})
     assert errors == []
-    assert sorted(map(sorted, actions)) == [["created"], ["unchanged"], ["unchanged"], ["unchanged"]]
+    assert sorted(map(sorted, actions.values())) == [["created"], ["unchanged"], ["unchanged"], ["unchanged"]]
     assert len([e for e in store.events((site_id,), limit=1000) if e["reason"] == "Created"]) == 51
