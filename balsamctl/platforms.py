@@ -3,7 +3,8 @@
 Each preset is two files shipped in ``balsamctl/platforms/``: ``NAME.yml`` (``description``, ``scheduler``,
 ``settings``: overrides of :class:`~schemas.settings.SiteSettings`) and, when the machine needs one of its own,
 ``NAME.sh`` (the site's Jinja2 job template; otherwise the scheduler's generic one from ``templates/``).
-Parsing and merging are pure functions; only :func:`load_platform` and :func:`platform_names` read those files.
+Only :func:`load_platform` and :func:`platform_names` read the preset files; parsing and merging are pure functions,
+but for a preset without a template of its own, whose generic template :func:`parse_preset` reads.
 """
 
 from __future__ import annotations
@@ -44,20 +45,18 @@ class Platform:
     """The job template, copied to the site's ``job-template.sh``."""
 
     def site_settings(self, site_name: str) -> SiteSettings:
-        """The settings of a site called ``site_name`` made from this preset."""
-        return site_settings(self, site_name)
+        """SiteSettings for ``site_name``: the defaults, overridden by the preset, with the preset's scheduler.
+
+        :class:`pydantic.ValidationError` if ``site_name`` is not a valid name.
+        """
+        return SiteSettings.model_validate({**self.settings, "name": site_name, "scheduler": self.scheduler})
 
 
-def site_settings(platform: Platform, site_name: str) -> SiteSettings:
-    """SiteSettings for ``site_name``: the defaults, overridden by the preset, with the preset's scheduler.
+def parse_preset(name: str, text: str, template: str | None) -> Platform:
+    """The preset ``name`` from its YAML ``text`` and job ``template``; :class:`PlatformError` names the field.
 
-    :class:`pydantic.ValidationError` if ``site_name`` is not a valid name.
+    ``template`` None: the preset has none of its own and gets its scheduler's generic one (the only file read).
     """
-    return SiteSettings.model_validate({**platform.settings, "name": site_name, "scheduler": platform.scheduler})
-
-
-def parse_preset(name: str, text: str, template: str) -> Platform:
-    """The preset ``name`` from its YAML ``text`` and job ``template``; :class:`PlatformError` names the field."""
     where = f"platform {name!r}"
     try:
         raw = yaml.safe_load(text)
@@ -82,11 +81,13 @@ def parse_preset(name: str, text: str, template: str) -> Platform:
         raise PlatformError(f"{where}: settings.{per_site[0]}: set per site, not by a preset")
     if "local_nodes" in settings and scheduler != "local":
         raise PlatformError(f"{where}: settings.local_nodes: only for the local scheduler, not {scheduler}")
+    if template is None:
+        template = _read(name, GENERIC_TEMPLATES / f"{scheduler}.sh")
     if not template.strip():
         raise PlatformError(f"{where}: the job template is empty")
     platform = Platform(name, description.strip(), cast(SchedulerKind, scheduler), settings, template)
     try:
-        site_settings(platform, CHECK_NAME)
+        platform.site_settings(CHECK_NAME)
     except ValidationError as exc:
         lines = [f"{where}: settings.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
         raise PlatformError("\n".join(lines)) from None
@@ -103,13 +104,14 @@ def load_platform(name: str, directory: Path = PLATFORMS_DIR) -> Platform:
     known = platform_names(directory)
     if name not in known:
         raise PlatformError(f"unknown platform {name!r}; known platforms: {', '.join(known) or 'none'}")
-    preset, template = directory / f"{name}.yml", directory / f"{name}.sh"
+    text = _read(name, directory / f"{name}.yml")
+    own_template = directory / f"{name}.sh"
+    return parse_preset(name, text, _read(name, own_template) if own_template.exists() else None)
+
+
+def _read(name: str, path: Path) -> str:
+    """The text of one of platform ``name``'s files; :class:`PlatformError` if it cannot be read."""
     try:
-        text = preset.read_text()
-        if not template.exists():  # a preset without a template of its own uses its scheduler's generic one
-            scheduler = (yaml.safe_load(text) or {}).get("scheduler") if text.strip() else None
-            template = GENERIC_TEMPLATES / f"{scheduler}.sh"
-        body = template.read_text()
+        return path.read_text()
     except OSError as exc:
         raise PlatformError(f"platform {name!r}: cannot read {exc.filename}: {exc.strerror}") from None
-    return parse_preset(name, text, body)

@@ -133,7 +133,8 @@ class BatchJobReconciler:
         return False
 
     def _report_launchers(self, bj: BatchJob) -> bool:
-        """Copy the launchers' heartbeats (nodes, running Jobs, occupancy) into ``status.partitions``."""
+        """Copy the launchers' heartbeats (nodes, running Jobs, occupancy) into ``status.partitions``; False even
+        when it does: a report is no change that calls for another pass at once."""
         rows = self.site.store.launchers_of(self.site.site_id, bj.metadata.name)
         partitions = [
             {
@@ -149,11 +150,10 @@ class BatchJobReconciler:
             }
             for r in rows
         ]
-        if partitions == bj.status.partitions:
-            return False
-        self.site.store.set_batchjob_status(
-            self.site.site_id, bj.metadata.name, src=B.running, status={"partitions": partitions}
-        )
+        if partitions != bj.status.partitions:
+            self.site.store.set_batchjob_status(
+                self.site.site_id, bj.metadata.name, src=B.running, status={"partitions": partitions}
+            )
         return False
 
     def _submit(self, bj: BatchJob, bjs: Sequence[BatchJob]) -> bool:

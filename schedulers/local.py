@@ -267,10 +267,14 @@ def _alive(record: _Record) -> bool:
     """True if the recorded session leader still runs: same pid, same create_time, not a zombie."""
     try:
         proc = psutil.Process(record.pid)
-        same = abs(proc.create_time() - record.create_time) < _CREATE_TIME_TOLERANCE_S
-        return same and proc.status() != psutil.STATUS_ZOMBIE
+        return _is_recorded(proc, record) and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def _is_recorded(proc: psutil.Process, record: _Record) -> bool:
+    """Whether ``proc`` is the recorded process, not a later one that got its pid."""
+    return abs(proc.create_time() - record.create_time) < _CREATE_TIME_TOLERANCE_S
 
 
 def _signal_group(record: _Record, sig: signal.Signals) -> None:
@@ -305,7 +309,7 @@ def _kill_sessions(records: Sequence[_Record]) -> None:
 def _session_is_ours(record: _Record) -> bool:
     """Whether the session the record's pid leads (or led) is still this allocation's, not a recycled pid's."""
     try:
-        return abs(psutil.Process(record.pid).create_time() - record.create_time) < _CREATE_TIME_TOLERANCE_S
+        return _is_recorded(psutil.Process(record.pid), record)
     except psutil.NoSuchProcess:
         return True
 

@@ -174,6 +174,27 @@ def events_of(site: Site, name: str) -> list[dict[str, Any]]:
     return site.store.events((site.site_id,), kind="BatchJob", name=name, limit=100)
 
 
+def hanging_sbatch(went_through: bool) -> str:
+    """The body of a fake sbatch that hangs, after submitting through the real sbatch if ``went_through``."""
+    hang = "exec sleep 30"
+    return f'{shlex.quote(real("sbatch"))} "$@"\n{hang}' if went_through else hang
+
+
+def timed_out_submission(
+    sites: list[Site], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, template: str, name: str
+) -> tuple[Site, str]:
+    """A new site whose batchjob/NAME one pass submitted through an sbatch that then hung; the site and the Slurm
+    job name the BatchJob recorded. The fake sbatch stays on PATH."""
+    site = make_site(tmp_path, template)
+    sites.append(site)
+    apply_batchjobs(site, name)
+    fake(tmp_path, monkeypatch, "sbatch", hanging_sbatch(went_through=True))
+    reconciler(site)()
+    job_name = batchjob(site, name).status.job_name
+    assert job_name
+    return site, job_name
+
+
 # ---------------------------------------------------------------- a hanging squeue
 
 
@@ -221,8 +242,7 @@ def test_hanging_sbatch_stays_pending_and_never_submits_twice(
     site = make_site(tmp_path, HELD_TEMPLATE)
     sites.append(site)
     apply_batchjobs(site, "hang-s")
-    body = f'{shlex.quote(real("sbatch"))} "$@"\nexec sleep 30' if went_through else "exec sleep 30"
-    fake(tmp_path, monkeypatch, "sbatch", body)
+    fake(tmp_path, monkeypatch, "sbatch", hanging_sbatch(went_through))
     rec = reconciler(site)
     elapsed = timed_pass(rec)
     assert elapsed < TIMEOUT_SEC + 4, f"a pass took {elapsed:.1f} s with a hanging sbatch"
@@ -262,13 +282,7 @@ def test_timed_out_submit_whose_allocation_already_ended_is_not_submitted_again(
     sites: list[Site], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """sbatch went through but hung; the allocation ran and ended before the controller looked it up by name."""
-    site = make_site(tmp_path, QUICK_TEMPLATE)
-    sites.append(site)
-    apply_batchjobs(site, "quick")
-    fake(tmp_path, monkeypatch, "sbatch", f'{shlex.quote(real("sbatch"))} "$@"\nexec sleep 30')
-    reconciler(site)()
-    job_name = batchjob(site, "quick").status.job_name
-    assert job_name
+    site, job_name = timed_out_submission(sites, tmp_path, monkeypatch, QUICK_TEMPLATE, "quick")
     (first,) = slurm_ids(job_name)
     wait_until("the allocation to complete", lambda: slurm_state(first) == "COMPLETED")
 
@@ -288,13 +302,8 @@ def test_deleting_a_batchjob_whose_submit_timed_out_cancels_its_allocation(
     sites: list[Site], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """sbatch went through but hung; the user deletes the BatchJob before the controller adopted the allocation."""
-    site = make_site(tmp_path, HELD_TEMPLATE)
-    sites.append(site)
-    apply_batchjobs(site, "orphan")
-    fake(tmp_path, monkeypatch, "sbatch", f'{shlex.quote(real("sbatch"))} "$@"\nexec sleep 30')
-    reconciler(site)()
-    job_name = batchjob(site, "orphan").status.job_name
-    assert job_name and len(slurm_ids(job_name, LIVE_STATES)) == 1
+    site, job_name = timed_out_submission(sites, tmp_path, monkeypatch, HELD_TEMPLATE, "orphan")
+    assert len(slurm_ids(job_name, LIVE_STATES)) == 1
 
     unfake(tmp_path, "sbatch")
     (result,) = site.store.delete(site.site_id, [("BatchJob", "orphan")])

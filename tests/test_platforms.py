@@ -168,6 +168,21 @@ def test_a_valid_preset_is_parsed_purely() -> None:
         p.site_settings("not a name!")
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("description: [unclosed\n", "invalid YAML"),
+        ("- a list\n", "expected a mapping"),
+        ("description: d\nscheduler: moab\n", "scheduler: 'moab' is not one of"),
+    ],
+)
+def test_a_broken_preset_without_a_template_of_its_own_is_refused(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "x.yml").write_text(text)
+    with pytest.raises(PlatformError, match="platform 'x'") as info:
+        load_platform("x", tmp_path)
+    assert message in str(info.value)
+
+
 def test_an_unknown_platform_names_the_known_ones(tmp_path: Path) -> None:
     with pytest.raises(PlatformError) as info:
         load_platform("../local")

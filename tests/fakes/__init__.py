@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from balsamctl.jobscript import launcher_command, render_job_script
 from balsamctl.site import init_site
+from schedulers.base import SchedulerError
 from schemas import BatchJob
 from schemas.settings import SchedulerKind
 
@@ -48,6 +50,15 @@ class Fakes:
     def hang(self) -> None:
         """Make every program hang."""
         self.monkeypatch.setenv("FAKE_SCHED_HANG", "1")
+
+    def assert_a_hang_times_out(self, call: Callable[[], object]) -> None:
+        """With every program hanging, ``call`` (an adapter with a short timeout) fails with a timeout, in time."""
+        self.hang()
+        began = time.monotonic()
+        with pytest.raises(SchedulerError) as caught:
+            call()
+        assert caught.value.returncode is None
+        assert time.monotonic() - began < 5
 
     @property
     def calls(self) -> list[dict[str, Any]]:
