@@ -192,7 +192,8 @@ class JobStore(StoreBase):
         """The stored status of each of ``job_ids`` (one query per chunk, not one per Job)."""
         found: dict[int, Any] = {}
         for part in chunks(list(job_ids)):
-            found.update(conn.execute(select(objects.c.id, objects.c.status).where(objects.c.id.in_(part))).tuples())
+            rows = conn.execute(select(objects.c.id, objects.c.status).where(objects.c.id.in_(part)))
+            found.update((row.id, row.status) for row in rows)  # not the Result itself: dict() takes it for a mapping
         return found
 
     # ------------------------------------------------------------------ launchers

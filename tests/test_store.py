@@ -331,6 +331,22 @@ def test_transition_applies_only_from_its_source_state(store: Store, site_id: in
     assert obj.metadata.resource_version == 3
 
 
+def test_transition_merges_its_status_patch_into_the_stored_status(store: Store, site_id: int) -> None:
+    """Retries patch ``status.failures``: the rest of the status stays, and a second Transition of the same Job
+    in one batch builds on the first."""
+    add(store, site_id, [app_doc(), job_doc("j"), job_doc("k")])
+    ids = ids_by_name(store, site_id)
+    batch = [
+        Transition(ids["j"], S.CREATED, S.READY, "Go", status={"failures": 1}),
+        Transition(ids["j"], S.READY, S.STAGED_IN, "In", status={"conditions": [{"type": "Staged"}]}),
+        Transition(ids["k"], S.CREATED, S.READY, "Go", status={"failures": 2}),
+    ]
+    assert store.transition(site_id, batch) == 3
+    j, k = stored_job(store, site_id, "j"), stored_job(store, site_id, "k")
+    assert (j.status.state, j.status.failures, [c.type for c in j.status.conditions]) == (S.STAGED_IN, 1, ["Staged"])
+    assert (k.status.state, k.status.failures, k.status.conditions) == (S.READY, 2, [])
+
+
 def test_transition_batches_are_all_or_nothing(store: Store, site_id: int) -> None:
     add(store, site_id, [app_doc(), job_doc("a"), job_doc("b")])
     ids = ids_by_name(store, site_id)
