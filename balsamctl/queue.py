@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from schemas.manifest import Document, ManifestError, validate_document
+from schemas.objects import API_VERSION
 
 
 def parse_pairs(items: Sequence[str], flag: str) -> dict[str, str]:
@@ -44,7 +45,7 @@ def batchjob_document(
 ) -> Document:
     """The BatchJob an apply would create from the same fields; :class:`ManifestError` if invalid."""
     body = {
-        "apiVersion": "balsam/v1",
+        "apiVersion": API_VERSION,
         "kind": "BatchJob",
         "metadata": {"name": name or f"batchjob-{uuid.uuid4().hex[:10]}"},
         "spec": {
