@@ -200,6 +200,21 @@ def record_format(out_dir: Path) -> tuple[dict[str, str], str]:
     return templates, f"recorded from the real cluster: {lines['PENDING']!r}, {lines['RUNNING']!r}"
 
 
+@contextmanager
+def logged_squeue(site: Site, bindir: Path, log: Path, command: str) -> Iterator[tuple[BatchJobReconciler, Clock]]:
+    """A ``squeue`` first on PATH that logs its arguments to ``log`` and execs ``command``; meanwhile, the site's
+    instrumented reconciler and its clock."""
+    write_program(bindir, "squeue", f'echo "$*" >> {shlex.quote(str(log))}\nexec {command}')
+    os.environ["PATH"] = f"{bindir}{os.pathsep}{os.environ['PATH']}"
+    try:
+        clock = Clock()
+        scheduler = SlurmScheduler(site.path)
+        instrument(site, scheduler, clock)
+        yield BatchJobReconciler(site, scheduler), clock
+    finally:
+        os.environ["PATH"] = os.environ["PATH"].split(os.pathsep, 1)[1]
+
+
 # ---------------------------------------------------------------- measuring
 
 
@@ -262,30 +277,24 @@ def scale(root: Path, count: int, passes: int, templates: dict[str, str]) -> Non
         )
     current = root / "squeue-current.txt"
     shutil.copy(outputs["PENDING"], current)
-    write_program(bindir, "squeue", f'echo "$*" >> {shlex.quote(str(log))}\nexec cat {shlex.quote(str(current))}')
-    os.environ["PATH"] = f"{bindir}{os.pathsep}{os.environ['PATH']}"
     try:
-        clock = Clock()
-        scheduler = SlurmScheduler(site.path)
-        instrument(site, scheduler, clock)
-        rec = BatchJobReconciler(site, scheduler)
-        p = measure(rec, clock, log_lines(log), passes)
-        report("steady state (all PENDING)", p)
-        argv = log.read_text().splitlines()[-1].split()
-        asked = argv[argv.index("-j") + 1].split(",")
-        print(f"  the one call asks for {len(asked)} ids in one `squeue -j` ({len(' '.join(argv))} bytes of argv)")
+        with logged_squeue(site, bindir, log, f"cat {shlex.quote(str(current))}") as (rec, clock):
+            p = measure(rec, clock, log_lines(log), passes)
+            report("steady state (all PENDING)", p)
+            argv = log.read_text().splitlines()[-1].split()
+            asked = argv[argv.index("-j") + 1].split(",")
+            print(f"  the one call asks for {len(asked)} ids in one `squeue -j` ({len(' '.join(argv))} bytes of argv)")
 
-        shutil.copy(outputs["RUNNING"], current)
-        started = measure(rec, clock, log_lines(log), 1)
-        running = site.store.count_by_state(Selector("BatchJob", (site.site_id,)))
-        print(
-            f"  one pass in which all {count} allocations started: {started.total[0]:.2f} s, "
-            f"{started.calls[0]} squeue call(s), store {started.parts['store'][0]:.2f} s; states now {running}"
-        )
-        after = measure(rec, clock, log_lines(log), passes)
-        report("steady state (all RUNNING)", after)
+            shutil.copy(outputs["RUNNING"], current)
+            started = measure(rec, clock, log_lines(log), 1)
+            running = site.store.count_by_state(Selector("BatchJob", (site.site_id,)))
+            print(
+                f"  one pass in which all {count} allocations started: {started.total[0]:.2f} s, "
+                f"{started.calls[0]} squeue call(s), store {started.parts['store'][0]:.2f} s; states now {running}"
+            )
+            after = measure(rec, clock, log_lines(log), passes)
+            report("steady state (all RUNNING)", after)
     finally:
-        os.environ["PATH"] = os.environ["PATH"].split(os.pathsep, 1)[1]
         site.close()
 
 
@@ -309,19 +318,11 @@ def realism(root: Path, count: int, passes: int) -> None:
         bindir, log = root / "real-bin", root / "real-squeue.log"
         real = shutil.which("squeue")
         assert real is not None
-        write_program(bindir, "squeue", f'echo "$*" >> {shlex.quote(str(log))}\nexec {shlex.quote(real)} "$@"')
-        os.environ["PATH"] = f"{bindir}{os.pathsep}{os.environ['PATH']}"
-        try:
-            clock = Clock()
-            scheduler = SlurmScheduler(site.path)
-            instrument(site, scheduler, clock)
-            rec = BatchJobReconciler(site, scheduler)
+        with logged_squeue(site, bindir, log, f'{shlex.quote(real)} "$@"') as (rec, clock):
             p = measure(rec, clock, log_lines(log), passes)
             report("real cluster", p)
             states = site.store.count_by_state(Selector("BatchJob", (site.site_id,)))
             print(f"  BatchJob states after the passes: {states}")
-        finally:
-            os.environ["PATH"] = os.environ["PATH"].split(os.pathsep, 1)[1]
     finally:
         if ids:
             subprocess.run(["scancel", *ids], capture_output=True, timeout=60, check=False)

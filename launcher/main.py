@@ -25,7 +25,7 @@ from typing import Any
 
 from balsamctl.site import Site
 from launcher import serial_mode
-from launcher.mpi_command import build_mpi_command
+from launcher.mpi_command import build_mpi_command, site_flavor
 from launcher.mpi_mode import MpiTaskBuilder
 from launcher.nodes import Node, nodes_from_environment, split_nodes, this_node
 from launcher.pilot import Executor, Launcher
@@ -118,50 +118,47 @@ def _world() -> Any:
 
 def _relaunch_under_mpi(site: Site, batch_job: str, index: int, nodes: list[Node], deadline: float) -> int:
     """Start this partition again as one rank per node (rank 0 the launcher, the rest workers)."""
-    flavor = "local" if site.settings.scheduler == "local" else site.settings.launcher.mpi_flavor
     req = Request(num_nodes=len(nodes))
     placement = NodePool(nodes).place("workers", req)
     assert placement is not None
-    command = shlex.join(
-        [
-            sys.executable,
-            "-m",
-            "launcher",
-            "--site",
-            str(site.path),
-            "--batch-job",
-            batch_job,
-            "--partition",
-            str(index),
-            "--deadline",
-            str(deadline),
-            "--serial-ranks",
-        ]
+    command = shlex.join(_launcher_argv(site.path, batch_job, index, deadline, "--serial-ranks"))
+    argv = build_mpi_command(
+        site_flavor(site.settings), site.settings.launcher.mpi_command, placement, req, command, {}, {}
     )
-    argv = build_mpi_command(flavor, site.settings.launcher.mpi_command, placement, req, command, {}, {})
-    return _supervise([subprocess.Popen(argv, env={**os.environ, "BALSAM_NODES": ",".join(n.name for n in nodes)})])
+    return _supervise([_start(argv, nodes)])
 
 
 def _fan_out(site_path: Path, batch_job: str, sizes: list[int], nodes: list[Node], deadline: float) -> int:
     """Start one launcher process per partition, each with its own node slice."""
-    children = []
-    for index, part_nodes in enumerate(split_nodes(nodes, sizes)):
-        env = {**os.environ, "BALSAM_NODES": ",".join(n.name for n in part_nodes)}
-        argv = [
-            sys.executable,
-            "-m",
-            "launcher",
-            "--site",
-            str(site_path),
-            "--batch-job",
-            batch_job,
-            "--partition",
-            str(index),
-            "--deadline",
-            str(deadline),
+    return _supervise(
+        [
+            _start(_launcher_argv(site_path, batch_job, index, deadline), part_nodes)
+            for index, part_nodes in enumerate(split_nodes(nodes, sizes))
         ]
-        children.append(subprocess.Popen(argv, env=env))
-    return _supervise(children)
+    )
+
+
+def _launcher_argv(site_path: Path, batch_job: str, index: int, deadline: float, *extra: str) -> list[str]:
+    """The command line of one partition's launcher."""
+    return [
+        sys.executable,
+        "-m",
+        "launcher",
+        "--site",
+        str(site_path),
+        "--batch-job",
+        batch_job,
+        "--partition",
+        str(index),
+        "--deadline",
+        str(deadline),
+        *extra,
+    ]
+
+
+def _start(argv: list[str], nodes: list[Node]) -> subprocess.Popen[bytes]:
+    """Start ``argv`` with ``nodes`` as its allocation (``BALSAM_NODES``)."""
+    return subprocess.Popen(argv, env={**os.environ, "BALSAM_NODES": ",".join(n.name for n in nodes)})
 
 
 def _supervise(children: list[subprocess.Popen[bytes]]) -> int:

@@ -12,10 +12,15 @@ from collections.abc import Mapping
 from typing import Literal
 
 from launcher.placement import Placement, Request
-from schemas.settings import MpiFlavor
+from schemas.settings import MpiFlavor, SiteSettings
 
 Flavor = MpiFlavor | Literal["local"]
 _PARAM_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def site_flavor(settings: SiteSettings) -> Flavor:
+    """The MPI flavor a site's launchers use: ``local`` without a batch scheduler (emulated nodes), else its setting."""
+    return "local" if settings.scheduler == "local" else settings.launcher.mpi_flavor
 
 
 def needs_mpi(req: Request) -> bool:

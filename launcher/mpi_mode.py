@@ -6,7 +6,7 @@ import os
 
 from balsamctl.site import Site
 from launcher.command import job_variables, render_command
-from launcher.mpi_command import build_mpi_command, needs_mpi
+from launcher.mpi_command import build_mpi_command, needs_mpi, site_flavor
 from launcher.nodes import this_node
 from launcher.placement import Placement, Request
 from launcher.process import Task, host_cpus, shell_argv
@@ -19,9 +19,10 @@ class MpiTaskBuilder:
 
     def __init__(self, site: Site) -> None:
         self.site = site
-        self.flavor = "local" if site.settings.scheduler == "local" else site.settings.launcher.mpi_flavor
+        self.flavor = site_flavor(site.settings)
         self.mpi_command = site.settings.launcher.mpi_command
         self.here = this_node(os.environ)
+        self.own_cpus = os.sched_getaffinity(0)  # read once, not per Job
 
     def __call__(self, ref: JobRef, app: AppSpec, placement: Placement) -> Task:
         """The Task of one Job."""
@@ -36,5 +37,5 @@ class MpiTaskBuilder:
                 build_mpi_command(self.flavor, self.mpi_command, placement, req, command, ref.spec.launch_params, own)
             )
         else:
-            argv, cpus = shell_argv(command), host_cpus(placement.cpu_ids)
+            argv, cpus = shell_argv(command), host_cpus(placement.cpu_ids, self.own_cpus)
         return Task(ref.id, ref.name, argv, str(workdir), tuple(own.items()), ref.attempts + 1, cpus)

@@ -189,13 +189,16 @@ class Launcher:
         """Top the local queue up to CLAIM_AHEAD allocations' worth of Jobs that can run here; how many came."""
 
         unfit: dict[str, list[int]] = {}
+        requests: dict[int, Request] = {}  # of the accepted Jobs: the claimed ones are among them
 
         def fits_here(ref: JobRef) -> bool:
             req = Request.of(ref.spec)
             why = self.accepts(req) or self.pool.why_never_fits(req)
             if why is not None:
                 unfit.setdefault(why, []).append(ref.id)
-            return why is None
+                return False
+            requests[ref.id] = req
+            return True
 
         claimed = self.site.store.claim(
             self.site.site_id,
@@ -212,7 +215,7 @@ class Launcher:
             message = f"cannot run in batchjob/{self.batch_job} partition {self.partition_index}: {why}"
             condition = set_condition([], "Schedulable", "False", "DoesNotFit", message)[0]
             self.site.store.set_job_condition(self.site.site_id, ids, condition)
-        self.queue += [(ref, Request.of(ref.spec)) for ref in claimed]
+        self.queue += [(ref, requests[ref.id]) for ref in claimed]
         return len(claimed)
 
     def _start_queued(self) -> int:

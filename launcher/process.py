@@ -43,20 +43,20 @@ class Task:
     """CPUs to pin the process to (empty: not pinned)."""
 
 
-def host_cpus(cpu_ids: tuple[int, ...]) -> tuple[int, ...]:
-    """``cpu_ids`` if this host can pin to all of them (emulated nodes may name CPUs it does not have), else ()."""
-    return cpu_ids if set(cpu_ids) <= os.sched_getaffinity(0) else ()
+def host_cpus(cpu_ids: tuple[int, ...], available: set[int]) -> tuple[int, ...]:
+    """``cpu_ids`` if they are all ``available`` (this process's CPU mask, read once by the caller), else ():
+    emulated nodes may name CPUs this host does not have."""
+    return cpu_ids if available.issuperset(cpu_ids) else ()
 
 
 @contextlib.contextmanager
-def _pinned(cpus: tuple[int, ...]) -> Iterator[None]:
-    """Pin this thread to ``cpus`` while a child is forked: the child inherits the mask from its first
-    instruction (pinning it after the start would race with the children it forks at once), and no preexec_fn
-    slows every launch down. Empty ``cpus``: nothing changes."""
+def _pinned(cpus: tuple[int, ...], own: set[int]) -> Iterator[None]:
+    """Pin this thread to ``cpus`` while a child is forked, then back to ``own``: the child inherits the mask from
+    its first instruction (pinning it after the start would race with the children it forks at once), and no
+    preexec_fn slows every launch down. Empty ``cpus``: nothing changes."""
     if not cpus:
         yield
         return
-    own = os.sched_getaffinity(0)
     try:
         os.sched_setaffinity(0, cpus)
     except OSError:  # CPUs this host cannot give: run unpinned
@@ -112,12 +112,10 @@ class ProcessGroup:
 
     def __init__(self, base_env: dict[str, str] | None = None) -> None:
         self.base_env = dict(os.environ if base_env is None else base_env)
+        self.own_cpus = os.sched_getaffinity(0)  # what a pinned launch restores (read once, not per launch)
         self.running: dict[int, _Running] = {}
         self.job_of: dict[int, int] = {}  # pidfd -> job id
         self.poller = select.poll()
-
-    def __len__(self) -> int:
-        return len(self.running)
 
     def start(self, task: Task) -> None:
         """Start one Task in its workdir, output appended to ``job.out``; raises OSError if it cannot."""
@@ -131,11 +129,13 @@ class ProcessGroup:
         output = output_path(workdir, task.attempt)
         out = os.open(output, _OUTPUT_FLAGS, 0o666)  # the child's copy is all it needs: closed here at once
         try:
-            with _pinned(task.cpus):
+            env = self.base_env.copy()
+            env.update(task.env)
+            with _pinned(task.cpus, self.own_cpus):
                 proc = subprocess.Popen(
                     task.argv,
                     cwd=workdir,
-                    env={**self.base_env, **dict(task.env)},
+                    env=env,
                     stdin=_devnull(),
                     stdout=out,
                     stderr=subprocess.STDOUT,

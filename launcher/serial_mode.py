@@ -7,6 +7,7 @@ their outcomes back in batches. Only single-process Jobs run in this mode. A one
 
 from __future__ import annotations
 
+import os
 import time
 from collections import defaultdict
 from typing import Any
@@ -38,15 +39,15 @@ class SerialTaskBuilder:
 
     def __init__(self, site: Site) -> None:
         self.site = site
+        self.own_cpus = os.sched_getaffinity(0)  # read once, not per Job
 
     def __call__(self, ref: JobRef, app: AppSpec, placement: Placement) -> Task:
         """The Task of one Job."""
         workdir = self.site.workdir(ref.spec.workdir)
         own = job_variables(app, ref.name, workdir, placement.environment(Request.of(ref.spec)))
         argv = shell_argv(render_command(app, ref.spec.parameters))
-        return Task(
-            ref.id, ref.name, argv, str(workdir), tuple(own.items()), ref.attempts + 1, host_cpus(placement.cpu_ids)
-        )
+        cpus = host_cpus(placement.cpu_ids, self.own_cpus)
+        return Task(ref.id, ref.name, argv, str(workdir), tuple(own.items()), ref.attempts + 1, cpus)
 
 
 def _start_all(group: ProcessGroup, tasks: list[Task]) -> list[Outcome]:
