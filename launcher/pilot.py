@@ -207,6 +207,7 @@ class Launcher:
             filter_tags=self.partition.filter_tags,
             limit=CLAIM_AHEAD * self.capacity - len(self.queue),
             accept=fits_here,
+            order=self.settings.policy,
             max_wall_time_min=(self.deadline - time.time()) / 60,
             exclude=self.never,
         )
