@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -30,7 +31,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from balsamctl.site import Site
-from bench.common import cli, median
+from bench.common import ROOT, cli, median
 from store import Selector
 
 APP = """---
@@ -65,36 +66,83 @@ def _spawn(i: int, workdirs: Path | None) -> subprocess.Popen[bytes]:
         return subprocess.Popen(["/bin/true"], cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
 
 
-def launcher_rss(site: Path, stop: threading.Event, samples: list[float]) -> None:
-    """Sample the RSS (MiB) of the launcher processes of ``site`` every second until ``stop``.
+def launcher_rss(site: Path, stop: threading.Event, samples: list[float], cpu: dict[int, float]) -> None:
+    """Sample the RSS (MiB) of the launcher processes of ``site`` every second until ``stop`` (once more then), and
+    the CPU seconds each has used so far (in ``cpu``, by pid; negated for serial mode's local workers).
 
     A launcher's child caught between fork and exec still shows the launcher's command line (and shares its
     pages): it is not counted again."""
-    while not stop.is_set():
+    while True:
+        last = stop.is_set()
         found = {
             proc.pid: proc
             for proc in psutil.process_iter(["cmdline", "ppid"])
             if "launcher" in (proc.info["cmdline"] or []) and str(site) in proc.info["cmdline"]
         }
+        workers = {  # serial mode's local worker (``python -m launcher.worker``): a process of its own
+            proc.pid: proc
+            for pid in found
+            for proc in _children(pid)
+            if "launcher.worker" in proc.info["cmdline"]
+        }
         total = 0.0
-        for proc in found.values():
-            if proc.info["ppid"] not in found:
+        for proc in [*found.values(), *workers.values()]:
+            if proc.info["ppid"] not in found or proc.pid in workers:
                 with contextlib.suppress(psutil.Error):
                     total += proc.memory_info().rss / 2**20
+                    times = proc.cpu_times()
+                    cpu[-proc.pid if proc.pid in workers else proc.pid] = times.user + times.system
         if total:
             samples.append(total)
-        time.sleep(1.0)  # a scan of every process's command line costs ~10 ms: not to be taken from the launcher
+        if last:
+            return
+        stop.wait(1.0)  # a scan of every process's command line costs ~10 ms: not to be taken from the launcher
 
 
-def wait_for(site: Site, states: tuple[str, ...], n: int) -> None:
-    """Until ``n`` Jobs of ``site`` are in ``states`` (one indexed COUNT every 0.2 s)."""
+def _children(pid: int) -> list[psutil.Process]:
+    with contextlib.suppress(psutil.Error):
+        children = psutil.Process(pid).children()
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                child.info = {"cmdline": child.cmdline(), "ppid": pid}
+        return [c for c in children if hasattr(c, "info")]
+    return []
+
+
+def wait_for(site: Site, states: tuple[str, ...], n: int, stall_sec: float = 60.0) -> None:
+    """Until ``n`` Jobs of ``site`` are in ``states`` (one indexed COUNT every 0.2 s); RuntimeError if none gets
+    there for ``stall_sec`` (a launcher or controller that died: see the site's ``log/`` and ``qsubmit/``)."""
     sel = Selector("Job", (site.site_id,), states=states)
-    while site.store.count_objects(sel) < n:
+    done, progress = 0, time.monotonic()
+    while done < n:
         time.sleep(0.2)
+        count = site.store.count_objects(sel)
+        if count > done:
+            done, progress = count, time.monotonic()
+        elif time.monotonic() - progress > stall_sec:
+            raise RuntimeError(f"{done} of {n} Jobs reached {'/'.join(states)}; no progress for {stall_sec:.0f} s")
 
 
-def run_launcher(base: Path, n: int, slots: int, nodes: int) -> tuple[float, float, list[float]]:
-    """Jobs/s of the launcher, median apply->RUNNING latency, RSS samples."""
+@dataclass(frozen=True)
+class Measured:
+    """One launcher run: Jobs/s, median apply->RUNNING seconds, RSS samples (MiB), CPU µs per Job."""
+
+    rate: float
+    latency: float
+    rss: list[float]
+    launcher_us: float
+    worker_us: float
+    controller_us: float
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process so far."""
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+def run_launcher(base: Path, n: int, slots: int, nodes: int) -> Measured:
+    """Run ``n`` Jobs through one serial-mode BatchJob and measure it."""
     config = base / f"sites-{n}.yaml"
     site = base / f"site-{n}"
     cli(["site", "init", str(site), "--name", f"tp{n}"], base, config)
@@ -103,8 +151,10 @@ def run_launcher(base: Path, n: int, slots: int, nodes: int) -> tuple[float, flo
     settings["launcher"]["idle_ttl_sec"] = 2
     settings["allowed_queues"]["local"]["max_nodes"] = nodes
     (site / "settings.yml").write_text(yaml.safe_dump(settings))
+    packing = slots // nodes  # as many Jobs at once on a node as it has slots: the bare loop's concurrency
     jobs = "".join(
-        f"---\napiVersion: balsam/v1\nkind: Job\nmetadata: {{name: t{i}}}\nspec: {{app: noop, workdir: t/{i}}}\n"
+        f"---\napiVersion: balsam/v1\nkind: Job\nmetadata: {{name: t{i}}}\n"
+        f"spec: {{app: noop, workdir: t/{i}, node_packing_count: {packing}}}\n"
         for i in range(n)
     )
     (base / "jobs.yaml").write_text(APP + jobs)
@@ -117,12 +167,16 @@ def run_launcher(base: Path, n: int, slots: int, nodes: int) -> tuple[float, flo
             "apiVersion: balsam/v1\nkind: BatchJob\nmetadata: {name: tp}\n"
             f"spec: {{num_nodes: {nodes}, wall_time_min: 30, queue: local, project: local, job_mode: serial}}\n"
         )
-        stop, samples = threading.Event(), list[float]()
-        sampler = threading.Thread(target=launcher_rss, args=(site, stop, samples), daemon=True)
+        stop, samples, cpu = threading.Event(), list[float](), dict[int, float]()
+        sampler = threading.Thread(target=launcher_rss, args=(site, stop, samples, cpu))
         sampler.start()
+        controller = int((site / ".balsam" / "controller.pid").read_text().split()[0])
+        controller_cpu = cpu_seconds(controller)
         cli(["apply", "-f", str(base / "bj.yaml")], site, config)
-        wait_for(store_site, ("RUN_DONE", "POSTPROCESSED", "STAGED_OUT", "JOB_FINISHED"), n)
+        wait_for(store_site, ("JOB_FINISHED",), n)
+        controller_cpu = cpu_seconds(controller) - controller_cpu
         stop.set()
+        sampler.join()
         items = json.loads(cli(["get", "jobs", "-o", "json", "--limit", "0"], site, config).stdout)["items"]
     finally:
         store_site.close()
@@ -132,7 +186,9 @@ def run_launcher(base: Path, n: int, slots: int, nodes: int) -> tuple[float, flo
     created = [datetime.fromisoformat(j["metadata"]["creation_timestamp"]) for j in items]
     span = (max(ends) - min(starts)).total_seconds()
     latency = median([(s - c).total_seconds() for s, c in zip(starts, created, strict=True)])
-    return n / span, latency, samples
+    worker = sum(v for pid, v in cpu.items() if pid < 0)
+    launcher = sum(v for pid, v in cpu.items() if pid > 0)
+    return Measured(n / span, latency, samples, launcher / n * 1e6, worker / n * 1e6, controller_cpu / n * 1e6)
 
 
 def main() -> None:
@@ -140,19 +196,23 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, nargs="+", default=[2000, 20000])
     parser.add_argument("--slots", type=int, default=8, help="concurrent Jobs (CPUs of all emulated nodes)")
     parser.add_argument("--nodes", type=int, default=1, help="emulated nodes: one serial-mode worker each")
+    parser.add_argument("--dir", type=Path, default=ROOT / "bench", help="where the sites and workdirs go")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=args.dir, prefix=".run-") as tmp:
         for n in args.jobs:
             bare = bare_loop(n, args.slots)
             (Path(tmp) / f"bare-{n}").mkdir()
             with_files = bare_loop(n, args.slots, Path(tmp) / f"bare-{n}")
-            rate, latency, rss = run_launcher(Path(tmp), n, args.slots, args.nodes)
+            got = run_launcher(Path(tmp), n, args.slots, args.nodes)
+            rss = got.rss
             rss_text = f"RSS start {rss[0]:.0f} MiB, peak {max(rss):.0f} MiB" if rss else "RSS not sampled"
             print(
-                f"N={n:>6}: launcher {rate:7.0f} Jobs/s, bare Popen loop {bare:7.0f} Jobs/s, ratio {rate / bare:.2f} "
-                f"(bare loop with a workdir and output file per Job {with_files:.0f} Jobs/s); "
-                f"median apply->RUNNING {latency:.2f} s (all {n} applied at once); {rss_text}; "
-                f"{args.slots} slots on {args.nodes} node(s)",
+                f"N={n:>6}: launcher {got.rate:7.0f} Jobs/s, bare Popen loop {bare:7.0f} Jobs/s, "
+                f"ratio {got.rate / bare:.2f} (bare loop with a workdir and output file per Job {with_files:.0f} "
+                f"Jobs/s); median apply->RUNNING {got.latency:.2f} s (all {n} applied at once); {rss_text}; "
+                f"CPU per Job: launcher {got.launcher_us:.0f} µs + its worker {got.worker_us:.0f} µs, "
+                f"controller {got.controller_us:.0f} µs "
+                f"(until JOB_FINISHED); {args.slots} slots on {args.nodes} node(s)",
                 flush=True,
             )
 

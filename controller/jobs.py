@@ -14,27 +14,26 @@ from concurrent.futures import ThreadPoolExecutor
 
 from balsamctl.site import Site, SiteError
 from controller.hooks import HOOKS, forget, run_hook
+from launcher.joboutput import prepare_workdir
 from schemas import App, Job, JobState
 from schemas.objects import AppSpec
 from schemas.retries import Verdict, after_failure
+from schemas.states import FINISHING_STEPS
 from store import JobRef, Selector, Transition
 
 log = logging.getLogger("balsamctl.controller.jobs")
 S = JobState
 HOOK_BATCH = 64
 
+STAGE_IN_BATCH = 2000
 #: Moves that need no hook: (from, to, reason).
-PLAIN_MOVES: tuple[tuple[JobState, JobState, str], ...] = (
-    (S.READY, S.STAGED_IN, "StagedIn"),
-    (S.POSTPROCESSED, S.STAGED_OUT, "StagedOut"),
-    (S.STAGED_OUT, S.JOB_FINISHED, "Finished"),
-)
+PLAIN_MOVES: tuple[tuple[JobState, JobState, str], ...] = FINISHING_STEPS[1:]
 #: States left by a failed run, where max_retries applies.
 RETRYABLE = frozenset({S.RUN_ERROR, S.RUN_TIMEOUT})
 #: Per processing hook, where a Job of an App without that hook goes.
 DEFAULT_MOVES: dict[str, tuple[JobState, str]] = {
     "preprocess": (S.PREPROCESSED, "Preprocessed"),
-    "postprocess": (S.POSTPROCESSED, "Postprocessed"),
+    "postprocess": FINISHING_STEPS[0][1:],
 }
 
 
@@ -76,6 +75,7 @@ class JobReconciler:
         moved += store.advance(sid, S.CREATED, S.AWAITING_PARENTS, reason="AwaitingParents", parents="some")
         moved += self._fail_orphans()
         moved += store.advance(sid, S.AWAITING_PARENTS, S.READY, reason="ParentsFinished", parents="all_finished")
+        moved += self._stage_in()
         for src, dst, reason in PLAIN_MOVES:
             moved += store.advance(sid, src, dst, reason=reason)
         for hook_name, (src, _) in HOOKS.items():
@@ -90,6 +90,26 @@ class JobReconciler:
                 self._start_hooks(hook_name, src, with_hook, apps)
         moved += store.purge_deleted_jobs(sid)
         return moved > 0
+
+    def _stage_in(self) -> int:
+        """READY Jobs get their workdir (checked to stay inside ``data/``) and empty output file: STAGED_IN.
+
+        A workdir leading out of ``data/`` FAILS its Job; one the file system refuses (full, no permission) stays
+        READY and is tried again on the next pass.
+        """
+        store, sid = self.site.store, self.site.site_id
+        staged: list[int] = []
+        refused = []
+        for ref in store.jobs_in_state(sid, S.READY, limit=STAGE_IN_BATCH):
+            try:
+                prepare_workdir(self.site.workdir(ref.spec.workdir))
+            except SiteError as exc:
+                refused.append(Transition(ref.id, S.READY, S.FAILED, "WorkdirRefused", str(exc)))
+            except OSError as exc:
+                log.warning("job/%s: its workdir cannot be made yet: %s", ref.name, exc)
+            else:
+                staged.append(ref.id)
+        return store.advance(sid, S.READY, S.STAGED_IN, reason="StagedIn", ids=staged) + store.transition(sid, refused)
 
     def _retry_or_fail(self, src: JobState, app_names: list[str], apps: dict[str, AppSpec]) -> int:
         """Failed runs of Apps without a hook for them: retried while max_retries allow, else FAILED."""

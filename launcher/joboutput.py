@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 LATEST = "job.out"
+
+
+def prepare_workdir(workdir: Path) -> None:
+    """Make a Job's workdir and its (empty) output file, so that the launcher only opens it: done at stage-in,
+    while the Job waits for an allocation, not on the allocation's time."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(workdir / LATEST, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666))
 
 
 def output_path(workdir: Path, attempt: int) -> Path:

@@ -28,9 +28,10 @@ from launcher import serial_mode
 from launcher.mpi_command import build_mpi_command, site_flavor
 from launcher.mpi_mode import MpiTaskBuilder
 from launcher.nodes import Node, nodes_from_environment, split_nodes, this_node
-from launcher.pilot import Executor, Launcher
+from launcher.pilot import Launcher
 from launcher.placement import NodePool, Request
 from launcher.process import LocalExecutor
+from launcher.worker import MpiLink, work
 from schemas import BatchJob
 from schemas.objects import Partition
 
@@ -67,16 +68,12 @@ def main(argv: Sequence[str]) -> int:
     if part.job_mode == "serial" and (len(nodes) > 1 or elsewhere) and not args.serial_ranks:
         return _relaunch_under_mpi(site, args.batch_job, index, nodes, deadline)
     launcher_id = f"{args.batch_job}.{index}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
-    executor: Executor
     if part.job_mode == "serial":
-        if args.serial_ranks:
-            comm = _world()
-            if comm.Get_rank() > 0:
-                serial_mode.worker(comm)
-                return 0
-            executor = serial_mode.SerialExecutor(comm, [n.name for n in nodes])
-        else:
-            executor = LocalExecutor()
+        comm = _world() if args.serial_ranks else None
+        if comm is not None and comm.Get_rank() > 0:
+            work(MpiLink(comm, 0))
+            return 0
+        executor = serial_mode.SerialExecutor.for_nodes([n.name for n in nodes], comm)
         launcher = Launcher(
             site,
             args.batch_job,
@@ -86,12 +83,20 @@ def main(argv: Sequence[str]) -> int:
             deadline,
             launcher_id,
             executor,
-            serial_mode.SerialTaskBuilder(site),
+            serial_mode.SerialTaskBuilder(site, nodes),
             accepts=serial_mode.accepts,
         )
     else:
         launcher = Launcher(
-            site, args.batch_job, part, index, nodes, deadline, launcher_id, LocalExecutor(), MpiTaskBuilder(site)
+            site,
+            args.batch_job,
+            part,
+            index,
+            nodes,
+            deadline,
+            launcher_id,
+            LocalExecutor(),
+            MpiTaskBuilder(site, nodes),
         )
     return _run(launcher, part, nodes)
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from balsamctl.site import Site
 from launcher.command import job_variables, render_command
 from launcher.mpi_command import build_mpi_command, needs_mpi, site_flavor
-from launcher.nodes import this_node
+from launcher.nodes import Node, this_node
 from launcher.placement import Placement, Request
-from launcher.process import Task, host_cpus, shell_argv
+from launcher.process import Task, pinnable_nodes, shell_argv
 from schemas.objects import AppSpec
 from store import JobRef
 
@@ -17,12 +18,12 @@ from store import JobRef
 class MpiTaskBuilder:
     """Turns an acquired Job into a Task: its App's command, through MPI when it needs more than one rank."""
 
-    def __init__(self, site: Site) -> None:
+    def __init__(self, site: Site, nodes: Sequence[Node]) -> None:
         self.site = site
         self.flavor = site_flavor(site.settings)
         self.mpi_command = site.settings.launcher.mpi_command
         self.here = this_node(os.environ)
-        self.own_cpus = os.sched_getaffinity(0)  # read once, not per Job
+        self.pinned = pinnable_nodes(nodes, os.sched_getaffinity(0))
 
     def __call__(self, ref: JobRef, app: AppSpec, placement: Placement) -> Task:
         """The Task of one Job."""
@@ -37,5 +38,6 @@ class MpiTaskBuilder:
                 build_mpi_command(self.flavor, self.mpi_command, placement, req, command, ref.spec.launch_params, own)
             )
         else:
-            argv, cpus = shell_argv(command), host_cpus(placement.cpu_ids, self.own_cpus)
+            argv = shell_argv(command)
+            cpus = placement.cpu_ids if placement.hosts[0] in self.pinned else ()
         return Task(ref.id, ref.name, argv, str(workdir), tuple(own.items()), ref.attempts + 1, cpus)

@@ -13,7 +13,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from balsamctl.site import Site, SiteError
@@ -33,17 +33,20 @@ DELETION_CHECK_SEC = 1.0
 POKE_EVERY_SEC = 0.5
 FLUSH_EVERY_SEC = 0.1
 FLUSH_BATCH = 256
-CLAIM_AHEAD = 4  # claim up to this many allocations' worth of Jobs at a time
+CLAIM_AHEAD = 4  # claim up to this many allocations' worth of Jobs at a time...
+CLAIM_AHEAD_SEC = 0.25  # ...or, when Jobs are short, what the launcher ends in this long (fewer, larger claims)
+CLAIM_MAX = 2000
 
 
 class Executor(Protocol):
     """Where a job mode runs its Tasks."""
 
-    def start(self, task: Task, placement: Placement) -> None:
-        """Start one Task on its placement's nodes (raises OSError if it cannot)."""
+    def start(self, batch: Sequence[tuple[Task, Placement]]) -> None:
+        """Start Tasks on their placements' nodes; one that cannot start is reported by :meth:`poll` (an Outcome
+        without a return code, ``could not start: ...``)."""
 
     def poll(self) -> list[Outcome]:
-        """Outcomes of the Tasks that ended."""
+        """Outcomes of the Tasks that ended (or could not start)."""
 
     def wait(self, timeout: float) -> None:
         """Block until a Task ends or ``timeout`` passes."""
@@ -111,9 +114,12 @@ class Launcher:
         self.stopping = threading.Event()
         self.queue: list[tuple[JobRef, Request]] = []
         self.capacity = max(1, sum(len(n.cpu_ids) for n in nodes))
+        self.ended = 0  # Jobs ended so far: their rate sizes the claims
+        self.began = time.monotonic()
         self.started: list[tuple[JobRef, dict[str, Any]]] = []
         self.not_started: list[tuple[JobRef, str]] = []
         self.dropped: set[int] = set()
+        self.finishes: set[int] = set()  # running Jobs whose App has no postprocess hook: finished here on success
         self.never: set[int] = set()
         self.unannounced = False
         self.last_poke = self.last_flush = 0.0
@@ -148,10 +154,13 @@ class Launcher:
             if (self.pool.placements or self.queue) and now - last_deletion_check >= DELETION_CHECK_SEC:
                 self._stop_deleted()
                 last_deletion_check = now
-            if len(self.queue) < self.capacity and (found_work or now - last_claim >= self.settings.poll_interval_sec):
+            started = self._start_queued()  # first: what is already claimed need not wait for the store
+            if len(self.queue) < self._claim_target() // 2 and (
+                found_work or now - last_claim >= self.settings.poll_interval_sec
+            ):
                 found_work = self._claim() > 0
                 last_claim = now
-            started = self._start_queued()
+                started += self._start_queued()
             self._flush()
             if self.pool.placements or self.queue:
                 idle_since = now
@@ -185,8 +194,14 @@ class Launcher:
         }
 
     # ------------------------------------------------------------------ claim and start
+    def _claim_target(self) -> int:
+        """How many claimed Jobs to hold: CLAIM_AHEAD allocations' worth, or CLAIM_AHEAD_SEC of the rate at which
+        Jobs end here when that is more (short Jobs: claims of hundreds rather than dozens), at most CLAIM_MAX."""
+        rate = self.ended / max(1.0, time.monotonic() - self.began)
+        return min(CLAIM_MAX, max(CLAIM_AHEAD * self.capacity, int(rate * CLAIM_AHEAD_SEC)))
+
     def _claim(self) -> int:
-        """Top the local queue up to CLAIM_AHEAD allocations' worth of Jobs that can run here; how many came."""
+        """Top the local queue up to :meth:`_claim_target` Jobs that can run here; how many came."""
 
         unfit: dict[str, list[int]] = {}
         requests: dict[int, Request] = {}  # of the accepted Jobs: the claimed ones are among them
@@ -205,7 +220,7 @@ class Launcher:
             owner=self.id,
             batch_job=self.batch_job,
             filter_tags=self.partition.filter_tags,
-            limit=CLAIM_AHEAD * self.capacity - len(self.queue),
+            limit=max(1, self._claim_target() - len(self.queue)),
             accept=fits_here,
             order=self.settings.policy,
             max_wall_time_min=(self.deadline - time.time()) / 60,
@@ -227,15 +242,20 @@ class Launcher:
         planned = choose(self.pool, candidates, self.settings.policy)
         placed = {ref.id for ref, _ in planned}
         self.queue = [(ref, req) for ref, req in self.queue if ref.id not in placed]
+        batch = []
         for ref, placement in planned:
+            app = self._app(ref.app)
             try:
-                self.executor.start(self.build_task(ref, self._app(ref.app), placement), placement)
-            except (CommandError, SiteError, OSError) as exc:
+                batch.append((self.build_task(ref, app, placement), placement))
+            except (CommandError, SiteError) as exc:
                 self.pool.release(ref.id)
                 self.not_started.append((ref, f"could not start: {exc}"))
                 continue
             where = {"start_time": time.time(), "placement": placement.describe(), "where": placement.summary()}
             self.started.append((ref, where))
+            if app.postprocess is None:
+                self.finishes.add(ref.id)
+        self.executor.start(batch)  # one message per node; what cannot start comes back as an outcome
         return len(planned)
 
     def _app(self, name: str) -> AppSpec:
@@ -251,10 +271,13 @@ class Launcher:
             if outcome.job_id not in self.pool.placements:
                 continue  # already released (a worker's late report of a Job stopped here)
             self.pool.release(outcome.job_id)
+            self.ended += 1
+            finish = outcome.job_id in self.finishes
+            self.finishes.discard(outcome.job_id)
             if outcome.job_id in self.dropped:
                 self.dropped.discard(outcome.job_id)
             else:
-                self.results.append(result_of(outcome))
+                self.results.append({**result_of(outcome), "finish": finish})
 
     def _flush(self, force: bool = False) -> None:
         """Write the starts and outcomes so far in one transaction (every FLUSH_EVERY_SEC, or now)."""
@@ -280,7 +303,8 @@ class Launcher:
         self._announce()
 
     def _announce(self) -> None:
-        """Wake the controller (at most every POKE_EVERY_SEC) so it moves the finished Jobs on."""
+        """Wake the controller (at most every POKE_EVERY_SEC) so it moves the ended Jobs on (hooks, retries, and
+        the children of those finished here)."""
         if self.unannounced and time.monotonic() - self.last_poke >= POKE_EVERY_SEC:
             self.site.poke()
             self.unannounced, self.last_poke = False, time.monotonic()

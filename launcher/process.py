@@ -19,11 +19,15 @@ import shlex
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from launcher.joboutput import output_path
+
+if TYPE_CHECKING:  # the local worker imports this module: it stays free of pydantic and the rest
+    from launcher.nodes import Node
 
 TAIL_BYTES = 2000
 _SHELL_SYNTAX = re.compile(r"[|&;<>()$`\\*?\[\]~{}#\n]|^\s*\w+=")
@@ -43,10 +47,11 @@ class Task:
     """CPUs to pin the process to (empty: not pinned)."""
 
 
-def host_cpus(cpu_ids: tuple[int, ...], available: set[int]) -> tuple[int, ...]:
-    """``cpu_ids`` if they are all ``available`` (this process's CPU mask, read once by the caller), else ():
-    emulated nodes may name CPUs this host does not have."""
-    return cpu_ids if available.issuperset(cpu_ids) else ()
+def pinnable_nodes(nodes: Sequence[Node], available: set[int]) -> frozenset[str]:
+    """The nodes whose Jobs are pinned to their CPUs: those whose every CPU id is one of ``available`` (this
+    process's CPU mask). An emulated node with more CPUs than the host pins nothing: half its Jobs pinned and half
+    not would share the same few CPUs anyway."""
+    return frozenset(n.name for n in nodes if available.issuperset(n.cpu_ids))
 
 
 @contextlib.contextmanager
@@ -116,18 +121,17 @@ class ProcessGroup:
         self.running: dict[int, _Running] = {}
         self.job_of: dict[int, int] = {}  # pidfd -> job id
         self.poller = select.poll()
+        self.watched: set[int] = set()
 
     def start(self, task: Task) -> None:
         """Start one Task in its workdir, output appended to ``job.out``; raises OSError if it cannot."""
         workdir = Path(task.workdir)
-        try:
-            os.mkdir(workdir)
-        except FileExistsError:
-            pass
+        output = output_path(workdir, task.attempt)
+        try:  # stage-in made the workdir and the file: only opened here
+            out = os.open(output, _OUTPUT_FLAGS, 0o666)  # the child's copy is all it needs: closed here at once
         except FileNotFoundError:
             os.makedirs(workdir, exist_ok=True)
-        output = output_path(workdir, task.attempt)
-        out = os.open(output, _OUTPUT_FLAGS, 0o666)  # the child's copy is all it needs: closed here at once
+            out = os.open(output, _OUTPUT_FLAGS, 0o666)
         try:
             env = self.base_env.copy()
             env.update(task.env)
@@ -148,20 +152,35 @@ class ProcessGroup:
         self.job_of[pidfd] = task.job_id
         self.poller.register(pidfd, select.POLLIN)
 
-    def wait(self, timeout: float) -> None:
-        """Block until a process ends or ``timeout`` seconds pass (no busy polling)."""
-        if not self.poll_ready(timeout) and not self.running:
-            time.sleep(timeout)
+    def start_all(self, tasks: Iterable[Task]) -> list[Outcome]:
+        """Start ``tasks``; the outcomes of those that could not start."""
+        failed = []
+        for task in tasks:
+            try:
+                self.start(task)
+            except OSError as exc:
+                failed.append(Outcome(task.job_id, task.name, None, f"could not start: {exc}"))
+        return failed
 
-    def poll_ready(self, timeout: float) -> bool:
-        """Whether a process ended within ``timeout`` seconds (False at once when none runs)."""
-        return bool(self.running) and bool(self.poller.poll(timeout * 1000))
+    def watch(self, fd: int) -> None:
+        """Also end :meth:`wait` when ``fd`` becomes readable (a worker's link to its launcher)."""
+        self.watched.add(fd)
+        self.poller.register(fd, select.POLLIN)
+
+    def wait(self, timeout: float) -> None:
+        """Block until a process ends, a watched descriptor is readable, or ``timeout`` seconds pass."""
+        if self.running or self.watched:
+            self.poller.poll(timeout * 1000)
+        else:
+            time.sleep(timeout)
 
     def poll(self) -> list[Outcome]:
         """Outcomes of the processes that ended since the last call (only those whose pidfd says so are asked)."""
         done = []
-        for pidfd, _ in self.poller.poll(0) if self.running else ():
-            job_id = self.job_of[pidfd]
+        for fd, _ in self.poller.poll(0) if self.running else ():
+            job_id = self.job_of.get(fd)
+            if job_id is None:  # a watched descriptor
+                continue
             rc = self.running[job_id].proc.poll()
             if rc is not None:
                 done.append(self._reaped(job_id, rc))
@@ -217,14 +236,16 @@ class LocalExecutor:
 
     def __init__(self) -> None:
         self.group = ProcessGroup()
+        self.failed: list[Outcome] = []
 
-    def start(self, task: Task, placement: object) -> None:
-        """Start one Task (its argv already holds the MPI launch when it needs one)."""
-        self.group.start(task)
+    def start(self, batch: Sequence[tuple[Task, object]]) -> None:
+        """Start Tasks (their argv already holds the MPI launch when they need one)."""
+        self.failed += self.group.start_all(task for task, _ in batch)
 
     def poll(self) -> list[Outcome]:
-        """Outcomes of the Tasks that ended."""
-        return self.group.poll()
+        """Outcomes of the Tasks that ended or could not start."""
+        failed, self.failed = self.failed, []
+        return failed + self.group.poll()
 
     def wait(self, timeout: float) -> None:
         """Until a Task ends or ``timeout`` passes."""

@@ -58,6 +58,13 @@ JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 }
 """Allowed Job transitions. ``JOB_FINISHED``/``FAILED`` -> ``READY`` is an explicit rerun."""
 
+#: After RUN_DONE, a Job whose App has no postprocess hook (nothing is staged out) goes on to JOB_FINISHED:
+#: (from, to, reason) of each step.
+FINISHING_STEPS: tuple[tuple[JobState, JobState, str], ...] = (
+    (J.RUN_DONE, J.POSTPROCESSED, "Postprocessed"),
+    (J.POSTPROCESSED, J.STAGED_OUT, "StagedOut"),
+    (J.STAGED_OUT, J.JOB_FINISHED, "Finished"),
+)
 #: States from which a launcher may acquire a Job.
 RUNNABLE_STATES: frozenset[JobState] = frozenset({J.PREPROCESSED, J.RESTART_READY})
 #: States in which a Job is over.

@@ -11,14 +11,47 @@ from sqlalchemy import ColumnElement, Connection, and_, bindparam, exists, liter
 
 from schemas import JobState, check_job_transition
 from schemas.objects import JobSpec
-from schemas.states import FINAL_JOB_STATES, RUNNABLE_STATES
-from store.base import StoreBase, add_events, chunks, job_event
+from schemas.states import FINAL_JOB_STATES, FINISHING_STEPS, RUNNABLE_STATES
+from store.base import StoreBase, add_events, chunks, executemany, job_event
 from store.engine import is_postgres, read_tx, write_tx
 from store.rows import now
 from store.tables import CLAIMABLE, labels, launchers, objects
 from store.tables import parents as parent_links
 
 _BY_ID = objects.c.id == bindparam("b_id")
+# a launcher's writes, one row per Job (run with store.base.executemany)
+_CLAIM = (
+    update(objects)
+    .where(_BY_ID, objects.c.owner.is_(None))
+    .values(owner=bindparam("b_owner"), batch_job=bindparam("b_bj"))
+)
+_START = (
+    update(objects)
+    .where(_BY_ID)
+    .values(
+        state=JobState.RUNNING.value,
+        start_time=bindparam("b_start"),
+        end_time=None,
+        return_code=None,
+        attempts=objects.c.attempts + 1,
+        updated_at=bindparam("b_t"),
+        resource_version=objects.c.resource_version + 1,
+    )
+)
+_END = (
+    update(objects)
+    .where(_BY_ID)
+    .values(
+        state=bindparam("b_state"),
+        return_code=bindparam("b_rc"),
+        output_tail=bindparam("b_tail"),
+        message=bindparam("b_msg"),
+        end_time=bindparam("b_end"),
+        owner=None,
+        updated_at=bindparam("b_t"),
+        resource_version=objects.c.resource_version + 1,
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -62,6 +95,7 @@ class JobStore(StoreBase):
         apps_without_hook: Sequence[str] | None = None,
         parents: str | None = None,
         batch_job: str | None = None,
+        ids: Sequence[int] | None = None,
         message: str = "",
         limit: int = 50_000,
     ) -> int:
@@ -69,11 +103,15 @@ class JobStore(StoreBase):
 
         ``apps_without_hook`` restricts to Jobs of those Apps; ``parents`` is ``"none"`` (no parents),
         ``"some"`` (has parents) or ``"all_finished"`` (every parent is JOB_FINISHED); ``batch_job`` restricts
-        to Jobs run by that BatchJob.
+        to Jobs run by that BatchJob; ``ids`` to those Jobs (at most a few thousand).
         """
         check_job_transition("*", src, dst)
+        if ids is not None and not ids:
+            return 0
         p = objects.alias("parent")
         conds = [objects.c.site_id == site_id, objects.c.kind == "Job", objects.c.state == src.value]
+        if ids is not None:
+            conds.append(objects.c.id.in_(list(ids)))
         if apps_without_hook is not None:
             conds.append(objects.c.app.in_(list(apps_without_hook)))
         if batch_job is not None:
@@ -244,10 +282,7 @@ class JobStore(StoreBase):
             with conn.execute(q) as rows:  # read (and validate) only as far as the first ``limit`` accepted
                 chosen = list(islice(filter(accept, map(_ref, rows)), limit))
             if chosen:
-                conn.execute(
-                    update(objects).where(_BY_ID, objects.c.owner.is_(None)).values(owner=owner, batch_job=batch_job),
-                    [{"b_id": ref.id} for ref in chosen],
-                )
+                executemany(conn, _CLAIM, [{"b_id": ref.id, "b_owner": owner, "b_bj": batch_job} for ref in chosen])
         return chosen
 
     def unclaim(self, site_id: int, owner: str, job_ids: Sequence[int] | None = None) -> int:
@@ -289,19 +324,8 @@ class JobStore(StoreBase):
         )
         go = [(ref, data) for ref, data in started if ref.id in live]
         if go:
-            conn.execute(
-                update(objects)
-                .where(_BY_ID)
-                .values(
-                    state=JobState.RUNNING.value,
-                    start_time=bindparam("b_start"),
-                    end_time=None,
-                    return_code=None,
-                    attempts=objects.c.attempts + 1,
-                    updated_at=t,
-                    resource_version=objects.c.resource_version + 1,
-                ),
-                [{"b_id": ref.id, "b_start": data.get("start_time", t)} for ref, data in go],
+            executemany(
+                conn, _START, [{"b_id": ref.id, "b_start": data.get("start_time", t), "b_t": t} for ref, data in go]
             )
             add_events(
                 conn,
@@ -335,8 +359,9 @@ class JobStore(StoreBase):
         """Write many run outcomes in one transaction, durable on return; returns how many applied.
 
         Each result has ``job_id``, ``name``, ``state`` (RUN_DONE, RUN_ERROR or RUN_TIMEOUT), ``return_code``,
-        ``output_tail``, ``message`` and optionally ``end_time`` (epoch seconds; default: now); it applies only
-        while the Job is still RUNNING.
+        ``output_tail``, ``message`` and optionally ``end_time`` (epoch seconds; default: now) and ``finish``
+        (a RUN_DONE goes on to JOB_FINISHED through the FINISHING_STEPS, in the same write: for Apps without a
+        postprocess hook); it applies only while the Job is still RUNNING.
         """
         with write_tx(self.engine) as conn:
             return self._write_results(conn, site_id, results, now())
@@ -356,47 +381,23 @@ class JobStore(StoreBase):
         kept = [r for job_id, r in once.items() if job_id in live]
         if not kept:
             return 0
-        conn.execute(
-            update(objects)
-            .where(_BY_ID)
-            .values(
-                state=bindparam("b_state"),
-                return_code=bindparam("b_rc"),
-                output_tail=bindparam("b_tail"),
-                message=bindparam("b_msg"),
-                end_time=bindparam("b_end"),
-                owner=None,
-                updated_at=t,
-                resource_version=objects.c.resource_version + 1,
-            ),
+        executemany(
+            conn,
+            _END,
             [
                 {
                     "b_id": r["job_id"],
-                    "b_state": str(r["state"]),
+                    "b_state": _final_state(r),
                     "b_rc": r.get("return_code"),
                     "b_tail": _text(r.get("output_tail")),
                     "b_msg": _text(r.get("message")),
                     "b_end": r.get("end_time", t),
+                    "b_t": t,
                 }
                 for r in kept
             ],
         )
-        add_events(
-            conn,
-            (
-                job_event(
-                    site_id,
-                    r["job_id"],
-                    r["name"],
-                    "RUNNING",
-                    str(r["state"]),
-                    "Ran",
-                    _text(r.get("message")) or f"return code {r.get('return_code')}",
-                    time=r.get("end_time", t),
-                )
-                for r in kept
-            ),
-        )
+        add_events(conn, (event for r in kept for event in _result_events(site_id, r, t)))
         return len(kept)
 
     def rerun(self, site_id: int, job_ids: Sequence[int]) -> int:
@@ -451,6 +452,7 @@ def hand_back(conn: Connection, site_id: int, owners: Sequence[str], job_ids: Se
 
 
 _RUNNABLE = sorted(s.value for s in RUNNABLE_STATES)
+_FINISHING = [(src.value, dst.value, why) for src, dst, why in FINISHING_STEPS]
 _ORDERS = {
     "small_first": (objects.c.num_nodes, objects.c.node_packing_count.desc(), objects.c.wall_time_min.desc()),
     "long_large_first": (objects.c.num_nodes.desc(), objects.c.wall_time_min.desc()),
@@ -477,13 +479,41 @@ def _text(value: str | None) -> str | None:
     return None if value is None else value.replace("\x00", "\ufffd")
 
 
+def _final_state(result: Mapping[str, Any]) -> str:
+    """Where a run outcome leaves its Job: its state, or JOB_FINISHED for a RUN_DONE marked ``finish``."""
+    return JobState.JOB_FINISHED.value if _finishes(result) else str(result["state"])
+
+
+def _finishes(result: Mapping[str, Any]) -> bool:
+    return bool(result.get("finish")) and result["state"] == JobState.RUN_DONE
+
+
+def _result_events(site_id: int, r: Mapping[str, Any], t: float) -> list[dict[str, Any]]:
+    """The events of one run outcome: ``Ran``, then each finishing step when the launcher finishes the Job."""
+    at = r.get("end_time", t)
+    ran = job_event(
+        site_id,
+        r["job_id"],
+        r["name"],
+        "RUNNING",
+        str(r["state"]),
+        "Ran",
+        _text(r.get("message")) or f"return code {r.get('return_code')}",
+        time=at,
+    )
+    if not _finishes(r):
+        return [ran]
+    steps = [job_event(site_id, r["job_id"], r["name"], src, dst, why, "", time=at) for src, dst, why in _FINISHING]
+    return [ran, *steps]
+
+
 def _ref(r: Any) -> JobRef:
     return JobRef(
         id=r.id,
         name=r.name,
         app=r.app,
         state=r.state,
-        spec=JobSpec.model_validate(r.spec),
+        spec=JobSpec.model_construct(**r.spec),  # validated when applied: read back as stored
         attempts=r.attempts,
         deletion_requested=r.deletion_timestamp is not None,
     )

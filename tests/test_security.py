@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -182,8 +183,9 @@ def test_launcher_never_starts_a_job_in_a_symlink_out_of_data_nor_crashes_on_hos
 ) -> None:
     """The real launcher (``python -m launcher``) on one allocation with hostile Jobs in it.
 
-    Symlinked workdirs out of data/ (a directory on the path, or the workdir itself): RUN_ERROR "could not
-    start", nothing written outside. Template code in the App: RUN_ERROR, never executed. A NUL in a parameter:
+    Symlinked workdirs out of data/ (a directory on the path, or the workdir itself): FAILED at stage-in, which
+    makes workdirs; one that became a symlink after its stage-in: RUN_ERROR "could not start". Nothing is
+    written outside. Template code in the App: RUN_ERROR, never executed. A NUL in a parameter:
     RUN_ERROR. Hostile parameter values: passed verbatim. And the launcher itself ends normally.
     """
     (site.data_dir / "evil").symlink_to(outside)
@@ -202,6 +204,7 @@ def test_launcher_never_starts_a_job_in_a_symlink_out_of_data_nor_crashes_on_hos
         app("globals-app", f"{{{{ cycler.__init__.__globals__.os.system('touch {marker}') }}}}"),
         job("escape-dir", "touch-app", "evil/run"),
         job("escape-leaf", "touch-app", "runs/leaf"),
+        job("escape-late", "touch-app", "late/run"),
         job("inject", "echo-app", "inject/$(touch pwned)", dict(zip(names, HOSTILE_VALUES, strict=True))),
         job("div", "div-app", "div"),
         job("mro", "mro-app", "mro"),
@@ -209,7 +212,13 @@ def test_launcher_never_starts_a_job_in_a_symlink_out_of_data_nor_crashes_on_hos
         batchjob("alloc"),
     )
     advance_to_runnable(site)
-    assert {stored_job(site, n).status.state for n in ("escape-dir", "inject", "div")} == {JobState.PREPROCESSED}
+    assert {stored_job(site, n).status.state for n in ("escape-late", "inject", "div")} == {JobState.PREPROCESSED}
+    for name in ("escape-dir", "escape-leaf"):
+        refused = stored_job(site, name).status
+        assert refused.state == JobState.FAILED and "outside the site's data/ directory" in (refused.message or "")
+    assert files_under(outside) == [], "stage-in made something outside data/"
+    shutil.rmtree(site.data_dir / "late")  # staged in, then swapped for a way out before the launcher runs
+    (site.data_dir / "late").symlink_to(outside)
 
     proc = subprocess.run(
         [sys.executable, "-m", "launcher", "--site", str(site.path), "--batch-job", "alloc"],
@@ -225,7 +234,7 @@ def test_launcher_never_starts_a_job_in_a_symlink_out_of_data_nor_crashes_on_hos
         j = stored_job(site, name)
         return j.status.state, j.status.message or ""
 
-    for name in ("escape-dir", "escape-leaf"):
+    for name in ("escape-late",):
         state, message = outcome(name)
         assert state == JobState.RUN_ERROR and message.startswith("could not start:"), (name, state, message)
         assert "outside the site's data/ directory" in message, message
@@ -233,7 +242,7 @@ def test_launcher_never_starts_a_job_in_a_symlink_out_of_data_nor_crashes_on_hos
     assert not list(site.path.rglob("made-here")) and not list(site.path.rglob("ran.txt"))
 
     state, message = outcome("inject")
-    assert state == JobState.RUN_DONE, message
+    assert state == JobState.JOB_FINISHED, message  # no postprocess hook: the launcher finishes it
     workdir = site.data_dir / "inject" / "$(touch pwned)"
     assert (workdir / "job.out").read_bytes().decode() == "".join(v + "\n" for v in HOSTILE_VALUES)
     assert not list(site.path.rglob("pwned")) and not (Path.cwd() / "pwned").exists()

@@ -1,0 +1,196 @@
+"""A serial-mode worker: starts the Tasks its launcher sends on its node and reports their outcomes in batches.
+
+Every node of a serial-mode launcher has one, the launcher's own node included, so the launcher's bookkeeping
+(claims, placement, status writes) never waits for a fork and exec, and the two run side by side. A worker talks
+to its launcher over a :class:`Link`: MPI to the other nodes, a local socket on the launcher's node
+(``python -m launcher.worker --fd N``, which imports nothing but this module and :mod:`launcher.process`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import select
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from typing import Any, Protocol
+
+from launcher.process import Outcome, ProcessGroup
+
+TAG_TASKS, TAG_KILL, TAG_STOP, TAG_OUTCOMES, TAG_FINAL = 1, 2, 3, 4, 5
+REPORT_BATCH = 256
+REPORT_EVERY_SEC = 0.0
+TICK_SEC = 0.002
+IDLE_WAIT_SEC = 1.0
+
+
+class WorkerLost(RuntimeError):
+    """A worker's link closed while it still had work: the node cannot be used any more."""
+
+
+class Link(Protocol):
+    """A message link between a launcher and one worker: ``(tag, payload)`` messages, in order."""
+
+    def send(self, tag: int, payload: Any) -> None:
+        """Send one message."""
+
+    def receive(self) -> tuple[int, Any] | None:
+        """The next message if one is waiting, else None (never blocks); WorkerLost if the peer is gone."""
+
+    def receive_wait(self) -> tuple[int, Any]:
+        """The next message, waiting for it."""
+
+    def ready(self) -> bool:
+        """Whether a message waits (never blocks)."""
+
+    def fileno(self) -> int | None:
+        """A file descriptor readable when a message waits, or None (the link must be polled)."""
+
+
+class SocketLink:
+    """A link over a local socket (pickled messages): the launcher's own node."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def send(self, tag: int, payload: Any) -> None:
+        """Send one message."""
+        try:
+            self.conn.send((tag, payload))
+        except OSError as exc:
+            raise WorkerLost(f"the local link closed: {exc}") from None
+
+    def receive(self) -> tuple[int, Any] | None:
+        """The next message if one waits."""
+        return self.receive_wait() if self.ready() else None
+
+    def ready(self) -> bool:
+        """Whether a message (or the end of the link) waits."""
+        try:
+            return self.conn.poll()
+        except OSError as exc:
+            raise WorkerLost(f"the local link closed: {exc}") from None
+
+    def receive_wait(self) -> tuple[int, Any]:
+        """The next message, waiting for it."""
+        try:
+            tag, payload = self.conn.recv()
+        except (EOFError, OSError) as exc:
+            raise WorkerLost(f"the local link closed: {exc or 'end of file'}") from None
+        return tag, payload
+
+    def fileno(self) -> int:
+        """The socket's descriptor."""
+        return self.conn.fileno()
+
+
+class MpiLink:
+    """A link to one MPI rank (the launcher is rank 0)."""
+
+    def __init__(self, comm: Any, peer: int) -> None:
+        from mpi4py import MPI
+
+        self.comm = comm
+        self.peer = peer
+        self.status = MPI.Status()
+
+    def send(self, tag: int, payload: Any) -> None:
+        """Send one message."""
+        self.comm.send(payload, dest=self.peer, tag=tag)
+
+    def receive(self) -> tuple[int, Any] | None:
+        """The next message if one waits."""
+        if not self.comm.Iprobe(source=self.peer, status=self.status):
+            return None
+        tag = self.status.Get_tag()
+        return tag, self.comm.recv(source=self.peer, tag=tag)
+
+    def ready(self) -> bool:
+        """Whether a message waits."""
+        return bool(self.comm.Iprobe(source=self.peer))
+
+    def receive_wait(self) -> tuple[int, Any]:
+        """The next message, waiting for it."""
+        payload = self.comm.recv(source=self.peer, status=self.status)
+        return self.status.Get_tag(), payload
+
+    def fileno(self) -> None:
+        """MPI has no descriptor to wait on: polled."""
+        return None
+
+
+def wait_any(links: Sequence[Link], timeout: float) -> None:
+    """Until a message waits on one of ``links`` or ``timeout`` seconds pass (a blocking poll when every link has a
+    descriptor, short ticks otherwise)."""
+    fds = [fd for link in links if (fd := link.fileno()) is not None]
+    if len(fds) == len(links):
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        poller.poll(timeout * 1000)
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not any(link.ready() for link in links):
+        time.sleep(TICK_SEC)
+
+
+def work(link: Link) -> None:
+    """The worker loop: start what the launcher sends, report outcomes in batches, stop when told (or when the
+    launcher is gone: its Jobs are then stopped too)."""
+    group = ProcessGroup()
+    fd = link.fileno()
+    if fd is not None:
+        group.watch(fd)
+    pending: list[Outcome] = []
+    last_report = time.monotonic()
+    while True:
+        try:
+            while (message := link.receive()) is not None:
+                tag, payload = message
+                if tag == TAG_TASKS:
+                    pending += group.start_all(payload)
+                elif tag == TAG_KILL:
+                    outcome = group.kill(*payload)
+                    pending += [outcome] if outcome else []
+                elif tag == TAG_STOP:
+                    why, grace = payload
+                    link.send(TAG_FINAL, pending + group.poll() + group.terminate_all(why, grace))
+                    return
+        except WorkerLost:
+            group.terminate_all("the launcher is gone", 1.0)
+            return
+        pending += group.poll()
+        now = time.monotonic()
+        if pending and (len(pending) >= REPORT_BATCH or now - last_report >= REPORT_EVERY_SEC):
+            link.send(TAG_OUTCOMES, pending)
+            pending, last_report = [], now
+        if fd is None:  # MPI: look at the link again after a tick
+            group.wait(TICK_SEC)
+        else:
+            group.wait(REPORT_EVERY_SEC if pending else IDLE_WAIT_SEC)
+
+
+def start_local() -> tuple[SocketLink, Any]:
+    """Start the worker of the launcher's own node: its link and its process."""
+    import subprocess
+
+    ours, theirs = socket.socketpair()
+    with theirs:
+        fd = theirs.fileno()
+        proc = subprocess.Popen([sys.executable, "-m", "launcher.worker", "--fd", str(fd)], pass_fds=[fd])
+    return SocketLink(Connection(ours.detach())), proc
+
+
+def main(argv: Sequence[str]) -> int:
+    """``python -m launcher.worker --fd N``: the local worker, linked to its launcher by socket ``N``."""
+    parser = argparse.ArgumentParser(prog="python -m launcher.worker")
+    parser.add_argument("--fd", type=int, required=True)
+    args = parser.parse_args(argv)
+    work(SocketLink(Connection(args.fd)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
