@@ -80,10 +80,7 @@ def launcher_rss(site: Path, stop: threading.Event, samples: list[float], cpu: d
             if "launcher" in (proc.info["cmdline"] or []) and str(site) in proc.info["cmdline"]
         }
         workers = {  # serial mode's local worker (``python -m launcher.worker``): a process of its own
-            proc.pid: proc
-            for pid in found
-            for proc in _children(pid)
-            if "launcher.worker" in proc.info["cmdline"]
+            proc.pid: proc for pid in found for proc in _children(pid) if "launcher.worker" in proc.info["cmdline"]
         }
         total = 0.0
         for proc in [*found.values(), *workers.values()]:
