@@ -11,11 +11,13 @@ Jobs included, so a Job never outlives the allocation that ran it, not even afte
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import re
 import select
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -95,12 +97,56 @@ def shell_argv(command: str) -> tuple[str, ...]:
     return ("bash", "-c", command)
 
 
+class _Spawned:
+    """A child started with ``posix_spawn``: what a ProcessGroup asks of a Popen (pid, poll, wait, returncode)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        """Its exit code (negative: the signal that ended it) once it ended, else None."""
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Its exit code once it ends; TimeoutExpired after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (rc := self.poll()) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout or 0.0)
+            time.sleep(0.005)
+        return rc
+
+
 @dataclass
 class _Running:
     task: Task
-    proc: subprocess.Popen[bytes]
+    proc: _Proc
     output: Path
     pidfd: int
+
+
+_Proc = subprocess.Popen[bytes] | _Spawned
+#: What Python ignores and a Job must not inherit ignored (as Popen's restore_signals).
+_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
+_FOUND: dict[tuple[str, str], str] = {}
+
+
+def _executable(name: str, path: str) -> str:
+    """``name`` looked up on ``path`` (the Job's own PATH), as Popen would; found ones are remembered."""
+    if "/" in name:
+        return name
+    key = (name, path)
+    if key not in _FOUND:
+        found = shutil.which(name, path=path)
+        if found is None:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
+        _FOUND[key] = found
+    return _FOUND[key]
 
 
 _OUTPUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
@@ -113,10 +159,16 @@ def _devnull() -> int:
 
 
 class ProcessGroup:
-    """The Job processes of one launcher or worker."""
+    """The Job processes of one launcher or worker.
 
-    def __init__(self, base_env: dict[str, str] | None = None) -> None:
+    ``dedicated``: this process does nothing but start Jobs (serial mode's local worker), so it may change its own
+    working directory to each Job's and start it with ``posix_spawn`` (no cwd of its own): cheaper than Popen,
+    and its descriptors are all close-on-exec. Elsewhere Jobs start with Popen(cwd=...).
+    """
+
+    def __init__(self, base_env: dict[str, str] | None = None, dedicated: bool = False) -> None:
         self.base_env = dict(os.environ if base_env is None else base_env)
+        self.dedicated = dedicated
         self.own_cpus = os.sched_getaffinity(0)  # what a pinned launch restores (read once, not per launch)
         self.running: dict[int, _Running] = {}
         self.job_of: dict[int, int] = {}  # pidfd -> job id
@@ -136,21 +188,32 @@ class ProcessGroup:
             env = self.base_env.copy()
             env.update(task.env)
             with _pinned(task.cpus, self.own_cpus):
-                proc = subprocess.Popen(
-                    task.argv,
-                    cwd=workdir,
-                    env=env,
-                    stdin=_devnull(),
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    process_group=0,  # its own group (killpg stops all of it), in the allocation's session
-                )
+                proc = self._spawn(task.argv, workdir, env, out)
         finally:
             os.close(out)
         pidfd = os.pidfd_open(proc.pid)
         self.running[task.job_id] = _Running(task, proc, output, pidfd)
         self.job_of[pidfd] = task.job_id
         self.poller.register(pidfd, select.POLLIN)
+
+    def _spawn(
+        self, argv: tuple[str, ...], workdir: Path, env: dict[str, str], out: int
+    ) -> subprocess.Popen[bytes] | _Spawned:
+        """Start ``argv`` in ``workdir``: stdin /dev/null, stdout and stderr to ``out``, a process group of its own
+        (killpg stops all of it) in the allocation's session."""
+        if self.dedicated:
+            os.chdir(workdir)
+            actions = [
+                (os.POSIX_SPAWN_DUP2, _devnull(), 0),
+                (os.POSIX_SPAWN_DUP2, out, 1),
+                (os.POSIX_SPAWN_DUP2, out, 2),
+            ]
+            executable = _executable(argv[0], env.get("PATH", os.defpath))
+            pid = os.posix_spawn(executable, argv, env, file_actions=actions, setpgroup=0, setsigdef=_DEFAULT_SIGNALS)
+            return _Spawned(pid)
+        return subprocess.Popen(
+            argv, cwd=workdir, env=env, stdin=_devnull(), stdout=out, stderr=subprocess.STDOUT, process_group=0
+        )
 
     def start_all(self, tasks: Iterable[Task]) -> list[Outcome]:
         """Start ``tasks``; the outcomes of those that could not start."""
@@ -199,13 +262,14 @@ class ProcessGroup:
         for run in self.running.values():
             _signal(run.proc, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        for run in self.running.values():
+        codes = {}
+        for job_id, run in self.running.items():
             try:
-                run.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+                codes[job_id] = run.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 _signal(run.proc, signal.SIGKILL)
-                run.proc.wait()
-        return [self._reaped(job_id, run.proc.returncode, why) for job_id, run in list(self.running.items())]
+                codes[job_id] = run.proc.wait()
+        return [self._reaped(job_id, rc, why) for job_id, rc in codes.items()]
 
     def _reaped(self, job_id: int, rc: int, killed: str = "") -> Outcome:
         run = self.running.pop(job_id)
@@ -226,7 +290,7 @@ def _tail(path: Path) -> str:
         return ""
 
 
-def _signal(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+def _signal(proc: _Proc, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
 

@@ -9,6 +9,7 @@ to its launcher over a :class:`Link`: MPI to the other nodes, a local socket on 
 from __future__ import annotations
 
 import argparse
+import os
 import select
 import socket
 import sys
@@ -139,8 +140,8 @@ def wait_any(links: Sequence[Link], timeout: float) -> None:
 def work(link: Link) -> None:
     """The worker loop: start what the launcher sends, report outcomes in batches, stop when told (or when the
     launcher is gone: its Jobs are then stopped too)."""
-    group = ProcessGroup()
     fd = link.fileno()
+    group = ProcessGroup(dedicated=fd is not None)  # the local worker: nothing in it but this loop
     if fd is not None:
         group.watch(fd)
     pending: list[Outcome] = []
@@ -188,6 +189,7 @@ def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m launcher.worker")
     parser.add_argument("--fd", type=int, required=True)
     args = parser.parse_args(argv)
+    os.set_inheritable(args.fd, False)  # the Jobs it starts must not hold the link open
     work(SocketLink(Connection(args.fd)))
     return 0
 

@@ -1,11 +1,25 @@
-"""ProcessGroup: each Task's outcome reported once, per-attempt output kept, no output file held by the launcher."""
+"""ProcessGroup: each Task's outcome reported once, per-attempt output kept, no output file held by the launcher;
+the same with Popen (a launcher) and with posix_spawn (serial mode's dedicated local worker); the local worker
+itself over its socket link."""
 
 from __future__ import annotations
 
 import os
+import signal
+import time
 from pathlib import Path
 
+import pytest
+
 from launcher.process import Outcome, ProcessGroup, Task
+from launcher.worker import TAG_FINAL, TAG_OUTCOMES, TAG_STOP, TAG_TASKS, start_local
+
+
+@pytest.fixture(params=["popen", "posix_spawn"])
+def group(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> ProcessGroup:
+    """Both ways of starting Jobs; the dedicated one changes this process's working directory (restored after)."""
+    monkeypatch.chdir(tmp_path)
+    return ProcessGroup(dedicated=request.param == "posix_spawn")
 
 
 def task(job_id: int, workdir: Path, command: str, attempt: int = 1) -> Task:
@@ -21,8 +35,7 @@ def run_all(group: ProcessGroup) -> list[Outcome]:
     return outcomes
 
 
-def test_every_task_ends_once_with_its_return_code_and_tail(tmp_path: Path) -> None:
-    group = ProcessGroup()
+def test_every_task_ends_once_with_its_return_code_and_tail(group: ProcessGroup, tmp_path: Path) -> None:
     commands = {1: "true", 2: "echo oops; exit 3", 3: 'test "$JOB_VAR" = 3', 4: "exit 1"}
     commands[5] = 'test "$(readlink /proc/$$/fd/0)" = /dev/null'  # stdin: nothing to read
     for job_id, command in commands.items():
@@ -34,8 +47,7 @@ def test_every_task_ends_once_with_its_return_code_and_tail(tmp_path: Path) -> N
     assert group.job_of == {}
 
 
-def test_a_later_attempt_keeps_the_earlier_attempts_output(tmp_path: Path) -> None:
-    group = ProcessGroup()
+def test_a_later_attempt_keeps_the_earlier_attempts_output(group: ProcessGroup, tmp_path: Path) -> None:
     group.start(task(1, tmp_path, "echo first", attempt=1))
     run_all(group)
     group.start(task(1, tmp_path, "echo second", attempt=2))
@@ -44,8 +56,7 @@ def test_a_later_attempt_keeps_the_earlier_attempts_output(tmp_path: Path) -> No
     assert (tmp_path / "job.out").read_text() == "second\n"
 
 
-def test_the_launcher_holds_no_output_file_open_while_a_task_runs(tmp_path: Path) -> None:
-    group = ProcessGroup()
+def test_the_launcher_holds_no_output_file_open_while_a_task_runs(group: ProcessGroup, tmp_path: Path) -> None:
     group.start(task(1, tmp_path, "sleep 30"))
     try:
         held = {os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")}
@@ -53,3 +64,66 @@ def test_the_launcher_holds_no_output_file_open_while_a_task_runs(tmp_path: Path
     finally:
         outcome = group.kill(1, "test over")
     assert outcome is not None and outcome.killed == "test over"
+
+
+def test_a_task_starts_in_its_workdir_with_default_signals_and_its_own_path(
+    group: ProcessGroup, tmp_path: Path
+) -> None:
+    """The workdir is made if stage-in did not; SIGPIPE is not left ignored (Python ignores it); a bare command
+    is looked up on the Job's own PATH; a command found nowhere cannot start (OSError), as with Popen."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "only-here").write_text("#!/bin/sh\npwd\ngrep SigIgn /proc/$$/status\n")
+    (bin_dir / "only-here").chmod(0o755)
+    work = tmp_path / "made" / "by" / "start"
+    path = f"{bin_dir}:{os.environ['PATH']}"
+    group.start(Task(1, "j1", ("only-here",), str(work), (("PATH", path),), 1))
+    [outcome] = run_all(group)
+    assert outcome.return_code == 0
+    cwd, ignored = (work / "job.out").read_text().splitlines()
+    assert cwd == str(work)
+    assert int(ignored.split()[1], 16) & (1 << (signal.SIGPIPE - 1)) == 0, f"SIGPIPE left ignored: {ignored}"
+    with pytest.raises(FileNotFoundError):
+        group.start(Task(2, "j2", ("no-such-command-here",), str(tmp_path / "w2"), (), 1))
+    assert group.running == {}
+
+
+def test_the_local_worker_runs_what_it_is_sent_and_stops_its_jobs_when_its_launcher_is_gone(tmp_path: Path) -> None:
+    link, proc = start_local()
+    try:
+        link.send(TAG_TASKS, [task(1, tmp_path / "a", "ls /proc/self/fd > fds"), task(2, tmp_path / "b", "exit 4")])
+        outcomes: list[Outcome] = []
+        while len(outcomes) < 2:
+            tag, batch = link.receive_wait()
+            assert tag == TAG_OUTCOMES
+            outcomes += batch
+        assert sorted((o.job_id, o.return_code) for o in outcomes) == [(1, 0), (2, 4)]
+        fds = (tmp_path / "a" / "fds").read_text().split()
+        assert sorted(fds, key=int)[:3] == ["0", "1", "2"] and len(fds) == 4, f"a Job inherited {fds}"  # + ls's own
+        link.send(TAG_TASKS, [task(3, tmp_path / "c", "echo $$ > pid; exec sleep 60")])
+        pid_file = tmp_path / "c" / "pid"
+        deadline = time.monotonic() + 10
+        while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        job_pid = int(pid_file.read_text())
+        link.conn.close()  # the launcher is gone (as if SIGKILLed): its worker stops the Job and ends
+        assert proc.wait(timeout=10) == 0
+        with pytest.raises(ProcessLookupError):
+            os.kill(job_pid, 0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_the_local_worker_reports_every_last_outcome_when_stopped(tmp_path: Path) -> None:
+    link, proc = start_local()
+    link.send(TAG_TASKS, [task(1, tmp_path / "a", "sleep 60")])
+    link.send(TAG_STOP, ("launcher stopped (test)", 1.0))
+    outcomes: list[Outcome] = []
+    while True:
+        tag, batch = link.receive_wait()
+        outcomes += batch
+        if tag == TAG_FINAL:
+            break
+    assert [(o.job_id, o.return_code, o.killed) for o in outcomes] == [(1, -signal.SIGTERM, "launcher stopped (test)")]
+    assert proc.wait(timeout=10) == 0

@@ -259,6 +259,20 @@ def test_launcher_never_starts_a_job_in_a_symlink_out_of_data_nor_crashes_on_hos
     assert not marker.exists()
 
 
+def test_stage_in_makes_each_workdir_and_its_empty_output_file_inside_data(site: Site, outside: Path) -> None:
+    """The controller's stage-in (READY -> STAGED_IN) makes the workdir and an empty ``job.out``, so that the
+    launcher only opens it; a workdir through a symlink out of data/ FAILS there, nothing made outside."""
+    (site.data_dir / "evil").symlink_to(outside)
+    apply_raws(site, app("a", "true"), job("deep", "a", "runs/1/deep"), job("escape", "a", "evil/run"))
+    advance_to_runnable(site)
+    workdir = site.data_dir / "runs" / "1" / "deep"
+    assert stored_job(site, "deep").status.state == JobState.PREPROCESSED
+    assert (workdir / "job.out").read_bytes() == b""
+    refused = stored_job(site, "escape").status
+    assert refused.state == JobState.FAILED and "outside the site's data/ directory" in (refused.message or "")
+    assert files_under(outside) == []
+
+
 def test_logs_of_a_job_whose_workdir_leaves_data_is_an_error(site: Site, outside: Path) -> None:
     (site.data_dir / "evil").symlink_to(outside)
     (outside / "job.out").write_text("a file outside data/ that logs must not print\n")

@@ -482,6 +482,31 @@ def test_record_results_moves_running_jobs_and_ignores_the_rest(store: Store, si
     assert n == 2, "the count is of results applied"
 
 
+def test_a_finished_run_goes_on_to_job_finished_in_the_same_write_with_every_step_an_event(
+    store: Store, site_id: int
+) -> None:
+    """``finish`` (the launcher's, for Apps without a postprocess hook): RUN_DONE goes on through POSTPROCESSED and
+    STAGED_OUT to JOB_FINISHED in the same transaction, one event per step; a failed run is not finished."""
+    add(store, site_id, [app_doc(), job_doc("done"), job_doc("failed")])
+    make_runnable(store, site_id)
+    got = {r.name: r for r in acquire(store, site_id, "l")}
+    results = [
+        {"job_id": got["done"].id, "name": "done", "state": S.RUN_DONE, "return_code": 0, "finish": True},
+        {"job_id": got["failed"].id, "name": "failed", "state": S.RUN_ERROR, "return_code": 1, "finish": True},
+    ]
+    assert store.record(site_id, owner="l", results=results) == set()
+    done = stored_job(store, site_id, "done").status
+    assert (done.state, done.return_code) == ("JOB_FINISHED", 0)
+    assert [e[:3] for e in state_events(store, site_id, "done")][-4:] == [
+        ("RUNNING", "RUN_DONE", "Ran"),
+        ("RUN_DONE", "POSTPROCESSED", "Postprocessed"),
+        ("POSTPROCESSED", "STAGED_OUT", "StagedOut"),
+        ("STAGED_OUT", "JOB_FINISHED", "Finished"),
+    ]
+    assert state_of(store, site_id, "failed") == "RUN_ERROR"
+    assert [e[:2] for e in state_events(store, site_id, "failed")][-1] == ("RUNNING", "RUN_ERROR")
+
+
 def test_record_results_refuses_an_impossible_outcome(store: Store, site_id: int) -> None:
     add(store, site_id, [app_doc(), job_doc("j")])
     make_runnable(store, site_id)
