@@ -117,17 +117,18 @@ class Site:
     def workdir(self, relative: str) -> Path:
         """A Job's workdir, guaranteed inside ``data/`` even through symlinks (only its own parts are looked at)."""
         base = self._real_data_dir
-        path = PurePosixPath(relative)
-        if path.is_absolute() or ".." in path.parts:
+        parts = PurePosixPath(relative).parts
+        if relative.startswith("/") or ".." in parts:
             raise SiteError(f"workdir {relative!r} resolves outside the site's data/ directory")
-        target = base
-        for part in path.parts:
-            target = target / part
-            if target.is_symlink():  # rare: resolve it and check where it leads
-                target = target.resolve()
-                if target != base and base not in target.parents:
+        target = str(base)  # plain strings: a launcher asks this for every Job it starts
+        for part in parts:
+            target = os.path.join(target, part)
+            if os.path.islink(target):  # rare: resolve it and check where it leads
+                resolved = Path(target).resolve()
+                if resolved != base and base not in resolved.parents:
                     raise SiteError(f"workdir {relative!r} resolves outside the site's data/ directory")
-        return target
+                target = str(resolved)
+        return Path(target)
 
     @cached_property
     def _real_data_dir(self) -> Path:

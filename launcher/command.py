@@ -24,6 +24,12 @@ def _template(source: str) -> Template:
     return _ENV.from_string(source)
 
 
+@lru_cache(maxsize=4096)
+def _rendered(source: str, values: tuple[tuple[str, str], ...]) -> str:
+    """A template rendered with (quoted) values: Jobs of one App with the same parameters render once."""
+    return _template(source).render(dict(values))  # a dict: a parameter may be named "self"
+
+
 def render_command(app: AppSpec, parameters: Mapping[str, ParamValue]) -> str:
     """The shell command of one Job: the App's preamble and command, parameters quoted (never re-rendered)."""
     values: dict[str, str] = {}
@@ -35,7 +41,7 @@ def render_command(app: AppSpec, parameters: Mapping[str, ParamValue]) -> str:
             value = ""  # optional without a default: an empty word, as apply accepted the Job without it
         values[name] = shlex.quote(str(value).lower() if isinstance(value, bool) else str(value))
     try:
-        command = _template(app.command).render(values)  # a dict: a parameter may be named "self"
+        command = _rendered(app.command, tuple(values.items()))
     except TemplateError as exc:
         raise CommandError(f"App command template: {exc}") from None
     except Exception as exc:  # the template's own code failed (1/0, "a" + 1, a range too big for the sandbox)

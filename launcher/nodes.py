@@ -47,6 +47,8 @@ class Node:
             raise ValueError(f"node {self.name!r}: CPU and GPU ids must be unique")
         self.idle_cpus = list(self.cpu_ids)
         self.idle_gpus = list(self.gpu_ids)
+        self._cpu_rank = {c: i for i, c in enumerate(self.cpu_ids)}  # the node's own order, kept by idle lists
+        self._gpu_rank = {g: i for i, g in enumerate(self.gpu_ids)}
 
     @property
     def is_idle(self) -> bool:
@@ -73,10 +75,10 @@ class Node:
     def give_back(self, job_id: JobId) -> None:
         """Free what ``job_id`` holds here; idle ids keep the node's order. ``KeyError`` if it holds nothing."""
         share = self.jobs.pop(job_id)
-        busy_cpus = {c for s in self.jobs.values() for c in s.cpu_ids}
-        busy_gpus = {g for s in self.jobs.values() for g in s.gpu_ids}
-        self.idle_cpus = [c for c in self.cpu_ids if c not in busy_cpus]
-        self.idle_gpus = [g for g in self.gpu_ids if g not in busy_gpus]
+        if share.cpu_ids:  # a sort of the idle ids, however many Jobs the node runs
+            self.idle_cpus = sorted([*self.idle_cpus, *share.cpu_ids], key=self._cpu_rank.__getitem__)
+        if share.gpu_ids:
+            self.idle_gpus = sorted([*self.idle_gpus, *share.gpu_ids], key=self._gpu_rank.__getitem__)
         self.occupancy -= share.occupancy
 
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from balsamctl.site import Site, SiteError
 from launcher.command import CommandError
 from launcher.nodes import Node
-from launcher.placement import NodePool, Placement, Request, choose
+from launcher.placement import NodePool, Placement, Request, place_in_order, sort_requests
 from launcher.process import Outcome, Task
 from schemas import App, JobState
 from schemas.conditions import set_condition
@@ -121,6 +121,7 @@ class Launcher:
         self.dropped: set[int] = set()
         self.finishes: set[int] = set()  # running Jobs whose App has no postprocess hook: finished here on success
         self.never: set[int] = set()
+        self.why_not: dict[Request, str | None] = {}  # why a request can never run here (None: it can)
         self.unannounced = False
         self.last_poke = self.last_flush = 0.0
 
@@ -208,7 +209,9 @@ class Launcher:
 
         def fits_here(ref: JobRef) -> bool:
             req = Request.of(ref.spec)
-            why = self.accepts(req) or self.pool.why_never_fits(req)
+            if req not in self.why_not:  # Jobs mostly ask alike: asked once per distinct request
+                self.why_not[req] = self.accepts(req) or self.pool.why_never_fits(req)
+            why = self.why_not[req]
             if why is not None:
                 unfit.setdefault(why, []).append(ref.id)
                 return False
@@ -231,17 +234,16 @@ class Launcher:
             message = f"cannot run in batchjob/{self.batch_job} partition {self.partition_index}: {why}"
             condition = set_condition([], "Schedulable", "False", "DoesNotFit", message)[0]
             self.site.store.set_job_condition(self.site.site_id, ids, condition)
-        self.queue += [(ref, requests[ref.id]) for ref in claimed]
+        claimed_now = [(ref, requests[ref.id], ref.spec.wall_time_min) for ref in claimed]
+        queued = [(ref, req, ref.spec.wall_time_min) for ref, req in self.queue]
+        self.queue = [(ref, req) for ref, req, _ in sort_requests(queued + claimed_now, self.settings.policy)]
         return len(claimed)
 
     def _start_queued(self) -> int:
         """Start what fits now, in the site's order; the starts are recorded with the next flush."""
         if not self.queue or not self.pool.has_idle():
             return 0
-        candidates = [(ref, req, ref.spec.wall_time_min) for ref, req in self.queue]
-        planned = choose(self.pool, candidates, self.settings.policy)
-        placed = {ref.id for ref, _ in planned}
-        self.queue = [(ref, req) for ref, req in self.queue if ref.id not in placed]
+        planned, self.queue = place_in_order(self.pool, self.queue)  # the queue is kept in the policy's order
         batch = []
         for ref, placement in planned:
             app = self._app(ref.app)

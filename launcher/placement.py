@@ -237,14 +237,27 @@ def choose(
     Every candidate is tried in turn and placed if it fits, so none that fits the remaining idle resources is left
     waiting. The pool is mutated: the caller releases (by ``job_id(item)``) the placements it does not use.
     """
-    chosen = []
-    for item, req, _ in sort_requests(candidates, policy):
+    ordered = [(item, req) for item, req, _ in sort_requests(candidates, policy)]
+    return place_in_order(pool, ordered, job_id)[0]
+
+
+def place_in_order(
+    pool: NodePool, ordered: Sequence[tuple[T, Request]], job_id: Callable[[T], JobId] = default_job_id
+) -> tuple[list[tuple[T, Placement]], list[tuple[T, Request]]]:
+    """:func:`choose` over candidates already in the policy's order (a launcher keeps its queue so): what was
+    placed, and the rest in their order. Stops looking once no node has room left."""
+    placed: list[tuple[T, Placement]] = []
+    rest: list[tuple[T, Request]] = []
+    for i, (item, req) in enumerate(ordered):
         if not pool.has_idle():
+            rest.extend(ordered[i:])
             break
         placement = pool.place(job_id(item), req)
-        if placement is not None:
-            chosen.append((item, placement))
-    return chosen
+        if placement is None:
+            rest.append((item, req))
+        else:
+            placed.append((item, placement))
+    return placed, rest
 
 
 def _ranges(ids: Sequence[int]) -> str:
