@@ -226,26 +226,13 @@ def default_job_id(item: object) -> JobId:
     return job_id
 
 
-def choose(
-    pool: NodePool,
-    candidates: Sequence[tuple[T, Request, int]],
-    policy: Policy = "small_first",
-    job_id: Callable[[T], JobId] = default_job_id,
-) -> list[tuple[T, Placement]]:
-    """Place as many candidates ``(item, request, wall_time_min)`` as fit now, greedily in the policy's order.
-
-    Every candidate is tried in turn and placed if it fits, so none that fits the remaining idle resources is left
-    waiting. The pool is mutated: the caller releases (by ``job_id(item)``) the placements it does not use.
-    """
-    ordered = [(item, req) for item, req, _ in sort_requests(candidates, policy)]
-    return place_in_order(pool, ordered, job_id)[0]
-
-
 def place_in_order(
     pool: NodePool, ordered: Sequence[tuple[T, Request]], job_id: Callable[[T], JobId] = default_job_id
 ) -> tuple[list[tuple[T, Placement]], list[tuple[T, Request]]]:
-    """:func:`choose` over candidates already in the policy's order (a launcher keeps its queue so): what was
-    placed, and the rest in their order. Stops looking once no node has room left."""
+    """Place as many of ``ordered`` (candidates already in the policy's order, see :func:`sort_requests`: a
+    launcher keeps its queue so) as fit now, greedily in that order: none that fits the remaining idle resources is
+    left waiting. Returns what was placed and the rest, in order; stops looking once no node has room left. The pool
+    is mutated: the caller releases (by ``job_id(item)``) the placements it does not use."""
     placed: list[tuple[T, Placement]] = []
     rest: list[tuple[T, Request]] = []
     for i, (item, req) in enumerate(ordered):

@@ -21,8 +21,6 @@ from typing import Any, Protocol
 from launcher.process import Outcome, ProcessGroup
 
 TAG_TASKS, TAG_KILL, TAG_STOP, TAG_OUTCOMES, TAG_FINAL = 1, 2, 3, 4, 5
-REPORT_BATCH = 256
-REPORT_EVERY_SEC = 0.0
 TICK_SEC = 0.002
 IDLE_WAIT_SEC = 1.0
 
@@ -138,14 +136,13 @@ def wait_any(links: Sequence[Link], timeout: float) -> None:
 
 
 def work(link: Link) -> None:
-    """The worker loop: start what the launcher sends, report outcomes in batches, stop when told (or when the
-    launcher is gone: its Jobs are then stopped too)."""
+    """The worker loop: start what the launcher sends, report outcomes as they come (in batches when many end
+    together), stop when told (or when the launcher is gone: its Jobs are then stopped too)."""
     fd = link.fileno()
     group = ProcessGroup(dedicated=fd is not None)  # the local worker: nothing in it but this loop
     if fd is not None:
         group.watch(fd)
     pending: list[Outcome] = []
-    last_report = time.monotonic()
     while True:
         try:
             while (message := link.receive()) is not None:
@@ -163,14 +160,10 @@ def work(link: Link) -> None:
             group.terminate_all("the launcher is gone", 1.0)
             return
         pending += group.poll()
-        now = time.monotonic()
-        if pending and (len(pending) >= REPORT_BATCH or now - last_report >= REPORT_EVERY_SEC):
+        if pending:  # at once: a slot freed is refilled sooner (what ended meanwhile goes in the same report)
             link.send(TAG_OUTCOMES, pending)
-            pending, last_report = [], now
-        if fd is None:  # MPI: look at the link again after a tick
-            group.wait(TICK_SEC)
-        else:
-            group.wait(REPORT_EVERY_SEC if pending else IDLE_WAIT_SEC)
+            pending = []
+        group.wait(TICK_SEC if fd is None else IDLE_WAIT_SEC)  # MPI has no descriptor: look again after a tick
 
 
 def start_local() -> tuple[SocketLink, Any]:

@@ -38,6 +38,22 @@ _START = (
         resource_version=objects.c.resource_version + 1,
     )
 )
+_RAN = (  # a run whose start and end are written together
+    update(objects)
+    .where(_BY_ID)
+    .values(
+        state=bindparam("b_state"),
+        start_time=bindparam("b_start"),
+        end_time=bindparam("b_end"),
+        return_code=bindparam("b_rc"),
+        output_tail=bindparam("b_tail"),
+        message=bindparam("b_msg"),
+        attempts=objects.c.attempts + 1,
+        owner=None,
+        updated_at=bindparam("b_t"),
+        resource_version=objects.c.resource_version + 1,
+    )
+)
 _END = (
     update(objects)
     .where(_BY_ID)
@@ -302,19 +318,32 @@ class JobStore(StoreBase):
 
         ``started``: claimed Jobs that moved to RUNNING, each with its ``start_time`` (epoch seconds) and placement
         data for the event; a Job whose deletion was requested meanwhile is not recorded (the launcher stops it).
-        ``results``: outcomes of RUNNING Jobs (see :meth:`record_results`), written after the starts.
+        ``results``: outcomes of RUNNING Jobs (see :meth:`record_results`), written after the starts. A Job that
+        starts and ends in the same call (short Jobs, most of them) is written once, start and end in one row.
         """
         t = now()
+        starting = {ref.id for ref, _ in started}
         with write_tx(self.engine) as conn:
-            confirmed = self._write_started(conn, site_id, owner, started, t)
-            self._write_results(conn, site_id, results, t, owner)
+            confirmed = self._write_started(
+                conn, site_id, owner, started, t, [r for r in results if r["job_id"] in starting]
+            )
+            self._write_results(conn, site_id, [r for r in results if r["job_id"] not in starting], t, owner)
         return confirmed
 
     def _write_started(
-        self, conn: Connection, site_id: int, owner: str, started: Sequence[tuple[JobRef, Mapping[str, Any]]], t: float
+        self,
+        conn: Connection,
+        site_id: int,
+        owner: str,
+        started: Sequence[tuple[JobRef, Mapping[str, Any]]],
+        t: float,
+        ended: Sequence[Mapping[str, Any]] = (),
     ) -> set[int]:
+        """The starts; of those that also ended (``ended``: their results), the whole run in one row."""
         for ref, _ in started:
             check_job_transition(ref.name, ref.state, JobState.RUNNING)
+        for r in ended:
+            check_job_transition(r["name"], JobState.RUNNING, r["state"])
         live = self._ids_where(
             conn,
             [ref.id for ref, _ in started],
@@ -323,9 +352,12 @@ class JobStore(StoreBase):
             objects.c.state.in_(_RUNNABLE),
         )
         go = [(ref, data) for ref, data in started if ref.id in live]
+        outcome = {r["job_id"]: r for r in ended}
         if go:
+            starts = [{"b_id": ref.id, "b_start": data.get("start_time", t), "b_t": t} for ref, data in go]
+            executemany(conn, _START, [row for row in starts if row["b_id"] not in outcome])
             executemany(
-                conn, _START, [{"b_id": ref.id, "b_start": data.get("start_time", t), "b_t": t} for ref, data in go]
+                conn, _RAN, [{**row, **_end_row(outcome[row["b_id"]], t)} for row in starts if row["b_id"] in outcome]
             )
             add_events(
                 conn,
@@ -343,6 +375,9 @@ class JobStore(StoreBase):
                     )
                     for ref, data in go
                 ),
+            )
+            add_events(
+                conn, (e for ref, _ in go if ref.id in outcome for e in _result_events(site_id, outcome[ref.id], t))
             )
         return {ref.id for ref, _ in go}
 
@@ -384,18 +419,7 @@ class JobStore(StoreBase):
         executemany(
             conn,
             _END,
-            [
-                {
-                    "b_id": r["job_id"],
-                    "b_state": _final_state(r),
-                    "b_rc": r.get("return_code"),
-                    "b_tail": _text(r.get("output_tail")),
-                    "b_msg": _text(r.get("message")),
-                    "b_end": r.get("end_time", t),
-                    "b_t": t,
-                }
-                for r in kept
-            ],
+            [{"b_id": r["job_id"], **_end_row(r, t)} for r in kept],
         )
         add_events(conn, (event for r in kept for event in _result_events(site_id, r, t)))
         return len(kept)
@@ -477,6 +501,18 @@ def _of_site(site_id: int) -> ColumnElement[bool]:
 def _text(value: str | None) -> str | None:
     """``value`` with NUL characters replaced: a program's output may hold them, PostgreSQL text cannot."""
     return None if value is None else value.replace("\x00", "\ufffd")
+
+
+def _end_row(r: Mapping[str, Any], t: float) -> dict[str, Any]:
+    """The bind values of one run outcome (``_END``, ``_RAN``)."""
+    return {
+        "b_state": _final_state(r),
+        "b_rc": r.get("return_code"),
+        "b_tail": _text(r.get("output_tail")),
+        "b_msg": _text(r.get("message")),
+        "b_end": r.get("end_time", t),
+        "b_t": t,
+    }
 
 
 def _final_state(result: Mapping[str, Any]) -> str:

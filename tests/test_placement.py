@@ -7,17 +7,40 @@ import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from launcher.nodes import Node, Share, expand_hostlist, nodes_from_environment, split_nodes
-from launcher.placement import NodePool, Placement, Policy, Request, choose, order_key, sort_requests
+from launcher.placement import (
+    NodePool,
+    Placement,
+    Policy,
+    Request,
+    default_job_id,
+    order_key,
+    place_in_order,
+    sort_requests,
+)
 from schemas.objects import JobSpec
 from schemas.settings import LocalNodes
 
+T = TypeVar("T")
+
 FAST = settings(max_examples=60, deadline=None)
+
+
+def choose(pool: NodePool, candidates: list[tuple[T, Request, int]], policy: Policy = "small_first") -> list[Any]:
+    """What a launcher does with what it claimed: sort once in the policy's order, then place in that order."""
+    ordered = [(item, req) for item, req, _ in sort_requests(candidates, policy)]
+    placed, rest = place_in_order(pool, ordered)
+    ids = [default_job_id(item) for item, _ in placed]
+    assert len(set(ids)) == len(ids)
+    placed_ids = set(ids)
+    assert rest == [(item, req) for item, req in ordered if default_job_id(item) not in placed_ids], "rest in order"
+    return placed
 
 
 def gpu_nodes(count: int = 2, cpus: int = 64, gpus: int = 8) -> list[Node]:
@@ -140,7 +163,7 @@ def test_policies_order_requests() -> None:
         order_key("fifo")  # type: ignore[arg-type]
 
 
-def test_choose_keys_records_by_their_id() -> None:
+def test_placing_keys_records_by_their_id() -> None:
     @dataclass
     class Ref:
         id: int
@@ -214,7 +237,7 @@ def test_random_place_and_release_never_overcommit(nodes: list[Node], ops: list[
     st.lists(st.tuples(requests, st.integers(0, 100)), max_size=12),
     st.sampled_from(["small_first", "long_large_first"]),
 )
-def test_choose_leaves_nothing_fitting_waiting(
+def test_placing_in_order_leaves_nothing_fitting_waiting(
     nodes: list[Node], running: list[Request], candidates: list[tuple[Request, int]], policy: Policy
 ) -> None:
     pool = NodePool(nodes)

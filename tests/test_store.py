@@ -507,6 +507,32 @@ def test_a_finished_run_goes_on_to_job_finished_in_the_same_write_with_every_ste
     assert [e[:2] for e in state_events(store, site_id, "failed")][-1] == ("RUNNING", "RUN_ERROR")
 
 
+def test_a_run_started_and_ended_in_one_record_is_one_row_with_both_events(store: Store, site_id: int) -> None:
+    """Short Jobs start and end between two flushes: one write holds the whole run (start and end times, one more
+    attempt, the outcome, the owner released) and its events in order; a Job deleted meanwhile gets neither."""
+    add(store, site_id, [app_doc(), job_doc("short"), job_doc("doomed")])
+    make_runnable(store, site_id)
+    refs = {r.name: r for r in store.claim(site_id, owner="l", batch_job="bj", filter_tags={}, limit=10)}
+    store.delete(site_id, [("Job", "doomed")])
+    t0 = time.time()
+    started = [(refs[n], {"start_time": t0, "where": "n0 cpus 0"}) for n in ("short", "doomed")]
+    results = [
+        {"job_id": refs[n].id, "name": n, "state": S.RUN_ERROR, "return_code": 2, "end_time": t0 + 1, "message": "x"}
+        for n in ("short", "doomed")
+    ]
+    assert store.record(site_id, owner="l", started=started, results=results) == {refs["short"].id}
+    short = stored_job(store, site_id, "short").status
+    assert (short.state, short.return_code, short.message, short.attempts) == ("RUN_ERROR", 2, "x", 1)
+    assert short.start_time is not None and short.end_time is not None
+    assert (short.end_time - short.start_time).total_seconds() == pytest.approx(1.0)
+    assert [e[:3] for e in state_events(store, site_id, "short")][-2:] == [
+        ("PREPROCESSED", "RUNNING", "Started"),
+        ("RUNNING", "RUN_ERROR", "Ran"),
+    ]
+    assert not [e for e in state_events(store, site_id, "doomed") if e[2] in ("Started", "Ran")]
+    assert store.claim(site_id, owner="m", batch_job="bj", filter_tags={}, limit=10) == [], "nothing left to run"
+
+
 def test_record_results_refuses_an_impossible_outcome(store: Store, site_id: int) -> None:
     add(store, site_id, [app_doc(), job_doc("j")])
     make_runnable(store, site_id)
