@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -28,7 +28,7 @@ from launcher import serial_mode
 from launcher.mpi_command import build_mpi_command, site_flavor
 from launcher.mpi_mode import MpiTaskBuilder
 from launcher.nodes import Node, nodes_from_environment, split_nodes, this_node
-from launcher.pilot import Launcher
+from launcher.pilot import Executor, Launcher, TaskBuilder
 from launcher.placement import NodePool, Request
 from launcher.process import LocalExecutor
 from launcher.worker import MpiLink, work
@@ -73,31 +73,14 @@ def main(argv: Sequence[str]) -> int:
         if comm is not None and comm.Get_rank() > 0:
             work(MpiLink(comm, 0))
             return 0
-        executor = serial_mode.SerialExecutor.for_nodes([n.name for n in nodes], comm)
-        launcher = Launcher(
-            site,
-            args.batch_job,
-            part,
-            index,
-            nodes,
-            deadline,
-            launcher_id,
-            executor,
-            serial_mode.SerialTaskBuilder(site, nodes),
-            accepts=serial_mode.accepts,
-        )
+        executor: Executor = serial_mode.SerialExecutor.for_nodes([n.name for n in nodes], comm)
+        builder: TaskBuilder = serial_mode.SerialTaskBuilder(site, nodes)
+        accepts: Callable[[Request], str | None] = serial_mode.accepts
     else:
-        launcher = Launcher(
-            site,
-            args.batch_job,
-            part,
-            index,
-            nodes,
-            deadline,
-            launcher_id,
-            LocalExecutor(),
-            MpiTaskBuilder(site, nodes),
-        )
+        executor, builder, accepts = LocalExecutor(), MpiTaskBuilder(site, nodes), lambda _req: None
+    launcher = Launcher(
+        site, args.batch_job, part, index, nodes, deadline, launcher_id, executor, builder, accepts=accepts
+    )
     return _run(launcher, part, nodes)
 
 

@@ -38,35 +38,21 @@ _START = (
         resource_version=objects.c.resource_version + 1,
     )
 )
+_END_VALUES: dict[str, Any] = {
+    "state": bindparam("b_state"),
+    "return_code": bindparam("b_rc"),
+    "output_tail": bindparam("b_tail"),
+    "message": bindparam("b_msg"),
+    "end_time": bindparam("b_end"),
+    "owner": None,
+    "updated_at": bindparam("b_t"),
+    "resource_version": objects.c.resource_version + 1,
+}
+_END = update(objects).where(_BY_ID).values(_END_VALUES)
 _RAN = (  # a run whose start and end are written together
     update(objects)
     .where(_BY_ID)
-    .values(
-        state=bindparam("b_state"),
-        start_time=bindparam("b_start"),
-        end_time=bindparam("b_end"),
-        return_code=bindparam("b_rc"),
-        output_tail=bindparam("b_tail"),
-        message=bindparam("b_msg"),
-        attempts=objects.c.attempts + 1,
-        owner=None,
-        updated_at=bindparam("b_t"),
-        resource_version=objects.c.resource_version + 1,
-    )
-)
-_END = (
-    update(objects)
-    .where(_BY_ID)
-    .values(
-        state=bindparam("b_state"),
-        return_code=bindparam("b_rc"),
-        output_tail=bindparam("b_tail"),
-        message=bindparam("b_msg"),
-        end_time=bindparam("b_end"),
-        owner=None,
-        updated_at=bindparam("b_t"),
-        resource_version=objects.c.resource_version + 1,
-    )
+    .values({**_END_VALUES, "start_time": bindparam("b_start"), "attempts": objects.c.attempts + 1})
 )
 
 
