@@ -2,8 +2,9 @@
 
 Rank 0 alone talks to the store: it runs the common launcher loop (acquire, place, write back) and hands each
 Job to the worker of its node: a local worker process on its own node, MPI rank ``r`` on node ``r`` (started
-with one MPI launch). Workers start processes on their node (no Python per task) and report outcomes back in
-batches. Only single-process Jobs run in this mode. A one-node partition needs no MPI.
+with one MPI launch). Workers start processes on their node (no Python per task) and report outcomes back as
+they end (together when several end at once). Only single-process Jobs run in this mode. A one-node partition
+needs no MPI.
 """
 
 from __future__ import annotations
