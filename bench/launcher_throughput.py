@@ -70,9 +70,10 @@ def _spawn(i: int, workdirs: Path | None) -> subprocess.Popen[bytes]:
         return subprocess.Popen(["/bin/true"], cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
 
 
-def launcher_rss(site: Path, stop: threading.Event, samples: list[float], cpu: dict[int, float]) -> None:
-    """Sample the RSS (MiB) of the launcher processes of ``site`` every second until ``stop`` (once more then), and
-    the CPU seconds each has used so far (in ``cpu``, by pid; negated for serial mode's local workers).
+def launcher_rss(site: Path, stop: threading.Event, samples: list[float], cpu: dict[str, dict[int, float]]) -> None:
+    """Sample the RSS (MiB) of the launcher processes of ``site`` and their local workers every second until
+    ``stop`` (once more then), and the CPU seconds each has used so far (``cpu["launcher"]``, ``cpu["worker"]``, by
+    pid).
 
     A launcher's child caught between fork and exec still shows the launcher's command line (and shares its
     pages): it is not counted again."""
@@ -83,16 +84,14 @@ def launcher_rss(site: Path, stop: threading.Event, samples: list[float], cpu: d
             for proc in psutil.process_iter(["cmdline", "ppid"])
             if "launcher" in (proc.info["cmdline"] or []) and str(site) in proc.info["cmdline"]
         }
-        workers = {  # serial mode's local worker (``python -m launcher.worker``): a process of its own
-            proc.pid: proc for pid in found for proc in _children(pid) if "launcher.worker" in proc.info["cmdline"]
-        }
+        launchers = [proc for proc in found.values() if proc.info["ppid"] not in found]
+        parts = [("launcher", proc) for proc in launchers] + [("worker", w) for p in launchers for w in _workers(p)]
         total = 0.0
-        for proc in [*found.values(), *workers.values()]:
-            if proc.info["ppid"] not in found or proc.pid in workers:
-                with contextlib.suppress(psutil.Error):
-                    total += proc.memory_info().rss / 2**20
-                    times = proc.cpu_times()
-                    cpu[-proc.pid if proc.pid in workers else proc.pid] = times.user + times.system
+        for part, proc in parts:
+            with contextlib.suppress(psutil.Error):
+                total += proc.memory_info().rss / 2**20
+                times = proc.cpu_times()
+                cpu[part][proc.pid] = times.user + times.system
         if total:
             samples.append(total)
         if last:
@@ -100,14 +99,15 @@ def launcher_rss(site: Path, stop: threading.Event, samples: list[float], cpu: d
         stop.wait(1.0)  # a scan of every process's command line costs ~10 ms: not to be taken from the launcher
 
 
-def _children(pid: int) -> list[psutil.Process]:
+def _workers(launcher: psutil.Process) -> list[psutil.Process]:
+    """Serial mode's local worker (``python -m launcher.worker``): a process of its own, the launcher's child."""
+    found = []
     with contextlib.suppress(psutil.Error):
-        children = psutil.Process(pid).children()
-        for child in children:
+        for child in launcher.children():
             with contextlib.suppress(psutil.Error):
-                child.info = {"cmdline": child.cmdline(), "ppid": pid}
-        return [c for c in children if hasattr(c, "info")]
-    return []
+                if "launcher.worker" in child.cmdline():
+                    found.append(child)
+    return found
 
 
 def wait_for(site: Site, states: tuple[str, ...], n: int, stall_sec: float = 60.0) -> None:
@@ -168,7 +168,8 @@ def run_launcher(base: Path, n: int, slots: int, nodes: int) -> Measured:
             "apiVersion: balsam/v1\nkind: BatchJob\nmetadata: {name: tp}\n"
             f"spec: {{num_nodes: {nodes}, wall_time_min: 30, queue: local, project: local, job_mode: serial}}\n"
         )
-        stop, samples, cpu = threading.Event(), list[float](), dict[int, float]()
+        stop, samples = threading.Event(), list[float]()
+        cpu: dict[str, dict[int, float]] = {"launcher": {}, "worker": {}}
         sampler = threading.Thread(target=launcher_rss, args=(site, stop, samples, cpu))
         sampler.start()
         controller = int((site / ".balsam" / "controller.pid").read_text().split()[0])
@@ -187,9 +188,8 @@ def run_launcher(base: Path, n: int, slots: int, nodes: int) -> Measured:
     created = [datetime.fromisoformat(j["metadata"]["creation_timestamp"]) for j in items]
     span = (max(ends) - min(starts)).total_seconds()
     latency = median([(s - c).total_seconds() for s, c in zip(starts, created, strict=True)])
-    worker = sum(v for pid, v in cpu.items() if pid < 0)
-    launcher = sum(v for pid, v in cpu.items() if pid > 0)
-    return Measured(n / span, latency, samples, launcher / n * 1e6, worker / n * 1e6, controller_cpu / n * 1e6)
+    launcher, worker = (sum(cpu[part].values()) / n * 1e6 for part in ("launcher", "worker"))
+    return Measured(n / span, latency, samples, launcher, worker, controller_cpu / n * 1e6)
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from launcher.command import job_variables, render_command
 from launcher.mpi_command import build_mpi_command, needs_mpi, site_flavor
 from launcher.nodes import Node, this_node
 from launcher.placement import Placement, Request
-from launcher.process import Task, pinnable_nodes, shell_argv
+from launcher.process import Pinning, Task, shell_argv
 from schemas.objects import AppSpec
 from store import JobRef
 
@@ -23,7 +23,7 @@ class MpiTaskBuilder:
         self.flavor = site_flavor(site.settings)
         self.mpi_command = site.settings.launcher.mpi_command
         self.here = this_node(os.environ)
-        self.pinned = pinnable_nodes(nodes, os.sched_getaffinity(0))
+        self.pinning = Pinning(nodes)
 
     def __call__(self, ref: JobRef, app: AppSpec, placement: Placement) -> Task:
         """The Task of one Job."""
@@ -38,6 +38,5 @@ class MpiTaskBuilder:
                 build_mpi_command(self.flavor, self.mpi_command, placement, req, command, ref.spec.launch_params, own)
             )
         else:
-            argv = shell_argv(command)
-            cpus = placement.cpu_ids if placement.hosts[0] in self.pinned else ()
+            argv, cpus = shell_argv(command), self.pinning.cpus(placement)
         return Task(ref.id, ref.name, argv, str(workdir), tuple(own.items()), ref.attempts + 1, cpus)

@@ -30,6 +30,7 @@ from launcher.joboutput import output_path
 
 if TYPE_CHECKING:  # the local worker imports this module: it stays free of pydantic and the rest
     from launcher.nodes import Node
+    from launcher.placement import Placement
 
 TAIL_BYTES = 2000
 _SHELL_SYNTAX = re.compile(r"[|&;<>()$`\\*?\[\]~{}#\n]|^\s*\w+=")
@@ -49,11 +50,18 @@ class Task:
     """CPUs to pin the process to (empty: not pinned)."""
 
 
-def pinnable_nodes(nodes: Sequence[Node], available: set[int]) -> frozenset[str]:
-    """The nodes whose Jobs are pinned to their CPUs: those whose every CPU id is one of ``available`` (this
-    process's CPU mask). An emulated node with more CPUs than the host pins nothing: half its Jobs pinned and half
+class Pinning:
+    """Which CPUs a Job is pinned to: its placement's, on a node whose every CPU id is one of this process's (its
+    CPU mask, read once). An emulated node with more CPUs than the host pins nothing: half its Jobs pinned and half
     not would share the same few CPUs anyway."""
-    return frozenset(n.name for n in nodes if available.issuperset(n.cpu_ids))
+
+    def __init__(self, nodes: Sequence[Node]) -> None:
+        available = os.sched_getaffinity(0)
+        self.nodes = frozenset(n.name for n in nodes if available.issuperset(n.cpu_ids))
+
+    def cpus(self, placement: Placement) -> tuple[int, ...]:
+        """The CPUs to pin a Job placed so to (empty: not pinned)."""
+        return placement.cpu_ids if placement.hosts[0] in self.nodes else ()
 
 
 @contextlib.contextmanager
@@ -114,12 +122,17 @@ class _Spawned:
 
     def wait(self, timeout: float | None = None) -> int:
         """Its exit code once it ends; TimeoutExpired after ``timeout`` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        if timeout is None and self.returncode is None:
+            self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+        deadline = time.monotonic() + (timeout or 0.0)
         while (rc := self.poll()) is None:
-            if deadline is not None and time.monotonic() >= deadline:
+            if time.monotonic() >= deadline:
                 raise subprocess.TimeoutExpired(str(self.pid), timeout or 0.0)
             time.sleep(0.005)
         return rc
+
+
+_Proc = subprocess.Popen[bytes] | _Spawned
 
 
 @dataclass
@@ -130,7 +143,6 @@ class _Running:
     pidfd: int
 
 
-_Proc = subprocess.Popen[bytes] | _Spawned
 #: What Python ignores and a Job must not inherit ignored (as Popen's restore_signals).
 _DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 _FOUND: dict[tuple[str, str], str] = {}
@@ -196,9 +208,7 @@ class ProcessGroup:
         self.job_of[pidfd] = task.job_id
         self.poller.register(pidfd, select.POLLIN)
 
-    def _spawn(
-        self, argv: tuple[str, ...], workdir: Path, env: dict[str, str], out: int
-    ) -> subprocess.Popen[bytes] | _Spawned:
+    def _spawn(self, argv: tuple[str, ...], workdir: Path, env: dict[str, str], out: int) -> _Proc:
         """Start ``argv`` in ``workdir``: stdin /dev/null, stdout and stderr to ``out``, a process group of its own
         (killpg stops all of it) in the allocation's session."""
         if self.dedicated:

@@ -9,7 +9,6 @@ needs no MPI.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,7 +17,7 @@ from balsamctl.site import Site
 from launcher.command import job_variables, render_command
 from launcher.nodes import Node
 from launcher.placement import Placement, Request
-from launcher.process import Outcome, Task, pinnable_nodes, shell_argv
+from launcher.process import Outcome, Pinning, Task, shell_argv
 from launcher.worker import TAG_FINAL, TAG_KILL, TAG_STOP, TAG_TASKS, Link, MpiLink, start_local, wait_any
 from schemas.objects import AppSpec
 from store import JobRef
@@ -38,14 +37,14 @@ class SerialTaskBuilder:
 
     def __init__(self, site: Site, nodes: Sequence[Node]) -> None:
         self.site = site
-        self.pinned = pinnable_nodes(nodes, os.sched_getaffinity(0))
+        self.pinning = Pinning(nodes)
 
     def __call__(self, ref: JobRef, app: AppSpec, placement: Placement) -> Task:
         """The Task of one Job."""
         workdir = self.site.workdir(ref.spec.workdir)
         own = job_variables(app, ref.name, workdir, placement.environment(Request.of(ref.spec)))
         argv = shell_argv(render_command(app, ref.spec.parameters))
-        cpus = placement.cpu_ids if placement.shares[0].node in self.pinned else ()
+        cpus = self.pinning.cpus(placement)
         return Task(ref.id, ref.name, argv, str(workdir), tuple(own.items()), ref.attempts + 1, cpus)
 
 
@@ -54,7 +53,7 @@ class SerialExecutor:
 
     def __init__(self, links: Mapping[str, Link], local: subprocess.Popen[bytes] | None = None) -> None:
         self.links = dict(links)  # node name -> its worker's link
-        self.workers = list({id(link): link for link in self.links.values()}.values())
+        self.workers = list(self.links.values())  # one per node
         self.local = local
         self.node_of: dict[int, str] = {}  # job id -> node, while it runs
 

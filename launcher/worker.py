@@ -12,6 +12,7 @@ import argparse
 import os
 import select
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -166,10 +167,8 @@ def work(link: Link) -> None:
         group.wait(TICK_SEC if fd is None else IDLE_WAIT_SEC)  # MPI has no descriptor: look again after a tick
 
 
-def start_local() -> tuple[SocketLink, Any]:
+def start_local() -> tuple[SocketLink, subprocess.Popen[bytes]]:
     """Start the worker of the launcher's own node: its link and its process."""
-    import subprocess
-
     ours, theirs = socket.socketpair()
     with theirs:
         fd = theirs.fileno()

@@ -71,7 +71,7 @@ def executemany(conn: Connection, stmt: ClauseElement, rows: Sequence[Mapping[st
     write thousands of rows a second this way."""
     if not rows:
         return
-    key = (id(stmt), conn.dialect.name)
+    key = (stmt, conn.dialect.name)  # the statement itself: it stays alive, so no other can take its place
     if key not in _COMPILED:
         compiled = cast(SQLCompiler, stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True}))
         order = compiled.positiontup if compiled.positional else None
@@ -88,7 +88,9 @@ def _getter(keys: Sequence[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...
     return itemgetter(*keys)
 
 
-_COMPILED: dict[tuple[int, str], tuple[str, Mapping[str, Any], Callable[[Mapping[str, Any]], Any] | None]] = {}
+_COMPILED: dict[
+    tuple[ClauseElement, str], tuple[str, Mapping[str, Any], Callable[[Mapping[str, Any]], Any] | None]
+] = {}
 _EVENT_COLUMNS = ("site_id", "object_id", "kind", "name", "from_state", "to_state", "time", "reason", "message", "data")
 _INSERT_EVENT = insert(events).values({c: bindparam(c) for c in _EVENT_COLUMNS})
 

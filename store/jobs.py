@@ -346,24 +346,7 @@ class JobStore(StoreBase):
                 conn, _RAN, [{**row, **_end_row(outcome[row["b_id"]], t)} for row in starts if row["b_id"] in outcome]
             )
             add_events(
-                conn,
-                (
-                    job_event(
-                        site_id,
-                        ref.id,
-                        ref.name,
-                        ref.state,
-                        "RUNNING",
-                        "Started",
-                        f"launched by {owner}" + (f" on {data['where']}" if data.get("where") else ""),
-                        time=data.get("start_time", t),
-                        data={k: v for k, v in data.items() if k not in ("start_time", "where")},
-                    )
-                    for ref, data in go
-                ),
-            )
-            add_events(
-                conn, (e for ref, _ in go if ref.id in outcome for e in _result_events(site_id, outcome[ref.id], t))
+                conn, (event for ref, data in go for event in _start_events(site_id, owner, ref, data, outcome, t))
             )
         return {ref.id for ref, _ in go}
 
@@ -508,6 +491,26 @@ def _final_state(result: Mapping[str, Any]) -> str:
 
 def _finishes(result: Mapping[str, Any]) -> bool:
     return bool(result.get("finish")) and result["state"] == JobState.RUN_DONE
+
+
+def _start_events(
+    site_id: int, owner: str, ref: JobRef, data: Mapping[str, Any], outcome: Mapping[int, Mapping[str, Any]], t: float
+) -> list[dict[str, Any]]:
+    """The events of one start: ``Started`` (where, with the placement as data), then its outcome's when the run
+    also ended (:func:`_result_events`)."""
+    started = job_event(
+        site_id,
+        ref.id,
+        ref.name,
+        ref.state,
+        "RUNNING",
+        "Started",
+        f"launched by {owner}" + (f" on {data['where']}" if data.get("where") else ""),
+        time=data.get("start_time", t),
+        data={k: v for k, v in data.items() if k not in ("start_time", "where")},
+    )
+    ended = outcome.get(ref.id)
+    return [started] if ended is None else [started, *_result_events(site_id, ended, t)]
 
 
 def _result_events(site_id: int, r: Mapping[str, Any], t: float) -> list[dict[str, Any]]:

@@ -507,7 +507,7 @@ def test_a_finished_run_goes_on_to_job_finished_in_the_same_write_with_every_ste
     assert [e[:2] for e in state_events(store, site_id, "failed")][-1] == ("RUNNING", "RUN_ERROR")
 
 
-def test_a_run_started_and_ended_in_one_record_is_one_row_with_both_events(store: Store, site_id: int) -> None:
+def test_a_run_started_and_ended_in_one_record_is_stored_whole_with_both_events(store: Store, site_id: int) -> None:
     """Short Jobs start and end between two flushes: one write holds the whole run (start and end times, one more
     attempt, the outcome, the owner released) and its events in order; a Job deleted meanwhile gets neither."""
     add(store, site_id, [app_doc(), job_doc("short"), job_doc("doomed")])
