@@ -15,11 +15,12 @@ def prepare_workdir(workdir: Path) -> None:
     os.close(os.open(workdir / LATEST, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666))
 
 
-def output_path(workdir: Path, attempt: int) -> Path:
-    """The file attempt ``attempt`` writes, after moving the previous attempt's output aside."""
-    latest = workdir / LATEST
-    if attempt > 1 and latest.exists():
-        latest.rename(workdir / f"{LATEST}.{attempt - 1}")
+def output_path(workdir: str, attempt: int) -> str:
+    """The file attempt ``attempt`` writes, after moving the previous attempt's output aside (plain strings: a
+    launcher asks this for every Job it starts)."""
+    latest = os.path.join(workdir, LATEST)
+    if attempt > 1 and os.path.exists(latest):
+        os.rename(latest, f"{latest}.{attempt - 1}")
     return latest
 
 

@@ -26,11 +26,10 @@ from typing import Any
 from balsamctl.site import Site
 from launcher import serial_mode
 from launcher.mpi_command import build_mpi_command, site_flavor
-from launcher.mpi_mode import MpiTaskBuilder
+from launcher.mpi_mode import LocalExecutor, MpiTaskBuilder
 from launcher.nodes import Node, nodes_from_environment, split_nodes, this_node
 from launcher.pilot import Executor, Launcher, TaskBuilder
 from launcher.placement import NodePool, Request
-from launcher.process import LocalExecutor
 from launcher.worker import MpiLink, work
 from schemas import BatchJob
 from schemas.objects import Partition

@@ -7,10 +7,11 @@ from collections.abc import Sequence
 
 from balsamctl.site import Site
 from launcher.command import job_variables, render_command
+from launcher.lanes import Assignment, Event, ProcessLanes
 from launcher.mpi_command import build_mpi_command, needs_mpi, site_flavor
 from launcher.nodes import Node, this_node
 from launcher.placement import Placement, Request
-from launcher.process import Pinning, Task, shell_argv
+from launcher.process import Pinning, ProcessGroup, Task, shell_argv
 from schemas.objects import AppSpec
 from store import JobRef
 
@@ -40,3 +41,31 @@ class MpiTaskBuilder:
         else:
             argv, cpus = shell_argv(command), self.pinning.cpus(placement)
         return Task(ref.id, ref.name, argv, str(workdir), tuple(own.items()), ref.attempts + 1, cpus)
+
+
+class LocalExecutor:
+    """Runs every Task on this host (the head node: its argv holds the MPI launch when the Job needs one)."""
+
+    def __init__(self) -> None:
+        self.group = ProcessGroup()
+        self.lanes = ProcessLanes(self.group)
+
+    def start(self, batch: Sequence[tuple[str, Assignment]]) -> None:
+        """Start Tasks, or queue them on their lanes."""
+        self.lanes.add(assignment for _node, assignment in batch)
+
+    def poll(self) -> list[Event]:
+        """Outcomes of the Tasks that ended or could not start, and the starts of queued ones."""
+        return self.lanes.poll()
+
+    def wait(self, timeout: float) -> None:
+        """Until a Task ends or ``timeout`` passes."""
+        self.group.wait(timeout)
+
+    def kill(self, job_id: int, why: str) -> None:
+        """Stop one Task now (its outcome comes with the next poll)."""
+        self.lanes.kill(job_id, why)
+
+    def terminate_all(self, why: str, grace: float) -> list[Event]:
+        """Stop every Task."""
+        return self.lanes.stop(why, grace)

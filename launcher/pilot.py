@@ -8,6 +8,7 @@ job mode's :class:`Executor`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -18,7 +19,8 @@ from typing import Any, Protocol
 
 from balsamctl.site import Site, SiteError
 from launcher.command import CommandError
-from launcher.nodes import Node
+from launcher.lanes import Assignment, Began, Event, LaneBook
+from launcher.nodes import Node, Share
 from launcher.placement import NodePool, Placement, Request, place_in_order, sort_requests
 from launcher.process import Outcome, Task
 from schemas import App, JobState
@@ -36,26 +38,30 @@ FLUSH_BATCH = 256
 CLAIM_AHEAD = 4  # claim up to this many allocations' worth of Jobs at a time...
 CLAIM_AHEAD_SEC = 0.25  # ...or, when Jobs are short, what the launcher ends in this long (fewer, larger claims)
 CLAIM_MAX = 2000
+LANE_AHEAD_SEC = 0.05  # queue on a busy lane what its Jobs end in this long (short Jobs: never wait for a write)...
+LANE_MAX = 16  # ...at most this many
+RATE_WINDOW_SEC = 0.1
 
 
 class Executor(Protocol):
     """Where a job mode runs its Tasks."""
 
-    def start(self, batch: Sequence[tuple[Task, Placement]]) -> None:
-        """Start Tasks on their placements' nodes; one that cannot start is reported by :meth:`poll` (an Outcome
-        without a return code, ``could not start: ...``)."""
+    def start(self, batch: Sequence[tuple[str, Assignment]]) -> None:
+        """Start Tasks on their nodes, or queue them on their lanes (:mod:`launcher.lanes`); one that cannot start
+        is reported by :meth:`poll` (an Outcome without a return code, ``could not start: ...``)."""
 
-    def poll(self) -> list[Outcome]:
-        """Outcomes of the Tasks that ended (or could not start)."""
+    def poll(self) -> list[Event]:
+        """What happened, in order: Outcomes of the Tasks that ended (or could not start, or were taken out of
+        their lanes) and the starts of queued Tasks."""
 
     def wait(self, timeout: float) -> None:
         """Block until a Task ends or ``timeout`` passes."""
 
-    def kill(self, job_id: int, why: str) -> Outcome | None:
-        """Stop one Task now."""
+    def kill(self, job_id: int, why: str) -> None:
+        """Stop one Task now, or take it out of its lane; its Outcome comes with a later :meth:`poll`."""
 
-    def terminate_all(self, why: str, grace: float) -> list[Outcome]:
-        """Stop every Task: SIGTERM, then SIGKILL after ``grace``."""
+    def terminate_all(self, why: str, grace: float) -> list[Event]:
+        """Stop every Task (SIGTERM, then SIGKILL after ``grace``) and start no queued one: every last event."""
 
 
 TaskBuilder = Callable[[JobRef, AppSpec, Placement], Task]
@@ -80,6 +86,14 @@ def result_of(outcome: Outcome) -> dict[str, Any]:
         "message": message or None,
         "end_time": time.time(),
     }
+
+
+@functools.lru_cache(maxsize=1024)
+def _where(shares: tuple[Share, ...]) -> tuple[dict[str, Any], str]:
+    """A placement's record and summary (:meth:`Placement.describe`, :meth:`Placement.summary`), made once per
+    distinct placement: a lane's Jobs, and most Jobs of a busy launcher, run on the same few."""
+    placement = Placement(0, shares)
+    return placement.describe(), placement.summary()
 
 
 class Launcher:
@@ -112,10 +126,12 @@ class Launcher:
         self.results: list[dict[str, Any]] = []
         self.apps: dict[str, AppSpec] = {}
         self.stopping = threading.Event()
-        self.queue: list[tuple[JobRef, Request]] = []
+        self.queue: list[tuple[JobRef, Request]] = []  # claimed, in the policy's order
+        self.lanes: LaneBook[JobRef] = LaneBook()
         self.capacity = max(1, sum(len(n.cpu_ids) for n in nodes))
-        self.ended = 0  # Jobs ended so far: their rate sizes the claims
-        self.began = time.monotonic()
+        self.ended = 0  # Jobs ended so far: their rate sizes the claims and the lanes
+        self.rate = 0.0  # Jobs ended per second, recently (see _measure_rate)
+        self.rate_since = (time.monotonic(), 0)
         self.started: list[tuple[JobRef, dict[str, Any]]] = []
         self.not_started: list[tuple[JobRef, str]] = []
         self.dropped: set[int] = set()
@@ -152,6 +168,7 @@ class Launcher:
                 reason = "wall time"
                 break
             self._reap(self.executor.poll())
+            self._measure_rate()
             if (self.pool.placements or self.queue) and now - last_deletion_check >= DELETION_CHECK_SEC:
                 self._stop_deleted()
                 last_deletion_check = now
@@ -190,7 +207,7 @@ class Launcher:
             "job_mode": self.partition.job_mode,
             "nodes": [n.name for n in self.pool.nodes],
             "running_jobs": len(self.pool.placements),
-            "claimed_jobs": len(self.queue),
+            "claimed_jobs": len(self.queue) + self.lanes.waiting,
             "occupancy": self.pool.occupancy(),
         }
 
@@ -198,8 +215,7 @@ class Launcher:
     def _claim_target(self) -> int:
         """How many claimed Jobs to hold: CLAIM_AHEAD allocations' worth, or CLAIM_AHEAD_SEC of the rate at which
         Jobs end here when that is more (short Jobs: claims of hundreds rather than dozens), at most CLAIM_MAX."""
-        rate = self.ended / max(1.0, time.monotonic() - self.began)
-        return min(CLAIM_MAX, max(CLAIM_AHEAD * self.capacity, int(rate * CLAIM_AHEAD_SEC)))
+        return min(CLAIM_MAX, max(CLAIM_AHEAD * self.capacity, int(self.rate * CLAIM_AHEAD_SEC)))
 
     def _claim(self) -> int:
         """Top the local queue up to :meth:`_claim_target` Jobs that can run here; how many came."""
@@ -240,25 +256,65 @@ class Launcher:
         return len(claimed)
 
     def _start_queued(self) -> int:
-        """Start what fits now, in the site's order; the starts are recorded with the next flush."""
-        if not self.queue or not self.pool.has_idle():
+        """Start what fits now, in the site's order; when Jobs are short, queue the next ones on the lanes of
+        running Jobs that ask for the same resources. The starts are recorded with the next flush."""
+        if not self.queue:
             return 0
-        planned, self.queue = place_in_order(self.pool, self.queue)  # the queue is kept in the policy's order
-        batch = []
-        for ref, placement in planned:
-            app = self._app(ref.app)
-            try:
-                batch.append((self.build_task(ref, app, placement), placement))
-            except (CommandError, SiteError) as exc:
-                self.pool.release(ref.id)
-                self.not_started.append((ref, f"could not start: {exc}"))
-                continue
-            where = {"start_time": time.time(), "placement": placement.describe(), "where": placement.summary()}
-            self.started.append((ref, where))
-            if app.postprocess is None:
-                self.finishes.add(ref.id)
+        batch: list[tuple[str, Assignment]] = []
+        if self.pool.has_idle():
+            planned, self.queue = place_in_order(self.pool, self.queue)  # the queue is kept in the policy's order
+            for ref, placement in planned:
+                task = self._task(ref, placement)
+                if task is None:
+                    self.pool.release(ref.id)
+                    continue
+                lane = self.lanes.open(ref.id, Request.of(ref.spec))
+                batch.append((placement.hosts[0], (task, lane, False)))
+                self._record_start(ref, placement, time.time())
+        depth = self._lane_depth()
+        if depth and self.queue:
+            queued, left = self.lanes.fill(self.queue, depth)
+            if queued:
+                self.queue = [self.queue[i] for i in left]
+            for ref, lane in queued:
+                placement = self.pool.placements[self.lanes.holder[lane]]
+                task = self._task(ref, placement)
+                if task is None:
+                    self.lanes.withdraw(ref.id)
+                    continue
+                batch.append((placement.hosts[0], (task, lane, True)))
         self.executor.start(batch)  # one message per node; what cannot start comes back as an outcome
-        return len(planned)
+        return len(batch)
+
+    def _lane_depth(self) -> int:
+        """How many Jobs to queue per lane: what a lane ends in LANE_AHEAD_SEC (at most LANE_MAX; none for Jobs
+        longer than that, which gain nothing from it and could run sooner elsewhere)."""
+        return min(LANE_MAX, int(self.rate * LANE_AHEAD_SEC / max(1, len(self.pool.placements))))
+
+    def _measure_rate(self) -> None:
+        """Update :attr:`rate` every RATE_WINDOW_SEC: the mean of the last window's rate and the one before (it
+        follows a change of Job mix within a second, and knows short Jobs for what they are from the first)."""
+        now = time.monotonic()
+        since, ended = self.rate_since
+        if now - since >= RATE_WINDOW_SEC:
+            recent = (self.ended - ended) / (now - since)
+            self.rate = recent if self.rate == 0 else (self.rate + recent) / 2
+            self.rate_since = (now, self.ended)
+
+    def _task(self, ref: JobRef, placement: Placement) -> Task | None:
+        """The Task of a Job placed so; None (the Job recorded as not started) if its command cannot be built."""
+        try:
+            return self.build_task(ref, self._app(ref.app), placement)
+        except (CommandError, SiteError) as exc:
+            self.not_started.append((ref, f"could not start: {exc}"))
+            return None
+
+    def _record_start(self, ref: JobRef, placement: Placement, at: float) -> None:
+        """Note a Job's start for the next flush."""
+        described, summary = _where(placement.shares)
+        self.started.append((ref, {"start_time": at, "placement": described, "where": summary}))
+        if self._app(ref.app).postprocess is None:
+            self.finishes.add(ref.id)
 
     def _app(self, name: str) -> AppSpec:
         if name not in self.apps:
@@ -268,18 +324,33 @@ class Launcher:
         return self.apps[name]
 
     # ------------------------------------------------------------------ finish
-    def _reap(self, outcomes: list[Outcome]) -> None:
-        for outcome in outcomes:
-            if outcome.job_id not in self.pool.placements:
-                continue  # already released (a worker's late report of a Job stopped here)
-            self.pool.release(outcome.job_id)
-            self.ended += 1
-            finish = outcome.job_id in self.finishes
-            self.finishes.discard(outcome.job_id)
-            if outcome.job_id in self.dropped:
-                self.dropped.discard(outcome.job_id)
+    def _reap(self, events: list[Event]) -> None:
+        """Take in what the executor reports: a queued Job's start, or a Job's end (its lane's next Job then takes
+        over its resources)."""
+        withdrawn = []
+        for event in events:
+            if isinstance(event, Began):
+                self._record_start(self.lanes.began(event.job_id), self.pool.placements[event.job_id], event.time)
+                continue
+            job_id = event.job_id
+            if job_id not in self.pool.placements:
+                if self.lanes.withdraw(job_id):  # taken out of its lane (deleted) before it started
+                    withdrawn.append(job_id)
+                continue  # else already released (a late report of a Job stopped here)
+            following = self.lanes.ended(job_id)
+            if following is None:
+                self.pool.release(job_id)
             else:
-                self.results.append({**result_of(outcome), "finish": finish})
+                self.pool.hand_over(job_id, following.id)
+            self.ended += 1
+            finish = job_id in self.finishes
+            self.finishes.discard(job_id)
+            if job_id in self.dropped:
+                self.dropped.discard(job_id)
+            else:
+                self.results.append({**result_of(event), "finish": finish})
+        if withdrawn:
+            self.site.store.unclaim(self.site.site_id, self.id, withdrawn)
 
     def _flush(self, force: bool = False) -> None:
         """Write the starts and outcomes so far in one transaction (every FLUSH_EVERY_SEC, or now)."""
@@ -296,9 +367,7 @@ class Launcher:
         confirmed = self.site.store.record(self.site.site_id, owner=self.id, started=self.started, results=self.results)
         for job_id in started_ids - confirmed:  # its deletion was requested before it could be recorded
             self.dropped.add(job_id)
-            outcome = self.executor.kill(job_id, "stopped: the Job was deleted")
-            if outcome is not None:
-                self._reap([outcome])
+            self.executor.kill(job_id, "stopped: the Job was deleted")
         self.unannounced = self.unannounced or bool(self.results)
         self.started, self.results, self.not_started = [], [], []
         self.last_flush = time.monotonic()
@@ -320,7 +389,5 @@ class Launcher:
         if queued:
             self.queue = [(ref, req) for ref, req in self.queue if ref.id not in doomed]
             self.site.store.unclaim(self.site.site_id, self.id, queued)
-        for job_id in doomed & set(self.pool.placements):
-            outcome = self.executor.kill(job_id, "stopped: the Job was deleted")
-            if outcome is not None:
-                self._reap([outcome])
+        for job_id in doomed & (self.pool.placements.keys() | self.lanes.queued_on.keys()):
+            self.executor.kill(job_id, "stopped: the Job was deleted")  # running, or waiting in a lane

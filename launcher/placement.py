@@ -39,15 +39,21 @@ class Request:
 
     @classmethod
     def of(cls, spec: JobSpec) -> Request:
-        """The request of a Job's spec."""
-        return cls(
-            num_nodes=spec.num_nodes,
-            ranks_per_node=spec.ranks_per_node,
-            threads_per_rank=spec.threads_per_rank,
-            threads_per_core=spec.threads_per_core,
-            gpus_per_rank=spec.gpus_per_rank,
-            node_packing_count=spec.node_packing_count,
+        """The request of a Job's spec (Jobs mostly ask alike: one Request per distinct ask, made once)."""
+        key = (
+            spec.num_nodes,
+            spec.ranks_per_node,
+            spec.threads_per_rank,
+            spec.threads_per_core,
+            spec.gpus_per_rank,
+            spec.node_packing_count,
         )
+        request = _REQUESTS.get(key)
+        if request is None:
+            if len(_REQUESTS) >= _REQUESTS_KEPT:
+                _REQUESTS.clear()
+            request = _REQUESTS[key] = cls(*key)
+        return request
 
     @property
     def num_ranks(self) -> int:
@@ -73,6 +79,10 @@ class Request:
     def occupancy(self) -> Fraction:
         """The fraction of a node a single-node Job takes: ``1 / node_packing_count``."""
         return Fraction(1, self.node_packing_count)
+
+
+_REQUESTS: dict[tuple[int, ...], Request] = {}
+_REQUESTS_KEPT = 4096
 
 
 @dataclass(frozen=True)
@@ -126,6 +136,7 @@ class NodePool:
 
     def __init__(self, nodes: Sequence[Node]) -> None:
         self.nodes = list(nodes)
+        self.by_name = {n.name: n for n in self.nodes}
         self.placements: dict[JobId, Placement] = {}
 
     def place(self, job_id: JobId, req: Request) -> Placement | None:
@@ -148,10 +159,21 @@ class NodePool:
     def release(self, job_id: JobId) -> Placement:
         """Free everything ``job_id`` holds; ``KeyError`` if it is not placed."""
         placement = self.placements.pop(job_id)
-        by_name = {n.name: n for n in self.nodes}
         for share in placement.shares:
-            by_name[share.node].give_back(job_id)
+            self.by_name[share.node].give_back(job_id)
         return placement
+
+    def hand_over(self, job_id: JobId, to: JobId) -> Placement:
+        """Give everything ``job_id`` holds to ``to`` (the Job that runs next on the same resources): its
+        placement. ``KeyError`` if ``job_id`` is not placed, ``ValueError`` if ``to`` is."""
+        if to in self.placements:
+            raise ValueError(f"job {to!r} is already placed")
+        placement = self.placements.pop(job_id)
+        for share in placement.shares:
+            jobs = self.by_name[share.node].jobs
+            jobs[to] = jobs.pop(job_id)
+        self.placements[to] = handed = Placement(to, placement.shares)
+        return handed
 
     def has_idle(self) -> bool:
         """Whether some node could still take a Job (it has an idle CPU and room left)."""

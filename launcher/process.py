@@ -23,7 +23,6 @@ import subprocess
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from launcher.joboutput import output_path
@@ -139,7 +138,7 @@ _Proc = subprocess.Popen[bytes] | _Spawned
 class _Running:
     task: Task
     proc: _Proc
-    output: Path
+    output: str
     pidfd: int
 
 
@@ -189,7 +188,7 @@ class ProcessGroup:
 
     def start(self, task: Task) -> None:
         """Start one Task in its workdir, output appended to ``job.out``; raises OSError if it cannot."""
-        workdir = Path(task.workdir)
+        workdir = task.workdir
         output = output_path(workdir, task.attempt)
         try:  # stage-in made the workdir and the file: only opened here
             out = os.open(output, _OUTPUT_FLAGS, 0o666)  # the child's copy is all it needs: closed here at once
@@ -208,7 +207,7 @@ class ProcessGroup:
         self.job_of[pidfd] = task.job_id
         self.poller.register(pidfd, select.POLLIN)
 
-    def _spawn(self, argv: tuple[str, ...], workdir: Path, env: dict[str, str], out: int) -> _Proc:
+    def _spawn(self, argv: tuple[str, ...], workdir: str, env: dict[str, str], out: int) -> _Proc:
         """Start ``argv`` in ``workdir``: stdin /dev/null, stdout and stderr to ``out``, a process group of its own
         (killpg stops all of it) in the allocation's session."""
         if self.dedicated:
@@ -290,7 +289,7 @@ class ProcessGroup:
         return Outcome(job_id, run.task.name, rc, tail, killed)
 
 
-def _tail(path: Path) -> str:
+def _tail(path: str) -> str:
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -303,32 +302,3 @@ def _tail(path: Path) -> str:
 def _signal(proc: _Proc, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
-
-
-class LocalExecutor:
-    """Runs every Task on this host (the mpi mode's head node, or a one-node serial launcher)."""
-
-    def __init__(self) -> None:
-        self.group = ProcessGroup()
-        self.failed: list[Outcome] = []
-
-    def start(self, batch: Sequence[tuple[Task, object]]) -> None:
-        """Start Tasks (their argv already holds the MPI launch when they need one)."""
-        self.failed += self.group.start_all(task for task, _ in batch)
-
-    def poll(self) -> list[Outcome]:
-        """Outcomes of the Tasks that ended or could not start."""
-        failed, self.failed = self.failed, []
-        return failed + self.group.poll()
-
-    def wait(self, timeout: float) -> None:
-        """Until a Task ends or ``timeout`` passes."""
-        self.group.wait(timeout)
-
-    def kill(self, job_id: int, why: str) -> Outcome | None:
-        """Stop one Task now."""
-        return self.group.kill(job_id, why)
-
-    def terminate_all(self, why: str, grace: float) -> list[Outcome]:
-        """Stop every Task."""
-        return self.group.terminate_all(why, grace)

@@ -2,9 +2,10 @@
 
 Rank 0 alone talks to the store: it runs the common launcher loop (acquire, place, write back) and hands each
 Job to the worker of its node: a local worker process on its own node, MPI rank ``r`` on node ``r`` (started
-with one MPI launch). Workers start processes on their node (no Python per task) and report outcomes back as
-they end (together when several end at once). Only single-process Jobs run in this mode. A one-node partition
-needs no MPI.
+with one MPI launch). Workers start processes on their node (no Python per task), start the Jobs queued on a
+lane the moment the one before ends (:mod:`launcher.lanes`), and report outcomes and starts back as they come
+(together when several happen at once). Only single-process Jobs run in this mode. A one-node partition needs
+no MPI.
 """
 
 from __future__ import annotations
@@ -15,10 +16,22 @@ from typing import Any
 
 from balsamctl.site import Site
 from launcher.command import job_variables, render_command
+from launcher.lanes import Assignment, Event
 from launcher.nodes import Node
 from launcher.placement import Placement, Request
 from launcher.process import Outcome, Pinning, Task, shell_argv
-from launcher.worker import TAG_FINAL, TAG_KILL, TAG_STOP, TAG_TASKS, Link, MpiLink, start_local, wait_any
+from launcher.worker import (
+    TAG_FINAL,
+    TAG_KILL,
+    TAG_READY,
+    TAG_STOP,
+    TAG_TASKS,
+    Link,
+    MpiLink,
+    WorkerLost,
+    start_local,
+    wait_any,
+)
 from schemas.objects import AppSpec
 from store import JobRef
 
@@ -56,6 +69,7 @@ class SerialExecutor:
         self.workers = list(self.links.values())  # one per node
         self.local = local
         self.node_of: dict[int, str] = {}  # job id -> node, while it runs
+        self.unready = list(self.workers)  # workers not heard from yet (the local one takes ~50 ms to start)
 
     @classmethod
     def for_nodes(cls, nodes: list[str], comm: Any = None) -> SerialExecutor:
@@ -66,25 +80,34 @@ class SerialExecutor:
         links.update({name: MpiLink(comm, rank) for rank, name in enumerate(nodes) if rank > 0})
         return cls(links, proc)
 
-    def start(self, batch: Sequence[tuple[Task, Placement]]) -> None:
-        """Send the Tasks to the workers of their nodes: one message per node."""
-        by_node: dict[str, list[Task]] = {}
-        for task, placement in batch:
-            node = placement.shares[0].node
-            by_node.setdefault(node, []).append(task)
-            self.node_of[task.job_id] = node
-        for node, tasks in by_node.items():
-            self.links[node].send(TAG_TASKS, tasks)
+    def start(self, batch: Sequence[tuple[str, Assignment]]) -> None:
+        """Send the Tasks to the workers of their nodes: one message per node (the first time, once every worker
+        is ready: a start recorded is a start made)."""
+        while self.unready:
+            tag, _ = self.unready[-1].receive_wait()
+            if tag != TAG_READY:
+                raise WorkerLost(f"a worker spoke (tag {tag}) before it said it was ready")
+            self.unready.pop()
+        by_node: dict[str, list[Assignment]] = {}
+        for node, assignment in batch:
+            by_node.setdefault(node, []).append(assignment)
+            self.node_of[assignment[0].job_id] = node
+        for node, assignments in by_node.items():
+            self.links[node].send(TAG_TASKS, assignments)
 
-    def poll(self) -> list[Outcome]:
-        """The outcomes the workers reported."""
-        outcomes: list[Outcome] = []
+    def poll(self) -> list[Event]:
+        """What the workers reported: outcomes, and the starts of queued Tasks."""
+        events: list[Event] = []
         for link in self.workers:
             while (message := link.receive()) is not None:
-                outcomes += message[1]
-        for outcome in outcomes:
-            self.node_of.pop(outcome.job_id, None)
-        return outcomes
+                if message[0] == TAG_READY:
+                    self.unready.remove(link)
+                else:
+                    events += message[1]
+        for event in events:
+            if isinstance(event, Outcome):
+                self.node_of.pop(event.job_id, None)
+        return events
 
     def wait(self, timeout: float) -> None:
         """Until a report arrives or ``timeout`` passes."""
@@ -96,14 +119,16 @@ class SerialExecutor:
         if node is not None:
             self.links[node].send(TAG_KILL, (job_id, why))
 
-    def terminate_all(self, why: str, grace: float) -> list[Outcome]:
+    def terminate_all(self, why: str, grace: float) -> list[Event]:
         """Stop every worker's Tasks and the workers; gather every last outcome."""
         for link in self.workers:
             link.send(TAG_STOP, (why, grace))
-        outcomes: list[Outcome] = []
+        outcomes: list[Event] = []
         for link in self.workers:
             while True:
                 tag, batch = link.receive_wait()
+                if tag == TAG_READY:
+                    continue
                 outcomes += batch
                 if tag == TAG_FINAL:
                     break

@@ -3,7 +3,8 @@
 Every node of a serial-mode launcher has one, the launcher's own node included, so the launcher's bookkeeping
 (claims, placement, status writes) never waits for a fork and exec, and the two run side by side. A worker talks
 to its launcher over a :class:`Link`: MPI to the other nodes, a local socket on the launcher's node
-(``python -m launcher.worker --fd N``, which imports nothing but this module and :mod:`launcher.process`).
+(``python -m launcher.worker --fd N``, which imports nothing but this module, :mod:`launcher.lanes` and
+:mod:`launcher.process`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
-from launcher.process import Outcome, ProcessGroup
+from launcher.lanes import ProcessLanes
+from launcher.process import ProcessGroup
 
-TAG_TASKS, TAG_KILL, TAG_STOP, TAG_OUTCOMES, TAG_FINAL = 1, 2, 3, 4, 5
+TAG_TASKS, TAG_KILL, TAG_STOP, TAG_OUTCOMES, TAG_FINAL, TAG_READY = 1, 2, 3, 4, 5, 6
 TICK_SEC = 0.002
 IDLE_WAIT_SEC = 1.0
 
@@ -137,33 +139,32 @@ def wait_any(links: Sequence[Link], timeout: float) -> None:
 
 
 def work(link: Link) -> None:
-    """The worker loop: start what the launcher sends, report outcomes as they come (in batches when many end
-    together), stop when told (or when the launcher is gone: its Jobs are then stopped too)."""
+    """The worker loop: start what the launcher sends (or queue it on its lane), report outcomes and starts as
+    they come (in batches when many happen together), stop when told (or when the launcher is gone: its Jobs are
+    then stopped too)."""
     fd = link.fileno()
     group = ProcessGroup(dedicated=fd is not None)  # the local worker: nothing in it but this loop
     if fd is not None:
         group.watch(fd)
-    pending: list[Outcome] = []
+    lanes = ProcessLanes(group)
+    link.send(TAG_READY, None)  # the launcher records no start before its worker can make it
     while True:
         try:
             while (message := link.receive()) is not None:
                 tag, payload = message
                 if tag == TAG_TASKS:
-                    pending += group.start_all(payload)
+                    lanes.add(payload)
                 elif tag == TAG_KILL:
-                    outcome = group.kill(*payload)
-                    pending += [outcome] if outcome else []
+                    lanes.kill(*payload)
                 elif tag == TAG_STOP:
-                    why, grace = payload
-                    link.send(TAG_FINAL, pending + group.poll() + group.terminate_all(why, grace))
+                    link.send(TAG_FINAL, lanes.stop(*payload))
                     return
         except WorkerLost:
-            group.terminate_all("the launcher is gone", 1.0)
+            lanes.stop("the launcher is gone", 1.0)
             return
-        pending += group.poll()
-        if pending:  # at once: a slot freed is refilled sooner (what ended meanwhile goes in the same report)
-            link.send(TAG_OUTCOMES, pending)
-            pending = []
+        events = lanes.poll()
+        if events:  # at once: a slot freed is refilled sooner (what happened meanwhile goes in the same report)
+            link.send(TAG_OUTCOMES, events)
         group.wait(TICK_SEC if fd is None else IDLE_WAIT_SEC)  # MPI has no descriptor: look again after a tick
 
 

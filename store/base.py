@@ -67,8 +67,8 @@ def job_event(
 def executemany(conn: Connection, stmt: ClauseElement, rows: Sequence[Mapping[str, Any]]) -> None:
     """Run ``stmt`` (a module-level statement with bind parameters) once per row through the driver's own
     executemany: SQLAlchemy compiles it once per dialect and does no per-row work, so the values must be plain
-    (the caller serializes JSON). The store's hot paths (launchers' claims, starts, outcomes and their events)
-    write thousands of rows a second this way."""
+    (the caller serializes JSON) and the rows of one call must have the same keys. The store's hot paths
+    (launchers' claims, starts, outcomes and their events) write thousands of rows a second this way."""
     if not rows:
         return
     key = (stmt, conn.dialect.name)  # the statement itself: it stays alive, so no other can take its place
@@ -77,8 +77,9 @@ def executemany(conn: Connection, stmt: ClauseElement, rows: Sequence[Mapping[st
         order = compiled.positiontup if compiled.positional else None
         _COMPILED[key] = (str(compiled), compiled.params, None if order is None else _getter(order))
     sql, defaults, positions = _COMPILED[key]
-    merged = [{**defaults, **row} for row in rows]
-    conn.exec_driver_sql(sql, merged if positions is None else [positions(row) for row in merged])
+    if not defaults.keys() <= rows[0].keys():  # the statement's own values (literals) go in each row
+        rows = [{**defaults, **row} for row in rows]
+    conn.exec_driver_sql(sql, rows if positions is None else [positions(row) for row in rows])
 
 
 def _getter(keys: Sequence[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:

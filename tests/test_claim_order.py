@@ -9,9 +9,9 @@ import pytest
 from test_security import advance_to_runnable, app, apply_raws, configure, job
 
 from balsamctl.site import init_site
+from launcher.mpi_mode import LocalExecutor
 from launcher.nodes import Node
 from launcher.pilot import CLAIM_AHEAD, Launcher
-from launcher.process import LocalExecutor
 from schemas.objects import Partition
 
 

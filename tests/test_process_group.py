@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from launcher.process import Outcome, ProcessGroup, Task
-from launcher.worker import TAG_FINAL, TAG_OUTCOMES, TAG_STOP, TAG_TASKS, start_local
+from launcher.worker import TAG_FINAL, TAG_OUTCOMES, TAG_READY, TAG_STOP, TAG_TASKS, start_local
 
 
 @pytest.fixture(params=["popen", "posix_spawn"])
@@ -91,7 +91,9 @@ def test_a_task_starts_in_its_workdir_with_default_signals_and_its_own_path(
 def test_the_local_worker_runs_what_it_is_sent_and_stops_its_jobs_when_its_launcher_is_gone(tmp_path: Path) -> None:
     link, proc = start_local()
     try:
-        link.send(TAG_TASKS, [task(1, tmp_path / "a", "ls /proc/self/fd > fds"), task(2, tmp_path / "b", "exit 4")])
+        assert link.receive_wait() == (TAG_READY, None), "a worker says it is ready before anything else"
+        first = [task(1, tmp_path / "a", "ls /proc/self/fd > fds"), task(2, tmp_path / "b", "exit 4")]
+        link.send(TAG_TASKS, [(t, lane, False) for lane, t in enumerate(first, 1)])
         outcomes: list[Outcome] = []
         while len(outcomes) < 2:
             tag, batch = link.receive_wait()
@@ -100,7 +102,7 @@ def test_the_local_worker_runs_what_it_is_sent_and_stops_its_jobs_when_its_launc
         assert sorted((o.job_id, o.return_code) for o in outcomes) == [(1, 0), (2, 4)]
         fds = (tmp_path / "a" / "fds").read_text().split()
         assert sorted(fds, key=int)[:3] == ["0", "1", "2"] and len(fds) == 4, f"a Job inherited {fds}"  # + ls's own
-        link.send(TAG_TASKS, [task(3, tmp_path / "c", "echo $$ > pid; exec sleep 60")])
+        link.send(TAG_TASKS, [(task(3, tmp_path / "c", "echo $$ > pid; exec sleep 60"), 3, False)])
         pid_file = tmp_path / "c" / "pid"
         deadline = time.monotonic() + 10
         while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
@@ -117,7 +119,8 @@ def test_the_local_worker_runs_what_it_is_sent_and_stops_its_jobs_when_its_launc
 
 def test_the_local_worker_reports_every_last_outcome_when_stopped(tmp_path: Path) -> None:
     link, proc = start_local()
-    link.send(TAG_TASKS, [task(1, tmp_path / "a", "sleep 60")])
+    assert link.receive_wait() == (TAG_READY, None)
+    link.send(TAG_TASKS, [(task(1, tmp_path / "a", "sleep 60"), 1, False), (task(2, tmp_path / "b", "true"), 1, True)])
     link.send(TAG_STOP, ("launcher stopped (test)", 1.0))
     outcomes: list[Outcome] = []
     while True:
@@ -127,3 +130,4 @@ def test_the_local_worker_reports_every_last_outcome_when_stopped(tmp_path: Path
             break
     assert [(o.job_id, o.return_code, o.killed) for o in outcomes] == [(1, -signal.SIGTERM, "launcher stopped (test)")]
     assert proc.wait(timeout=10) == 0
+    assert not (tmp_path / "b").exists(), "a Task queued behind a stopped one started"
