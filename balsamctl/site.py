@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
@@ -117,7 +117,7 @@ class Site:
     def workdir(self, relative: str) -> Path:
         """A Job's workdir, guaranteed inside ``data/`` even through symlinks (only its own parts are looked at)."""
         base = self._real_data_dir
-        parts = PurePosixPath(relative).parts
+        parts = [part for part in relative.split("/") if part not in ("", ".")]
         if relative.startswith("/") or ".." in parts:
             raise SiteError(f"workdir {relative!r} resolves outside the site's data/ directory")
         target = str(base)  # plain strings: a launcher asks this for every Job it starts

@@ -261,6 +261,7 @@ class Launcher:
         if not self.queue:
             return 0
         batch: list[tuple[str, Assignment]] = []
+        fresh: list[tuple[JobRef, Placement]] = []
         if self.pool.has_idle():
             planned, self.queue = place_in_order(self.pool, self.queue)  # the queue is kept in the policy's order
             for ref, placement in planned:
@@ -270,7 +271,7 @@ class Launcher:
                     continue
                 lane = self.lanes.open(ref.id, Request.of(ref.spec))
                 batch.append((placement.hosts[0], (task, lane, False)))
-                self._record_start(ref, placement, time.time())
+                fresh.append((ref, placement))
         depth = self._lane_depth()
         if depth and self.queue:
             queued, left = self.lanes.fill(self.queue, depth)
@@ -284,6 +285,9 @@ class Launcher:
                     continue
                 batch.append((placement.hosts[0], (task, lane, True)))
         self.executor.start(batch)  # one message per node; what cannot start comes back as an outcome
+        at = time.time()  # started now (the queued ones: when their Began comes)
+        for ref, placement in fresh:
+            self._record_start(ref, placement, at)
         return len(batch)
 
     def _lane_depth(self) -> int:
@@ -292,12 +296,17 @@ class Launcher:
         return min(LANE_MAX, int(self.rate * LANE_AHEAD_SEC / max(1, len(self.pool.placements))))
 
     def _measure_rate(self) -> None:
-        """Update :attr:`rate` every RATE_WINDOW_SEC: the mean of the last window's rate and the one before (it
-        follows a change of Job mix within a second, and knows short Jobs for what they are from the first)."""
+        """Update :attr:`rate` once per window (RATE_WINDOW_SEC, or less once a slot's worth of Jobs ended, to know
+        short Jobs for what they are from the start): the mean of the last window's rate and the one before, so it
+        follows a change of Job mix within a second. The first window opens when the first Job ends."""
         now = time.monotonic()
         since, ended = self.rate_since
-        if now - since >= RATE_WINDOW_SEC:
-            recent = (self.ended - ended) / (now - since)
+        if self.ended == 0:
+            self.rate_since = (now, 0)
+            return
+        window = now - since
+        if window >= RATE_WINDOW_SEC or (window >= RATE_WINDOW_SEC / 5 and self.ended - ended >= self.capacity):
+            recent = (self.ended - ended) / window
             self.rate = recent if self.rate == 0 else (self.rate + recent) / 2
             self.rate_since = (now, self.ended)
 
