@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from launcher.lanes import Began
 from launcher.process import Outcome, ProcessGroup, Task
-from launcher.worker import TAG_FINAL, TAG_OUTCOMES, TAG_READY, TAG_STOP, TAG_TASKS, start_local
+from launcher.worker import TAG_FINAL, TAG_KILL, TAG_OUTCOMES, TAG_READY, TAG_STOP, TAG_TASKS, start_local
 
 
 @pytest.fixture(params=["popen", "posix_spawn"])
@@ -131,3 +132,41 @@ def test_the_local_worker_reports_every_last_outcome_when_stopped(tmp_path: Path
     assert [(o.job_id, o.return_code, o.killed) for o in outcomes] == [(1, -signal.SIGTERM, "launcher stopped (test)")]
     assert proc.wait(timeout=10) == 0
     assert not (tmp_path / "b").exists(), "a Task queued behind a stopped one started"
+
+
+def test_the_local_worker_runs_a_lanes_tasks_one_after_another_and_reports_each_start(tmp_path: Path) -> None:
+    """Tasks queued on a lane start in order, each once the one before it ended (never two at once), with a
+    Began after the Outcome it followed; one taken out of its lane before it started never runs; another lane
+    runs beside it."""
+    link, proc = start_local()
+    try:
+        assert link.receive_wait() == (TAG_READY, None)
+        log = tmp_path / "log"
+        step = f'echo "start $JOB_VAR" >> {log}; sleep 0.2; echo "end $JOB_VAR" >> {log}'
+        link.send(
+            TAG_TASKS,
+            [
+                (task(1, tmp_path / "1", step), 1, False),
+                (task(2, tmp_path / "2", step), 1, True),
+                (task(3, tmp_path / "3", step), 1, True),
+                (task(4, tmp_path / "4", step), 1, True),
+                (task(9, tmp_path / "9", "true"), 2, False),
+            ],
+        )
+        link.send(TAG_KILL, (3, "deleted"))
+        events: list[object] = []
+        while sum(isinstance(e, Outcome) for e in events) < 5:
+            tag, batch = link.receive_wait()
+            assert tag == TAG_OUTCOMES
+            events += batch
+    finally:
+        link.conn.close()
+        proc.wait(timeout=10)
+    lane_one = [(type(e).__name__, e.job_id) for e in events if getattr(e, "job_id", 0) != 9]  # type: ignore[attr-defined]
+    assert lane_one == [("Outcome", 3), ("Outcome", 1), ("Began", 2), ("Outcome", 2), ("Began", 4), ("Outcome", 4)]
+    withdrawn = next(e for e in events if isinstance(e, Outcome) and e.job_id == 3)
+    assert (withdrawn.return_code, withdrawn.killed) == (None, "deleted")
+    assert log.read_text().split("\n")[:-1] == ["start 1", "end 1", "start 2", "end 2", "start 4", "end 4"]
+    assert not (tmp_path / "3" / "job.out").exists(), "a Task taken out of its lane ran"
+    began = {e.job_id: e.time for e in events if isinstance(e, Began)}
+    assert began[2] < began[4]
