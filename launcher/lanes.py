@@ -167,6 +167,11 @@ class ProcessLanes:
         events, self.events = self.events, []
         return events
 
+    def starving(self) -> bool:
+        """Whether a running Task has nothing queued behind it: its slot idles once it ends, unless the launcher
+        hears of it soon."""
+        return any(lane not in self.queued for lane in self.busy)
+
     def kill(self, job_id: int, why: str) -> None:
         """Stop a running Task (its lane goes on), or take a queued one out; the Outcome comes with the next poll
         (a queued Task's has no return code)."""

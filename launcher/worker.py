@@ -20,12 +20,13 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
-from launcher.lanes import ProcessLanes
-from launcher.process import ProcessGroup
+from launcher.lanes import Event, ProcessLanes
+from launcher.process import Outcome, ProcessGroup
 
 TAG_TASKS, TAG_KILL, TAG_STOP, TAG_OUTCOMES, TAG_FINAL, TAG_READY = 1, 2, 3, 4, 5, 6
 TICK_SEC = 0.002
 IDLE_WAIT_SEC = 1.0
+REPORT_EVERY_SEC = 0.005  # while every lane has a Job queued, what happened is reported at most this often
 
 
 class WorkerLost(RuntimeError):
@@ -147,6 +148,8 @@ def work(link: Link) -> None:
     if fd is not None:
         group.watch(fd)
     lanes = ProcessLanes(group)
+    pending: list[Event] = []
+    last_report = 0.0
     link.send(TAG_READY, None)  # the launcher records no start before its worker can make it
     while True:
         try:
@@ -157,15 +160,25 @@ def work(link: Link) -> None:
                 elif tag == TAG_KILL:
                     lanes.kill(*payload)
                 elif tag == TAG_STOP:
-                    link.send(TAG_FINAL, lanes.stop(*payload))
+                    link.send(TAG_FINAL, pending + lanes.stop(*payload))
                     return
         except WorkerLost:
             lanes.stop("the launcher is gone", 1.0)
             return
-        events = lanes.poll()
-        if events:  # at once: a slot freed is refilled sooner (what happened meanwhile goes in the same report)
-            link.send(TAG_OUTCOMES, events)
-        group.wait(TICK_SEC if fd is None else IDLE_WAIT_SEC)  # MPI has no descriptor: look again after a tick
+        pending += lanes.poll()
+        due = last_report + REPORT_EVERY_SEC - time.monotonic()
+        if pending and (due <= 0 or _slot_idles(lanes, pending)):
+            link.send(TAG_OUTCOMES, pending)
+            pending, last_report, due = [], time.monotonic(), REPORT_EVERY_SEC
+        idle = IDLE_WAIT_SEC if fd is not None else TICK_SEC  # MPI has no descriptor: look again after a tick
+        group.wait(min(idle, due) if pending else idle)
+
+
+def _slot_idles(lanes: ProcessLanes, pending: Sequence[Event]) -> bool:
+    """Whether a slot is idle (a Task ended and no queued one followed it) or soon will be (a running Task with
+    nothing queued behind it): the launcher refills it sooner when told at once."""
+    ends = sum(isinstance(event, Outcome) for event in pending)
+    return ends > len(pending) - ends or lanes.starving()
 
 
 def start_local() -> tuple[SocketLink, subprocess.Popen[bytes]]:
