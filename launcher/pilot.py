@@ -9,6 +9,7 @@ job mode's :class:`Executor`.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import socket
@@ -89,11 +90,12 @@ def result_of(outcome: Outcome) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=1024)
-def _where(shares: tuple[Share, ...]) -> tuple[dict[str, Any], str]:
-    """A placement's record and summary (:meth:`Placement.describe`, :meth:`Placement.summary`), made once per
-    distinct placement: a lane's Jobs, and most Jobs of a busy launcher, run on the same few."""
+def _where(shares: tuple[Share, ...]) -> tuple[str, str]:
+    """A placement's record (JSON text of :meth:`Placement.describe`, the data of the Job's Started event) and its
+    summary, made once per distinct placement: a lane's Jobs, and most Jobs of a busy launcher, run on the same
+    few."""
     placement = Placement(0, shares)
-    return placement.describe(), placement.summary()
+    return json.dumps({"placement": placement.describe()}), placement.summary()
 
 
 class Launcher:
@@ -320,8 +322,8 @@ class Launcher:
 
     def _record_start(self, ref: JobRef, placement: Placement, at: float) -> None:
         """Note a Job's start for the next flush."""
-        described, summary = _where(placement.shares)
-        self.started.append((ref, {"start_time": at, "placement": described, "where": summary}))
+        data, summary = _where(placement.shares)
+        self.started.append((ref, {"start_time": at, "data": data, "where": summary}))
         if self._app(ref.app).postprocess is None:
             self.finishes.add(ref.id)
 

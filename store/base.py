@@ -96,8 +96,14 @@ _EVENT_COLUMNS = ("site_id", "object_id", "kind", "name", "from_state", "to_stat
 _INSERT_EVENT = insert(events).values({c: bindparam(c) for c in _EVENT_COLUMNS})
 
 
+def _json(data: Any) -> str | None:
+    """An event's data as JSON text (given as text: as is)."""
+    return data if data is None or isinstance(data, str) else json.dumps(data)
+
+
 def add_events(conn: Connection, rows: Iterable[dict[str, Any]]) -> None:
-    """Insert event rows (site_id, object_id, kind, name, from_state, to_state, reason, message[, data, time])."""
+    """Insert event rows (site_id, object_id, kind, name, from_state, to_state, reason, message[, data, time]);
+    ``data``: a JSON-ready value, or JSON text."""
     t = now()
     batch = [
         {
@@ -106,7 +112,7 @@ def add_events(conn: Connection, rows: Iterable[dict[str, Any]]) -> None:
             "to_state": None,
             "time": t,
             **row,
-            "data": None if row.get("data") is None else json.dumps(row["data"]),
+            "data": _json(row.get("data")),
         }
         for row in rows
     ]

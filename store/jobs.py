@@ -302,8 +302,9 @@ class JobStore(StoreBase):
     ) -> set[int]:
         """One launcher's transitions in one transaction, durable on return; the ids of the Jobs now started.
 
-        ``started``: claimed Jobs that moved to RUNNING, each with its ``start_time`` (epoch seconds) and placement
-        data for the event; a Job whose deletion was requested meanwhile is not recorded (the launcher stops it).
+        ``started``: claimed Jobs that moved to RUNNING, each with its ``start_time`` (epoch seconds), ``where``
+        (for people) and ``data`` (the Started event's: the placement; JSON-ready, or JSON text); a Job whose
+        deletion was requested meanwhile is not recorded (the launcher stops it).
         ``results``: outcomes of RUNNING Jobs (see :meth:`record_results`), written after the starts. A Job that
         starts and ends in the same call (short Jobs, most of them) is written once, start and end in one row.
         """
@@ -507,7 +508,7 @@ def _start_events(
         "Started",
         f"launched by {owner}" + (f" on {data['where']}" if data.get("where") else ""),
         time=data.get("start_time", t),
-        data={k: v for k, v in data.items() if k not in ("start_time", "where")},
+        data=data.get("data"),
     )
     ended = outcome.get(ref.id)
     return [started] if ended is None else [started, *_result_events(site_id, ended, t)]

@@ -92,7 +92,7 @@ def acquire(s: Store, site_id: int, owner: str, *, limit: int = 1000, **claim: A
     """What a launcher does: claim Jobs, then record them started; the Jobs now RUNNING."""
     claim.setdefault("filter_tags", {})
     refs = s.claim(site_id, owner=owner, batch_job="bj", limit=limit, **claim)
-    started = s.record(site_id, owner=owner, started=[(r, {"nodes": ["n0"]}) for r in refs])
+    started = s.record(site_id, owner=owner, started=[(r, {"data": {"nodes": ["n0"]}}) for r in refs])
     return [r for r in refs if r.id in started]
 
 
