@@ -72,10 +72,10 @@ class LaneBook(Generic[R]):
         self.queued[lane] = deque()
         return lane
 
-    def fill(self, candidates: Sequence[tuple[R, Hashable]], depth: int) -> tuple[list[tuple[R, int]], list[int]]:
+    def fill(self, candidates: Sequence[tuple[R, Hashable]], depth: int) -> tuple[list[tuple[R, int]], list[int], int]:
         """Queue candidates (record, request; in the site's order) on the lanes of the same request that hold
-        fewer than ``depth`` queued Jobs, shortest first: the queued ones with their lanes, and the indexes of
-        the candidates left (looking stops once no lane has room)."""
+        fewer than ``depth`` queued Jobs, shortest first. Looking stops once no lane has room: returns the queued
+        ones with their lanes, the indexes of the candidates looked at and left, and how many were looked at."""
         room: dict[Hashable, list[tuple[int, int]]] = {}
         for lane, jobs in self.queued.items():
             if len(jobs) < depth:
@@ -85,13 +85,14 @@ class LaneBook(Generic[R]):
         open_requests = len(room)
         queued: list[tuple[R, int]] = []
         left: list[int] = []
-        for index, (record, request) in enumerate(candidates):
+        looked = 0
+        for record, request in candidates:
             if not open_requests:
-                left.extend(range(index, len(candidates)))
                 break
+            looked += 1
             heap = room.get(request)
             if not heap:
-                left.append(index)
+                left.append(looked - 1)
                 continue
             count, lane = heapq.heappop(heap)
             if count + 1 < depth:
@@ -101,7 +102,7 @@ class LaneBook(Generic[R]):
             self.queued[lane].append(record)
             self.queued_on[record.id] = lane
             queued.append((record, lane))
-        return queued, left
+        return queued, left, looked
 
     def ended(self, job_id: int) -> R | None:
         """The Job holding a lane ended: the Job the lane starts next, which takes over its resources (its

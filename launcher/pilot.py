@@ -1,9 +1,10 @@
 """The launcher's loop, common to both job modes: acquire what fits, start it, reap, write outcomes back.
 
-It acquires only what fits its idle resources now, writes outcomes back in batches, heartbeats, and stops at its
-wall time, on SIGTERM, or after ``idle_ttl_sec`` with nothing to do: running Jobs are then terminated and
-recorded RUN_TIMEOUT. How a Job is started (an MPI launch on the head node, or a worker on its node) is the
-job mode's :class:`Executor`.
+It claims ahead what could run here, starts what fits its idle resources now and, when Jobs are short, queues the
+next ones on the lanes of running Jobs (:mod:`launcher.lanes`); it writes starts and outcomes back in batches,
+heartbeats, and stops at its wall time, on SIGTERM, or after ``idle_ttl_sec`` with nothing to do: running Jobs are
+then terminated and recorded RUN_TIMEOUT, queued ones handed back. How a Job is started (an MPI launch on the head
+node, or a worker on its node) is the job mode's :class:`Executor`.
 """
 
 from __future__ import annotations
@@ -276,9 +277,9 @@ class Launcher:
                 fresh.append((ref, placement))
         depth = self._lane_depth()
         if depth and self.queue:
-            queued, left = self.lanes.fill(self.queue, depth)
+            queued, left, looked = self.lanes.fill(self.queue, depth)
             if queued:
-                self.queue = [self.queue[i] for i in left]
+                self.queue = [self.queue[i] for i in left] + self.queue[looked:]
             for ref, lane in queued:
                 placement = self.pool.placements[self.lanes.holder[lane]]
                 task = self._task(ref, placement)

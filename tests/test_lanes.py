@@ -44,13 +44,14 @@ def test_jobs_queue_on_lanes_of_the_same_request_shortest_first_up_to_the_depth(
     lanes = [book.open(1, small), book.open(2, small), book.open(3, big)]
     candidates = [(Rec(10), small), (Rec(11), big), (Rec(12), small), (Rec(13), small), (Rec(14), small)]
     candidates.append((Rec(15), small))
-    queued, left = book.fill(candidates, depth=2)
+    queued, left, looked = book.fill(candidates, depth=2)
     assert [(r.id, lane) for r, lane in queued] == [
         (10, lanes[0]), (11, lanes[2]), (12, lanes[1]), (13, lanes[0]), (14, lanes[1])
     ]  # fmt: skip
-    assert left == [5], "the fifth small Job finds no room: both small lanes hold two"
+    assert (left, looked) == ([5], 6), "the fifth small Job finds no room: both small lanes hold two"
     assert book.waiting == 5
-    assert book.fill([(Rec(16), big), (Rec(17), small)], depth=2) == ([(Rec(16), lanes[2])], [1])
+    no_more_room = ([(Rec(16), lanes[2])], [], 1)  # the big lane is full too: looking stops there
+    assert book.fill([(Rec(16), big), (Rec(17), small), (Rec(18), big)], depth=2) == no_more_room
 
 
 def test_a_lane_hands_its_resources_to_its_next_job_in_order_and_closes_when_empty() -> None:
