@@ -9,25 +9,30 @@ was recorded started once and ended once, none recorded that never ran, and a Jo
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_security import advance_to_runnable, app, apply_raws, job
 
-from balsamctl.site import Site
+from balsamctl.site import Site, init_site
 from launcher.lanes import Assignment, Event, LaneBook, ProcessLanes
+from launcher.mpi_mode import LocalExecutor, MpiTaskBuilder
 from launcher.nodes import Node
 from launcher.pilot import Launcher
 from launcher.placement import NodePool, Placement, Request
 from launcher.process import Outcome, ProcessGroup, Task
+from schemas import JobState
 from schemas.objects import AppSpec, JobSpec, Partition
 from schemas.settings import LauncherSettings
-from store import JobRef
+from store import JobRef, Selector
 
 
 @dataclass(frozen=True)
@@ -249,3 +254,40 @@ def test_whatever_the_interleaving_no_cpu_runs_two_jobs_and_every_run_is_recorde
     assert set(ended) <= set(recorded)
     assert set(recorded) == set(ended), "a run without its end"
     assert not set(store.handed_back) & set(recorded), "a Job taken out of its lane ran"
+
+
+# ---------------------------------------------------------------- a real launcher, its store and its processes
+
+
+def test_a_stopped_launcher_hands_back_the_jobs_still_queued_on_its_lanes(tmp_path: Path) -> None:
+    """Short Jobs through a launcher with lanes (real processes, real store), stopped midway: every Job that
+    started has its end recorded, none is left RUNNING or owned, and those still queued are claimable again."""
+    site = init_site(tmp_path / "site", "lanes")
+    jobs = [job(f"j{i}", "a", f"w/{i}", node_packing_count=2) for i in range(400)]
+    apply_raws(site, app("a", "true"), *jobs)
+    advance_to_runnable(site)
+    nodes = [Node("n0", (0, 1))]
+    launcher = Launcher(
+        site, "bj", Partition(job_mode="mpi", num_nodes=1), 0, nodes, time.time() + 3600, "l", LocalExecutor(),
+        MpiTaskBuilder(site, nodes),
+    )  # fmt: skip
+    launcher._lane_depth = lambda: 8  # type: ignore[method-assign]  # as for short Jobs
+    runner = threading.Thread(target=launcher.run)
+    runner.start()
+    finished = Selector("Job", (site.site_id,), states=("JOB_FINISHED",))
+    deadline = time.monotonic() + 60
+    while site.store.count_objects(finished) < 50 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    launcher.stop()
+    runner.join(timeout=60)
+    queued_at_stop = {ref.id for lane in launcher.lanes.queued.values() for ref in lane} | set(launcher.lanes.next_up)
+    assert queued_at_stop, "no Job was queued on a lane when the launcher stopped"
+    rows = {o.id: o.manifest.status for o in site.store.list_objects(Selector("Job", (site.site_id,)))}
+    states = {status.state for status in rows.values()}
+    assert states <= {JobState.JOB_FINISHED, JobState.RUN_TIMEOUT, JobState.PREPROCESSED}, states
+    waiting = {job_id for job_id, status in rows.items() if status.state == JobState.PREPROCESSED}
+    assert queued_at_stop <= waiting
+    assert all(rows[job_id].attempts == 0 for job_id in waiting), "a queued Job was recorded as run"
+    again = site.store.claim(site.site_id, owner="next", batch_job="bj2", filter_tags={}, limit=1000)
+    assert {ref.id for ref in again} == waiting, "a Job not run was left claimed by the stopped launcher"
+    site.close()
