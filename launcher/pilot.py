@@ -40,6 +40,7 @@ FLUSH_BATCH = 256
 CLAIM_AHEAD = 4  # claim up to this many allocations' worth of Jobs at a time...
 CLAIM_AHEAD_SEC = 0.25  # ...or, when Jobs are short, what the launcher ends in this long (fewer, larger claims)
 CLAIM_MAX = 2000
+CLAIM_CHUNK = 128  # per claim: Jobs keep starting between the claims that fill a large target
 LANE_AHEAD_SEC = 0.05  # queue on a busy lane what its Jobs end in this long (short Jobs: never wait for a write)...
 LANE_MAX = 16  # ...at most this many
 RATE_WINDOW_SEC = 0.1
@@ -242,7 +243,7 @@ class Launcher:
             owner=self.id,
             batch_job=self.batch_job,
             filter_tags=self.partition.filter_tags,
-            limit=max(1, self._claim_target() - len(self.queue)),
+            limit=max(1, min(CLAIM_CHUNK, self._claim_target() - len(self.queue))),
             accept=fits_here,
             order=self.settings.policy,
             max_wall_time_min=(self.deadline - time.time()) / 60,
