@@ -161,10 +161,7 @@ class ProcessLanes:
         """What happened since the last call: Outcomes of the Tasks that ended (or could not start), and the
         starts of the queued Tasks that followed them, in order."""
         for outcome in self.group.poll():
-            self.events.append(outcome)
-            lane = self.lane_of.pop(outcome.job_id)
-            self.busy.discard(lane)
-            self._advance(lane)
+            self._ended(outcome)
         events, self.events = self.events, []
         return events
 
@@ -179,10 +176,7 @@ class ProcessLanes:
         if job_id in self.lane_of:
             outcome = self.group.kill(job_id, why)
             if outcome is not None:
-                self.events.append(outcome)
-                lane = self.lane_of.pop(job_id)
-                self.busy.discard(lane)
-                self._advance(lane)
+                self._ended(outcome)
             return
         for lane, tasks in self.queued.items():
             for task in tasks:
@@ -214,6 +208,13 @@ class ProcessLanes:
         self.lane_of[task.job_id] = lane
         self.busy.add(lane)
         return True
+
+    def _ended(self, outcome: Outcome) -> None:
+        """A running Task ended: report it, and start the next one queued on its lane."""
+        self.events.append(outcome)
+        lane = self.lane_of.pop(outcome.job_id)
+        self.busy.discard(lane)
+        self._advance(lane)
 
     def _advance(self, lane: int) -> None:
         """Start the next Task queued on a lane that just became free (the next again if one cannot start)."""
