@@ -77,14 +77,16 @@ def launcher_rss(site: Path, stop: threading.Event, samples: list[float], cpu: d
 
     A launcher's child caught between fork and exec still shows the launcher's command line (and shares its
     pages): it is not counted again."""
+    launchers: list[psutil.Process] = []
     while True:
         last = stop.is_set()
-        found = {
-            proc.pid: proc
-            for proc in psutil.process_iter(["cmdline", "ppid"])
-            if "launcher" in (proc.info["cmdline"] or []) and str(site) in proc.info["cmdline"]
-        }
-        launchers = [proc for proc in found.values() if proc.info["ppid"] not in found]
+        if not launchers:  # a scan of every process's command line costs ~10 ms: once, until the launcher is seen
+            found = {
+                proc.pid: proc
+                for proc in psutil.process_iter(["cmdline", "ppid"])
+                if "launcher" in (proc.info["cmdline"] or []) and str(site) in proc.info["cmdline"]
+            }
+            launchers = [proc for proc in found.values() if proc.info["ppid"] not in found]
         parts = [("launcher", proc) for proc in launchers] + [("worker", w) for p in launchers for w in _workers(p)]
         total = 0.0
         for part, proc in parts:
@@ -96,7 +98,7 @@ def launcher_rss(site: Path, stop: threading.Event, samples: list[float], cpu: d
             samples.append(total)
         if last:
             return
-        stop.wait(1.0)  # a scan of every process's command line costs ~10 ms: not to be taken from the launcher
+        stop.wait(1.0)
 
 
 def _workers(launcher: psutil.Process) -> list[psutil.Process]:

@@ -87,7 +87,7 @@ def result_of(outcome: Outcome) -> dict[str, Any]:
         "return_code": outcome.return_code,
         "output_tail": outcome.tail or None,
         "message": message or None,
-        "end_time": time.time(),
+        "end_time": outcome.end_time,
     }
 
 

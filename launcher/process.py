@@ -22,7 +22,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from launcher.joboutput import output_path
@@ -84,13 +84,15 @@ def _pinned(cpus: tuple[int, ...], own: set[int]) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How one Task ended: its return code (None if it could not start), the tail of its output, why."""
+    """How one Task ended: its return code (None if it could not start), the tail of its output, why, and when
+    (epoch seconds: where it was reaped, not when its launcher heard of it)."""
 
     job_id: int
     name: str
     return_code: int | None
     tail: str
     killed: str = ""
+    end_time: float = field(default_factory=time.time)
 
 
 @functools.lru_cache(maxsize=1024)
