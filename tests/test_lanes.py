@@ -9,6 +9,7 @@ was recorded started once and ended once, none recorded that never ran, and a Jo
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import deque
@@ -290,4 +291,16 @@ def test_a_stopped_launcher_hands_back_the_jobs_still_queued_on_its_lanes(tmp_pa
     assert all(rows[job_id].attempts == 0 for job_id in waiting), "a queued Job was recorded as run"
     again = site.store.claim(site.site_id, owner="next", batch_job="bj2", filter_tags={}, limit=1000)
     assert {ref.id for ref in again} == waiting, "a Job not run was left claimed by the stopped launcher"
+    runs_by_cpu: dict[int, list[tuple[float, float]]] = {}  # as recorded: Started's placement, start and end times
+    names = {o.manifest.metadata.name: o.id for o in site.store.list_objects(Selector("Job", (site.site_id,)))}
+    for event in site.store.events((site.site_id,), kind="Job", limit=100_000):
+        status = rows[names[event["name"]]]
+        if event["reason"] == "Started" and status.state == JobState.JOB_FINISHED:
+            assert status.start_time is not None and status.end_time is not None
+            (cpu,) = event["data"]["placement"]["nodes"][0]["cpu_ids"]
+            runs_by_cpu.setdefault(cpu, []).append((status.start_time.timestamp(), status.end_time.timestamp()))
+    for cpu, runs in runs_by_cpu.items():
+        runs.sort()
+        overlaps = [(a, b) for a, b in itertools.pairwise(runs) if b[0] < a[1]]
+        assert not overlaps, f"CPU {cpu}: a Job recorded starting before the one before it ended: {overlaps[:3]}"
     site.close()
