@@ -9,6 +9,7 @@ ranks are workers.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import shlex
@@ -93,6 +94,7 @@ def _run(launcher: Launcher, part: Partition, nodes: list[Node]) -> int:
         len(nodes),
         ",".join(n.name for n in nodes),
     )
+    gc.freeze()  # what start-up made (modules, the site, the store) lives as long as the launcher: never scanned
     launcher.run()
     return 0
 
