@@ -70,7 +70,7 @@ def _spawn(i: int, workdirs: Path | None) -> subprocess.Popen[bytes]:
         return subprocess.Popen(["/bin/true"], cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
 
 
-def launcher_rss(site: Path, stop: threading.Event, samples: list[float], cpu: dict[str, dict[int, float]]) -> None:
+def sample_launcher(site: Path, stop: threading.Event, samples: list[float], cpu: dict[str, dict[int, float]]) -> None:
     """Sample the RSS (MiB) of the launcher processes of ``site`` and their local workers every second until
     ``stop`` (once more then), and the CPU seconds each has used so far (``cpu["launcher"]``, ``cpu["worker"]``, by
     pid).
@@ -92,8 +92,7 @@ def launcher_rss(site: Path, stop: threading.Event, samples: list[float], cpu: d
         for part, proc in parts:
             with contextlib.suppress(psutil.Error):
                 total += proc.memory_info().rss / 2**20
-                times = proc.cpu_times()
-                cpu[part][proc.pid] = times.user + times.system
+                cpu[part][proc.pid] = cpu_seconds(proc)
         if total:
             samples.append(total)
         if last:
@@ -138,9 +137,9 @@ class Measured:
     controller_us: float
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(proc: psutil.Process) -> float:
     """User + system CPU seconds of one process so far."""
-    times = psutil.Process(pid).cpu_times()
+    times = proc.cpu_times()
     return times.user + times.system
 
 
@@ -172,9 +171,9 @@ def run_launcher(base: Path, n: int, slots: int, nodes: int) -> Measured:
         )
         stop, samples = threading.Event(), list[float]()
         cpu: dict[str, dict[int, float]] = {"launcher": {}, "worker": {}}
-        sampler = threading.Thread(target=launcher_rss, args=(site, stop, samples, cpu))
+        sampler = threading.Thread(target=sample_launcher, args=(site, stop, samples, cpu))
         sampler.start()
-        controller = int((site / ".balsam" / "controller.pid").read_text().split()[0])
+        controller = psutil.Process(int((site / ".balsam" / "controller.pid").read_text().split()[0]))
         controller_cpu = cpu_seconds(controller)
         cli(["apply", "-f", str(base / "bj.yaml")], site, config)
         wait_for(store_site, ("JOB_FINISHED",), n)
@@ -213,7 +212,9 @@ def main() -> None:
             bare = median(bares)
             got = sorted(runs, key=lambda run: run.rate)[len(runs) // 2]  # the median run
             rss = [sample for run in runs for sample in run.rss]
-            rss_text = f"RSS start {runs[0].rss[0]:.0f} MiB, peak {max(rss):.0f} MiB" if rss else "RSS not sampled"
+            rss_text = (
+                f"RSS start {runs[0].rss[0]:.0f} MiB, peak {max(rss):.0f} MiB" if runs[0].rss else "RSS not sampled"
+            )
             print(
                 f"N={n:>6}: launcher {got.rate:7.0f} Jobs/s (median of {', '.join(f'{r.rate:.0f}' for r in runs)}), "
                 f"bare Popen loop {bare:7.0f} Jobs/s (median of {', '.join(f'{b:.0f}' for b in bares)}), "

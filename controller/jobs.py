@@ -1,8 +1,9 @@
 """The Job lifecycle reconciler: parents, staging, hooks, and the defaults of an App without hooks.
 
 Level-triggered: every pass reads which Jobs sit in which state and moves them on. Jobs of Apps without a hook
-move in bulk, in SQL; Jobs whose App has a hook run it on a small thread pool, exactly once per transition
-(the transition is conditional on the Job still being in the hook's state).
+move in bulk, in SQL (stage-in also makes each Job's workdir and empty output file, so that a launcher only opens
+it); Jobs whose App has a hook run it on a small thread pool, exactly once per transition (the transition is
+conditional on the Job still being in the hook's state).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ log = logging.getLogger("balsamctl.controller.jobs")
 S = JobState
 HOOK_BATCH = 64
 
-STAGE_IN_BATCH = 2000
+STAGE_IN_BATCH = 2000  # Jobs staged in (their workdirs made) per pass
 #: Moves that need no hook: (from, to, reason).
 PLAIN_MOVES: tuple[tuple[JobState, JobState, str], ...] = FINISHING_STEPS[1:]
 #: States left by a failed run, where max_retries applies.

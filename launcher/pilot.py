@@ -276,8 +276,8 @@ class Launcher:
                 lane = self.lanes.open(ref.id, Request.of(ref.spec))
                 batch.append((placement.hosts[0], (task, lane, False)))
                 fresh.append((ref, placement))
-        depth = self._lane_depth()
-        if depth and self.queue:
+        depth = self._lane_depth() if self.queue else 0
+        if depth:
             queued, left, looked = self.lanes.fill(self.queue, depth)
             if queued:
                 self.queue = [self.queue[i] for i in left] + self.queue[looked:]
@@ -288,7 +288,8 @@ class Launcher:
                     self.lanes.withdraw(ref.id)
                     continue
                 batch.append((placement.hosts[0], (task, lane, True)))
-        self.executor.start(batch)  # one message per node; what cannot start comes back as an outcome
+        if batch:
+            self.executor.start(batch)  # one message per node; what cannot start comes back as an outcome
         at = time.time()  # started now (the queued ones: when their Began comes)
         for ref, placement in fresh:
             self._record_start(ref, placement, at)

@@ -21,7 +21,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -225,16 +225,6 @@ class ProcessGroup:
         return subprocess.Popen(
             argv, cwd=workdir, env=env, stdin=_devnull(), stdout=out, stderr=subprocess.STDOUT, process_group=0
         )
-
-    def start_all(self, tasks: Iterable[Task]) -> list[Outcome]:
-        """Start ``tasks``; the outcomes of those that could not start."""
-        failed = []
-        for task in tasks:
-            try:
-                self.start(task)
-            except OSError as exc:
-                failed.append(Outcome(task.job_id, task.name, None, f"could not start: {exc}"))
-        return failed
 
     def watch(self, fd: int) -> None:
         """Also end :meth:`wait` when ``fd`` becomes readable (a worker's link to its launcher)."""

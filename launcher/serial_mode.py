@@ -69,7 +69,6 @@ class SerialExecutor:
         self.workers = list(self.links.values())  # one per node
         self.local = local
         self.node_of: dict[int, str] = {}  # job id -> node, while it runs
-        self.unready = list(self.workers)  # workers not heard from yet (the local one takes ~50 ms to start)
 
     @classmethod
     def for_nodes(cls, nodes: list[str], comm: Any = None) -> SerialExecutor:
@@ -78,16 +77,14 @@ class SerialExecutor:
         link, proc = start_local()
         links: dict[str, Link] = {nodes[0]: link}
         links.update({name: MpiLink(comm, rank) for rank, name in enumerate(nodes) if rank > 0})
+        for worker in links.values():  # a start recorded is a start made: the local one takes ~50 ms to start
+            tag, _ = worker.receive_wait()
+            if tag != TAG_READY:
+                raise WorkerLost(f"a worker spoke (tag {tag}) before it said it was ready")
         return cls(links, proc)
 
     def start(self, batch: Sequence[tuple[str, Assignment]]) -> None:
-        """Send the Tasks to the workers of their nodes: one message per node (the first time, once every worker
-        is ready: a start recorded is a start made)."""
-        while self.unready:
-            tag, _ = self.unready[-1].receive_wait()
-            if tag != TAG_READY:
-                raise WorkerLost(f"a worker spoke (tag {tag}) before it said it was ready")
-            self.unready.pop()
+        """Send the Tasks to the workers of their nodes: one message per node."""
         by_node: dict[str, list[Assignment]] = {}
         for node, assignment in batch:
             by_node.setdefault(node, []).append(assignment)
@@ -100,10 +97,7 @@ class SerialExecutor:
         events: list[Event] = []
         for link in self.workers:
             while (message := link.receive()) is not None:
-                if message[0] == TAG_READY:
-                    self.unready.remove(link)
-                else:
-                    events += message[1]
+                events += message[1]
         for event in events:
             if isinstance(event, Outcome):
                 self.node_of.pop(event.job_id, None)
@@ -127,8 +121,6 @@ class SerialExecutor:
         for link in self.workers:
             while True:
                 tag, batch = link.receive_wait()
-                if tag == TAG_READY:
-                    continue
                 outcomes += batch
                 if tag == TAG_FINAL:
                     break

@@ -58,8 +58,8 @@ JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 }
 """Allowed Job transitions. ``JOB_FINISHED``/``FAILED`` -> ``READY`` is an explicit rerun."""
 
-#: After RUN_DONE, a Job whose App has no postprocess hook (nothing is staged out) goes on to JOB_FINISHED:
-#: (from, to, reason) of each step.
+#: After RUN_DONE, on to JOB_FINISHED: (from, to, reason) of each step. The first is the default of an App without
+#: a postprocess hook (with one, the hook decides); the others apply to every Job (nothing is staged out).
 FINISHING_STEPS: tuple[tuple[JobState, JobState, str], ...] = (
     (J.RUN_DONE, J.POSTPROCESSED, "Postprocessed"),
     (J.POSTPROCESSED, J.STAGED_OUT, "StagedOut"),

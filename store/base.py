@@ -67,8 +67,10 @@ def job_event(
 def executemany(conn: Connection, stmt: ClauseElement, rows: Sequence[Mapping[str, Any]]) -> None:
     """Run ``stmt`` (a module-level statement with bind parameters) once per row through the driver's own
     executemany: SQLAlchemy compiles it once per dialect and does no per-row work, so the values must be plain
-    (the caller serializes JSON) and the rows of one call must have the same keys. The store's hot paths
-    (launchers' claims, starts, outcomes and their events) write thousands of rows a second this way."""
+    (the caller serializes JSON) and the rows of one call must have the same keys. A statement with values of its
+    own (constants such as ``state='RUNNING'`` are bound too) has them merged into a copy of each row; one whose
+    rows give every value (events) is passed as is. The store's hot paths (launchers' claims, starts, outcomes
+    and their events) write thousands of rows a second this way."""
     if not rows:
         return
     key = (stmt, conn.dialect.name)  # the statement itself: it stays alive, so no other can take its place

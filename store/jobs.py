@@ -130,13 +130,13 @@ class JobStore(StoreBase):
             )
         with write_tx(self.engine) as conn:
             q = select(objects.c.id).where(and_(*conds)).order_by(objects.c.id).limit(limit)
-            ids = list(conn.execute(q).scalars())
+            found = list(conn.execute(q).scalars())
             t = now()
             values: dict[str, Any] = {"state": dst.value, "updated_at": t}
             if src == JobState.RUNNING:
                 values.update(owner=None, end_time=t, message=message)
             moved = 0
-            for part in chunks(ids, 5000):
+            for part in chunks(found, 5000):
                 rows = conn.execute(
                     update(objects)
                     .where(objects.c.id.in_(part), objects.c.state == src.value)
