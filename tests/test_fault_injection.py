@@ -61,6 +61,7 @@ CHAOS_SEC = 100.0  # the chaos stops after this even if Jobs remain; they then f
 SETTLE_SEC = 30.0
 BATCHJOBS = 2  # kept pending, queued or running
 FINAL = frozenset({"JOB_FINISHED", "FAILED"})
+ORPHAN_SEC = 5.0  # a run orphaned at birth began this soon after its launcher's kill
 RETRIES = 100  # a run lost with its launcher is charged to the Job: let it be retried
 ACTIVE_BATCHJOB = ("pending_submission", "queued", "running")
 
@@ -316,6 +317,17 @@ def two_at_once(runs: list[Run], launcher_kills: dict[int, float]) -> bool:
     return False
 
 
+def killed_with_launcher(run: Run, chaos: Chaos) -> bool:
+    """Whether a run's launcher was killed, which explains a re-run of its Job.
+
+    Its parent is its launcher; a run whose parent was already gone when its shell began (parent pid 1: the
+    launcher was killed between starting it and its first line) was started by a launcher killed just before.
+    """
+    if run.launcher_pid in chaos.launcher_kills:
+        return True
+    return run.launcher_pid == 1 and any(0 <= run.start - t < ORPHAN_SEC for t in chaos.launcher_kills.values())
+
+
 def read_hooks(hook_log: Path) -> dict[str, list[int]]:
     """The controller pid of every postprocess hook run, by Job name, in the order the runs began."""
     begun: dict[str, list[tuple[float, int]]] = collections.defaultdict(list)
@@ -377,10 +389,7 @@ def check_invariants(
     duplicated = sorted(n for n, rs in runs.items() if two_at_once(rs, chaos.launcher_kills))
     never_ran = sorted(n for n in chaos.jobs if n not in runs)
     reruns = sum(len(rs) - 1 for rs in runs.values())
-    # a re-run is explained by the kill of the launcher that ran the previous run
-    unexplained_reruns = sorted(
-        n for n, rs in runs.items() for a in rs[:-1] if a.launcher_pid not in chaos.launcher_kills
-    )
+    unexplained_reruns = sorted(n for n, rs in runs.items() for a in rs[:-1] if not killed_with_launcher(a, chaos))
 
     hooked = {n for n, job in jobs.items() if job.spec.app == "hooked" and states.get(n) == "JOB_FINISHED"}
     hooks = read_hooks(hook_log)
@@ -429,7 +438,8 @@ def check_invariants(
     assert not unsubmitted, f"{summary}\n" + "\n".join(unsubmitted)
     assert not broken, f"{summary}\nbroken event chains:\n" + "\n".join(broken[:10])
     assert not never_ran, f"{summary}\nfinished without a run: {never_ran[:20]}"
-    assert not unexplained_reruns, f"{summary}\nre-run without a launcher kill: {unexplained_reruns[:20]}"
+    reruns_seen = "\n".join(f"{runs[n]}\n{history(store_site, n)}" for n in unexplained_reruns[:3])
+    assert not unexplained_reruns, f"{summary}\nre-run without a launcher kill: {unexplained_reruns[:9]}\n{reruns_seen}"
     assert not (missing_hooks or stray_hooks), f"{summary}\nno hook run: {missing_hooks[:20]}, stray: {stray_hooks}"
     assert not unexplained_hook_reruns, f"{summary}\nhook re-run without a controller kill: {unexplained_hook_reruns}"
     assert set(jobs) == set(chaos.jobs), f"{summary}\nJobs that were never applied: {set(jobs) - set(chaos.jobs)}"
