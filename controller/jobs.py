@@ -49,6 +49,7 @@ class JobReconciler:
         self.finished: set[int] = set()  # hooks done since this pass's reads began (those reads may be stale)
         self.lock = threading.Lock()
         self.records = site.state_dir / "hooks"
+        self.stage_in_after = 0  # where the next stage-in pass starts (a Job id)
         self._forget_stale_records()
 
     def _forget_stale_records(self) -> None:
@@ -96,12 +97,15 @@ class JobReconciler:
         """READY Jobs get their workdir (checked to stay inside ``data/``) and empty output file: STAGED_IN.
 
         A workdir leading out of ``data/`` FAILS its Job; one the file system refuses (full, no permission) stays
-        READY and is tried again on the next pass.
+        READY and is tried again later. A pass takes STAGE_IN_BATCH Jobs after where the last full one stopped
+        (from the oldest again once one comes back short), so Jobs that stay READY never starve newer ones.
         """
         store, sid = self.site.store, self.site.site_id
         staged: list[int] = []
         refused = []
-        for ref in store.jobs_in_state(sid, S.READY, limit=STAGE_IN_BATCH):
+        batch = store.jobs_in_state(sid, S.READY, limit=STAGE_IN_BATCH, after=self.stage_in_after)
+        self.stage_in_after = batch[-1].id if len(batch) == STAGE_IN_BATCH else 0
+        for ref in batch:
             try:
                 prepare_workdir(self.site.workdir(ref.spec.workdir))
             except SiteError as exc:

@@ -151,11 +151,14 @@ class JobStore(StoreBase):
             return moved
 
     def jobs_in_state(
-        self, site_id: int, state: JobState, *, apps: Sequence[str] | None = None, limit: int = 100
+        self, site_id: int, state: JobState, *, apps: Sequence[str] | None = None, limit: int = 100, after: int = 0
     ) -> list[JobRef]:
-        """Up to ``limit`` Jobs in ``state`` (optionally of some Apps), oldest first."""
+        """Up to ``limit`` Jobs in ``state`` (optionally of some Apps) with ids above ``after``, oldest first."""
         q = select(*_REF_COLUMNS).where(
-            objects.c.site_id == site_id, objects.c.kind == "Job", objects.c.state == state.value
+            objects.c.site_id == site_id,
+            objects.c.kind == "Job",
+            objects.c.state == state.value,
+            objects.c.id > after,
         )
         if apps is not None:
             q = q.where(objects.c.app.in_(list(apps)))

@@ -1,0 +1,60 @@
+"""Stage-in (READY -> STAGED_IN): Jobs whose workdir the file system refuses wait, and never hold up the others.
+
+Escapes out of ``data/`` and the files stage-in makes are covered by tests/test_security.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_security import app, apply_raws, job, stored_job
+
+import controller.jobs
+from balsamctl.site import Site, init_site
+from controller.jobs import JobReconciler
+from schemas import JobState
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    s = init_site(tmp_path / "site", "stage-in")
+    yield s
+    s.close()
+
+
+def passes(site: Site, count: int) -> None:
+    """``count`` passes of one controller's Job reconciler (its stage-in remembers where it stopped)."""
+    reconciler = JobReconciler(site, lambda: None)
+    try:
+        for _ in range(count):
+            reconciler()
+    finally:
+        reconciler.close()
+
+
+def states(site: Site, names: list[str]) -> set[JobState | None]:
+    return {stored_job(site, n).status.state for n in names}
+
+
+def test_jobs_whose_workdir_cannot_be_made_yet_wait_without_starving_newer_ones(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More refused Jobs than one pass takes, applied first: the newer Jobs still get staged in, the refused
+    ones stay READY (no FAILED: the file system may come back), and are staged in once it does."""
+    monkeypatch.setattr(controller.jobs, "STAGE_IN_BATCH", 3)
+    (site.data_dir / "blocked").write_text("a file where the workdirs' parent directory should be\n")
+    blocked = [f"blocked-{i}" for i in range(7)]
+    fine = [f"fine-{i}" for i in range(4)]
+    apply_raws(site, app("a", "true"), *(job(n, "a", f"blocked/{n}") for n in blocked))
+    apply_raws(site, *(job(n, "a", f"runs/{n}") for n in fine), source="later.yaml")
+
+    passes(site, 6)
+    assert states(site, fine) == {JobState.PREPROCESSED}
+    assert states(site, blocked) == {JobState.READY}
+
+    (site.data_dir / "blocked").unlink()
+    passes(site, 6)
+    assert states(site, blocked) == {JobState.PREPROCESSED}
+    assert all((site.data_dir / "blocked" / n / "job.out").exists() for n in blocked)
