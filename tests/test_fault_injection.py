@@ -3,7 +3,7 @@
 One real local site (the real CLI, controller, local scheduler, launchers; SQLite). While Jobs remain unfinished,
 a seeded chaos loop waits 0.2-2 s, then SIGKILLs the controller (and restarts it with ``balsamctl controller
 start``) or a launcher, and sometimes applies more Jobs or another BatchJob; a BatchJob is always kept alive so
-work goes on. Every Job run appends ``start``/``end`` lines (pid, parent pid, timestamps) to a run log and holds a
+work goes on. Every Job run appends ``start``/``end`` lines (pid, allocation, timestamps) to a run log and holds a
 per-Job ``flock`` while it runs, so a second process of the same Job running at the same time is seen for sure.
 
 At the end: every Job is JOB_FINISHED (none lost), no Job ran two processes at once (duplicated), each BatchJob got
@@ -61,16 +61,16 @@ CHAOS_SEC = 100.0  # the chaos stops after this even if Jobs remain; they then f
 SETTLE_SEC = 30.0
 BATCHJOBS = 2  # kept pending, queued or running
 FINAL = frozenset({"JOB_FINISHED", "FAILED"})
-ORPHAN_SEC = 5.0  # a run orphaned at birth began this soon after its launcher's kill
 RETRIES = 100  # a run lost with its launcher is charged to the Job: let it be retried
 ACTIVE_BATCHJOB = ("pending_submission", "queued", "running")
 
-# A Job run: lock the Job's lock file (a second process of the same Job running now fails to get it), log start,
-# work a little, log end. The lock is held by every process of the run (the fd is inherited), so it is released
+# A Job run: lock the Job's lock file (a second process of the same Job running now fails to get it), log start
+# (with its allocation: the local scheduler's BALSAM_SCHEDULER_ID, inherited from the launcher), work a little, log
+# end. The lock is held by every process of the run (the fd is inherited), so it is released
 # only when the whole run is gone. No `{{`, `{%` or `{#`: the command is a Jinja2 template.
 RUN = (
     'exec 9>>"$CHAOS_LOCKS/$BALSAM_JOB_NAME"; if flock -n 9; then lock=ok; else lock=overlap; fi; '
-    'echo "start $BALSAM_JOB_NAME $$ $PPID $(date +%s.%N) $lock" >> "$CHAOS_RUNLOG"; '
+    'echo "start $BALSAM_JOB_NAME $$ $BALSAM_SCHEDULER_ID $(date +%s.%N) $lock" >> "$CHAOS_RUNLOG"; '
     "sleep 0.$((RANDOM%5)); "
     'echo "end $BALSAM_JOB_NAME $$ $(date +%s.%N)" >> "$CHAOS_RUNLOG"'
 )
@@ -87,7 +87,7 @@ class Run:
 
     name: str
     pid: int
-    launcher_pid: int
+    allocation: str  # the local scheduler id of the allocation whose launcher started it
     start: float
     lock: str
     end: float | None = None
@@ -101,6 +101,7 @@ class Chaos:
     controller_kills: dict[int, float] = field(default_factory=dict)  # controller pid -> when it was killed
     restart_sec: list[float] = field(default_factory=list)
     launcher_kills: dict[int, float] = field(default_factory=dict)  # launcher pid -> when it was killed
+    allocation_kills: dict[str, float] = field(default_factory=dict)  # its allocation -> when its launcher was killed
     jobs: list[str] = field(default_factory=list)
     batchjobs: list[str] = field(default_factory=list)
     waves: int = 0
@@ -251,8 +252,9 @@ def kill_launcher(site: E2ESite, chaos: Chaos) -> None:
         return
     victim = chaos.kill_rng.choice(running)
     with contextlib.suppress(psutil.Error):
+        allocation = victim.environ().get("BALSAM_SCHEDULER_ID", "")
         victim.kill()
-        chaos.launcher_kills[victim.pid] = time.time()
+        chaos.launcher_kills[victim.pid] = chaos.allocation_kills[allocation] = time.time()
 
 
 def apply_wave(site: E2ESite, chaos: Chaos, count: int) -> None:
@@ -292,8 +294,8 @@ def read_runs(run_log: Path) -> dict[str, list[Run]]:
         if not words:
             continue
         if words[0] == "start":
-            name, pid, ppid, ts, lock = words[1:6]
-            runs[(name, int(pid))] = Run(name, int(pid), int(ppid), float(ts), lock)
+            name, pid, allocation, ts, lock = words[1:6]
+            runs[(name, int(pid))] = Run(name, int(pid), allocation, float(ts), lock)
         elif words[0] == "end":
             runs[(words[1], int(words[2]))].end = float(words[3])
     by_job: dict[str, list[Run]] = collections.defaultdict(list)
@@ -302,7 +304,7 @@ def read_runs(run_log: Path) -> dict[str, list[Run]]:
     return by_job
 
 
-def two_at_once(runs: list[Run], launcher_kills: dict[int, float]) -> bool:
+def two_at_once(runs: list[Run], allocation_kills: dict[str, float]) -> bool:
     """Whether two runs of one Job overlapped: the lock said so, or their known intervals overlap.
 
     A run without an ``end`` line was killed with its launcher: it lasted at most until that kill (if it had
@@ -311,21 +313,19 @@ def two_at_once(runs: list[Run], launcher_kills: dict[int, float]) -> bool:
     if any(run.lock != "ok" for run in runs):
         return True
     for a, b in itertools.pairwise(runs):
-        a_end = a.end if a.end is not None else launcher_kills.get(a.launcher_pid, a.start)
+        a_end = a.end if a.end is not None else allocation_kills.get(a.allocation, a.start)
         if b.start < a_end:
             return True
     return False
 
 
 def killed_with_launcher(run: Run, chaos: Chaos) -> bool:
-    """Whether a run's launcher was killed, which explains a re-run of its Job.
+    """Whether the launcher that started a run was killed, which explains a re-run of its Job.
 
-    Its parent is its launcher; a run whose parent was already gone when its shell began (parent pid 1: the
-    launcher was killed between starting it and its first line) was started by a launcher killed just before.
+    Known by the run's allocation (one launcher each here), not its parent pid: a run whose launcher was killed
+    between starting it and its first line was already an orphan then, its parent whichever process adopted it.
     """
-    if run.launcher_pid in chaos.launcher_kills:
-        return True
-    return run.launcher_pid == 1 and any(0 <= run.start - t < ORPHAN_SEC for t in chaos.launcher_kills.values())
+    return run.allocation in chaos.allocation_kills
 
 
 def read_hooks(hook_log: Path) -> dict[str, list[int]]:
@@ -386,7 +386,7 @@ def check_invariants(
     lost = sorted(n for n in chaos.jobs if states.get(n) != "JOB_FINISHED")
 
     runs = read_runs(run_log)
-    duplicated = sorted(n for n, rs in runs.items() if two_at_once(rs, chaos.launcher_kills))
+    duplicated = sorted(n for n, rs in runs.items() if two_at_once(rs, chaos.allocation_kills))
     never_ran = sorted(n for n in chaos.jobs if n not in runs)
     reruns = sum(len(rs) - 1 for rs in runs.values())
     unexplained_reruns = sorted(n for n, rs in runs.items() for a in rs[:-1] if not killed_with_launcher(a, chaos))
