@@ -127,6 +127,14 @@ def wait_batchjob(site: E2ESite, name: str, states: set[str], timeout: float = S
     return site.wait_for(f"batchjob/{name} to reach {sorted(states)}", probe, timeout)
 
 
+def wait_finished_in(site: E2ESite, names: list[str], bj: str) -> dict[str, dict[str, Any]]:
+    """Wait for the Jobs ``names``; each must have finished, run by batchjob ``bj``. Returns them."""
+    jobs = site.wait_jobs(names, timeout=SLURM_DEADLINE_SEC)
+    assert {n: j["status"]["state"] for n, j in jobs.items()} == dict.fromkeys(jobs, "JOB_FINISHED"), jobs
+    assert {j["status"]["batch_job"] for j in jobs.values()} == {bj}, jobs
+    return jobs
+
+
 def batchjob_states(events: list[Event], name: str) -> list[str]:
     """The states batchjob/NAME went to, in order."""
     return [e.to_state for e in events if e.object == f"batchjob/{name}" and e.to_state]
@@ -196,9 +204,7 @@ def test_two_node_allocation_runs_mpi_and_single_node_jobs_then_ends(site: E2ESi
     assert len(running["nodes"]) == 2 and set(running["nodes"]) <= CLUSTER_NODES, running
     assert running["start_time"], running
 
-    jobs = site.wait_jobs(["life-mpi", *singles], timeout=SLURM_DEADLINE_SEC)
-    assert {n: j["status"]["state"] for n, j in jobs.items()} == dict.fromkeys(jobs, "JOB_FINISHED"), jobs
-    assert {j["status"]["batch_job"] for j in jobs.values()} == {"life-bj"}
+    jobs = wait_finished_in(site, ["life-mpi", *singles], "life-bj")
 
     # the MPI Job: a world of 2 ranks, one on each node of the allocation (SLURM_JOB_NODELIST expanded)
     out = site.logs("life-mpi")
@@ -329,9 +335,7 @@ def test_partitions_run_their_own_jobs_on_disjoint_node_slices(site: E2ESite) ->
             batchjob("part-bj", num_nodes=2, partitions=partitions),
         )
     )
-    jobs = site.wait_jobs([*leaders, *workers], timeout=SLURM_DEADLINE_SEC)
-    assert {n: j["status"]["state"] for n, j in jobs.items()} == dict.fromkeys(jobs, "JOB_FINISHED"), jobs
-    assert {j["status"]["batch_job"] for j in jobs.values()} == {"part-bj"}
+    wait_finished_in(site, [*leaders, *workers], "part-bj")
     bj = site.batchjobs("part-bj")["part-bj"]["status"]
     assert len(bj["nodes"]) == 2 and set(bj["nodes"]) <= CLUSTER_NODES, bj
 
@@ -366,3 +370,32 @@ def test_partitions_run_their_own_jobs_on_disjoint_node_slices(site: E2ESite) ->
         if ran_on(site, name) not in slices[launcher_id][2]
     }
     assert not wrong, f"Jobs ran outside their partition's node slice (slice, ran on): {wrong}"
+
+
+# ---------------------------------------------------------------- serial mode across a 2-node allocation
+
+
+def test_serial_mode_fans_jobs_out_to_a_worker_on_each_node_of_the_allocation(site: E2ESite) -> None:
+    tags = {"suite": "serial"}
+    names = [f"serial-where-{i}" for i in range(8)]
+    site.apply(
+        manifest(
+            app_doc("where", WHERE_COMMAND),
+            *(job_doc(name, "where", labels=tags) for name in names),
+            batchjob("serial-bj", num_nodes=2, job_mode="serial", filter_tags=tags),
+        )
+    )
+    wait_finished_in(site, names, "serial-bj")
+    allocation = set(site.batchjobs("serial-bj")["serial-bj"]["status"]["nodes"])
+    assert len(allocation) == 2 and allocation <= CLUSTER_NODES, allocation
+
+    # rank 0 placed each Job on a node; the worker of that node (an MPI rank Slurm started there) ran it
+    store_site = Site.load(site.path)
+    try:
+        placed = {name: placed_nodes(store_site, name) for name in names}
+    finally:
+        store_site.close()
+    ran = {name: ran_on(site, name) for name in names}
+    assert all(len(nodes) == 1 for nodes in placed.values()), placed
+    assert {name: nodes[0] for name, nodes in placed.items()} == ran, (placed, ran)
+    assert set(ran.values()) == allocation, f"8 one-second Jobs on 2 nodes used both workers: {ran}"
