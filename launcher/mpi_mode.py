@@ -25,13 +25,14 @@ class MpiTaskBuilder:
         self.mpi_command = site.settings.launcher.mpi_command
         self.here = this_node(os.environ)
         self.pinning = Pinning(nodes)
+        self.gpu_variables = site.settings.launcher.gpu_visible_devices
 
     def __call__(self, ref: JobRef, app: AppSpec, placement: Placement) -> Task:
         """The Task of one Job."""
         workdir = self.site.workdir(ref.spec.workdir)
         command = render_command(app, ref.spec.parameters)
         req = Request.of(ref.spec)
-        own = job_variables(app, ref.name, workdir, placement.environment(req))
+        own = job_variables(app, ref.name, workdir, placement.environment(req, self.gpu_variables))
         remote = self.flavor != "local" and placement.hosts != [self.here]
         cpus: tuple[int, ...] = ()
         if needs_mpi(req) or remote:  # an MPI launch reaches the Job's ranks and nodes (binding: launch_params)

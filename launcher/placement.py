@@ -107,11 +107,12 @@ class Placement:
         """The GPU ids of its first node."""
         return self.shares[0].gpu_ids
 
-    def environment(self, req: Request) -> dict[str, str]:
-        """``OMP_NUM_THREADS`` and, when GPUs are assigned, ``CUDA_VISIBLE_DEVICES``."""
+    def environment(self, req: Request, gpu_variables: Sequence[str] = ("CUDA_VISIBLE_DEVICES",)) -> dict[str, str]:
+        """``OMP_NUM_THREADS`` and, when GPUs are assigned, each of ``gpu_variables`` (the platform's way to tell a
+        process its GPUs: ``CUDA_VISIBLE_DEVICES``, ``ZE_AFFINITY_MASK``, ``ROCR_VISIBLE_DEVICES``...)."""
         env = {"OMP_NUM_THREADS": str(req.threads_per_rank)}
         if self.gpu_ids:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpu_ids)
+            env.update(dict.fromkeys(gpu_variables, ",".join(self.gpu_ids)))
         return env
 
     def summary(self) -> str:

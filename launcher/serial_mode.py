@@ -51,11 +51,12 @@ class SerialTaskBuilder:
     def __init__(self, site: Site, nodes: Sequence[Node]) -> None:
         self.site = site
         self.pinning = Pinning(nodes)
+        self.gpu_variables = site.settings.launcher.gpu_visible_devices
 
     def __call__(self, ref: JobRef, app: AppSpec, placement: Placement) -> Task:
         """The Task of one Job."""
         workdir = self.site.workdir(ref.spec.workdir)
-        own = job_variables(app, ref.name, workdir, placement.environment(Request.of(ref.spec)))
+        own = job_variables(app, ref.name, workdir, placement.environment(Request.of(ref.spec), self.gpu_variables))
         argv = shell_argv(render_command(app, ref.spec.parameters))
         cpus = self.pinning.cpus(placement)
         return Task(ref.id, ref.name, argv, str(workdir), tuple(own.items()), ref.attempts + 1, cpus)

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
-from schemas.objects import Identifier, Strict
+from schemas.objects import EnvName, Identifier, Strict
 
 SITE_NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$"
 SiteName = Annotated[str, StringConstraints(pattern=SITE_NAME_PATTERN)]
@@ -49,6 +49,11 @@ class LauncherSettings(Strict):
         description="Job order: fewest nodes, highest packing, longest wall time first; or most nodes, longest first.",
     )
     python: str | None = Field(default=None, description="Interpreter for the launcher; default: the current one.")
+    gpu_visible_devices: list[EnvName] = Field(
+        default_factory=lambda: ["CUDA_VISIBLE_DEVICES"],
+        description="Variables that tell a Job its GPUs: ZE_AFFINITY_MASK for Intel GPUs, ROCR_VISIBLE_DEVICES or "
+        "HIP_VISIBLE_DEVICES for AMD ones.",
+    )
 
 
 class SiteSettings(Strict):

@@ -1,8 +1,11 @@
 """Placement seen from the outside: a Job that can never fit is told why and does not block the others;
-a serial-mode BatchJob runs single-process Jobs on every node and refuses multi-rank ones."""
+a serial-mode BatchJob runs single-process Jobs on every node and refuses multi-rank ones; a Job runs on the CPUs
+and GPUs it was given, and sees them."""
 
 from __future__ import annotations
 
+import itertools
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -11,9 +14,9 @@ from e2e import E2ESite, app_doc, job_doc, manifest
 from balsamctl.site import Site
 
 SETTINGS = {
-    "local_nodes": {"count": 2, "cpus_per_node": 2, "gpus_per_node": 0},
+    "local_nodes": {"count": 2, "cpus_per_node": 2, "gpus_per_node": 1},
     "allowed_queues": {"local": {"max_nodes": 2, "max_walltime": 60, "max_queued_jobs": 10}},
-    "launcher": {"idle_ttl_sec": 3},
+    "launcher": {"idle_ttl_sec": 3, "gpu_visible_devices": ["CUDA_VISIBLE_DEVICES", "ZE_AFFINITY_MASK"]},
     "sync_period_sec": 1,
 }
 
@@ -44,7 +47,7 @@ def test_a_job_that_never_fits_says_why_and_does_not_block_the_rest(site: E2ESit
     site.apply(
         manifest(
             app_doc("echo", "echo ok"),
-            job_doc("gpu-hungry", "echo", labels={"t": "fit"}, gpus_per_rank=1),
+            job_doc("gpu-hungry", "echo", labels={"t": "fit"}, gpus_per_rank=2),
             job_doc("too-wide", "echo", labels={"t": "fit"}, num_nodes=3),
             *(job_doc(f"fits-{i}", "echo", labels={"t": "fit"}) for i in range(4)),
             batchjob("fit-bj", "mpi", "fit"),
@@ -57,7 +60,7 @@ def test_a_job_that_never_fits_says_why_and_does_not_block_the_rest(site: E2ESit
         return jobs if all(schedulable(j) for j in jobs.values()) else None
 
     jobs = site.wait_for("conditions on the Jobs that cannot fit", told)
-    assert "needs 1 GPUs per node, nodes have 0" in schedulable(jobs["gpu-hungry"])["message"]  # type: ignore[index]
+    assert "needs 2 GPUs per node, nodes have 1" in schedulable(jobs["gpu-hungry"])["message"]  # type: ignore[index]
     assert "needs 3 nodes" in schedulable(jobs["too-wide"])["message"]  # type: ignore[index]
     assert {j["status"]["state"] for j in jobs.values()} == {"PREPROCESSED"}
     described = site.cli("describe", "job", "gpu-hungry").stdout
@@ -108,3 +111,37 @@ def test_a_job_runs_on_the_cpus_it_was_given(site: E2ESite) -> None:
         assert f"cpus {listed}" in site.cli("describe", "job", name).stdout, "the Started event says where"
         log = site.logs(name)
         assert f"Cpus_allowed_list:\t{listed}\n" in log and f"OMP={threads}" in log, log
+
+
+@pytest.mark.parametrize("mode", ["mpi", "serial"])
+def test_a_job_sees_its_gpu_in_the_sites_variables_and_has_it_alone(site: E2ESite, mode: str) -> None:
+    # node_packing_count 2 would let two such Jobs share a node; its one GPU does not
+    tag = f"gpu-{mode}"
+    names = [f"{tag}-{i}" for i in range(6)]
+    stamp = "$(date +%s.%N)"
+    command = f'echo "gpus=$CUDA_VISIBLE_DEVICES/$ZE_AFFINITY_MASK from={stamp}"; sleep 0.3; echo "to={stamp}"'
+    site.apply(
+        manifest(
+            app_doc("gpus", command),
+            *(job_doc(name, "gpus", labels={"t": tag}, gpus_per_rank=1, node_packing_count=2) for name in names),
+            batchjob(f"{tag}-bj", mode, tag),
+        )
+    )
+    site.wait_jobs(names, {"JOB_FINISHED"})
+    store = Site.load(site.path).store
+    started = {
+        e["name"]: e["data"]["placement"]["nodes"][0]
+        for e in store.events((store.site_id("e2e-placement"),), kind="Job", limit=10_000)
+        if e["reason"] == "Started" and e["name"] in names
+    }
+    runs: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for name in names:
+        (gpu,) = started[name]["gpu_ids"]
+        match = re.search(r"gpus=(\S*)/(\S*) from=(\S+)\nto=(\S+)", site.logs(name))
+        assert match, site.logs(name)
+        assert match.group(1) == match.group(2) == gpu, (name, match.group(0), gpu)
+        runs.setdefault((started[name]["node"], gpu), []).append((float(match.group(3)), float(match.group(4))))
+    assert set(runs) == {("local0", "0"), ("local1", "0")}, runs
+    for where, spans in runs.items():
+        spans.sort()
+        assert all(b[0] >= a[1] for a, b in itertools.pairwise(spans)), f"two Jobs on {where} at once: {spans}"

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from balsamctl.site import Site, SiteError, init_site
 from launcher.nodes import Node, Share, expand_hostlist, nodes_from_environment, split_nodes
 from launcher.placement import (
     NodePool,
@@ -117,6 +119,13 @@ def test_placement_environment_and_description() -> None:
     }
     cpu_only = Placement(1, (Share("n", (0,), (), Fraction(1)),))
     assert cpu_only.environment(Request()) == {"OMP_NUM_THREADS": "1"}
+    assert cpu_only.environment(Request(), ["ZE_AFFINITY_MASK"]) == {"OMP_NUM_THREADS": "1"}
+
+
+def test_gpus_are_named_in_the_platforms_variables() -> None:
+    placement = Placement(1, (Share("n", (0,), ("2", "3"), Fraction(1)),))
+    env = placement.environment(Request(), ["ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES"])
+    assert env == {"OMP_NUM_THREADS": "1", "ROCR_VISIBLE_DEVICES": "2,3", "HIP_VISIBLE_DEVICES": "2,3"}
 
 
 def test_pool_bookkeeping_helpers() -> None:
@@ -380,3 +389,15 @@ def test_split_nodes() -> None:
 def test_node_rejects_duplicate_ids() -> None:
     with pytest.raises(ValueError):
         Node("n", (0, 0))
+
+
+def test_a_gpu_variable_that_is_no_variable_name_is_refused_naming_the_field(tmp_path: Path) -> None:
+    site = init_site(tmp_path / "s", "s", register=False)
+    site.close()
+    settings = tmp_path / "s" / "settings.yml"
+    body = yaml.safe_load(settings.read_text())
+    body["launcher"] = {"gpu_visible_devices": ["ROCR_VISIBLE_DEVICES", "X=1 rm"]}
+    settings.write_text(yaml.safe_dump(body))
+    with pytest.raises(SiteError) as info:
+        Site.load(tmp_path / "s")
+    assert f"{settings}: launcher.gpu_visible_devices.1: String should match pattern" in str(info.value)
