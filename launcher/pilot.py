@@ -70,10 +70,13 @@ class Executor(Protocol):
 TaskBuilder = Callable[[JobRef, AppSpec, Placement], Task]
 
 
-def result_of(outcome: Outcome) -> dict[str, Any]:
-    """The store result of one Outcome: RUN_DONE, RUN_ERROR, or RUN_TIMEOUT when the launcher stopped it."""
-    if outcome.killed:
-        state, message = JobState.RUN_TIMEOUT, outcome.killed
+def result_of(outcome: Outcome, stopping: str = "") -> dict[str, Any]:
+    """The store result of one Outcome: RUN_DONE, RUN_ERROR, or RUN_TIMEOUT when the launcher stopped it. While the
+    launcher is ``stopping`` (why: its allocation ends, and the scheduler signals every process in it), a run that
+    ended badly was ended with it: RUN_TIMEOUT too, never charged to the Job."""
+    if outcome.killed or (stopping and outcome.return_code not in (0, None)):
+        state = JobState.RUN_TIMEOUT
+        message = outcome.killed or f"{stopping}: exited with return code {outcome.return_code}"
     elif outcome.return_code is None:
         state, message = JobState.RUN_ERROR, outcome.tail
     elif outcome.return_code == 0:
@@ -342,6 +345,7 @@ class Launcher:
         """Take in what the executor reports: a queued Job's start, or a Job's end (its lane's next Job then takes
         over its resources)."""
         withdrawn = []
+        stopping = "launcher stopped (signal)" if self.stopping.is_set() else ""
         for event in events:
             if isinstance(event, Began):
                 self._record_start(self.lanes.began(event.job_id), self.pool.placements[event.job_id], event.time)
@@ -362,7 +366,7 @@ class Launcher:
             if job_id in self.dropped:
                 self.dropped.discard(job_id)
             else:
-                self.results.append({**result_of(event), "finish": finish})
+                self.results.append({**result_of(event, stopping), "finish": finish})
         if withdrawn:
             self.site.store.unclaim(self.site.site_id, self.id, withdrawn)
 

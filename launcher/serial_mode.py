@@ -10,6 +10,7 @@ no MPI.
 
 from __future__ import annotations
 
+import logging
 import subprocess
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -34,6 +35,8 @@ from launcher.worker import (
 )
 from schemas.objects import AppSpec
 from store import JobRef
+
+log = logging.getLogger("balsamctl.launcher")
 
 
 def accepts(req: Request) -> str | None:
@@ -116,15 +119,23 @@ class SerialExecutor:
 
     def terminate_all(self, why: str, grace: float) -> list[Event]:
         """Stop every worker's Tasks and the workers; gather every last outcome."""
-        for link in self.workers:
-            link.send(TAG_STOP, (why, grace))
+        told = []
+        for node, link in self.links.items():
+            try:
+                link.send(TAG_STOP, (why, grace))
+                told.append((node, link))
+            except WorkerLost as exc:
+                log.error("the worker of node %s is gone (%s): its Jobs' ends are not known here", node, exc)
         outcomes: list[Event] = []
-        for link in self.workers:
-            while True:
-                tag, batch = link.receive_wait()
-                outcomes += batch
-                if tag == TAG_FINAL:
-                    break
+        for node, link in told:
+            try:
+                while True:
+                    tag, batch = link.receive_wait()
+                    outcomes += batch
+                    if tag == TAG_FINAL:
+                        break
+            except WorkerLost as exc:
+                log.error("the worker of node %s was lost while stopping (%s)", node, exc)
         if self.local is not None:
             self.local.wait()
         return outcomes

@@ -12,12 +12,14 @@ from __future__ import annotations
 import argparse
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
+from types import FrameType
 from typing import Any, Protocol
 
 from launcher.lanes import Event, ProcessLanes
@@ -143,6 +145,8 @@ def work(link: Link) -> None:
     """The worker loop: start what the launcher sends (or queue it on its lane), report outcomes and starts as
     they come (in batches when many happen together), stop when told (or when the launcher is gone: its Jobs are
     then stopped too)."""
+    for sig in (signal.SIGTERM, signal.SIGINT):  # the scheduler signals every process of an allocation at its end
+        signal.signal(sig, _left_to_the_launcher)
     fd = link.fileno()
     group = ProcessGroup(dedicated=fd is not None)  # the local worker: nothing in it but this loop
     if fd is not None:
@@ -172,6 +176,12 @@ def work(link: Link) -> None:
             pending, last_report, due = [], time.monotonic(), REPORT_EVERY_SEC
         idle = IDLE_WAIT_SEC if fd is not None else TICK_SEC  # MPI has no descriptor: look again after a tick
         group.wait(min(idle, due) if pending else idle)
+
+
+def _left_to_the_launcher(_signum: int, _frame: FrameType | None) -> None:
+    """A worker outlives the signal that ends its allocation: its launcher, signalled too, tells it to stop its
+    Jobs and gathers their last outcomes (a worker that died of it would lose them); a Job's own signal handling is
+    its own (a handled signal is reset to the default in a new program)."""
 
 
 def _slot_idles(lanes: ProcessLanes, pending: Sequence[Event]) -> bool:

@@ -72,11 +72,16 @@ def job_doc(name: str, app: str, labels: Mapping[str, str] | None = None, **spec
 
 
 def batchjob_doc(
-    name: str, num_nodes: int = 1, wall_time_min: int = 10, filter_tags: Mapping[str, str] | None = None
+    name: str,
+    num_nodes: int = 1,
+    wall_time_min: int = 10,
+    filter_tags: Mapping[str, str] | None = None,
+    job_mode: str = "mpi",
 ) -> str:
     """A BatchJob document on the local queue and project."""
     spec: dict[str, Any] = {"num_nodes": num_nodes, "wall_time_min": wall_time_min, "queue": "local"}
     spec["project"] = "local"
+    spec["job_mode"] = job_mode
     if filter_tags:
         spec["filter_tags"] = dict(filter_tags)
     return yaml.safe_dump(

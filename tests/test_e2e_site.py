@@ -126,35 +126,50 @@ def test_failing_job_fails_and_fails_its_child(site: E2ESite) -> None:
 # ---------------------------------------------------------------- deleting a running allocation
 
 
-def test_deleting_a_running_batchjob_times_out_its_jobs(site: E2ESite) -> None:
+@pytest.mark.parametrize(("mode", "nodes"), [("mpi", 1), ("serial", 1), ("serial", 2)])
+def test_deleting_a_running_batchjob_times_out_its_jobs(site: E2ESite, mode: str, nodes: int) -> None:
+    """The allocation is cancelled; its launcher, signalled, stops its Jobs and records them RUN_TIMEOUT itself (in
+    serial mode its workers outlive the signal to stop the Jobs and report them)."""
+    bj, tags = f"del-{mode}-{nodes}", {"suite": f"delete-{mode}-{nodes}"}
+    names = [f"{bj}-{i}" for i in range(2 * nodes)]
     site.apply(
         manifest(
             app_doc("sleeper", "echo started; sleep 60"),
-            job_doc("sleep-1", "sleeper", labels={"suite": "delete"}),
-            batchjob_doc("del-bj", filter_tags={"suite": "delete"}),
+            *(job_doc(name, "sleeper", labels=tags, node_packing_count=2) for name in names),
+            batchjob_doc(bj, num_nodes=nodes, filter_tags=tags, job_mode=mode),
         )
     )
-    running = site.wait_jobs(["sleep-1"], {"RUNNING"})["sleep-1"]
-    assert running["status"]["batch_job"] == "del-bj"
+    running = site.wait_jobs(names, {"RUNNING"})
+    assert {j["status"]["batch_job"] for j in running.values()} == {bj}
+    job_name = site.batchjobs(bj)[bj]["status"]["job_name"]
 
-    out = site.cli("delete", "batchjob", "del-bj").stdout
-    assert out.strip() == "batchjob/del-bj deletion requested"
-    site.wait_gone("batchjobs", "del-bj")
-    job = site.wait_jobs(["sleep-1"], {"RESTART_READY"})["sleep-1"]
-    assert job["status"]["attempts"] == 1
+    out = site.cli("delete", "batchjob", bj).stdout
+    assert out.strip() == f"batchjob/{bj} deletion requested"
+    site.wait_gone("batchjobs", bj)
+    jobs = site.wait_jobs(names, {"RESTART_READY"})
+    assert {j["status"]["attempts"] for j in jobs.values()} == {1}
+    assert {j["status"]["failures"] for j in jobs.values()} == {0}, "a deletion kill is never charged"
 
     events = site.events()
-    bj_states = [e.to_state for e in events if e.object == "batchjob/del-bj"]
+    bj_states = [e.to_state for e in events if e.object == f"batchjob/{bj}"]
     assert "pending_deletion" in bj_states
     assert bj_states[-1] == "finished"
     assert bj_states.index("pending_deletion") < bj_states.index("finished")
-    to_states = [e.to_state for e in site.job_events("sleep-1", events)]
-    assert to_states[-3:] == ["RUNNING", "RUN_TIMEOUT", "RESTART_READY"]
+    for name in names:
+        job_events = site.job_events(name, events)
+        assert [e.to_state for e in job_events][-3:] == ["RUNNING", "RUN_TIMEOUT", "RESTART_READY"]
+        timed_out = job_events[-2]
+        assert (timed_out.reason, (timed_out.message or "").split(":")[0]) == ("Ran", "launcher stopped (signal)"), (
+            "the launcher recorded the end, not the controller after the allocation was gone",
+            timed_out,
+        )
     assert site.get("jobs", extra=["--state", "RUNNING"]) == {}
     workdir = str(site.path / "data" / "sleeper")
     assert not [p for p in site.stray_jobs() if (p.info["cwd"] or "").startswith(workdir)], "sleep 60 still runs"
+    output = site.path / "qsubmit" / f"{job_name}.out"
+    assert "Traceback" not in output.read_text(), output.read_text()
 
-    site.cli("delete", "job", "sleep-1")  # RESTART_READY: another allocation would run it again
+    site.cli("delete", "job", *names)  # RESTART_READY: another allocation would run them again
 
 
 # ---------------------------------------------------------------- MPI
