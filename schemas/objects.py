@@ -267,12 +267,22 @@ class BatchJobSpec(Strict):
                 raise ValueError(
                     f"partitions: their num_nodes sum to {total}, but the BatchJob has num_nodes {self.num_nodes}"
                 )
+        for i, part in enumerate(self.partitions):
+            for key, value in part.filter_tags.items():
+                if self.filter_tags.get(key, value) != value:  # a Job has one value per label: it would match none
+                    raise ValueError(
+                        f"partitions[{i}].filter_tags.{key}: {value!r} contradicts the BatchJob's filter_tags.{key} "
+                        f"{self.filter_tags[key]!r}"
+                    )
         return self
 
     def launcher_partitions(self) -> list[Partition]:
-        """The launchers this allocation runs: its partitions, or one for the whole allocation."""
+        """The launchers this allocation runs: its partitions, each also bound by the BatchJob's own filter tags, or
+        one for the whole allocation."""
         if self.partitions:
-            return list(self.partitions)
+            return [
+                p.model_copy(update={"filter_tags": {**self.filter_tags, **p.filter_tags}}) for p in self.partitions
+            ]
         return [Partition(job_mode=self.job_mode, num_nodes=self.num_nodes, filter_tags=self.filter_tags)]
 
 

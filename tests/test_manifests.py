@@ -125,13 +125,16 @@ def batchjob_docs(draw: st.DrawFn) -> dict[str, Any]:
         )
     )
     num_nodes = sum(p["num_nodes"] for p in partitions) if partitions else draw(st.integers(1, 1_000_000))
+    filter_tags = draw(labels)
+    for part in partitions:  # a partition's tags add to the BatchJob's, never contradict them
+        part["filter_tags"] = {k: v for k, v in part.get("filter_tags", {}).items() if filter_tags.get(k, v) == v}
     spec: dict[str, Any] = {
         "num_nodes": num_nodes,
         "wall_time_min": draw(st.integers(1, MAX_WALL_TIME_MIN)),
         "queue": draw(queue_words),
         "project": draw(queue_words),
         "job_mode": draw(st.sampled_from(["mpi", "serial"])),
-        "filter_tags": draw(labels),
+        "filter_tags": filter_tags,
         "partitions": partitions,
         "optional_params": draw(
             st.dictionaries(identifiers, st.from_regex(r"[A-Za-z0-9_.:,=@/+-]{0,20}", fullmatch=True), max_size=3)
@@ -210,6 +213,20 @@ def test_valid_documents_parse_with_their_source_and_position() -> None:
     assert (job.spec.num_nodes, job.spec.ranks_per_node, job.spec.parents) == (2, 1, ["hello-0"])
     assert [p.num_nodes for p in bj.spec.launcher_partitions()] == [2, 1]
     assert docs[1].ref == "job/hello-1"
+
+
+def test_a_partition_runs_only_jobs_with_the_batchjobs_tags_and_its_own() -> None:
+    text = HELLO.replace("./hello//1", "hello/1").replace(
+        "  project: proj\n", "  project: proj\n  filter_tags: {exp: a}\n"
+    )
+    bj = parse_documents(text, "bj.yaml")[2].manifest
+    assert isinstance(bj, BatchJob)
+    assert [p.filter_tags for p in bj.spec.launcher_partitions()] == [{"exp": "a"}, {"exp": "a", "size": "1"}]
+    assert bj.spec.partitions[1].filter_tags == {"size": "1"}, "the manifest's own partition stays as written"
+    with pytest.raises(ManifestError) as info:
+        parse_documents(text.replace('filter_tags: {size: "1"}', "filter_tags: {exp: b}"), "bj.yaml")
+    assert "bj.yaml" in str(info.value) and "batchjob/bj-1" in str(info.value)
+    assert "partitions[1].filter_tags.exp: 'b' contradicts the BatchJob's filter_tags.exp 'a'" in str(info.value)
 
 
 def test_workdir_is_normalised() -> None:
