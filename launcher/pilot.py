@@ -37,10 +37,12 @@ DELETION_CHECK_SEC = 1.0
 POKE_EVERY_SEC = 0.5
 FLUSH_EVERY_SEC = 0.1
 FLUSH_BATCH = 256
-CLAIM_AHEAD = 4  # claim up to this many allocations' worth of Jobs at a time...
-CLAIM_AHEAD_SEC = 0.25  # ...or, when Jobs are short, what the launcher ends in this long (fewer, larger claims)
+CLAIM_AHEAD_SEC = 0.25  # besides what fits now, claim what the launcher ends in this long (short Jobs: a queue)
 CLAIM_MAX = 2000
 CLAIM_CHUNK = 128  # per claim: Jobs keep starting between the claims that fill a large target
+CLOSING_SHARE = 0.05  # no Job is acquired in the last 5 % of a launcher's time...
+CLOSING_MAX_SEC = 30.0  # ...or its last 30 s: one of unknown length would hardly end before the stop
+TIME_CHECK_SEC = 10.0  # how often an idle launcher asks which Jobs wait only for more time than it has
 LANE_AHEAD_SEC = 0.05  # queue on a busy lane what its Jobs end in this long (short Jobs: never wait for a write)...
 LANE_MAX = 16  # ...at most this many
 RATE_WINDOW_SEC = 0.1
@@ -145,6 +147,7 @@ class Launcher:
         self.finishes: set[int] = set()  # running Jobs whose App has no postprocess hook: finished here on success
         self.never: set[int] = set()
         self.why_not: dict[Request, str | None] = {}  # why a request can never run here (None: it can)
+        self.closing_at = deadline - min(CLOSING_MAX_SEC, CLOSING_SHARE * max(0.0, deadline - time.time()))
         self.unannounced = False
         self.last_poke = self.last_flush = 0.0
 
@@ -163,7 +166,7 @@ class Launcher:
             nodes=[n.name for n in self.pool.nodes],
         )
         idle_since = time.monotonic()
-        last_beat = last_deletion_check = last_claim = 0.0
+        last_beat = last_deletion_check = last_claim = last_time_check = 0.0
         found_work = True
         reason = "idle"
         while True:
@@ -178,17 +181,29 @@ class Launcher:
             self._measure_rate()
             if (self.pool.placements or self.queue) and now - last_deletion_check >= DELETION_CHECK_SEC:
                 self._stop_deleted()
+                self._hand_back_late()
                 last_deletion_check = now
+            closing = time.time() >= self.closing_at
             started = self._start_queued()  # first: what is already claimed need not wait for the store
-            if len(self.queue) < self._claim_target() // 2 and (
-                found_work or now - last_claim >= self.settings.poll_interval_sec
+            if (
+                not closing
+                and (self.pool.has_idle() or len(self.queue) < self._claim_ahead() // 2)
+                and (found_work or now - last_claim >= self.settings.poll_interval_sec)
             ):
-                found_work = self._claim() > 0
-                last_claim = now
-                started += self._start_queued()
+                placed, claimed = self._claim()
+                found_work, last_claim = claimed > 0, now
+                started += self._start_queued(placed)
+                if not claimed and not self.pool.placements and now - last_time_check >= TIME_CHECK_SEC:
+                    self._tell_too_long()
+                    last_time_check = now
             self._flush()
+            if closing and self.queue:
+                self._hand_back_late(every=True)
             if self.pool.placements or self.queue:
                 idle_since = now
+            elif closing:
+                reason = "wall time: nothing more fits"
+                break
             elif now - idle_since >= self.settings.idle_ttl_sec:
                 break
             if now - last_beat >= min(HEARTBEAT_SEC, self.settings.lease_sec / 4):
@@ -219,18 +234,21 @@ class Launcher:
         }
 
     # ------------------------------------------------------------------ claim and start
-    def _claim_target(self) -> int:
-        """How many claimed Jobs to hold: CLAIM_AHEAD allocations' worth, or CLAIM_AHEAD_SEC of the rate at which
-        Jobs end here when that is more (short Jobs: claims of hundreds rather than dozens), at most CLAIM_MAX."""
-        return min(CLAIM_MAX, max(CLAIM_AHEAD * self.capacity, int(self.rate * CLAIM_AHEAD_SEC)))
+    def _claim_ahead(self) -> int:
+        """How many claimed Jobs to hold besides those that fit now: what the launcher ends in CLAIM_AHEAD_SEC (short
+        Jobs: a queue of hundreds, each started the moment a slot frees; none for long Jobs, which other launchers
+        with idle nodes may then take), at most CLAIM_MAX."""
+        return min(CLAIM_MAX, int(self.rate * CLAIM_AHEAD_SEC))
 
-    def _claim(self) -> int:
-        """Top the local queue up to :meth:`_claim_target` Jobs that can run here; how many came."""
-
+    def _claim(self) -> tuple[list[tuple[JobRef, Placement]], int]:
+        """Claim, in the site's order, the Jobs that fit the idle resources now (placed at once) and up to
+        :meth:`_claim_ahead` more for the queue; returns the placed ones and how many came in all."""
         unfit: dict[str, list[int]] = {}
-        requests: dict[int, Request] = {}  # of the accepted Jobs: the claimed ones are among them
+        placed: list[tuple[JobRef, Placement]] = []
+        waiting: list[tuple[JobRef, Request, int]] = []
+        room = max(0, self._claim_ahead() - len(self.queue))
 
-        def fits_here(ref: JobRef) -> bool:
+        def take(ref: JobRef) -> bool:  # called for each candidate, in order, within the claim's transaction
             req = Request.of(ref.spec)
             if req not in self.why_not:  # Jobs mostly ask alike: asked once per distinct request
                 self.why_not[req] = self.accepts(req) or self.pool.why_never_fits(req)
@@ -238,47 +256,98 @@ class Launcher:
             if why is not None:
                 unfit.setdefault(why, []).append(ref.id)
                 return False
-            requests[ref.id] = req
+            placement = self.pool.place(ref.id, req) if self.pool.has_idle() else None
+            if placement is not None:
+                placed.append((ref, placement))
+            elif len(waiting) < room:
+                waiting.append((ref, req, ref.spec.wall_time_min))
+            else:
+                return False
             return True
 
-        claimed = self.site.store.claim(
-            self.site.site_id,
-            owner=self.id,
-            batch_job=self.batch_job,
-            filter_tags=self.partition.filter_tags,
-            limit=max(1, min(CLAIM_CHUNK, self._claim_target() - len(self.queue))),
-            accept=fits_here,
-            order=self.settings.policy,
-            max_wall_time_min=(self.deadline - time.time()) / 60,
-            exclude=self.never,
-        )
+        idle_cpus = sum(len(n.idle_cpus) for n in self.pool.nodes)
+        try:
+            claimed = self.site.store.claim(
+                self.site.site_id,
+                owner=self.id,
+                batch_job=self.batch_job,
+                filter_tags=self.partition.filter_tags,
+                limit=max(1, min(CLAIM_CHUNK, idle_cpus + room)),
+                accept=take,
+                order=self.settings.policy,
+                max_wall_time_min=self._minutes_left(),
+                exclude=self.never,
+            )
+        except BaseException:
+            for ref, _ in placed:  # nothing was claimed: the tentative placements go
+                self.pool.release(ref.id)
+            raise
+        taken = {ref.id for ref in claimed}  # every accepted Job, unless the candidates ran out first
+        for ref, _ in placed:
+            if ref.id not in taken:
+                self.pool.release(ref.id)
+        placed = [(ref, p) for ref, p in placed if ref.id in taken]
         for why, ids in unfit.items():  # say once why, and never read these Jobs again
-            self.never.update(ids)
-            message = f"cannot run in batchjob/{self.batch_job} partition {self.partition_index}: {why}"
-            condition = set_condition([], "Schedulable", "False", "DoesNotFit", message)[0]
-            self.site.store.set_job_condition(self.site.site_id, ids, condition)
-        claimed_now = [(ref, requests[ref.id], ref.spec.wall_time_min) for ref in claimed]
-        queued = [(ref, req, ref.spec.wall_time_min) for ref, req in self.queue]
-        self.queue = [(ref, req) for ref, req, _ in sort_requests(queued + claimed_now, self.settings.policy)]
-        return len(claimed)
+            self._tell(ids, "DoesNotFit", why)
+        if waiting:
+            queued = [(ref, req, ref.spec.wall_time_min) for ref, req in self.queue]
+            fresh = [w for w in waiting if w[0].id in taken]
+            self.queue = [(ref, req) for ref, req, _ in sort_requests(queued + fresh, self.settings.policy)]
+        return placed, len(claimed)
 
-    def _start_queued(self) -> int:
-        """Start what fits now, in the site's order; when Jobs are short, queue the next ones on the lanes of
-        running Jobs that ask for the same resources. The starts are recorded with the next flush."""
-        if not self.queue:
+    def _minutes_left(self) -> float:
+        """How long this launcher runs on, in minutes: a Job that asks for more is not started here."""
+        return (self.deadline - time.time()) / 60
+
+    def _tell(self, ids: Sequence[int], reason: str, why: str) -> None:
+        """Record on these Jobs why this launcher will never run them, and never read them again."""
+        self.never.update(ids)
+        message = f"cannot run in batchjob/{self.batch_job} partition {self.partition_index}: {why}"
+        condition = set_condition([], "Schedulable", "False", reason, message)[0]
+        self.site.store.set_job_condition(self.site.site_id, ids, condition)
+
+    def _tell_too_long(self) -> None:
+        """Tell the Jobs that wait here only for more time than this launcher has left (they never spin silently)."""
+        left = self._minutes_left()
+        waits = self.site.store.claimable_wall_times(
+            self.site.site_id, self.partition.filter_tags, longer_than=left, exclude=self.never
+        )
+        by_need: dict[int, list[int]] = {}
+        for job_id, minutes in waits:
+            by_need.setdefault(minutes, []).append(job_id)
+        for minutes, ids in by_need.items():
+            self._tell(ids, "NotEnoughTime", f"needs {minutes} min of wall time, {left:.0f} min left")
+
+    def _hand_back_late(self, every: bool = False) -> None:
+        """Hand back the claimed Jobs not started that no longer fit the time left (``every``: all of them, as the
+        launcher acquires nothing more near its end)."""
+        left = self._minutes_left()
+        late = [ref.id for ref, _ in self.queue if every or ref.spec.wall_time_min > left]
+        if late:
+            gone = set(late)
+            self.queue = [(ref, req) for ref, req in self.queue if ref.id not in gone]
+            self.site.store.unclaim(self.site.site_id, self.id, late)
+
+    def _start_queued(self, placed: Sequence[tuple[JobRef, Placement]] = ()) -> int:
+        """Start ``placed`` (claimed and placed just now) and what of the queue fits now, in the site's order; when
+        Jobs are short, queue the next ones on the lanes of running Jobs that ask for the same resources. The starts
+        are recorded with the next flush."""
+        if not self.queue and not placed:
             return 0
         batch: list[tuple[str, Assignment]] = []
         fresh: list[tuple[JobRef, Placement]] = []
-        if self.pool.has_idle():
-            planned, self.queue = place_in_order(self.pool, self.queue)  # the queue is kept in the policy's order
-            for ref, placement in planned:
-                task = self._task(ref, placement)
-                if task is None:
-                    self.pool.release(ref.id)
-                    continue
-                lane = self.lanes.open(ref.id, Request.of(ref.spec))
-                batch.append((placement.hosts[0], (task, lane, False)))
-                fresh.append((ref, placement))
+        planned = list(placed)
+        if self.queue and self.pool.has_idle():
+            more, self.queue = place_in_order(self.pool, self.queue)  # the queue is kept in the policy's order
+            planned += more
+        for ref, placement in planned:
+            task = self._task(ref, placement)
+            if task is None:
+                self.pool.release(ref.id)
+                continue
+            lane = self.lanes.open(ref.id, Request.of(ref.spec))
+            batch.append((placement.hosts[0], (task, lane, False)))
+            fresh.append((ref, placement))
         depth = self._lane_depth() if self.queue else 0
         if depth:
             queued, left, looked = self.lanes.fill(self.queue, depth)

@@ -262,22 +262,11 @@ class JobStore(StoreBase):
         its state until :meth:`record` starts it; a launcher hands back what it did not start with
         :meth:`unclaim`. ``exclude``: Jobs the launcher already knows it can never run.
         """
-        conds = [
-            objects.c.site_id == site_id,
-            objects.c.kind == "Job",
-            CLAIMABLE,
-            objects.c.deletion_timestamp.is_(None),
-        ]
-        for key, value in filter_tags.items():
-            conds.append(
-                exists().where(labels.c.object_id == objects.c.id, labels.c.key == key, labels.c.value == value)
-            )
+        conds = _claimable(site_id, filter_tags, exclude)
         if max_num_nodes is not None:
             conds.append(objects.c.num_nodes <= max_num_nodes)
         if max_wall_time_min is not None:
             conds.append(objects.c.wall_time_min <= max_wall_time_min)
-        if exclude:
-            conds.append(objects.c.id.not_in(list(exclude)))
         # a launcher declared lost claims nothing more (checked in the same statement: no extra round trip)
         conds.append(~exists().where(launchers.c.id == owner, launchers.c.ended_at.is_not(None)))
         q = select(*_REF_COLUMNS).where(and_(*conds)).order_by(*_ORDERS[order], objects.c.id).limit(2 * limit)
@@ -289,6 +278,23 @@ class JobStore(StoreBase):
             if chosen:
                 executemany(conn, _CLAIM, [{"b_id": ref.id, "b_owner": owner, "b_bj": batch_job} for ref in chosen])
         return chosen
+
+    def claimable_wall_times(
+        self,
+        site_id: int,
+        filter_tags: Mapping[str, str],
+        *,
+        longer_than: float,
+        exclude: Collection[int] = (),
+        limit: int = 1000,
+    ) -> list[tuple[int, int]]:
+        """``(id, wall_time_min)`` of the Jobs a launcher with these ``filter_tags`` could claim but for their wall
+        time, longer than ``longer_than`` minutes (at most ``limit``, longest first)."""
+        conds = [*_claimable(site_id, filter_tags, exclude), objects.c.wall_time_min > longer_than]
+        q = select(objects.c.id, objects.c.wall_time_min).where(and_(*conds))
+        with read_tx(self.engine) as conn:
+            rows = conn.execute(q.order_by(objects.c.wall_time_min.desc(), objects.c.id).limit(limit)).all()
+        return [(row.id, row.wall_time_min) for row in rows]
 
     def unclaim(self, site_id: int, owner: str, job_ids: Sequence[int] | None = None) -> int:
         """Hand back Jobs ``owner`` claimed but did not start (all of them, or ``job_ids``)."""
@@ -438,6 +444,22 @@ class JobStore(StoreBase):
         with read_tx(self.engine) as conn:
             q = select(objects.c.id).where(objects.c.owner == owner, objects.c.deletion_timestamp.is_not(None))
             return list(conn.execute(q).scalars())
+
+
+def _claimable(site_id: int, filter_tags: Mapping[str, str], exclude: Collection[int]) -> list[Any]:
+    """The conditions a Job must meet for a launcher with ``filter_tags`` to claim it (``exclude``: Jobs it knows it
+    can never run)."""
+    conds = [
+        objects.c.site_id == site_id,
+        objects.c.kind == "Job",
+        CLAIMABLE,
+        objects.c.deletion_timestamp.is_(None),
+    ]
+    for key, value in filter_tags.items():
+        conds.append(exists().where(labels.c.object_id == objects.c.id, labels.c.key == key, labels.c.value == value))
+    if exclude:
+        conds.append(objects.c.id.not_in(list(exclude)))
+    return conds
 
 
 def hand_back(conn: Connection, site_id: int, owners: Sequence[str], job_ids: Sequence[int] | None = None) -> int:
