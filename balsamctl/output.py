@@ -126,10 +126,44 @@ def _batchjob_cells(bj: BatchJob, now: float) -> tuple[Sequence[object], Sequenc
     base = [bj.metadata.name, status.state, status.scheduler_id, spec.num_nodes, spec.queue, spec.project]
     base += [f"{spec.wall_time_min}m", spec.job_mode, age(bj.metadata.creation_timestamp, now)]
     partitions = ",".join(f"{p.job_mode}:{p.num_nodes}" for p in spec.partitions)
-    launchers = ",".join(
-        f"{p['job_mode']}:{len(p['nodes'])}n/{p['running_jobs']}run" for p in status.partitions if not p.get("ended")
-    )
-    return base, [partitions, launchers, status.message]
+    return base, [partitions, launchers_text(status.partitions, now), status.message]
+
+
+def launcher_text(report: Mapping[str, Any], now: float) -> str:
+    """One launcher of ``status.partitions`` as ``get batchjobs -o wide`` shows it: its mode and node count, then,
+    while it runs, its running Jobs and occupancy, else ``ended`` (or ``lost``: declared lost by its lease), and
+    how long ago it last heartbeated: ``mpi:2n/5run/62%/hb:3s``, ``serial:4n/ended/hb:2m``."""
+    nodes = report.get("nodes") or []
+    head = f"{report.get('job_mode') or '?'}:{len(nodes)}n"
+    if report.get("lost"):
+        state = "lost"
+    elif report.get("ended"):
+        state = "ended"
+    else:
+        try:
+            occupancy = f"{round(float(report.get('occupancy') or 0.0) * 100)}%"
+        except (TypeError, ValueError):
+            occupancy = "?%"
+        state = f"{report.get('running_jobs', 0)}run/{occupancy}"
+    return f"{head}/{state}/hb:{_heartbeat_age(report.get('last_heartbeat'), now)}"
+
+
+def launchers_text(reports: Sequence[Mapping[str, Any]], now: float) -> str:
+    """The LAUNCHERS cell: every launcher of ``status.partitions`` (:func:`launcher_text`), comma-separated."""
+    return ",".join(launcher_text(r, now) for r in reports)
+
+
+def _heartbeat_age(when: object, now: float) -> str:
+    """How long ago an ISO timestamp (or epoch seconds) of ``status.partitions`` was; ``<none>`` if unknown."""
+    if isinstance(when, int | float):
+        return short_duration(now - when)
+    if isinstance(when, str):
+        try:
+            at = datetime.fromisoformat(when.replace("Z", "+00:00"))
+        except ValueError:
+            return NONE
+        return age(at if at.tzinfo else at.replace(tzinfo=UTC), now)
+    return NONE
 
 
 def _app_cells(app: App, now: float) -> tuple[Sequence[object], Sequence[object]]:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from balsamctl.jobscript import render_job_script, submit_request
 from balsamctl.site import Site, SiteError
@@ -135,8 +136,18 @@ class BatchJobReconciler:
     def _report_launchers(self, bj: BatchJob) -> bool:
         """Copy the launchers' heartbeats (nodes, running Jobs, occupancy) into ``status.partitions``; False even
         when it does: a report is no change that calls for another pass at once."""
+        partitions = self._launcher_reports(bj)
+        if partitions != bj.status.partitions:
+            self.site.store.set_batchjob_status(
+                self.site.site_id, bj.metadata.name, src=B.running, status={"partitions": partitions}
+            )
+        return False
+
+    def _launcher_reports(self, bj: BatchJob) -> list[dict[str, Any]]:
+        """What each launcher of ``bj`` said in its last heartbeat. A launcher that ended on its own sent its last
+        heartbeat as it ended; one ended later (by the lease sweep) was ``lost``."""
         rows = self.site.store.launchers_of(self.site.site_id, bj.metadata.name)
-        partitions = [
+        return [
             {
                 "launcher": r["id"],
                 "partition": r["partition"],
@@ -147,14 +158,10 @@ class BatchJobReconciler:
                 "occupancy": r["status"].get("occupancy", 0.0),
                 "last_heartbeat": _iso(to_datetime(r["heartbeat_at"])),
                 "ended": r["ended_at"] is not None,
+                "lost": r["ended_at"] is not None and r["ended_at"] > r["heartbeat_at"],
             }
             for r in rows
         ]
-        if partitions != bj.status.partitions:
-            self.site.store.set_batchjob_status(
-                self.site.site_id, bj.metadata.name, src=B.running, status={"partitions": partitions}
-            )
-        return False
 
     def _submit(self, bj: BatchJob, bjs: Sequence[BatchJob]) -> bool:
         name = bj.metadata.name
@@ -258,6 +265,8 @@ class BatchJobReconciler:
             batch_job=name,
             message=f"batchjob/{name} ended while the Job ran",
         )
+        # the launchers' last word; one that never said it ended went down with the allocation
+        last = [{**r, "ended": True, "lost": r["lost"] or not r["ended"]} for r in self._launcher_reports(bj)]
         done = store.set_batchjob_status(
             sid,
             name,
@@ -265,7 +274,7 @@ class BatchJobReconciler:
             dst=B.finished,
             reason="Finished",
             message=what,
-            status={"end_time": _iso(alloc.end_time if alloc else None), "message": what},
+            status={"end_time": _iso(alloc.end_time if alloc else None), "message": what, "partitions": last},
         )
         if leftovers:
             log.info("batchjob/%s: %d running Job(s) marked RUN_TIMEOUT", name, leftovers)
