@@ -1,9 +1,11 @@
 """End to end on the real Slurm cluster of ``scripts/slurm-up.sh``: the real CLI, controller, sbatch/squeue/scancel,
-job scripts, launchers inside real allocations and MPI (the mpich wheel's ``mpiexec``) across emulated nodes.
+job scripts, launchers inside real allocations and MPI across emulated nodes: the mpich wheel's ``mpiexec``, and
+``srun`` itself (the ``srun`` flavor, on a second site).
 
-One Slurm site and one controller serve the module. Each test's BatchJob selects its own Jobs by filter tags (or
-partition tags no other test uses), so no allocation runs another test's Jobs. Every Slurm job this module causes
-is named ``balsam-<site>-...`` (the site name is unique per run) and is cancelled in teardown.
+One Slurm site and one controller serve most of the module; the ``srun`` test has its own site and controller.
+Each test's BatchJob selects its own Jobs by filter tags (or partition tags no other test uses), so no allocation
+runs another test's Jobs. Every Slurm job this module causes is named ``balsam-<site>-...`` (each site name is
+unique per run) and is cancelled in teardown.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from typing import Any
 
 import pytest
 import yaml
-from e2e import VENV_BIN, E2EError, E2ESite, Event, app_doc, job_doc, manifest, parse_time
+from e2e import VENV_BIN, E2EError, E2ESite, Event, app_doc, deep_merge, job_doc, manifest, parse_time
 
 from balsamctl.site import Site
 
 pytestmark = pytest.mark.slow
 
 SITE_NAME = f"slurm-e2e-{uuid.uuid4().hex[:6]}"
+SRUN_SITE_NAME = f"slurm-e2e-srun-{uuid.uuid4().hex[:6]}"  # its own Slurm jobs: balsam-<this>-...
 SETTINGS: dict[str, Any] = {
     "sync_period_sec": 1,
     "allowed_queues": {
@@ -47,6 +50,13 @@ MPI_COMMAND = (
     """print(MPI.COMM_WORLD.size, os.environ.get("SLURMD_NODENAME"))'"""
 )
 WHERE_COMMAND = 'echo "node=$SLURMD_NODENAME"; sleep 1'
+# a rank's MPI rank and world size, its node, and its Slurm task id and step size (srun's own ranks: equal)
+RANK_COMMAND = (
+    "python -c 'from mpi4py import MPI; import os; e = os.environ.get; w = MPI.COMM_WORLD; "
+    """print("rank=%d/%d node=%s task=%s/%s" % (w.rank, w.size, e("SLURMD_NODENAME"), """
+    """e("SLURM_PROCID"), e("SLURM_STEP_NUM_TASKS")), flush=True)'"""
+)
+RANK_LINE = re.compile(r"rank=(\d+)/(\d+) node=(\S+) task=(\S+)/(\S+)")
 
 
 # ---------------------------------------------------------------- Slurm helpers
@@ -92,18 +102,44 @@ def create_slurm_site(root: Path, name: str, settings: Mapping[str, Any]) -> E2E
     return site
 
 
+@contextlib.contextmanager
+def controlled(site: E2ESite) -> Iterator[E2ESite]:
+    """``site`` with its controller running; afterwards none of its processes or Slurm jobs is left."""
+    try:
+        site.start_controller()
+        yield site
+    finally:
+        try:
+            site.close()
+        finally:
+            cancel_site_jobs(f"balsam-{site.name}-")
+
+
 @pytest.fixture(scope="module")
 def site(cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ESite]:
     """A Slurm site (queue ``debug``, project ``none``, 1 s sync, 5 s idle launchers) with its controller running."""
-    s = create_slurm_site(tmp_path_factory.mktemp("e2e-slurm"), SITE_NAME, SETTINGS)
-    try:
-        s.start_controller()
+    with controlled(create_slurm_site(tmp_path_factory.mktemp("e2e-slurm"), SITE_NAME, SETTINGS)) as s:
         yield s
-    finally:
-        try:
-            s.close()
-        finally:
-            cancel_site_jobs(f"balsam-{SITE_NAME}-")
+
+
+@pytest.fixture(scope="module")
+def srun_site(cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ESite]:
+    """A second Slurm site whose launchers start Jobs with ``srun`` (flavor ``srun``), its controller running.
+
+    Its allocations take whole nodes (``#SBATCH --exclusive``: this cluster's CR_Core would give ``-N 2`` one CPU
+    per node, too few for 2 ranks on a node). ``SLURM_MPI_TYPE=none`` in its job script stands for Slurm's own
+    default ``MpiDefault=none`` (this cluster has ``pmi2``): the ranks find each other only if the launch command
+    picks the PMI plugin itself.
+    """
+    settings = deep_merge(SETTINGS, {"launcher": {"mpi_flavor": "srun", "mpi_command": "srun"}})
+    s = create_slurm_site(tmp_path_factory.mktemp("e2e-slurm-srun"), SRUN_SITE_NAME, settings)
+    template = s.path / "job-template.sh"
+    text = template.read_text()
+    assert text.count("#SBATCH --no-requeue\n") == text.count("{{ launcher_command }}") == 1, text
+    text = text.replace("#SBATCH --no-requeue\n", "#SBATCH --no-requeue\n#SBATCH --exclusive\n")
+    template.write_text(text.replace("{{ launcher_command }}", "export SLURM_MPI_TYPE=none\n{{ launcher_command }}"))
+    with controlled(s):
+        yield s
 
 
 # ---------------------------------------------------------------- test helpers
@@ -399,3 +435,44 @@ def test_serial_mode_fans_jobs_out_to_a_worker_on_each_node_of_the_allocation(si
     assert all(len(nodes) == 1 for nodes in placed.values()), placed
     assert {name: nodes[0] for name, nodes in placed.items()} == ran, (placed, ran)
     assert set(ran.values()) == allocation, f"8 one-second Jobs on 2 nodes used both workers: {ran}"
+
+
+# ---------------------------------------------------------------- the srun flavor: Slurm starts the MPI ranks
+
+
+def rank_lines(site: E2ESite, job: str) -> list[tuple[int, int, str, str, str]]:
+    """The ``RANK_COMMAND`` lines of a Job's job.out: (rank, size, node, Slurm task id, Slurm step tasks)."""
+    return [(int(r), int(n), node, t, nt) for r, n, node, t, nt in RANK_LINE.findall(site.logs(job))]
+
+
+def test_srun_flavor_runs_mpi_jobs_across_and_within_nodes_of_a_two_node_allocation(srun_site: E2ESite) -> None:
+    tags = {"suite": "srun"}
+    srun_site.apply(
+        manifest(
+            app_doc("mpi-rank", RANK_COMMAND),
+            job_doc("srun-across", "mpi-rank", labels=tags, num_nodes=2),
+            job_doc("srun-within", "mpi-rank", labels=tags, num_nodes=1, ranks_per_node=2),
+            batchjob("srun-bj", num_nodes=2, job_mode="mpi", filter_tags=tags),
+        )
+    )
+    running = wait_batchjob(srun_site, "srun-bj", {"running", "finished"})["status"]
+    assert running["job_name"].startswith(f"balsam-{SRUN_SITE_NAME}-srun-bj-"), running
+    allocation = running["nodes"]
+    assert len(allocation) == 2 and set(allocation) <= CLUSTER_NODES, running
+    wait_finished_in(srun_site, ["srun-across", "srun-within"], "srun-bj")
+
+    # each Job: one world of 2 ranks, each rank a task of one 2-task Slurm step (srun itself, not a hydra proxy)
+    across, within = rank_lines(srun_site, "srun-across"), rank_lines(srun_site, "srun-within")
+    for name, lines in [("srun-across", across), ("srun-within", within)]:
+        assert sorted((rank, size) for rank, size, *_ in lines) == [(0, 2), (1, 2)], (name, srun_site.logs(name))
+        assert all((task, step) == (str(rank), "2") for rank, _, _, task, step in lines), (name, lines)
+
+    # the 2-node Job: one rank on each node of the allocation; the other: both ranks on the node it was placed on
+    assert sorted(node for *_, node, _, _ in across) == sorted(allocation), (across, allocation)
+    store_site = Site.load(srun_site.path)
+    try:
+        placed = placed_nodes(store_site, "srun-within")
+    finally:
+        store_site.close()
+    assert len(placed) == 1 and placed[0] in allocation, (placed, allocation)
+    assert [node for *_, node, _, _ in within] == placed * 2, (within, placed)
