@@ -7,7 +7,19 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, bindparam, exists, literal_column, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Row,
+    String,
+    and_,
+    bindparam,
+    cast,
+    exists,
+    literal_column,
+    select,
+    update,
+)
 
 from schemas import JobState, check_job_transition
 from schemas.objects import JobSpec
@@ -358,6 +370,7 @@ class JobStore(StoreBase):
             add_events(
                 conn, (event for ref, data in go for event in _start_events(site_id, owner, ref, data, outcome, t))
             )
+            _drop_condition(conn, [ref.id for ref, _ in go], "Schedulable")  # why it could not run: it runs now
         return {ref.id for ref, _ in go}
 
     def _ids_where(self, conn: Connection, ids: Sequence[int], *conds: Any) -> set[int]:
@@ -428,15 +441,7 @@ class JobStore(StoreBase):
             rows = conn.execute(
                 select(objects.c.id, objects.c.status).where(objects.c.site_id == site_id, objects.c.id.in_(job_ids))
             ).all()
-            for row in rows:
-                status = dict(row.status or {})
-                others = [c for c in status.get("conditions", []) if c.get("type") != condition["type"]]
-                status["conditions"] = [*others, dict(condition)]
-                conn.execute(
-                    update(objects)
-                    .where(objects.c.id == row.id)
-                    .values(status=status, resource_version=objects.c.resource_version + 1)
-                )
+            _write_conditions(conn, rows, condition["type"], condition)
             return len(rows)
 
     def deletion_requested(self, owner: str) -> list[int]:
@@ -444,6 +449,30 @@ class JobStore(StoreBase):
         with read_tx(self.engine) as conn:
             q = select(objects.c.id).where(objects.c.owner == owner, objects.c.deletion_timestamp.is_not(None))
             return list(conn.execute(q).scalars())
+
+
+def _drop_condition(conn: Connection, job_ids: Sequence[int], type_: str) -> None:
+    """Take the condition of ``type_`` off these Jobs where they have one (found by their status's text: most have
+    none and are not read)."""
+    for part in chunks(list(job_ids)):
+        marked = cast(objects.c.status, String).contains(f'"{type_}"')
+        rows = conn.execute(select(objects.c.id, objects.c.status).where(objects.c.id.in_(part), marked)).all()
+        _write_conditions(conn, rows, type_)
+
+
+def _write_conditions(
+    conn: Connection, rows: Sequence[Row[Any, Any]], type_: str, condition: Mapping[str, Any] | None = None
+) -> None:
+    """Replace the condition of ``type_`` in each row's status by ``condition`` (None: remove it)."""
+    for row in rows:
+        status = dict(row.status or {})
+        kept = [c for c in status.get("conditions", []) if c.get("type") != type_]
+        status["conditions"] = kept if condition is None else [*kept, dict(condition)]
+        conn.execute(
+            update(objects)
+            .where(objects.c.id == row.id)
+            .values(status=status, resource_version=objects.c.resource_version + 1)
+        )
 
 
 def _claimable(site_id: int, filter_tags: Mapping[str, str], exclude: Collection[int]) -> list[Any]:

@@ -20,7 +20,7 @@ from schemas import App, BatchJob, InvalidTransition, Job
 from schemas import JobState as S
 from schemas.manifest import Document, Problem
 from schemas.objects import AppSpec
-from store import Conflict, JobRef, Selector, Store, StoredObject, Transition
+from store import Conflict, JobRef, Selector, Store, StoredObject, Transition, sqlite_url
 
 TO_RUNNABLE = [(S.CREATED, S.READY), (S.READY, S.STAGED_IN), (S.STAGED_IN, S.PREPROCESSED)]
 T = TypeVar("T")
@@ -531,6 +531,34 @@ def test_a_run_started_and_ended_in_one_record_is_stored_whole_with_both_events(
     ]
     assert not [e for e in state_events(store, site_id, "doomed") if e[2] in ("Started", "Ran")]
     assert store.claim(site_id, owner="m", batch_job="bj", filter_tags={}, limit=10) == [], "nothing left to run"
+
+
+def test_an_sqlite_commit_is_on_disk_when_it_returns(tmp_path: Path) -> None:
+    """What a launcher's write acknowledges survives a crash of the machine, not just of the process: WAL with
+    ``synchronous=FULL`` (NORMAL may lose the last commits to an OS crash or power loss)."""
+    s = Store(sqlite_url(tmp_path / "store.db"))
+    try:
+        with s.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    finally:
+        s.close()
+
+
+def test_why_a_job_could_not_run_is_taken_off_when_it_starts_and_nothing_else(store: Store, site_id: int) -> None:
+    add(store, site_id, [app_doc(), job_doc("told"), job_doc("other")])
+    make_runnable(store, site_id)
+    ids = {r.name: r.id for r in store.claim(site_id, owner="l", batch_job="bj", filter_tags={}, limit=10)}
+    store.unclaim(site_id, "l")
+    why = {"type": "Schedulable", "status": "False", "reason": "DoesNotFit", "message": "needs 16 GPUs per node"}
+    mine = {"type": "Reviewed", "status": "True", "reason": "Checked", "message": "by hand"}
+    assert store.set_job_condition(site_id, [ids["told"]], mine) == 1
+    assert store.set_job_condition(site_id, list(ids.values()), why) == 2
+    assert {c.type for c in stored_job(store, site_id, "told").status.conditions} == {"Reviewed", "Schedulable"}
+    refs = {r.name: r for r in store.claim(site_id, owner="m", batch_job="bj2", filter_tags={}, limit=10)}
+    store.record(site_id, owner="m", started=[(refs["told"], {"start_time": time.time()})])
+    assert [c.type for c in stored_job(store, site_id, "told").status.conditions] == ["Reviewed"]
+    assert [c.reason for c in stored_job(store, site_id, "other").status.conditions] == ["DoesNotFit"], "not started"
 
 
 def test_record_results_refuses_an_impossible_outcome(store: Store, site_id: int) -> None:
