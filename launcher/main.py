@@ -53,6 +53,10 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--serial-ranks", action="store_true", help="this process is one rank of a serial launcher")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    comm = _world() if args.serial_ranks else None
+    if comm is not None and comm.Get_rank() > 0:  # a serial-mode worker: rank 0 alone talks to the store
+        work(MpiLink(comm, 0))
+        return 0
     site = Site.load(args.site)
     bj = site.store.get_object(site.site_id, "BatchJob", args.batch_job).manifest
     assert isinstance(bj, BatchJob)
@@ -69,10 +73,6 @@ def main(argv: Sequence[str]) -> int:
         return _relaunch_under_mpi(site, args.batch_job, index, nodes, deadline)
     launcher_id = f"{args.batch_job}.{index}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
     if part.job_mode == "serial":
-        comm = _world() if args.serial_ranks else None
-        if comm is not None and comm.Get_rank() > 0:
-            work(MpiLink(comm, 0))
-            return 0
         executor: Executor = serial_mode.SerialExecutor.for_nodes([n.name for n in nodes], comm)
         builder: TaskBuilder = serial_mode.SerialTaskBuilder(site, nodes)
         accepts: Callable[[Request], str | None] = serial_mode.accepts

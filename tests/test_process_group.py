@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from launcher import main as launcher_main
+from launcher import worker as launcher_worker
 from launcher.process import Outcome, ProcessGroup, Task
 from launcher.worker import TAG_FINAL, TAG_KILL, TAG_OUTCOMES, TAG_READY, TAG_STOP, TAG_TASKS, start_local
 
@@ -117,12 +119,20 @@ def test_the_local_worker_runs_what_it_is_sent_and_stops_its_jobs_when_its_launc
             proc.kill()
 
 
-def test_the_local_worker_reports_every_last_outcome_when_stopped(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signalled", [False, True])
+def test_the_local_worker_reports_every_last_outcome_when_stopped(tmp_path: Path, signalled: bool) -> None:
+    """Told to stop, it stops its Jobs and reports them; it outlives the SIGTERM that ends an allocation (its
+    launcher, signalled too, then tells it to stop)."""
     link, proc = start_local()
     try:
         assert link.receive_wait() == (TAG_READY, None)
         sent = [(task(1, tmp_path / "a", "sleep 60"), 1, False), (task(2, tmp_path / "b", "true"), 1, True)]
         link.send(TAG_TASKS, sent)
+        if signalled:
+            time.sleep(0.2)  # its signal handler is in place once it has taken the Tasks
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.2)
+            assert proc.poll() is None, "the worker died of the allocation's SIGTERM"
         link.send(TAG_STOP, ("launcher stopped (test)", 1.0))
         outcomes: list[Outcome] = []
         while True:
@@ -176,3 +186,23 @@ def test_the_local_worker_runs_a_lanes_tasks_one_after_another_and_reports_each_
     assert not (tmp_path / "3" / "job.out").exists(), "a Task taken out of its lane ran"
     other_lane = [(type(e).__name__, e.job_id) for e in events if getattr(e, "job_id", 0) == 9]  # type: ignore[attr-defined]
     assert other_lane == [("Outcome", 9)], "a Task of another lane waited"
+
+
+def test_a_serial_mode_worker_rank_never_opens_the_site_or_its_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ranks above 0 of a serial-mode launcher go straight to the worker loop: rank 0 alone talks to the store."""
+    served: list[int] = []
+
+    class Rank1:
+        def Get_rank(self) -> int:
+            return 1
+
+    def no_site(*_args: object) -> None:
+        raise AssertionError("a worker rank opened the site")
+
+    monkeypatch.setattr(launcher_main, "_world", Rank1)
+    monkeypatch.setattr(launcher_main, "work", lambda link: served.append(link.peer))
+    monkeypatch.setattr(launcher_main.Site, "load", no_site)
+    monkeypatch.setattr(launcher_worker.MpiLink, "__init__", lambda self, comm, peer: setattr(self, "peer", peer))
+    argv = ["--site", "/nonexistent", "--batch-job", "bj", "--partition", "0", "--serial-ranks"]
+    assert launcher_main.main(argv) == 0
+    assert served == [0], "the worker talks to rank 0"
