@@ -91,18 +91,22 @@ def test_serial_mode_runs_on_every_node_and_refuses_multi_rank_jobs(site: E2ESit
     assert "ok" not in site.logs("serial-0") and "serial-0" in site.logs("serial-0")
 
 
-def test_a_job_runs_on_the_cpus_it_was_given(site: E2ESite) -> None:
+@pytest.mark.parametrize("mode", ["mpi", "serial"])
+def test_a_job_runs_on_the_cpus_it_was_given(site: E2ESite, mode: str) -> None:
+    """Pinned from its first instruction: by the launcher in ``mpi`` mode, by its node's worker in ``serial`` mode
+    (a process of its own on the launcher's node, an MPI rank on the other)."""
+    one, two = f"pinned-{mode}-1", f"pinned-{mode}-2"
     site.apply(
         manifest(
             app_doc("cpus", "grep Cpus_allowed_list /proc/self/status; echo OMP=$OMP_NUM_THREADS"),
-            job_doc("pinned-1", "cpus", labels={"t": "pin"}),
-            job_doc("pinned-2", "cpus", labels={"t": "pin"}, threads_per_rank=2),
-            batchjob("pin-bj", "mpi", "pin"),
+            job_doc(one, "cpus", labels={"t": f"pin-{mode}"}),
+            job_doc(two, "cpus", labels={"t": f"pin-{mode}"}, threads_per_rank=2),
+            batchjob(f"pin-{mode}-bj", mode, f"pin-{mode}"),
         )
     )
-    site.wait_jobs(["pinned-1", "pinned-2"], {"JOB_FINISHED"})
+    site.wait_jobs([one, two], {"JOB_FINISHED"})
     store = Site.load(site.path).store
-    for name, threads in (("pinned-1", 1), ("pinned-2", 2)):
+    for name, threads in ((one, 1), (two, 2)):
         events = store.events((store.site_id("e2e-placement"),), kind="Job", name=name)
         (started,) = [e for e in events if e["reason"] == "Started"]
         cpus = started["data"]["placement"]["nodes"][0]["cpu_ids"]
