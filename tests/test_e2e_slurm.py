@@ -413,7 +413,7 @@ def test_partitions_run_their_own_jobs_on_disjoint_node_slices(site: E2ESite) ->
 
 def test_serial_mode_fans_jobs_out_to_a_worker_on_each_node_of_the_allocation(site: E2ESite) -> None:
     tags = {"suite": "serial"}
-    names = [f"serial-where-{i}" for i in range(8)]
+    names = [f"serial-where-{i}" for i in range(4)]
     site.apply(
         manifest(
             app_doc("where", WHERE_COMMAND),
@@ -434,7 +434,7 @@ def test_serial_mode_fans_jobs_out_to_a_worker_on_each_node_of_the_allocation(si
     ran = {name: ran_on(site, name) for name in names}
     assert all(len(nodes) == 1 for nodes in placed.values()), placed
     assert {name: nodes[0] for name, nodes in placed.items()} == ran, (placed, ran)
-    assert set(ran.values()) == allocation, f"8 one-second Jobs on 2 nodes used both workers: {ran}"
+    assert set(ran.values()) == allocation, f"4 one-second whole-node Jobs on 2 nodes used both workers: {ran}"
 
 
 # ---------------------------------------------------------------- the srun flavor: Slurm starts the MPI ranks
