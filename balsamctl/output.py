@@ -133,37 +133,20 @@ def launcher_text(report: Mapping[str, Any], now: float) -> str:
     """One launcher of ``status.partitions`` as ``get batchjobs -o wide`` shows it: its mode and node count, then,
     while it runs, its running Jobs and occupancy, else ``ended`` (or ``lost``: declared lost by its lease), and
     how long ago it last heartbeated: ``mpi:2n/5run/62%/hb:3s``, ``serial:4n/ended/hb:2m``."""
-    nodes = report.get("nodes") or []
-    head = f"{report.get('job_mode') or '?'}:{len(nodes)}n"
-    if report.get("lost"):
+    if report.get("lost"):  # a record written before "lost" existed has none
         state = "lost"
-    elif report.get("ended"):
+    elif report["ended"]:
         state = "ended"
     else:
-        try:
-            occupancy = f"{round(float(report.get('occupancy') or 0.0) * 100)}%"
-        except (TypeError, ValueError):
-            occupancy = "?%"
-        state = f"{report.get('running_jobs', 0)}run/{occupancy}"
-    return f"{head}/{state}/hb:{_heartbeat_age(report.get('last_heartbeat'), now)}"
+        state = f"{report['running_jobs']}run/{round(report['occupancy'] * 100)}%"
+    heartbeat = report.get("last_heartbeat")
+    beat = age(datetime.fromisoformat(heartbeat) if heartbeat else None, now)
+    return f"{report['job_mode']}:{len(report['nodes'])}n/{state}/hb:{beat}"
 
 
 def launchers_text(reports: Sequence[Mapping[str, Any]], now: float) -> str:
     """The LAUNCHERS cell: every launcher of ``status.partitions`` (:func:`launcher_text`), comma-separated."""
     return ",".join(launcher_text(r, now) for r in reports)
-
-
-def _heartbeat_age(when: object, now: float) -> str:
-    """How long ago an ISO timestamp (or epoch seconds) of ``status.partitions`` was; ``<none>`` if unknown."""
-    if isinstance(when, int | float):
-        return short_duration(now - when)
-    if isinstance(when, str):
-        try:
-            at = datetime.fromisoformat(when.replace("Z", "+00:00"))
-        except ValueError:
-            return NONE
-        return age(at if at.tzinfo else at.replace(tzinfo=UTC), now)
-    return NONE
 
 
 def _app_cells(app: App, now: float) -> tuple[Sequence[object], Sequence[object]]:

@@ -96,6 +96,11 @@ def result_of(outcome: Outcome, stopping: str = "") -> dict[str, Any]:
     }
 
 
+def stopped_for(reason: str) -> str:
+    """Why a run was stopped with its launcher (the message of its RUN_TIMEOUT)."""
+    return f"launcher stopped ({reason})"
+
+
 @functools.lru_cache(maxsize=1024)
 def _where(shares: tuple[Share, ...]) -> tuple[str, str]:
     """A placement's record (JSON text of :meth:`Placement.describe`, the data of the Job's Started event) and its
@@ -214,7 +219,7 @@ class Launcher:
             if not started:
                 self.executor.wait(FLUSH_EVERY_SEC if self.started or self.results else self.settings.poll_interval_sec)
         log.info("launcher %s stopping (%s) with %d running Job(s)", self.id, reason, len(self.pool.placements))
-        self._reap(self.executor.terminate_all(f"launcher stopped ({reason})", STOP_GRACE_SEC))
+        self._reap(self.executor.terminate_all(stopped_for(reason), STOP_GRACE_SEC))
         self._flush(force=True)
         store.unclaim(sid, self.id)
         store.heartbeat(self.id, self.status(), ended=True)
@@ -282,17 +287,12 @@ class Launcher:
             for ref, _ in placed:  # nothing was claimed: the tentative placements go
                 self.pool.release(ref.id)
             raise
-        taken = {ref.id for ref in claimed}  # every accepted Job, unless the candidates ran out first
-        for ref, _ in placed:
-            if ref.id not in taken:
-                self.pool.release(ref.id)
-        placed = [(ref, p) for ref, p in placed if ref.id in taken]
+        # every Job ``take`` accepted is claimed: placed now, or waiting
         for why, ids in unfit.items():  # say once why, and never read these Jobs again
             self._tell(ids, "DoesNotFit", why)
         if waiting:
             queued = [(ref, req, ref.spec.wall_time_min) for ref, req in self.queue]
-            fresh = [w for w in waiting if w[0].id in taken]
-            self.queue = [(ref, req) for ref, req, _ in sort_requests(queued + fresh, self.settings.policy)]
+            self.queue = [(ref, req) for ref, req, _ in sort_requests(queued + waiting, self.settings.policy)]
         return placed, len(claimed)
 
     def _minutes_left(self) -> float:
@@ -414,7 +414,7 @@ class Launcher:
         """Take in what the executor reports: a queued Job's start, or a Job's end (its lane's next Job then takes
         over its resources)."""
         withdrawn = []
-        stopping = "launcher stopped (signal)" if self.stopping.is_set() else ""
+        stopping = stopped_for("signal") if self.stopping.is_set() else ""
         for event in events:
             if isinstance(event, Began):
                 self._record_start(self.lanes.began(event.job_id), self.pool.placements[event.job_id], event.time)

@@ -107,7 +107,7 @@ class Placement:
         """The GPU ids of its first node."""
         return self.shares[0].gpu_ids
 
-    def environment(self, req: Request, gpu_variables: Sequence[str] = ("CUDA_VISIBLE_DEVICES",)) -> dict[str, str]:
+    def environment(self, req: Request, gpu_variables: Sequence[str]) -> dict[str, str]:
         """``OMP_NUM_THREADS`` and, when GPUs are assigned, each of ``gpu_variables`` (the platform's way to tell a
         process its GPUs: ``CUDA_VISIBLE_DEVICES``, ``ZE_AFFINITY_MASK``, ``ROCR_VISIBLE_DEVICES``...)."""
         env = {"OMP_NUM_THREADS": str(req.threads_per_rank)}

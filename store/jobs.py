@@ -268,11 +268,12 @@ class JobStore(StoreBase):
     ) -> list[JobRef]:
         """Claim up to ``limit`` runnable Jobs for a launcher, atomically: no two launchers get the same Job.
 
-        Candidates match ``filter_tags`` and the limits and pass ``accept`` (placement, no I/O); they come in the
-        site's ``order``: ``small_first`` (fewest nodes, then highest node packing, then longest wall time) or
-        ``long_large_first`` (most nodes, then longest wall time). A claimed Job keeps
-        its state until :meth:`record` starts it; a launcher hands back what it did not start with
-        :meth:`unclaim`. ``exclude``: Jobs the launcher already knows it can never run.
+        Candidates match ``filter_tags`` and the limits and pass ``accept`` (placement, no I/O), which sees them one
+        by one until ``limit`` are accepted: every Job it accepts is claimed. They come in the site's ``order``:
+        ``small_first`` (fewest nodes, then highest node packing, then longest wall time) or ``long_large_first``
+        (most nodes, then longest wall time). A claimed Job keeps its state until :meth:`record` starts it; a
+        launcher hands back what it did not start with :meth:`unclaim`. ``exclude``: Jobs the launcher already knows
+        it can never run.
         """
         conds = _claimable(site_id, filter_tags, exclude)
         if max_num_nodes is not None:

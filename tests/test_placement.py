@@ -27,7 +27,7 @@ from launcher.placement import (
     sort_requests,
 )
 from schemas.objects import JobSpec
-from schemas.settings import LocalNodes
+from schemas.settings import LauncherSettings, LocalNodes
 
 T = TypeVar("T")
 
@@ -110,7 +110,7 @@ def test_placement_environment_and_description() -> None:
     placement = pool.place(7, Request(ranks_per_node=2, threads_per_rank=2, gpus_per_rank=1, node_packing_count=2))
     assert placement is not None
     assert placement.cpu_ids == (0, 1, 2, 3) and placement.gpu_ids == ("0.0", "0.1")
-    assert placement.environment(Request(threads_per_rank=2)) == {
+    assert placement.environment(Request(threads_per_rank=2), LauncherSettings().gpu_visible_devices) == {
         "OMP_NUM_THREADS": "2",
         "CUDA_VISIBLE_DEVICES": "0.0,0.1",
     }
@@ -118,7 +118,7 @@ def test_placement_environment_and_description() -> None:
         "nodes": [{"node": "gpu", "cpu_ids": [0, 1, 2, 3], "gpu_ids": ["0.0", "0.1"], "occupancy": "1/2"}]
     }
     cpu_only = Placement(1, (Share("n", (0,), (), Fraction(1)),))
-    assert cpu_only.environment(Request()) == {"OMP_NUM_THREADS": "1"}
+    assert cpu_only.environment(Request(), ["CUDA_VISIBLE_DEVICES"]) == {"OMP_NUM_THREADS": "1"}
     assert cpu_only.environment(Request(), ["ZE_AFFINITY_MASK"]) == {"OMP_NUM_THREADS": "1"}
 
 
