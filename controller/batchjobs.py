@@ -18,7 +18,7 @@ from balsamctl.jobscript import render_job_script, submit_request
 from balsamctl.site import Site, SiteError
 from schedulers import AllocationStatus, Scheduler, SchedulerError
 from schemas import BatchJob, BatchJobState, JobState
-from schemas.conditions import set_condition
+from schemas.conditions import Status
 from store import Selector, to_datetime
 
 log = logging.getLogger("balsamctl.controller.batchjobs")
@@ -283,13 +283,8 @@ class BatchJobReconciler:
         self.cancel_sent.pop(name, None)
         return done
 
-    def _condition(self, bj: BatchJob, type_: str, status: str, reason: str, message: str) -> None:
-        conditions = [c.model_dump(mode="json") for c in bj.status.conditions]
-        new = set_condition(conditions, type_, status, reason, message)  # type: ignore[arg-type]
-        assert bj.status.state is not None
-        self.site.store.set_batchjob_status(
-            self.site.site_id, bj.metadata.name, src=bj.status.state, status={"conditions": new}
-        )
+    def _condition(self, bj: BatchJob, type_: str, status: Status, reason: str, message: str) -> None:
+        self.site.store.set_batchjob_condition(self.site.site_id, bj.metadata.name, type_, status, reason, message)
 
 
 def _iso(value: datetime | None) -> str | None:

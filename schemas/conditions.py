@@ -5,11 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+Status = Literal["True", "False", "Unknown"]
+"""A condition's status, as Kubernetes writes it."""
+
 
 def set_condition(
     conditions: list[dict[str, Any]],
     type_: str,
-    status: Literal["True", "False", "Unknown"],
+    status: Status,
     reason: str,
     message: str,
 ) -> list[dict[str, Any]]:

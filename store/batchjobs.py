@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 
 from schemas import BatchJobState, check_batchjob_transition
+from schemas.conditions import Status, set_condition
 from store.base import StoreBase, add_events
 from store.engine import read_tx, write_tx
 from store.rows import now
@@ -71,6 +72,29 @@ class BatchJobStore(StoreBase):
                         }
                     ],
                 )
+        return True
+
+    def set_batchjob_condition(
+        self, site_id: int, name: str, type_: str, status: Status, reason: str, message: str
+    ) -> bool:
+        """Set one condition on a BatchJob, whatever its state, read and written in one transaction (the controller
+        and the launchers of its allocation both write conditions: neither overwrites the other's); False if there
+        is no such BatchJob."""
+        with write_tx(self.engine) as conn:
+            row = conn.execute(
+                select(objects.c.id, objects.c.status).where(
+                    objects.c.site_id == site_id, objects.c.kind == "BatchJob", objects.c.name == name
+                )
+            ).first()
+            if row is None:
+                return False
+            old = dict(row.status or {})
+            old["conditions"] = set_condition(old.get("conditions", []), type_, status, reason, message)
+            conn.execute(
+                update(objects)
+                .where(objects.c.id == row.id)
+                .values(status=old, updated_at=now(), resource_version=objects.c.resource_version + 1)
+            )
         return True
 
     def remove_batchjob(self, site_id: int, name: str) -> None:
