@@ -169,15 +169,16 @@ def _fetch(site: Site, kind: str, name: str) -> StoredObject:
         raise typer.Exit(1) from None
 
 
-def _print_results(results: Iterable[ApplyResult], suffix: str = "") -> bool:
-    """Print ``job/x created`` style lines (kubectl's message for ``not found``); whether all were found."""
+def _print_results(results: Iterable[ApplyResult], suffix: str = "", prefix: str = "") -> bool:
+    """Print ``job/x created`` style lines (kubectl's message for ``not found``), each after ``prefix`` (a site's
+    ``SITE/``); whether all were found."""
     all_found = True
     for r in results:
         if r.action == "not found":
             _err(output.not_found(r.ref))
             all_found = False
         else:
-            typer.echo(f"{r.ref} {r.action}{suffix}")
+            typer.echo(f"{prefix}{r.ref} {r.action}{suffix}")
     return all_found
 
 
@@ -335,11 +336,20 @@ def delete(
     selector: SelectorOpt = None,
     site: SiteOpt = None,
 ) -> None:
-    """Delete objects by KIND NAME..., by manifest (-f FILE) or by label (KIND -l key=value).
+    """Delete objects by KIND NAME..., by [SITE/]KIND/NAME... (what get -o name prints), by manifest (-f FILE) or by
+    label (KIND -l key=value).
 
     Jobs and Apps go at once; a BatchJob's allocation is cancelled first ("deletion requested").
     """
-    usage = typer.BadParameter("use: delete KIND NAME... | delete -f FILE | delete KIND -l key=value")
+    usage = typer.BadParameter(
+        "use: delete KIND NAME... | delete [SITE/]KIND/NAME... | delete -f FILE | delete KIND -l key=value"
+    )
+    if kind is not None and "/" in kind:
+        if files or selector:
+            raise usage
+        if not _delete_named([kind, *(names or [])], site):
+            raise typer.Exit(1)
+        return
     target = _one_site(site)
     if files:
         if kind or selector:
@@ -358,6 +368,30 @@ def delete(
     target.poke()
     if not found:
         raise typer.Exit(1)
+
+
+def _delete_named(refs: Sequence[str], spec: str | None) -> bool:
+    """Delete ``[SITE/]KIND/NAME`` references, each at the site it names (``--site``'s one site if it names none);
+    whether all were found."""
+    keys: dict[str | None, list[tuple[str, str]]] = {}
+    for ref in refs:
+        site_name, kind, name = output.parse_name(ref)
+        keys.setdefault(site_name, []).append((kind_of(kind), name))
+    targets = {s: _one_site(spec) if s is None else _registered_site(s) for s in keys}  # bad input changes nothing
+    found = True
+    for site_name, target in targets.items():
+        prefix = "" if site_name is None else f"{site_name}/"
+        found = _print_results(target.store.delete(target.site_id, keys[site_name]), prefix=prefix) and found
+        target.poke()
+    return found
+
+
+def _registered_site(name: str) -> Site:
+    """The registered site named ``name`` (a reference's ``SITE/`` part: a name, never ``all`` or ``this``)."""
+    path = registry.load_registry().get(name)
+    if path is None:
+        raise SiteError(f"no site named {name!r} is registered")
+    return Site.load(path)
 
 
 @app.command()
@@ -413,7 +447,11 @@ def get(
     fmt: Annotated[OutputFormat | None, typer.Option("-o", "--output", help="wide, yaml, json or name.")] = None,
     limit: Annotated[
         int | None,
-        typer.Option("--limit", min=0, help="At most N (default 500, events 100); 0: all, page by page."),
+        typer.Option(
+            "--limit",
+            min=0,
+            help="At most N (default: tables 500, events 100; -o name|json|yaml every match); 0: all, page by page.",
+        ),
     ] = None,
     event_kind: Annotated[str | None, typer.Option("--kind", help="events: only of this kind.")] = None,
     site: SiteOpt = None,
@@ -431,17 +469,35 @@ def get(
         if not _print_sites(((s.name, s.path) for s in _sites(site)), fmt):
             raise typer.Exit(1)  # the sites asked for by name could not all be read
     elif word == "events":
-        _get_events(_sites(site), names, event_kind, DEFAULT_EVENT_LIMIT if limit is None else limit, fmt)
+        sites = _sites(site)
+        limit = DEFAULT_EVENT_LIMIT if limit is None else limit
+        _get_events(sites, names, event_kind, limit, fmt, many=_many(site, sites))
     else:
         k = kind_of(kind)
         sel = Selector(k, (), names=tuple(names), labels=_labels(selector), states=_states(k, state or []))
-        _get_objects(_sites(site), sel, fmt or "table", 0 if names else DEFAULT_LIMIT if limit is None else limit)
+        sites = _sites(site)
+        _get_objects(sites, sel, fmt or "table", 0 if names else _limit(fmt, limit), many=_many(site, sites))
 
 
-def _get_objects(sites: Sequence[Site], sel: Selector, fmt: output.Format, limit: int) -> None:
-    """Stream the objects of ``sel`` at every site; the stderr footer when ``limit`` (0: none) cut the listing."""
-    single = len(sel.names) == 1 and len(sites) == 1
-    out = output.writer(sel.kind, fmt, with_site=len(sites) > 1, single=single, now=time.time())
+def _many(spec: str | None, sites: Sequence[Site]) -> bool:
+    """Whether ``--site`` chose many sites, so that listings name each row's site (as kubectl's ``-A`` always shows
+    NAMESPACE): ``all``, even with one site registered, or more than one site."""
+    return spec == "all" or len({s.name for s in sites}) > 1
+
+
+def _limit(fmt: OutputFormat | None, limit: int | None) -> int:
+    """``--limit``, else its default (0: none): a table pages; ``-o name|json|yaml`` returns every match, so that a
+    script counting them is never capped at a page without knowing."""
+    if limit is not None:
+        return limit
+    return DEFAULT_LIMIT if fmt in (None, "wide") else 0
+
+
+def _get_objects(sites: Sequence[Site], sel: Selector, fmt: output.Format, limit: int, *, many: bool) -> None:
+    """Stream the objects of ``sel`` at every site, a page at a time; the stderr footer when ``limit`` (0: none)
+    cut the listing. ``many``: each row names its site."""
+    single = len(sel.names) == 1 and not many
+    out = output.writer(sel.kind, fmt, with_site=many, single=single, now=time.time())
     per_store = [
         (store, Selector(sel.kind, tuple(site_names), sel.names, sel.labels, sel.states))
         for store, site_names in _by_store(sites)
@@ -452,7 +508,8 @@ def _get_objects(sites: Sequence[Site], sel: Selector, fmt: output.Format, limit
             break
         for page in _pages(store, store_sel, limit - shown if limit else None):
             shown += len(page)
-            found.update(o.name for o in page)
+            if sel.names:
+                found.update(o.name for o in page)
             _echo(out.page(page))
     _echo(out.end())
     missing = [n for n in dict.fromkeys(sel.names) if n not in found]
@@ -465,11 +522,11 @@ def _get_objects(sites: Sequence[Site], sel: Selector, fmt: output.Format, limit
     elif limit and shown >= limit:
         total = sum(store.count_objects(store_sel) for store, store_sel in per_store)
         if total > shown:
-            _err(f"(showing {shown} of {total}; use --limit 0 for all)")
+            _err(f"(showing {shown} of {total} {sel.kind.lower()}s: {total - shown} left out; use --limit 0 for all)")
 
 
 def _get_events(
-    sites: Sequence[Site], names: Sequence[str], kind: str | None, limit: int, fmt: OutputFormat | None
+    sites: Sequence[Site], names: Sequence[str], kind: str | None, limit: int, fmt: OutputFormat | None, *, many: bool
 ) -> None:
     """The newest ``limit`` events of the sites (of one object with a NAME), newest last."""
     if fmt not in (None, "wide"):
@@ -485,9 +542,8 @@ def _get_events(
         for e in store.events(tuple(site_names), kind=k, name=names[0] if names else None, limit=limit)
     ]
     found = sorted(found, key=lambda se: se[1]["time"])[-limit:]
-    with_site = len(sites) > 1
-    headers = (["SITE"] if with_site else []) + output.EVENT_HEADERS
-    rows = [([name] if with_site else []) + output.event_row(e) for name, e in found]
+    headers = (["SITE"] if many else []) + output.EVENT_HEADERS
+    rows = [([name] if many else []) + output.event_row(e) for name, e in found]
     if not rows:
         _err("No events found.")
     _echo(output.table(headers, rows))

@@ -234,12 +234,29 @@ class TableWriter(Writer):
         return self.table.render([s + row(o, self.now, self.wide) for s, o in zip(site, objs, strict=True)])
 
 
+def object_name(obj: StoredObject, *, with_site: bool) -> str:
+    """``-o name``'s form of an object: ``job/hello-1``, or ``SITE/job/hello-1`` when many sites are listed."""
+    return f"{obj.site_name}/{obj.ref}" if with_site else obj.ref
+
+
+def parse_name(text: str) -> tuple[str | None, str, str]:
+    """``[SITE/]KIND/NAME`` (what ``-o name`` prints) as ``(site or None, kind word, name)``."""
+    parts = text.split("/")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise ValueError(f"invalid reference {text!r}: expected KIND/NAME or SITE/KIND/NAME")
+    site = parts[0] if len(parts) == 3 else None
+    return site, parts[-2], parts[-1]
+
+
 class NameWriter(Writer):
-    """``-o name``: ``job/hello-1`` per line."""
+    """``-o name``: ``job/hello-1`` per line, ``SITE/job/hello-1`` when many sites are listed."""
+
+    def __init__(self, *, with_site: bool) -> None:
+        self.with_site = with_site
 
     def page(self, objs: Sequence[StoredObject]) -> str:
         """One reference per line."""
-        return "".join(f"{o.ref}\n" for o in objs)
+        return "".join(object_name(o, with_site=self.with_site) + "\n" for o in objs)
 
 
 class YamlWriter(Writer):
@@ -289,7 +306,7 @@ class JsonWriter(Writer):
 def writer(kind: str, fmt: Format, *, with_site: bool, single: bool, now: float) -> Writer:
     """The writer for ``get KIND -o FMT``."""
     if fmt == "name":
-        return NameWriter()
+        return NameWriter(with_site=with_site)
     if fmt == "yaml":
         return YamlWriter()
     if fmt == "json":

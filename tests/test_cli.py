@@ -9,13 +9,18 @@ from typing import Any
 import pytest
 import yaml
 from conftest import Databases
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from typer.testing import CliRunner, Result
 
 from balsamctl import cli, output
 from balsamctl.site import Site
-from store import Selector
+from schemas import App
+from schemas.objects import NAME_PATTERN
+from schemas.settings import SITE_NAME_PATTERN
+from store import Selector, Store, StoredObject
 
 runner = CliRunner()
 
@@ -250,7 +255,7 @@ def test_get_selectors(applied: str) -> None:
 def test_get_limit_and_pages(applied: str, monkeypatch: pytest.MonkeyPatch) -> None:
     cut = run("get", "jobs", "--limit", "2", "-o", "name")
     assert lines(cut) == JOBS[:2]
-    assert cut.stderr == "(showing 2 of 3; use --limit 0 for all)\n"
+    assert cut.stderr == "(showing 2 of 3 jobs: 1 left out; use --limit 0 for all)\n"
     assert run("get", "jobs", "--limit", "3").stderr == ""
     monkeypatch.setattr(cli, "PAGE", 2)
     assert lines(run("get", "jobs", "--limit", "0", "-o", "name")) == JOBS
@@ -271,10 +276,60 @@ def test_get_batchjobs_across_sites(applied: str, tmp_path: Path) -> None:
     table = lines(run("get", "batchjobs", "--site=all"))
     assert table[0].split()[:2] == ["SITE", "NAME"]
     assert sorted(r.split()[:2] for r in table[1:]) == [["alpha", "alloc"], ["beta", "alloc"]]
-    assert lines(run("get", "bj", "--site", "alpha,beta", "-o", "name")) == ["batchjob/alloc"] * 2
+    assert lines(run("get", "bj", "--site", "alpha,beta", "-o", "name")) == [
+        "alpha/batchjob/alloc",
+        "beta/batchjob/alloc",
+    ]
+    assert lines(run("queue", "ls", "--site", "alpha,beta"))[0].split()[:2] == ["SITE", "NAME"]
+    assert lines(run("get", "events", "--site", "beta,alpha"))[0].split()[:2] == ["SITE", "TIME"]
     sites = lines(run("get", "sites", "--site", "all"))
     assert [r.split()[0] for r in sites] == ["NAME", "alpha", "beta"]
     assert "exactly one site" in run("apply", "--site", "all", "-f", applied, code=1).stderr
+
+
+def test_site_all_names_the_site_even_when_one_is_registered(applied: str) -> None:
+    """``--site=all`` shows the SITE column and ``SITE/``-prefixed names with one site registered too (as kubectl's
+    ``-A`` always shows NAMESPACE); one site chosen by name or by the current directory shows neither."""
+    assert lines(run("get", "jobs", "--site=all"))[0].split()[:2] == ["SITE", "NAME"]
+    assert lines(run("get", "jobs", "--site=all", "-o", "name")) == [f"alpha/{ref}" for ref in JOBS]
+    assert lines(run("get", "jobs", "hello-1", "--site=all", "-o", "name")) == ["alpha/job/hello-1"]
+    listed = json.loads(run("get", "jobs", "hello-1", "--site=all", "-o", "json").stdout)
+    assert listed["kind"] == "List" and [i["metadata"]["site"] for i in listed["items"]] == ["alpha"]
+    assert lines(run("queue", "ls", "--site=all"))[0].split()[:2] == ["SITE", "NAME"]
+    assert lines(run("get", "events", "--site=all"))[0].split()[:2] == ["SITE", "TIME"]
+    assert lines(run("get", "jobs", "--site", "alpha"))[0].split()[:2] == ["NAME", "APP"]
+    assert lines(run("get", "jobs", "-o", "name")) == JOBS
+    assert lines(run("queue", "ls"))[0].split()[0] == "NAME"
+
+
+def test_machine_output_returns_every_match_the_table_pages(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A script counting ``get jobs -o name`` lines gets every Job, read from the store a page at a time; the table
+    stops at its default page and says on stderr how many it left out; ``--limit`` caps any output."""
+    count = cli.DEFAULT_LIMIT + 1
+    docs = [MANIFEST.split("---\n")[0]] + [job(f"j-{i}", f"{{app: hello, workdir: j/{i}}}") for i in range(count)]
+    run("apply", "-f", "-", stdin="---\n".join(docs))
+    monkeypatch.setattr(cli, "PAGE", 100)
+    asked: list[int | None] = []
+    list_objects = Store.list_objects
+
+    def spy(store: Store, sel: Selector, **kw: Any) -> list[StoredObject]:
+        asked.append(kw.get("limit"))
+        return list_objects(store, sel, **kw)
+
+    monkeypatch.setattr(Store, "list_objects", spy)
+    names = run("get", "jobs", "-o", "name")
+    assert lines(names) == [f"job/j-{i}" for i in range(count)] and names.stderr == ""
+    assert len(asked) == 6 and all(n is not None and n <= 100 for n in asked)
+    assert len(lines(run("get", "jobs", "--site=all", "-o", "name"))) == count
+    assert len(json.loads(run("get", "jobs", "-o", "json").stdout)["items"]) == count
+    assert len(list(yaml.safe_load_all(run("get", "jobs", "-o", "yaml").stdout))) == count
+    table = run("get", "jobs")
+    assert len(lines(table)) == 1 + cli.DEFAULT_LIMIT
+    assert table.stderr == f"(showing {cli.DEFAULT_LIMIT} of {count} jobs: 1 left out; use --limit 0 for all)\n"
+    assert len(lines(run("get", "jobs", "-o", "wide"))) == 1 + cli.DEFAULT_LIMIT
+    assert len(lines(run("get", "jobs", "--limit", "0"))) == 1 + count
+    capped = run("get", "jobs", "-o", "name", "--limit", "3")
+    assert len(lines(capped)) == 3 and f"{count - 3} left out" in capped.stderr
 
 
 def test_get_events_and_describe(applied: str) -> None:
@@ -309,6 +364,53 @@ def test_delete(applied: str, tmp_path: Path) -> None:
     assert 'jobs "hello-2" not found' in gone.stderr
     assert run("get", "jobs", "-o", "name").stdout == ""
     assert run("delete", "jobs", code=2).exit_code == 2
+
+
+@given(
+    site=st.from_regex(SITE_NAME_PATTERN, fullmatch=True),
+    name=st.from_regex(NAME_PATTERN, fullmatch=True),
+    with_site=st.booleans(),
+)
+def test_o_name_reads_back(site: str, name: str, with_site: bool) -> None:
+    """What ``-o name`` prints for an object, with or without its site, parses back to that site, kind and name."""
+    app = App.model_validate(
+        {"apiVersion": "balsam/v1", "kind": "App", "metadata": {"name": name}, "spec": {"command": "x"}}
+    )
+    printed = output.object_name(StoredObject(1, 1, site, app), with_site=with_site)
+    assert output.parse_name(printed) == (site if with_site else None, "app", name)
+
+
+@given(st.text(alphabet="ab/", max_size=8))
+def test_o_name_parser_refuses_what_is_not_a_reference(text: str) -> None:
+    """A reference is KIND/NAME or SITE/KIND/NAME with no empty part; anything else is refused, never mangled."""
+    try:
+        site, kind, name = output.parse_name(text)
+    except ValueError as exc:
+        assert text.count("/") not in (1, 2) or "" in text.split("/")
+        assert f"invalid reference {text!r}" in str(exc)
+    else:
+        assert "/".join(p for p in (site, kind, name) if p is not None) == text
+
+
+def test_delete_takes_what_get_o_name_prints(applied: str, tmp_path: Path) -> None:
+    """``get -o name`` output fed back to ``delete``: each ``SITE/KIND/NAME`` at its own site, ``KIND/NAME`` at
+    ``--site``'s; a bad reference or unknown site changes nothing."""
+    run("site", "init", str(tmp_path / "beta"))
+    run("apply", "--site", "beta", "-f", applied)
+    refs = lines(run("get", "jobs", "--site=all", "-l", "exp=a", "-o", "name"))
+    assert refs == ["alpha/job/hello-1", "beta/job/hello-1"]
+    assert "no site named 'gamma'" in run("delete", *refs, "gamma/job/hello-3", code=1).stderr
+    assert "invalid reference 'hello-3'" in run("delete", *refs, "hello-3", code=1).stderr
+    assert "unknown kind 'pods'" in run("delete", *refs, "beta/pods/hello-3", code=1).stderr
+    assert len(lines(run("get", "jobs", "--site=all", "-o", "name"))) == 6
+    assert lines(run("delete", *refs)) == ["alpha/job/hello-1 deleted", "beta/job/hello-1 deleted"]
+    assert lines(run("delete", "job/hello-3")) == ["job/hello-3 deleted"]
+    assert lines(run("get", "jobs", "--site=all", "-o", "name")) == [
+        "alpha/job/hello-2",
+        "beta/job/hello-2",
+        "beta/job/hello-3",
+    ]
+    assert run("delete", "job/hello-2", "-l", "exp=b", code=2).exit_code == 2
 
 
 def test_diff(applied: str, tmp_path: Path) -> None:
