@@ -23,7 +23,7 @@ from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from launcher.process import Outcome, ProcessGroup, Task
+from launcher.process import CannotStart, Outcome, ProcessGroup, Task
 
 
 class Identified(Protocol):
@@ -202,8 +202,8 @@ class ProcessLanes:
             self.events.append(Began(task.job_id, time.time()))
         try:
             self.group.start(task)
-        except OSError as exc:
-            self.events.append(Outcome(task.job_id, task.name, None, f"could not start: {exc}"))
+        except CannotStart as exc:
+            self.events.append(Outcome(task.job_id, task.name, None, f"could not start: {exc}", cause=exc.cause))
             return False
         self.lane_of[task.job_id] = lane
         self.busy.add(lane)

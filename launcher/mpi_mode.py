@@ -35,13 +35,14 @@ class MpiTaskBuilder:
         own = job_variables(app, ref.name, workdir, placement.environment(req, self.gpu_variables))
         remote = self.flavor != "local" and placement.hosts != [self.here]
         cpus: tuple[int, ...] = ()
-        if needs_mpi(req) or remote:  # an MPI launch reaches the Job's ranks and nodes (binding: launch_params)
+        via_mpi = needs_mpi(req) or remote  # an MPI launch reaches the Job's ranks and nodes (binding: launch_params)
+        if via_mpi:
             argv = tuple(
                 build_mpi_command(self.flavor, self.mpi_command, placement, req, command, ref.spec.launch_params, own)
             )
         else:
             argv, cpus = shell_argv(command), self.pinning.cpus(placement)
-        return Task(ref.id, ref.name, argv, str(workdir), tuple(own.items()), ref.attempts + 1, cpus)
+        return Task(ref.id, ref.name, argv, str(workdir), tuple(own.items()), ref.attempts + 1, cpus, via_mpi)
 
 
 class LocalExecutor:

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from balsamctl.site import Site, SiteError
 from launcher.command import CommandError
+from launcher.health import FailureStreaks
 from launcher.lanes import Assignment, Began, Event, LaneBook
 from launcher.nodes import Node, Share
 from launcher.placement import NodePool, Placement, Request, place_in_order, sort_requests
@@ -28,7 +29,7 @@ from launcher.process import Outcome, Task
 from schemas import App, JobState
 from schemas.conditions import set_condition
 from schemas.objects import AppSpec, Partition
-from store import JobRef
+from store import JobRef, StoreUnavailable
 
 log = logging.getLogger("balsamctl.launcher")
 HEARTBEAT_SEC = 10.0
@@ -72,10 +73,25 @@ class Executor(Protocol):
 TaskBuilder = Callable[[JobRef, AppSpec, Placement], Task]
 
 
-def result_of(outcome: Outcome, stopping: str = "") -> dict[str, Any]:
+def result_of(outcome: Outcome, stopping: str = "", where: str = "") -> dict[str, Any]:
     """The store result of one Outcome: RUN_DONE, RUN_ERROR, or RUN_TIMEOUT when the launcher stopped it. While the
     launcher is ``stopping`` (why: its allocation ends, and the scheduler signals every process in it), a run that
-    ended badly was ended with it: RUN_TIMEOUT too, never charged to the Job."""
+    ended badly was ended with it: RUN_TIMEOUT too, never charged to the Job. A run that never started because of
+    the node or site (``outcome.cause``, an infrastructure failure) goes straight back to RESTART_READY, uncharged
+    and with no hook run, with a ``StartFailed`` condition saying what happened ``where``."""
+    if outcome.cause:
+        message = f"{outcome.tail} on {where or 'this node'} ({outcome.cause}: not the Job's fault, not charged)"
+        return {
+            "job_id": outcome.job_id,
+            "name": outcome.name,
+            "state": JobState.RESTART_READY,
+            "return_code": None,
+            "output_tail": None,
+            "message": message,
+            "end_time": outcome.end_time,
+            "reason": "StartFailed",
+            "condition": set_condition([], "StartFailed", "True", outcome.cause, message)[0],
+        }
     if outcome.killed or (stopping and outcome.return_code not in (0, None)):
         state = JobState.RUN_TIMEOUT
         message = outcome.killed or f"{stopping}: exited with return code {outcome.return_code}"
@@ -155,6 +171,8 @@ class Launcher:
         self.closing_at = deadline - min(CLOSING_MAX_SEC, CLOSING_SHARE * max(0.0, deadline - time.time()))
         self.unannounced = False
         self.last_poke = self.last_flush = 0.0
+        self.streaks = FailureStreaks(self.settings.infra_failure_limit)
+        self.draining = ""  # why this launcher acquires nothing more (every node fenced), once it is so
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> None:
@@ -170,59 +188,80 @@ class Launcher:
             pid=os.getpid(),
             nodes=[n.name for n in self.pool.nodes],
         )
-        idle_since = time.monotonic()
+        idle_since = last_renewed = time.monotonic()
         last_beat = last_deletion_check = last_claim = last_time_check = 0.0
         found_work = True
         reason = "idle"
+        fence_after = self.settings.lease_sec / 2
         while True:
             now = time.monotonic()
+            if now - last_renewed >= fence_after:  # first: a launcher that slept (SIGSTOP, a hung node) starts nothing
+                reason = f"lease not renewed for {now - last_renewed:.0f} s: fenced itself"
+                break
             if self.stopping.is_set():
                 reason = "signal"
                 break
             if time.time() >= self.deadline:
                 reason = "wall time"
                 break
-            self._reap(self.executor.poll())
-            self._measure_rate()
-            if (self.pool.placements or self.queue) and now - last_deletion_check >= DELETION_CHECK_SEC:
-                self._stop_deleted()
-                self._hand_back_late()
-                last_deletion_check = now
-            closing = time.time() >= self.closing_at
-            started = self._start_queued()  # first: what is already claimed need not wait for the store
-            if (
-                not closing
-                and (self.pool.has_idle() or len(self.queue) < self._claim_ahead() // 2)
-                and (found_work or now - last_claim >= self.settings.poll_interval_sec)
-            ):
-                placed, claimed = self._claim()
-                found_work, last_claim = claimed > 0, now
-                started += self._start_queued(placed)
-                if not claimed and not self.pool.placements and now - last_time_check >= TIME_CHECK_SEC:
-                    self._tell_too_long()
-                    last_time_check = now
-            self._flush()
-            if closing and self.queue:
-                self._hand_back_late(every=True)
-            if self.pool.placements or self.queue:
-                idle_since = now
-            elif closing:
-                reason = "wall time: nothing more fits"
-                break
-            elif now - idle_since >= self.settings.idle_ttl_sec:
-                break
-            if now - last_beat >= min(HEARTBEAT_SEC, self.settings.lease_sec / 4):
-                if not store.heartbeat(self.id, self.status()):
-                    reason = "lease lost"  # declared lost (silent too long): its Jobs already went elsewhere
+            try:
+                self._reap(self.executor.poll())
+                self._measure_rate()
+                if (self.pool.placements or self.queue) and now - last_deletion_check >= DELETION_CHECK_SEC:
+                    self._stop_deleted()
+                    self._hand_back_late()
+                    last_deletion_check = now
+                closing = time.time() >= self.closing_at
+                started = self._start_queued()  # first: what is already claimed need not wait for the store
+                if (
+                    not closing
+                    and not self.draining
+                    and (self.pool.has_idle() or len(self.queue) < self._claim_ahead() // 2)
+                    and (found_work or now - last_claim >= self.settings.poll_interval_sec)
+                ):
+                    placed, claimed = self._claim()
+                    found_work, last_claim = claimed > 0, now
+                    started += self._start_queued(placed)
+                    if not claimed and not self.pool.placements and now - last_time_check >= TIME_CHECK_SEC:
+                        self._tell_too_long()
+                        last_time_check = now
+                self._flush()
+                if (closing or self.draining) and self.queue:
+                    self._hand_back_late(every=True)
+                if self.draining and not self.pool.placements:
+                    reason = "no usable node"
                     break
-                last_beat = now
+                if self.pool.placements or self.queue:
+                    idle_since = now
+                elif closing:
+                    reason = "wall time: nothing more fits"
+                    break
+                elif now - idle_since >= self.settings.idle_ttl_sec:
+                    break
+                if now - last_beat >= min(HEARTBEAT_SEC, self.settings.lease_sec / 4):
+                    last_beat = now
+                    if not store.heartbeat(self.id, self.status()):
+                        reason = "lease lost"  # declared lost (silent too long): it must not go on
+                        break
+                    last_renewed = now
+            except StoreUnavailable as exc:  # kept in memory and written when the store answers again, or fenced
+                log.warning("launcher %s: the store failed (%s); trying again", self.id, _first_line(exc))
+                started = 0
             if not started:
                 self.executor.wait(FLUSH_EVERY_SEC if self.started or self.results else self.settings.poll_interval_sec)
         log.info("launcher %s stopping (%s) with %d running Job(s)", self.id, reason, len(self.pool.placements))
         self._reap(self.executor.terminate_all(stopped_for(reason), STOP_GRACE_SEC))
-        self._flush(force=True)
-        store.unclaim(sid, self.id)
-        store.heartbeat(self.id, self.status(), ended=True)
+        try:
+            self._flush(force=True)
+            store.unclaim(sid, self.id)
+            store.heartbeat(self.id, self.status(), ended=True)
+        except StoreUnavailable as exc:
+            log.error(
+                "launcher %s: could not record its end (%s): its lease runs out and the controller hands its Jobs on "
+                "once the allocation has ended",
+                self.id,
+                _first_line(exc),
+            )
 
     def stop(self) -> None:
         """Ask the loop to stop (signal handlers call this)."""
@@ -424,6 +463,7 @@ class Launcher:
                 if self.lanes.withdraw(job_id):  # taken out of its lane (deleted) before it started
                     withdrawn.append(job_id)
                 continue  # else already released (a late report of a Job stopped here)
+            node = self.pool.placements[job_id].hosts[0]
             following = self.lanes.ended(job_id)
             if following is None:
                 self.pool.release(job_id)
@@ -435,9 +475,42 @@ class Launcher:
             if job_id in self.dropped:
                 self.dropped.discard(job_id)
             else:
-                self.results.append({**result_of(event, stopping), "finish": finish})
+                self.results.append({**result_of(event, stopping, node), "finish": finish})
+            if event.cause:
+                self._start_failed(node, event)
+            elif event.return_code is not None:
+                self.streaks.ran(self._place(node))
         if withdrawn:
             self.site.store.unclaim(self.site.site_id, self.id, withdrawn)
+
+    def _place(self, node: str) -> str:
+        """Where a start happens, for black-hole protection: a serial-mode Job's own node; in mpi mode the head node,
+        which starts every Job (the whole launcher)."""
+        return node if self.partition.job_mode == "serial" else "the head node"
+
+    def _start_failed(self, node: str, outcome: Outcome) -> None:
+        """An infrastructure failure on ``node``: fence the node off after ``infra_failure_limit`` in a row (in mpi
+        mode, every node: the launcher drains and ends), and say so on the BatchJob."""
+        place = self._place(node)
+        if not self.streaks.failed(place):
+            return
+        for name in [node] if place == node else [n.name for n in self.pool.nodes]:
+            self.pool.fence(name)
+        self.why_not.clear()  # what fits was worked out for the nodes it had
+        fenced = (
+            f"{place} ({node})" if place != node else f"node {node}"
+        ) + f" fenced after {self.streaks.limit} infrastructure failure(s) in a row, the last: {outcome.tail}"
+        where = f"launcher {self.id} (partition {self.partition_index})"
+        if self.pool.nodes:
+            left = ", ".join(n.name for n in self.pool.nodes)
+            reason, message = "NodeFenced", f"{where}: {fenced} ({outcome.cause}); still running on {left}"
+        else:
+            self.draining = f"{fenced} ({outcome.cause})"
+            reason, message = "NoUsableNode", f"{where}: {self.draining}; no usable node left: drains and ends"
+        log.error("launcher %s: %s", self.id, message)
+        self.site.store.set_batchjob_condition(
+            self.site.site_id, self.batch_job, "NodesHealthy", "False", reason, message
+        )
 
     def _flush(self, force: bool = False) -> None:
         """Write the starts and outcomes so far in one transaction (every FLUSH_EVERY_SEC, or now)."""
@@ -450,13 +523,14 @@ class Launcher:
         # a Job that could not start still has to pass through RUNNING to record its RUN_ERROR
         self.started += [(ref, {"start_time": time.time()}) for ref, _ in self.not_started]
         self.results += [result_of(Outcome(ref.id, ref.name, None, why)) for ref, why in self.not_started]
+        self.not_started = []
         started_ids = {ref.id for ref, _ in self.started}
         confirmed = self.site.store.record(self.site.site_id, owner=self.id, started=self.started, results=self.results)
         for job_id in started_ids - confirmed:  # its deletion was requested before it could be recorded
             self.dropped.add(job_id)
             self.executor.kill(job_id, "stopped: the Job was deleted")
         self.unannounced = self.unannounced or bool(self.results)
-        self.started, self.results, self.not_started = [], [], []
+        self.started, self.results = [], []
         self.last_flush = time.monotonic()
         self._announce()
 
@@ -478,3 +552,8 @@ class Launcher:
             self.site.store.unclaim(self.site.site_id, self.id, queued)
         for job_id in doomed & (self.pool.placements.keys() | self.lanes.queued_on.keys()):
             self.executor.kill(job_id, "stopped: the Job was deleted")  # running, or waiting in a lane
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an error (a driver's error carries the whole statement after it)."""
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -176,6 +176,10 @@ class NodePool:
         self.placements[to] = handed = Placement(to, placement.shares)
         return handed
 
+    def fence(self, name: str) -> None:
+        """Place nothing more on node ``name`` (what runs there ends as it will, and is released as usual)."""
+        self.nodes = [n for n in self.nodes if n.name != name]
+
     def has_idle(self) -> bool:
         """Whether some node could still take a Job (it has an idle CPU and room left)."""
         return any(n.idle_cpus and n.occupancy < 1 for n in self.nodes)

@@ -47,6 +47,8 @@ class Task:
     attempt: int
     cpus: tuple[int, ...] = ()
     """CPUs to pin the process to (empty: not pinned)."""
+    via_mpi: bool = False
+    """``argv[0]`` is the allocation's MPI launch command, not the App's own program."""
 
 
 class Pinning:
@@ -85,7 +87,8 @@ def _pinned(cpus: tuple[int, ...], own: set[int]) -> Iterator[None]:
 @dataclass(frozen=True)
 class Outcome:
     """How one Task ended: its return code (None if it could not start), the tail of its output, why, and when
-    (epoch seconds: where it was reaped, not when its launcher heard of it)."""
+    (epoch seconds: where it was reaped, not when its launcher heard of it). ``cause``: why it could not start when
+    the allocation or the site is to blame, not the Job (a CamelCase reason, see :func:`start_failure`)."""
 
     job_id: int
     name: str
@@ -93,6 +96,41 @@ class Outcome:
     tail: str
     killed: str = ""
     end_time: float = field(default_factory=time.time)
+    cause: str = ""
+
+
+class CannotStart(Exception):
+    """A Task that could not start; ``cause`` says whether the node or site is to blame (see
+    :func:`start_failure`)."""
+
+    def __init__(self, message: str, cause: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+#: A start refused by the node whatever the command: no process, memory or descriptor to be had.
+_NODE_REFUSED = frozenset({errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE})
+
+
+def start_failure(exc: OSError, step: str, via_mpi: bool) -> str:
+    """Who is to blame for a start that failed with ``exc`` at ``step`` (``output``: making the Job's workdir or
+    opening its output file; ``exec``: starting its process). The one rule of failure classes:
+
+    - the allocation or the site (an *infrastructure* failure, never charged to the Job; returns its class):
+      ``WorkdirRefused`` (the file system refused the workdir or the output file: full, read-only, quota, I/O
+      error), ``ForkRefused`` (no process, memory or descriptor to be had: EAGAIN, ENOMEM, EMFILE, ENFILE),
+      ``MPICommandNotFound`` / ``MPICommandNotExecutable`` (the allocation's MPI launch command);
+    - the Job (returns ``""``, charged to ``max_retries``): its App's own program missing or not executable. A
+      process that started and exited non-zero, or was killed by a signal its launcher did not send, is the Job's
+      too (that is not a start failure at all).
+    """
+    if step == "output":
+        return "WorkdirRefused"
+    if exc.errno in _NODE_REFUSED:
+        return "ForkRefused"
+    if via_mpi:
+        return "MPICommandNotFound" if exc.errno == errno.ENOENT else "MPICommandNotExecutable"
+    return ""
 
 
 @functools.lru_cache(maxsize=1024)
@@ -189,22 +227,27 @@ class ProcessGroup:
         self.watched: set[int] = set()
 
     def start(self, task: Task) -> None:
-        """Start one Task in its workdir, output appended to ``job.out``; raises OSError if it cannot."""
-        workdir = task.workdir
-        output = output_path(workdir, task.attempt)
-        try:  # stage-in made the workdir and the file: only opened here
-            out = os.open(output, _OUTPUT_FLAGS, 0o666)  # the child's copy is all it needs: closed here at once
-        except FileNotFoundError:
-            os.makedirs(workdir, exist_ok=True)
-            out = os.open(output, _OUTPUT_FLAGS, 0o666)
+        """Start one Task in its workdir, output appended to ``job.out``; :class:`CannotStart` if it cannot."""
+        output = output_path(task.workdir, task.attempt)
+        try:
+            out = _open_output(task.workdir, output)
+        except OSError as exc:
+            raise CannotStart(str(exc), start_failure(exc, "output", task.via_mpi)) from None
         try:
             env = self.base_env.copy()
             env.update(task.env)
             with _pinned(task.cpus, self.own_cpus):
-                proc = self._spawn(task.argv, workdir, env, out)
+                proc = self._spawn(task.argv, task.workdir, env, out)
+        except OSError as exc:
+            raise CannotStart(str(exc), start_failure(exc, "exec", task.via_mpi)) from None
         finally:
             os.close(out)
-        pidfd = os.pidfd_open(proc.pid)
+        try:
+            pidfd = os.pidfd_open(proc.pid)
+        except OSError as exc:  # no descriptor to follow it by: it must not run on unseen while it runs elsewhere
+            _signal(proc, signal.SIGKILL)
+            proc.wait()
+            raise CannotStart(str(exc), start_failure(exc, "exec", task.via_mpi)) from None
         self.running[task.job_id] = _Running(task, proc, output, pidfd)
         self.job_of[pidfd] = task.job_id
         self.poller.register(pidfd, select.POLLIN)
@@ -279,6 +322,16 @@ class ProcessGroup:
         os.close(run.pidfd)
         tail = _tail(run.output) if rc != 0 else ""
         return Outcome(job_id, run.task.name, rc, tail, killed)
+
+
+def _open_output(workdir: str, output: str) -> int:
+    """The Job's output file, opened to append (stage-in made the workdir and the file: only opened here); the
+    child's copy is all it needs, so the caller closes it at once."""
+    try:
+        return os.open(output, _OUTPUT_FLAGS, 0o666)
+    except FileNotFoundError:
+        os.makedirs(workdir, exist_ok=True)
+        return os.open(output, _OUTPUT_FLAGS, 0o666)
 
 
 def _tail(path: str) -> str:

@@ -39,9 +39,30 @@ class LauncherSettings(Strict):
     cpus_per_node: int | None = Field(default=None, ge=1, description="Default: what the scheduler says.")
     gpus_per_node: int | None = Field(default=None, ge=0, description="Default: what the scheduler says, else 0.")
     lease_sec: float = Field(
-        default=60.0, gt=0, description="A launcher silent this long is lost: its RUNNING Jobs become RUN_TIMEOUT."
+        default=60.0,
+        gt=0,
+        description="A launcher silent this long is lost: its claims go back; its RUNNING Jobs become RUN_TIMEOUT "
+        "once its allocation has ended (the controller cancels it).",
+    )
+    start_timeout_sec: float = Field(
+        default=120.0,
+        gt=0,
+        description="An allocation running this long without a launcher's heartbeat gets LaunchersStarted=False.",
+    )
+    crash_limit: int = Field(
+        default=5,
+        ge=0,
+        description="Runs lost with their launcher a Job is forgiven (status.crashes, not max_retries): one more "
+        "FAILS it.",
     )
     poll_interval_sec: float = Field(default=0.1, gt=0)
+    infra_failure_limit: int = Field(
+        default=3,
+        ge=1,
+        description="Black-hole protection: after this many infrastructure failures in a row (Jobs that could not "
+        "start because of the node: fork refused, workdir refused, MPI command missing) a node is fenced off; a "
+        "launcher with no usable node drains and ends. Never charged to the Jobs.",
+    )
     mpi_flavor: MpiFlavor = "mpich"
     mpi_command: str = "mpiexec"
     policy: Literal["small_first", "long_large_first"] = Field(

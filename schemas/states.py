@@ -46,7 +46,7 @@ JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     J.READY: frozenset({J.STAGED_IN, J.FAILED}),
     J.STAGED_IN: frozenset({J.PREPROCESSED, J.FAILED}),
     J.PREPROCESSED: frozenset({J.RUNNING, J.FAILED}),
-    J.RUNNING: frozenset({J.RUN_DONE, J.RUN_ERROR, J.RUN_TIMEOUT}),
+    J.RUNNING: frozenset({J.RUN_DONE, J.RUN_ERROR, J.RUN_TIMEOUT, J.RESTART_READY}),
     J.RUN_DONE: frozenset({J.POSTPROCESSED, J.RESTART_READY, J.FAILED}),
     J.POSTPROCESSED: frozenset({J.STAGED_OUT, J.FAILED}),
     J.STAGED_OUT: frozenset({J.JOB_FINISHED, J.FAILED}),
@@ -56,7 +56,9 @@ JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     J.RESTART_READY: frozenset({J.RUNNING, J.FAILED}),
     J.FAILED: frozenset({J.READY}),
 }
-"""Allowed Job transitions. ``JOB_FINISHED``/``FAILED`` -> ``READY`` is an explicit rerun."""
+"""Allowed Job transitions. ``JOB_FINISHED``/``FAILED`` -> ``READY`` is an explicit rerun; ``RUNNING`` ->
+``RESTART_READY`` is a run that never started because of its allocation or site (an infrastructure failure: never
+charged, no hook runs)."""
 
 #: After RUN_DONE, on to JOB_FINISHED: (from, to, reason) of each step. The first is the default of an App without
 #: a postprocess hook (with one, the hook decides); the others apply to every Job (nothing is staged out).

@@ -1,7 +1,7 @@
 """The state store: the only code in balsamctl that speaks SQL (SQLite by default, PostgreSQL by URL)."""
 
 from store.batchjobs import BatchJobStore
-from store.engine import redact, sqlite_url
+from store.engine import StoreUnavailable, redact, sqlite_url
 from store.events import EventStore
 from store.jobs import JobRef, JobStore, Transition
 from store.leases import LeaseStore, SweepResult
@@ -20,6 +20,7 @@ __all__ = [
     "NotFound",
     "Selector",
     "Store",
+    "StoreUnavailable",
     "StoredObject",
     "SweepResult",
     "Transition",

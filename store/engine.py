@@ -9,9 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from store import migrations
+
+StoreUnavailable = DBAPIError
+"""What a store call raises when the database cannot be reached or refuses the work (the driver's error, wrapped):
+a caller that can wait and try again catches this."""
 
 
 def redact(url: str) -> str:

@@ -371,7 +371,9 @@ class JobStore(StoreBase):
             add_events(
                 conn, (event for ref, data in go for event in _start_events(site_id, owner, ref, data, outcome, t))
             )
-            _drop_condition(conn, [ref.id for ref, _ in go], "Schedulable")  # why it could not run: it runs now
+            for type_ in _UNTIL_STARTED:  # why it could not run, or did not start last time: it runs now
+                _drop_condition(conn, [ref.id for ref, _ in go], type_)
+            _result_conditions(conn, [outcome[ref.id] for ref, _ in go if ref.id in outcome])
         return {ref.id for ref, _ in go}
 
     def _ids_where(self, conn: Connection, ids: Sequence[int], *conds: Any) -> set[int]:
@@ -415,6 +417,7 @@ class JobStore(StoreBase):
             [{"b_id": r["job_id"], **_end_row(r, t)} for r in kept],
         )
         add_events(conn, (event for r in kept for event in _result_events(site_id, r, t)))
+        _result_conditions(conn, kept)
         return len(kept)
 
     def rerun(self, site_id: int, job_ids: Sequence[int]) -> int:
@@ -461,6 +464,18 @@ def _drop_condition(conn: Connection, job_ids: Sequence[int], type_: str) -> Non
         _write_conditions(conn, rows, type_)
 
 
+def _result_conditions(conn: Connection, results: Sequence[Mapping[str, Any]]) -> None:
+    """Set the conditions that run outcomes carry (``condition``: a start that failed, and why) on their Jobs."""
+    by_type: dict[str, dict[int, Mapping[str, Any]]] = {}
+    for r in results:
+        if r.get("condition"):
+            by_type.setdefault(r["condition"]["type"], {})[r["job_id"]] = r["condition"]
+    for type_, conditions in by_type.items():
+        rows = conn.execute(select(objects.c.id, objects.c.status).where(objects.c.id.in_(list(conditions)))).all()
+        for row in rows:
+            _write_conditions(conn, [row], type_, conditions[row.id])
+
+
 def _write_conditions(
     conn: Connection, rows: Sequence[Row[Any, Any]], type_: str, condition: Mapping[str, Any] | None = None
 ) -> None:
@@ -501,6 +516,7 @@ def hand_back(conn: Connection, site_id: int, owners: Sequence[str], job_ids: Se
 
 
 _RUNNABLE = sorted(s.value for s in RUNNABLE_STATES)
+_UNTIL_STARTED = ("Schedulable", "StartFailed")  # Job conditions that hold until its next run starts
 _FINISHING = [(src.value, dst.value, why) for src, dst, why in FINISHING_STEPS]
 _ORDERS = {
     "small_first": (objects.c.num_nodes, objects.c.node_packing_count.desc(), objects.c.wall_time_min.desc()),
@@ -578,7 +594,7 @@ def _result_events(site_id: int, r: Mapping[str, Any], t: float) -> list[dict[st
         r["name"],
         "RUNNING",
         str(r["state"]),
-        "Ran",
+        r.get("reason", "Ran"),
         _text(r.get("message")) or f"return code {r.get('return_code')}",
         time=at,
     )

@@ -31,7 +31,7 @@ from launcher.mpi_mode import LocalExecutor, MpiTaskBuilder
 from launcher.nodes import Node
 from launcher.pilot import Launcher
 from launcher.placement import NodePool, Placement, Request
-from launcher.process import Outcome, ProcessGroup, Task
+from launcher.process import CannotStart, Outcome, ProcessGroup, Task
 from schemas import JobState
 from schemas.objects import AppSpec, JobSpec, Partition
 from schemas.settings import LauncherSettings
@@ -103,7 +103,7 @@ class Processes(ProcessGroup):
     def start(self, task: Task) -> None:
         self.ran.append(task.job_id)  # a start that fails is still an attempt the launcher records
         if task.job_id in self.failing:
-            raise OSError(f"cannot start {task.job_id}")
+            raise CannotStart(f"cannot start {task.job_id}", "")
         for other in self.alive.values():
             assert not set(other.cpus) & set(task.cpus), f"{task.job_id} started on CPUs {other.job_id} runs on"
         self.alive[task.job_id] = task

@@ -13,7 +13,7 @@ import pytest
 
 from launcher import main as launcher_main
 from launcher import worker as launcher_worker
-from launcher.process import Outcome, ProcessGroup, Task
+from launcher.process import CannotStart, Outcome, ProcessGroup, Task
 from launcher.worker import TAG_FINAL, TAG_KILL, TAG_OUTCOMES, TAG_READY, TAG_STOP, TAG_TASKS, start_local
 
 
@@ -85,8 +85,9 @@ def test_a_task_starts_in_its_workdir_with_default_signals_and_its_own_path(
     cwd, ignored = (work / "job.out").read_text().splitlines()
     assert cwd == str(work)
     assert int(ignored.split()[1], 16) & (1 << (signal.SIGPIPE - 1)) == 0, f"SIGPIPE left ignored: {ignored}"
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(CannotStart, match="No such file") as refused:
         group.start(Task(2, "j2", ("no-such-command-here",), str(tmp_path / "w2"), (), 1))
+    assert refused.value.cause == ""  # the App's own program is missing: the Job's failure
     assert group.running == {}
 
 

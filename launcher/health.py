@@ -1,0 +1,35 @@
+"""Black-hole protection: a node (or a whole launcher) whose Jobs keep failing to start is fenced off.
+
+A pilot job whose environment is broken claims Jobs and fails them as fast as it can. Here an *infrastructure*
+failure (a start the node or site refused: :func:`launcher.process.start_failure`) is never charged to the Job, and
+:class:`FailureStreaks` counts such failures in a row per place: ``limit`` of them with no run started between
+fence the place off. Pure bookkeeping: the launcher decides what fencing means (a serial-mode node: its worker gets
+nothing more; the mpi mode's head node: the whole launcher, which drains and ends).
+"""
+
+from __future__ import annotations
+
+
+class FailureStreaks:
+    """Infrastructure failures in a row, per place (a node name)."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"the limit must be at least 1, not {limit}")
+        self.limit = limit
+        self.in_a_row: dict[str, int] = {}
+        self.fenced: set[str] = set()
+
+    def failed(self, place: str) -> bool:
+        """One more infrastructure failure at ``place``; True exactly once: when it is to be fenced now."""
+        if place in self.fenced:
+            return False
+        self.in_a_row[place] = self.in_a_row.get(place, 0) + 1
+        if self.in_a_row[place] < self.limit:
+            return False
+        self.fenced.add(place)
+        return True
+
+    def ran(self, place: str) -> None:
+        """A run started at ``place``: its streak is broken."""
+        self.in_a_row.pop(place, None)
