@@ -24,16 +24,18 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from balsamctl.site import Site
+from balsamctl.site import Site, SiteError
 from launcher import serial_mode
 from launcher.mpi_command import build_mpi_command, site_flavor
 from launcher.mpi_mode import LocalExecutor, MpiTaskBuilder
 from launcher.nodes import Node, nodes_from_environment, split_nodes, this_node
 from launcher.pilot import Executor, Launcher, TaskBuilder
 from launcher.placement import NodePool, Request
+from launcher.preflight import Problem, check_data_dir, check_mpi_command, check_nodes, first_problem
 from launcher.worker import MpiLink, work
 from schemas import BatchJob
 from schemas.objects import Partition
+from store import NotFound, StoreUnavailable
 
 log = logging.getLogger("balsamctl.launcher")
 
@@ -57,19 +59,36 @@ def main(argv: Sequence[str]) -> int:
     if comm is not None and comm.Get_rank() > 0:  # a serial-mode worker: rank 0 alone talks to the store
         work(MpiLink(comm, 0))
         return 0
-    site = Site.load(args.site)
-    bj = site.store.get_object(site.site_id, "BatchJob", args.batch_job).manifest
+    try:
+        site = Site.load(args.site)
+        bj = site.store.get_object(site.site_id, "BatchJob", args.batch_job).manifest
+    except (SiteError, StoreUnavailable, NotFound) as exc:  # no store to say it in: the allocation's output says it
+        log.error("preflight failed (LauncherReady=False, StoreUnreachable): %s", exc)
+        return 1
     assert isinstance(bj, BatchJob)
     deadline = args.deadline or time.time() + bj.spec.wall_time_min * 60 - stop_margin_sec(bj.spec.wall_time_min)
     sizes = site.settings.launcher
     nodes = nodes_from_environment(os.environ, site.settings.local_nodes, sizes.cpus_per_node, sizes.gpus_per_node)
     partitions = bj.spec.launcher_partitions()
+    where = f"batchjob/{args.batch_job}"
     if args.partition is None and len(partitions) > 1:
+        problem = check_nodes(nodes, bj.spec.num_nodes, where)
+        if problem is not None:
+            return _not_ready(site, args.batch_job, problem)
         return _fan_out(args.site, args.batch_job, [p.num_nodes for p in partitions], nodes, deadline)
     index = args.partition or 0
     part = partitions[index]
     elsewhere = site.settings.scheduler != "local" and [n.name for n in nodes] != [this_node(os.environ)]
-    if part.job_mode == "serial" and (len(nodes) > 1 or elsewhere) and not args.serial_ranks:
+    relaunch = part.job_mode == "serial" and (len(nodes) > 1 or elsewhere) and not args.serial_ranks
+    uses_mpi = relaunch or (part.job_mode == "mpi" and site_flavor(site.settings) != "local")
+    problem = first_problem(
+        check_nodes(nodes, part.num_nodes, where + (f" partition {index}" if len(partitions) > 1 else "")),
+        check_data_dir(site.data_dir),
+        check_mpi_command(sizes.mpi_command, os.environ) if uses_mpi else None,
+    )
+    if problem is not None:
+        return _not_ready(site, args.batch_job, problem)
+    if relaunch:
         return _relaunch_under_mpi(site, args.batch_job, index, nodes, deadline)
     launcher_id = f"{args.batch_job}.{index}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
     if part.job_mode == "serial":
@@ -81,7 +100,28 @@ def main(argv: Sequence[str]) -> int:
     launcher = Launcher(
         site, args.batch_job, part, index, nodes, deadline, launcher_id, executor, builder, accepts=accepts
     )
+    site.store.set_batchjob_condition(
+        site.site_id,
+        args.batch_job,
+        "LauncherReady",
+        "True",
+        "PreflightPassed",
+        f"launcher {launcher_id} ({part.job_mode} mode) passed its preflight on {','.join(n.name for n in nodes)}",
+        unless="False",
+    )
     return _run(launcher, part, nodes)
+
+
+def _not_ready(site: Site, batch_job: str, problem: Problem) -> int:
+    """Record a failed preflight on the BatchJob (``LauncherReady=False``) and end: nothing was claimed."""
+    log.error("preflight failed (LauncherReady=False, %s): %s", problem.reason, problem.message)
+    try:
+        site.store.set_batchjob_condition(
+            site.site_id, batch_job, "LauncherReady", "False", problem.reason, problem.message
+        )
+    except StoreUnavailable as exc:
+        log.error("could not record it in the store: %s", exc)
+    return 1
 
 
 def _run(launcher: Launcher, part: Partition, nodes: list[Node]) -> int:
