@@ -20,7 +20,7 @@ from store import StoredObject, redact
 
 Format = Literal["table", "wide", "yaml", "json", "name"]
 NONE = "<none>"
-SITE_HEADERS = ["NAME", "ID", "PATH", "SCHEDULER", "STORE"]
+SITE_HEADERS = ["NAME", "ID", "PATH", "SCHEDULER", "STORE", "UNSTARTED"]
 EVENT_HEADERS = ["TIME", "OBJECT", "FROM", "TO", "REASON", "MESSAGE"]
 _COLUMNS: dict[str, tuple[list[str], list[str]]] = {
     "App": (["NAME", "PARAMETERS", "AGE"], []),
@@ -30,7 +30,7 @@ _COLUMNS: dict[str, tuple[list[str], list[str]]] = {
     ),
     "BatchJob": (
         ["NAME", "STATE", "SCHEDULER_ID", "NODES", "QUEUE", "PROJECT", "WALLTIME", "MODE", "AGE"],
-        ["PARTITIONS", "LAUNCHERS", "MESSAGE"],
+        ["PARTITIONS", "LAUNCHERS", "CONDITIONS", "MESSAGE"],
     ),
 }
 _UNITS = (("y", 365 * 86400), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
@@ -126,7 +126,13 @@ def _batchjob_cells(bj: BatchJob, now: float) -> tuple[Sequence[object], Sequenc
     base = [bj.metadata.name, status.state, status.scheduler_id, spec.num_nodes, spec.queue, spec.project]
     base += [f"{spec.wall_time_min}m", spec.job_mode, age(bj.metadata.creation_timestamp, now)]
     partitions = ",".join(f"{p.job_mode}:{p.num_nodes}" for p in spec.partitions)
-    return base, [partitions, launchers_text(status.partitions, now), status.message]
+    return base, [partitions, launchers_text(status.partitions, now), conditions_text(bj), status.message]
+
+
+def conditions_text(bj: BatchJob) -> str:
+    """The CONDITIONS cell: what is wrong, as ``Type=Reason`` for every condition whose status is not True
+    (``LauncherReady=MPICommandNotFound``); ``describe`` shows their messages."""
+    return ",".join(f"{c.type}={c.reason}" for c in bj.status.conditions if c.status != "True")
 
 
 def launcher_text(report: Mapping[str, Any], now: float) -> str:
@@ -165,11 +171,14 @@ def row(obj: StoredObject, now: float, wide: bool) -> list[str]:
     return [cell(v) for v in ([*base, *extra] if wide else base)]
 
 
-def site_row(name: str, path: Path, site: Site | None = None, site_id: int | None = None) -> list[str]:
-    """One row of the sites table; ``site`` is None when its directory cannot be read."""
+def site_row(
+    name: str, path: Path, site: Site | None = None, site_id: int | None = None, unstarted: int | None = None
+) -> list[str]:
+    """One row of the sites table; ``site`` is None when its directory cannot be read. ``unstarted``: the site's
+    newest allocations in a row that never started a launcher."""
     if site is None:
-        return [name, NONE, str(path), NONE, NONE]
-    return [site.name, cell(site_id), str(site.path), site.settings.scheduler, redact(site.store_url)]
+        return [name, NONE, str(path), NONE, NONE, NONE]
+    return [site.name, cell(site_id), str(site.path), site.settings.scheduler, redact(site.store_url), cell(unstarted)]
 
 
 def event_row(event: Mapping[str, Any], *, with_object: bool = True) -> list[str]:

@@ -97,7 +97,7 @@ def test_launcher_cell_shows_mode_nodes_running_jobs_occupancy_and_heartbeat_age
 def test_wide_batchjob_row_has_the_launchers_and_the_plain_one_does_not() -> None:
     obj = stored_batchjob([report("mpi", 2, 5, 0.62, 3), report("serial", 4, 0, 0.0, 150, ended=True)])
     assert output.headers("BatchJob", wide=False) == BASE
-    assert output.headers("BatchJob", wide=True) == [*BASE, "PARTITIONS", "LAUNCHERS", "MESSAGE"]
+    assert output.headers("BatchJob", wide=True) == [*BASE, "PARTITIONS", "LAUNCHERS", "CONDITIONS", "MESSAGE"]
     plain = output.row(obj, NOW, wide=False)
     assert plain == ["alloc", "running", "42", "6", "local", "local", "30m", "mpi", "2m"]
     wide = output.row(obj, NOW, wide=True)
@@ -233,7 +233,7 @@ def test_a_real_launchers_heartbeat_lands_in_status_partitions_and_the_wide_tabl
             assert abs(datetime.fromisoformat(p["last_heartbeat"]).timestamp() - time.time()) < 15
 
         header, line = site.cli("get", "batchjobs", "-o", "wide").stdout.splitlines()
-        assert header.split()[9:] == ["PARTITIONS", "LAUNCHERS", "MESSAGE"]
+        assert header.split()[9:] == ["PARTITIONS", "LAUNCHERS", "CONDITIONS", "MESSAGE"]
         cells = line.split()
         assert cells[:2] == ["hb-alloc", "running"] and cells[9] == "mpi:1,mpi:1"
         # one entry per launcher, in the order of status.partitions (oldest launcher first: it does not change)

@@ -1,0 +1,209 @@
+"""Failure classes: who is to blame when a Job does not run, and what follows.
+
+- A start the node or site refused (the workdir or output file refused by the file system, fork refused, the MPI
+  launch command missing or not executable) is an *infrastructure* failure: the Job goes back (RUNNING ->
+  RESTART_READY), never charged, with a ``StartFailed`` condition saying what and where.
+- The App's own program missing or not executable, or a run that started and exited non-zero, is the Job's:
+  RUN_ERROR, charged to ``max_retries``.
+- Black-hole protection: ``infra_failure_limit`` infrastructure failures in a row fence the place off.
+
+Real processes, a real store and the real launcher loop; the fork refusal is a real cgroup (pids controller).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from test_launcher_time import jobs_of, launcher_on, running_in_thread, wait_for
+from test_security import advance_to_runnable, app, apply_raws, batchjob, configure, job
+
+from balsamctl.site import Site, init_site
+from launcher.health import FailureStreaks
+from launcher.pilot import result_of
+from launcher.process import CannotStart, Outcome, ProcessGroup, Task
+from schemas import JobState
+
+REPO = Path(__file__).resolve().parents[1]
+PIDS_CGROUP = Path("/sys/fs/cgroup/pids")
+
+
+@pytest.fixture(params=["popen", "posix_spawn"])
+def group(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> ProcessGroup:
+    """Both ways a Job is started (a launcher's Popen, serial mode's dedicated worker's posix_spawn)."""
+    monkeypatch.chdir(tmp_path)
+    return ProcessGroup(dedicated=request.param == "posix_spawn")
+
+
+def refusal(group: ProcessGroup, task: Task) -> CannotStart:
+    with pytest.raises(CannotStart) as refused:
+        group.start(task)
+    assert group.running == {}, "a Task that could not start is not followed"
+    return refused.value
+
+
+def test_a_workdir_the_file_system_refuses_is_the_sites_failure(group: ProcessGroup, tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("in the way")
+    refused = refusal(group, Task(1, "j", ("true",), str(tmp_path / "a-file" / "w"), (), 1))
+    assert refused.cause == "WorkdirRefused"
+    assert "Not a directory" in str(refused)
+
+
+def test_a_missing_or_unexecutable_mpi_command_is_the_allocations_failure(group: ProcessGroup, tmp_path: Path) -> None:
+    missing = refusal(
+        group, Task(1, "j", (str(tmp_path / "no-mpiexec"), "-n", "2", "true"), str(tmp_path), (), 1, (), True)
+    )
+    assert missing.cause == "MPICommandNotFound"
+    plain = tmp_path / "mpiexec"
+    plain.write_text("#!/bin/sh\n")
+    plain.chmod(0o644)
+    assert refusal(group, Task(2, "j", (str(plain), "true"), str(tmp_path), (), 1, (), True)).cause == (
+        "MPICommandNotExecutable"
+    )
+
+
+def test_the_apps_own_program_missing_or_unexecutable_is_the_jobs_failure(group: ProcessGroup, tmp_path: Path) -> None:
+    assert refusal(group, Task(1, "j", ("no-such-program-here",), str(tmp_path), (), 1)).cause == ""
+    plain = tmp_path / "sim"
+    plain.write_text("#!/bin/sh\n")
+    plain.chmod(0o644)
+    assert refusal(group, Task(2, "j", (str(plain),), str(tmp_path), (), 1)).cause == ""
+
+
+FORK_REFUSED = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    from launcher.process import CannotStart, ProcessGroup, Task
+    cgroup = Path(sys.argv[1])
+    (cgroup / "cgroup.procs").write_text(str(os.getpid()))
+    (cgroup / "pids.max").write_text((cgroup / "pids.current").read_text())  # no process more
+    group = ProcessGroup(dedicated=sys.argv[3] == "posix_spawn")
+    try:
+        group.start(Task(1, "j", ("true",), sys.argv[2], (), 1))
+    except CannotStart as exc:
+        print(exc.cause, exc, sep="|")
+    else:
+        print("started")
+    """
+)
+
+
+@pytest.mark.parametrize("how", ["popen", "posix_spawn"])
+def test_a_node_that_cannot_fork_is_the_allocations_failure(tmp_path: Path, how: str) -> None:
+    """A real fork refusal: the process starting the Job sits in a cgroup that allows it no more processes."""
+    cgroup = PIDS_CGROUP / f"balsamctl-test-{os.getpid()}-{how}"
+    cgroup.mkdir()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", FORK_REFUSED, str(cgroup), str(tmp_path), how],
+            capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, check=False,
+        )  # fmt: skip
+    finally:
+        cgroup.rmdir()
+    assert proc.returncode == 0, proc.stderr
+    cause, _, message = proc.stdout.strip().partition("|")
+    assert cause == "ForkRefused", proc.stdout
+    assert "Resource temporarily unavailable" in message
+
+
+def test_an_infrastructure_failure_goes_back_uncharged_and_says_where() -> None:
+    outcome = Outcome(7, "j", None, "could not start: [Errno 11] Resource temporarily unavailable", cause="ForkRefused")
+    result = result_of(outcome, where="n2")
+    assert result["state"] == JobState.RESTART_READY and result["reason"] == "StartFailed"
+    assert result["condition"]["type"] == "StartFailed" and result["condition"]["reason"] == "ForkRefused"
+    assert "on n2" in result["message"] and "not charged" in result["message"]
+    assert result_of(outcome, stopping="launcher stopped (signal)", where="n2")["state"] == JobState.RESTART_READY
+    own = result_of(Outcome(7, "j", None, "could not start: [Errno 2] No such file or directory: 'sim'"))
+    assert own["state"] == JobState.RUN_ERROR and "condition" not in own  # the Job's own: charged
+
+
+@given(st.integers(1, 5), st.lists(st.tuples(st.sampled_from("abc"), st.booleans()), max_size=60))
+def test_a_place_is_fenced_once_after_limit_failures_in_a_row(limit: int, events: list[tuple[str, bool]]) -> None:
+    streaks = FailureStreaks(limit)
+    in_a_row: dict[str, int] = {}
+    fenced: set[str] = set()
+    for place, failed in events:
+        if not failed:
+            streaks.ran(place)
+            in_a_row[place] = 0
+            continue
+        in_a_row[place] = in_a_row.get(place, 0) + 1
+        due = place not in fenced and in_a_row[place] >= limit
+        assert streaks.failed(place) == due, (place, in_a_row, fenced)
+        if due:
+            fenced.add(place)
+    assert streaks.fenced == fenced
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Site:
+    made = init_site(tmp_path / "site", "classes", register=False)
+    return configure(made, {"launcher": {"idle_ttl_sec": 30.0, "poll_interval_sec": 0.05}})
+
+
+def events_of(site: Site, name: str) -> list[dict[str, object]]:
+    return site.store.events((site.site_id,), kind="Job", name=name)
+
+
+def test_a_launcher_whose_node_refuses_every_start_drains_and_ends_charging_nothing(site: Site) -> None:
+    """mpi mode: every Job starts on the head node, so infra_failure_limit refusals in a row there leave the
+    launcher no usable node: it hands back what it holds and ends long before its idle TTL. Before failure
+    classes the Job was RUN_ERROR, charged, FAILED at once (max_retries 0)."""
+    apply_raws(site, app("a", "true"), job("victim", "a", "w/victim"), batchjob("bj"))
+    advance_to_runnable(site)
+    workdir = site.data_dir / "w" / "victim"
+    for made in workdir.iterdir():
+        made.unlink()
+    workdir.rmdir()
+    workdir.write_text("a file where the workdir was: the file system refuses the Job's output")
+    launcher = launcher_on(site, cpus=2, seconds_left=300)
+    runner, crashed = running_in_thread(launcher)
+    runner.join(timeout=20)
+    assert not runner.is_alive(), "the launcher did not end: it should drain once it has no usable node"
+    assert crashed == []
+    victim = jobs_of(site)["victim"]
+    assert victim.status.state == JobState.RESTART_READY and victim.status.failures == 0
+    [condition] = [c for c in victim.status.conditions if c.type == "StartFailed"]
+    assert condition.reason == "WorkdirRefused" and "Not a directory" in condition.message
+    failed = [e for e in events_of(site, "victim") if e["reason"] == "StartFailed"]
+    assert len(failed) == site.settings.launcher.infra_failure_limit
+    bj = site.store.get_object(site.site_id, "BatchJob", "bj").manifest
+    [fenced] = [c for c in bj.status.conditions if c.type == "NodesHealthy"]
+    assert fenced.status == "False" and fenced.reason == "NoUsableNode"
+    assert "WorkdirRefused" in fenced.message and "drains and ends" in fenced.message
+    assert launcher.status()["claimed_jobs"] == 0
+    claimable = site.store.claimable_wall_times(site.site_id, {}, longer_than=-1)
+    assert [job_id for job_id, _ in claimable] == [site.store.get_object(site.site_id, "Job", "victim").id]
+
+
+def test_a_job_that_starts_again_loses_its_start_failure_condition(site: Site) -> None:
+    apply_raws(site, app("a", "true"), job("j1", "a", "w/j1"), batchjob("bj"))
+    advance_to_runnable(site)
+    workdir = site.data_dir / "w" / "j1"
+    for made in workdir.iterdir():
+        made.unlink()
+    workdir.rmdir()
+    workdir.write_text("in the way")
+    site = configure(site, {"launcher": {"infra_failure_limit": 1}})
+    first = launcher_on(site, cpus=2, seconds_left=300)
+    runner, crashed = running_in_thread(first)
+    runner.join(timeout=20)
+    assert not runner.is_alive() and crashed == []
+    assert any(c.type == "StartFailed" for c in jobs_of(site)["j1"].status.conditions)
+    workdir.unlink()  # the file system is mended: the Job runs, and its condition goes
+    second = launcher_on(site, cpus=2, seconds_left=300)
+    second.id = "l2"
+    runner, crashed = running_in_thread(second)
+    wait_for("j1 finished", lambda: jobs_of(site)["j1"].status.state == JobState.JOB_FINISHED)
+    second.stop()
+    runner.join(timeout=20)
+    finished = jobs_of(site)["j1"]
+    assert finished.status.failures == 0
+    assert [c.type for c in finished.status.conditions if c.type == "StartFailed"] == []
