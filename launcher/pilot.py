@@ -25,7 +25,7 @@ from launcher.health import FailureStreaks
 from launcher.lanes import Assignment, Began, Event, LaneBook
 from launcher.nodes import Node, Share
 from launcher.placement import NodePool, Placement, Request, place_in_order, sort_requests
-from launcher.process import Outcome, Task
+from launcher.process import NODE_LOST, Outcome, Task
 from schemas import App, JobState
 from schemas.conditions import set_condition
 from schemas.objects import AppSpec, Partition
@@ -79,6 +79,17 @@ def result_of(outcome: Outcome, stopping: str = "", where: str = "") -> dict[str
     ended badly was ended with it: RUN_TIMEOUT too, never charged to the Job. A run that never started because of
     the node or site (``outcome.cause``, an infrastructure failure) goes straight back to RESTART_READY, uncharged
     and with no hook run, with a ``StartFailed`` condition saying what happened ``where``."""
+    if outcome.cause == NODE_LOST:  # it may have run: a run lost with its worker, a crash (launcher.crash_limit)
+        return {
+            "job_id": outcome.job_id,
+            "name": outcome.name,
+            "state": JobState.RUN_TIMEOUT,
+            "return_code": None,
+            "output_tail": None,
+            "message": outcome.tail,
+            "end_time": outcome.end_time,
+            "crashed": True,
+        }
     if outcome.cause:
         message = f"{outcome.tail} on {where or 'this node'} ({outcome.cause}: not the Job's fault, not charged)"
         return {
@@ -476,7 +487,9 @@ class Launcher:
                 self.dropped.discard(job_id)
             else:
                 self.results.append({**result_of(event, stopping, node), "finish": finish})
-            if event.cause:
+            if event.cause == NODE_LOST:
+                self._fence(node, event, "as its worker was lost")
+            elif event.cause:
                 self._start_failed(node, event)
             elif event.return_code is not None:
                 self.streaks.ran(self._place(node))
@@ -491,15 +504,19 @@ class Launcher:
     def _start_failed(self, node: str, outcome: Outcome) -> None:
         """An infrastructure failure on ``node``: fence the node off after ``infra_failure_limit`` in a row (in mpi
         mode, every node: the launcher drains and ends), and say so on the BatchJob."""
+        if self.streaks.failed(self._place(node)):
+            self._fence(node, outcome, f"after {self.streaks.limit} infrastructure failure(s) in a row, the last")
+
+    def _fence(self, node: str, outcome: Outcome, why: str) -> None:
+        """Place nothing more on ``node`` (in mpi mode, where every Job starts from the head node: on any node, so
+        the launcher drains and ends), and say so on the BatchJob (``NodesHealthy=False``)."""
         place = self._place(node)
-        if not self.streaks.failed(place):
-            return
+        if not any(n.name == node for n in self.pool.nodes):
+            return  # fenced already
         for name in [node] if place == node else [n.name for n in self.pool.nodes]:
             self.pool.fence(name)
         self.why_not.clear()  # what fits was worked out for the nodes it had
-        fenced = (
-            f"{place} ({node})" if place != node else f"node {node}"
-        ) + f" fenced after {self.streaks.limit} infrastructure failure(s) in a row, the last: {outcome.tail}"
+        fenced = (f"{place} ({node})" if place != node else f"node {node}") + f" fenced {why}: {outcome.tail}"
         where = f"launcher {self.id} (partition {self.partition_index})"
         if self.pool.nodes:
             left = ", ".join(n.name for n in self.pool.nodes)

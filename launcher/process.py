@@ -108,6 +108,10 @@ class CannotStart(Exception):
         self.cause = cause
 
 
+NODE_LOST = "NodeLost"
+"""The cause of the Outcomes of a serial-mode worker that was lost with Tasks of its own: they may have run, so such
+a run counts as one lost with its launcher (a crash, ``launcher.crash_limit``), and the node is fenced at once."""
+
 #: A start refused by the node whatever the command: no process, memory or descriptor to be had.
 _NODE_REFUSED = frozenset({errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE})
 

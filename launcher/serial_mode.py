@@ -10,17 +10,22 @@ no MPI.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+import psutil
 
 from balsamctl.site import Site
 from launcher.command import job_variables, render_command
 from launcher.lanes import Assignment, Event
 from launcher.nodes import Node
 from launcher.placement import Placement, Request
-from launcher.process import Outcome, Pinning, Task, shell_argv
+from launcher.process import NODE_LOST, Outcome, Pinning, Task, shell_argv
 from launcher.worker import (
     TAG_FINAL,
     TAG_KILL,
@@ -69,10 +74,11 @@ class SerialExecutor:
     """The launcher's side: sends each Task to the worker of its node, gathers the workers' outcomes."""
 
     def __init__(self, links: Mapping[str, Link], local: subprocess.Popen[bytes] | None = None) -> None:
-        self.links = dict(links)  # node name -> its worker's link
+        self.links = dict(links)  # node name -> its worker's link (a lost worker's is taken out)
         self.workers = list(self.links.values())  # one per node
         self.local = local
-        self.node_of: dict[int, str] = {}  # job id -> node, while it runs
+        self.node_of: dict[int, tuple[str, str]] = {}  # job id -> its node and name, while it runs
+        self.lost: list[Event] = []  # the outcomes of a lost worker's Tasks, for the next poll
 
     @classmethod
     def for_nodes(cls, nodes: list[str], comm: Any = None) -> SerialExecutor:
@@ -92,20 +98,47 @@ class SerialExecutor:
         by_node: dict[str, list[Assignment]] = {}
         for node, assignment in batch:
             by_node.setdefault(node, []).append(assignment)
-            self.node_of[assignment[0].job_id] = node
+            self.node_of[assignment[0].job_id] = (node, assignment[0].name)
         for node, assignments in by_node.items():
-            self.links[node].send(TAG_TASKS, assignments)
+            try:
+                self.links[node].send(TAG_TASKS, assignments)
+            except (WorkerLost, KeyError) as exc:
+                self._worker_lost(node, exc)
 
     def poll(self) -> list[Event]:
-        """What the workers reported: outcomes, and the starts of queued Tasks."""
+        """What the workers reported: outcomes, and the starts of queued Tasks; the Tasks of a worker that was lost
+        end with it (:meth:`_worker_lost`)."""
         events: list[Event] = []
-        for link in self.workers:
-            while (message := link.receive()) is not None:
-                events += message[1]
+        for node, link in list(self.links.items()):
+            try:
+                while (message := link.receive()) is not None:
+                    events += message[1]
+            except WorkerLost as exc:
+                self._worker_lost(node, exc)
+        events, self.lost = events + self.lost, []
+        return self._ended(events)
+
+    def _ended(self, events: list[Event]) -> list[Event]:
+        """``events``, once the Tasks they end are no longer counted as running on their nodes."""
         for event in events:
             if isinstance(event, Outcome):
                 self.node_of.pop(event.job_id, None)
         return events
+
+    def _worker_lost(self, node: str, exc: Exception) -> None:
+        """The worker of ``node`` is gone: its node is used no more, and its Tasks end now (each Outcome has the
+        ``NodeLost`` cause: sent but never started, or stopped here if a process of it outlived the worker, as it
+        may when only the worker died)."""
+        link = self.links.pop(node, None)
+        if link is not None:
+            self.workers.remove(link)
+            log.error("the worker of node %s was lost (%s): its Jobs go back, the node is fenced", node, exc)
+        ours = {job_id: name for job_id, (where, name) in self.node_of.items() if where == node}
+        stopped = stop_orphans(ours.values())
+        why = f"could not run: the worker of node {node} was lost ({exc})"
+        self.lost += [Outcome(job_id, name, None, why, cause=NODE_LOST) for job_id, name in ours.items()]
+        if stopped:
+            log.error("stopped %d Job process(es) that outlived the worker of node %s", stopped, node)
 
     def wait(self, timeout: float) -> None:
         """Until a report arrives or ``timeout`` passes."""
@@ -113,29 +146,50 @@ class SerialExecutor:
 
     def kill(self, job_id: int, why: str) -> None:
         """Stop one Task; its outcome arrives with its worker's next report."""
-        node = self.node_of.get(job_id)
-        if node is not None:
-            self.links[node].send(TAG_KILL, (job_id, why))
+        node, _ = self.node_of.get(job_id, ("", ""))
+        if node in self.links:
+            try:
+                self.links[node].send(TAG_KILL, (job_id, why))
+            except WorkerLost as exc:
+                self._worker_lost(node, exc)
 
     def terminate_all(self, why: str, grace: float) -> list[Event]:
         """Stop every worker's Tasks and the workers; gather every last outcome."""
         told = []
-        for node, link in self.links.items():
+        for node, link in list(self.links.items()):
             try:
                 link.send(TAG_STOP, (why, grace))
                 told.append((node, link))
             except WorkerLost as exc:
-                log.error("the worker of node %s is gone (%s): its Jobs' ends are not known here", node, exc)
+                self._worker_lost(node, exc)
         outcomes: list[Event] = []
         for node, link in told:
             try:
                 while True:
                     tag, batch = link.receive_wait()
-                    outcomes += batch
+                    outcomes += self._ended(batch)
                     if tag == TAG_FINAL:
                         break
             except WorkerLost as exc:
-                log.error("the worker of node %s was lost while stopping (%s)", node, exc)
+                self._worker_lost(node, exc)  # what it reported before is in: those Jobs are not stopped again
         if self.local is not None:
             self.local.wait()
+        outcomes, self.lost = outcomes + self.lost, []
         return outcomes
+
+
+def stop_orphans(names: Iterable[str]) -> int:
+    """Kill the process groups of these Jobs that run on in this launcher's session (their worker died but they
+    did not: a Job must never run on unseen while it runs again elsewhere); how many. A Job's process is found by
+    its ``BALSAM_JOB_NAME``; it leads a process group of its own."""
+    wanted = set(names)
+    if not wanted:
+        return 0
+    session, stopped = os.getsid(0), 0
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            leads = proc.pid == os.getpgid(proc.pid) and os.getsid(proc.pid) == session
+            if leads and proc.environ().get("BALSAM_JOB_NAME") in wanted:
+                os.killpg(proc.pid, signal.SIGKILL)
+                stopped += 1
+    return stopped

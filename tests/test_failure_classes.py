@@ -16,8 +16,10 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -25,10 +27,14 @@ from test_launcher_time import jobs_of, launcher_on, running_in_thread, wait_for
 from test_security import advance_to_runnable, app, apply_raws, batchjob, configure, job
 
 from balsamctl.site import Site, init_site
+from launcher import serial_mode
 from launcher.health import FailureStreaks
-from launcher.pilot import result_of
+from launcher.nodes import Node
+from launcher.pilot import Launcher, result_of
 from launcher.process import CannotStart, Outcome, ProcessGroup, Task
+from launcher.serial_mode import SerialExecutor, SerialTaskBuilder
 from schemas import JobState
+from schemas.objects import Partition
 
 REPO = Path(__file__).resolve().parents[1]
 PIDS_CGROUP = Path("/sys/fs/cgroup/pids")
@@ -207,3 +213,33 @@ def test_a_job_that_starts_again_loses_its_start_failure_condition(site: Site) -
     finished = jobs_of(site)["j1"]
     assert finished.status.failures == 0
     assert [c.type for c in finished.status.conditions if c.type == "StartFailed"] == []
+
+
+def test_a_worker_lost_with_a_running_job_stops_it_and_counts_a_crash_not_a_failure(site: Site) -> None:
+    """serial mode: the worker of the launcher's node dies (SIGKILL) while its Job runs. The Job's process must not
+    run on unseen (it is stopped), the run counts as lost with its worker (a crash, not a failure), and the node is
+    fenced: the launcher has no other, so it ends. Before, the launcher crashed on the dead link and the Job ran on."""
+    apply_raws(site, app("long", "sleep 120"), job("j1", "long", "w/j1"), batchjob("bj"))
+    advance_to_runnable(site)
+    hosts = [Node("n0", (0, 1))]
+    executor = SerialExecutor.for_nodes(["n0"])
+    launcher = Launcher(
+        site, "bj", Partition(job_mode="serial", num_nodes=1), 0, hosts, time.time() + 300, "l",
+        executor, SerialTaskBuilder(site, hosts), accepts=serial_mode.accepts,
+    )  # fmt: skip
+    runner, crashed = running_in_thread(launcher)
+    wait_for("j1 running", lambda: jobs_of(site)["j1"].status.state == JobState.RUNNING)
+    assert executor.local is not None
+    worker = psutil.Process(executor.local.pid)
+    wait_for("the Job's process", lambda: any(p.cmdline() == ["sleep", "120"] for p in worker.children()))
+    [sleeper] = [p for p in worker.children() if p.cmdline() == ["sleep", "120"]]
+    worker.kill()
+    runner.join(timeout=20)
+    assert not runner.is_alive() and crashed == []
+    assert not sleeper.is_running() or sleeper.status() == psutil.STATUS_ZOMBIE, "the orphaned Job ran on"
+    j1 = jobs_of(site)["j1"]
+    assert j1.status.state == JobState.RUN_TIMEOUT
+    assert (j1.status.failures, j1.status.crashes) == (0, 1)
+    bj = site.store.get_object(site.site_id, "BatchJob", "bj").manifest
+    [fenced] = [c for c in bj.status.conditions if c.type == "NodesHealthy"]
+    assert fenced.reason == "NoUsableNode" and "n0" in fenced.message and "worker was lost" in fenced.message
