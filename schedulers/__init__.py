@@ -8,6 +8,7 @@ from schedulers.base import (
     Scheduler,
     SchedulerError,
     SubmitRequest,
+    UnsupportedScheduler,
     run_command,
 )
 from schedulers.cobalt import CobaltScheduler
@@ -30,6 +31,12 @@ def get_scheduler(kind: str, site_path: Path) -> Scheduler:
     return cls(site_path)
 
 
+def check_scheduler(kind: str) -> str | None:
+    """The version of the ``kind`` scheduler found on this machine (None if its programs are not here or do not
+    say); UnsupportedScheduler, naming the version found, if its adapter cannot read that one."""
+    return SCHEDULERS[kind].check_version()
+
+
 __all__ = [
     "SCHEDULERS",
     "AllocationState",
@@ -42,6 +49,8 @@ __all__ = [
     "SchedulerError",
     "SlurmScheduler",
     "SubmitRequest",
+    "UnsupportedScheduler",
+    "check_scheduler",
     "get_scheduler",
     "run_command",
 ]

@@ -64,6 +64,10 @@ class SchedulerError(Exception):
         return summary.replace("\n", " ")
 
 
+class UnsupportedScheduler(Exception):
+    """The scheduler's programs are of a kind or version this adapter cannot read; the message names what was found."""
+
+
 class Scheduler(ABC):
     """A batch scheduler as seen by the controller; one instance per site."""
 
@@ -71,6 +75,12 @@ class Scheduler(ABC):
 
     def __init__(self, site_path: Path) -> None:
         self.site_path = site_path
+
+    @classmethod
+    def check_version(cls) -> str | None:
+        """The version of the scheduler found on this machine, None if its programs are not here or do not say;
+        UnsupportedScheduler if it is one this adapter cannot read."""
+        return None
 
     @abstractmethod
     def submit_command(self, req: SubmitRequest) -> list[str]:
@@ -91,6 +101,15 @@ class Scheduler(ABC):
     @abstractmethod
     def find_by_name(self, job_name: str) -> str | None:
         """The id of the newest allocation with this job name that the scheduler still knows (finished included)."""
+
+
+def program_says(argv: Sequence[str], timeout: float = 30.0) -> str | None:
+    """What a program prints on stdout and stderr, whatever its exit code; None if it is not installed."""
+    try:
+        proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout + proc.stderr
 
 
 def run_command(

@@ -31,12 +31,22 @@ import getpass
 import itertools
 import re
 import stat
-from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
 from schedulers.base import AllocationState, AllocationStatus, SubmitRequest
-from schedulers.common import DEFAULT_TIMEOUT_S, CommandScheduler, allocation, clip, local_time, newest, pick
+from schedulers.common import (
+    DEFAULT_TIMEOUT_S,
+    Answer,
+    CommandScheduler,
+    allocation,
+    clip,
+    local_time,
+    newest,
+    sequence,
+)
+from schedulers.jsonish import Unread
 
 STATES: dict[str, AllocationState] = {
     "queued": "queued",
@@ -68,6 +78,7 @@ class CobaltScheduler(CommandScheduler):
     submitted = re.compile(r"^\s*(?P<id>\d+)\s*$", re.MULTILINE)
     cancel_program = "qdel"
     gone = re.compile(r"not found|Failed to match any jobs")
+    program = "qstat"
 
     def __init__(self, site_path: Path, timeout: float = DEFAULT_TIMEOUT_S, user: str | None = None) -> None:
         super().__init__(site_path, timeout)
@@ -83,15 +94,20 @@ class CobaltScheduler(CommandScheduler):
             str(req.script_path),
         ]
 
-    def status(self, scheduler_ids: Sequence[str]) -> dict[str, AllocationStatus]:
-        """One ``qstat``; ids it does not list (ended jobs) are absent."""
-        wanted = list(dict.fromkeys(scheduler_ids))
-        return pick(*parse_status(self._qstat()), wanted, "qstat") if wanted else {}
-
     def find_by_name(self, job_name: str) -> str | None:
         """The newest allocation called ``job_name`` (Cobalt forgets finished jobs at once)."""
         rows, _ = _rows(self._qstat())
         return newest(row["jobid"] for row in rows if row.get("jobname") == job_name)
+
+    def _ask(self, scheduler_ids: list[str]) -> Answer:
+        """One ``qstat -u USER``: the user's jobs (Cobalt cannot be asked about ended ones)."""
+        return Answer(*parse_status(self._qstat()))
+
+    def _ask_again(self, scheduler_ids: list[str]) -> Answer:
+        """Cobalt keeps no history: an id missing from a second answer too has ended."""
+        answer = self._ask(scheduler_ids)
+        listed = {sequence(sid) for sid in answer.statuses}
+        return replace(answer, gone=frozenset(sequence(sid) for sid in scheduler_ids) - listed)
 
     def _qstat(self) -> str:
         # Without job ids, so that qstat exits 0 even when it lists nothing (with ids it would exit 1).
@@ -102,7 +118,7 @@ class CobaltScheduler(CommandScheduler):
         req.script_path.chmod(req.script_path.stat().st_mode | stat.S_IXUSR)
 
 
-def parse_status(text: str) -> tuple[dict[str, AllocationStatus], list[str]]:
+def parse_status(text: str) -> tuple[dict[str, AllocationStatus], list[Unread]]:
     """Statuses by job id from qstat's table, and the lines that could not be read; never raises.
 
     The columns are found by their titles in the header line (fixed width, left-aligned, so values may contain
@@ -110,7 +126,9 @@ def parse_status(text: str) -> tuple[dict[str, AllocationStatus], list[str]]:
     short and not read.
     """
     rows, unparsed = _rows(text)
-    return {row["jobid"]: _status(row) for row in rows}, unparsed
+    return {row["jobid"]: _status(row) for row in rows}, [
+        Unread(None, "not a row of the table", line) for line in unparsed
+    ]
 
 
 def _rows(text: str) -> tuple[list[dict[str, str]], list[str]]:

@@ -2,33 +2,45 @@
 
 from __future__ import annotations
 
-import json
+import logging
 import re
+from abc import abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
 from schedulers.base import AllocationState, AllocationStatus, Scheduler, SchedulerError, SubmitRequest, run_command
+from schedulers.jsonish import Unread, clip
 
 DEFAULT_TIMEOUT_S = 30.0
-_CLIP = 200  # characters of unreadable output kept in messages
-_DECODER = json.JSONDecoder()
 _SEQUENCE = re.compile(r"\d+")
-_COLON = re.compile(r"\s*:\s*")
+log = logging.getLogger("balsamctl.schedulers")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What one status call said: the statuses by id, the records it could not read, and the ids (their sequence
+    numbers) it said it does not know."""
+
+    statuses: Mapping[str, AllocationStatus]
+    unread: Sequence[Unread] = ()
+    gone: frozenset[str] = frozenset()
 
 
 class CommandScheduler(Scheduler):
     """A batch scheduler driven through its programs, each call bounded by ``timeout`` seconds.
 
     A subclass names the submit program's words for the new id (``submitted``, group ``id``), the cancel program,
-    and the cancel program's words for a job that has already gone (``gone``).
+    the cancel program's words for a job that has already gone (``gone``), the status program (``program``) and how
+    one status call is made and read (:meth:`_ask`).
     """
 
     submitted: ClassVar[re.Pattern[str]]
     cancel_program: ClassVar[str]
     gone: ClassVar[re.Pattern[str]]
+    program: ClassVar[str]
 
     def __init__(self, site_path: Path, timeout: float = DEFAULT_TIMEOUT_S) -> None:
         super().__init__(site_path)
@@ -46,9 +58,48 @@ class CommandScheduler(Scheduler):
             raise SchedulerError(argv, 0, f"no job id in the output: {clip(stdout.strip())!r}")
         return match["id"]
 
+    def status(self, scheduler_ids: Sequence[str]) -> dict[str, AllocationStatus]:
+        """One status call for every id. An id missing from its answer is absent only once the scheduler confirms it
+        (:meth:`_ask_again`); one it lists in neither answer without saying it does not know it is a SchedulerError,
+        and so is one whose record could not be read: an allocation never seems to end because of what a program
+        printed."""
+        wanted = list(dict.fromkeys(scheduler_ids))
+        if not wanted:
+            return {}
+        first = said(self._ask(wanted), self.program)
+        found = pick(first, wanted, self.program)
+        missing = [sid for sid in wanted if sid not in found and sequence(sid) not in first.gone]
+        if not missing:
+            return found
+        again = said(self._ask_again(missing), self.program)
+        found.update(pick(again, missing, self.program))
+        unconfirmed = [sid for sid in missing if sid not in found and sequence(sid) not in again.gone]
+        if unconfirmed:
+            raise SchedulerError(
+                [self.program],
+                0,
+                f"{self.program} did not list {', '.join(unconfirmed)} when asked twice, and did not say that it "
+                "does not know it: not taken as ended",
+            )
+        return found
+
     def cancel(self, scheduler_id: str) -> None:
         """``<cancel program> ID``; a job the scheduler reports gone already is a no-op."""
         self._run_unless([self.cancel_program, scheduler_id], self.gone)
+
+    @abstractmethod
+    def _ask(self, scheduler_ids: list[str]) -> Answer:
+        """One status call about these ids."""
+
+    def _ask_again(self, scheduler_ids: list[str]) -> Answer:
+        """Ask about each id missing from an answer alone: the scheduler lists it or says it does not know it (a
+        multi-id query of OpenPBS may leave out jobs it knows)."""
+        answers = [self._ask([sid]) for sid in scheduler_ids]
+        return Answer(
+            {sid: status for answer in answers for sid, status in answer.statuses.items()},
+            [unread for answer in answers for unread in answer.unread],
+            frozenset().union(*(answer.gone for answer in answers)),
+        )
 
     def _script_input(self, req: SubmitRequest) -> str | None:
         """Make the job script ready for the submit program; what goes on the program's stdin (default: nothing)."""
@@ -66,11 +117,14 @@ class CommandScheduler(Scheduler):
                 raise
             return None
 
-    def _query(self, argv_for: Callable[[list[str]], list[str]], ids: list[str], unknown: re.Pattern[str]) -> str:
-        """The stdout of ``argv_for(ids)``; when the program fails only because it does not know some ids (every
-        stderr line matches ``unknown``, whose group ``id`` names one), once more without those ids."""
+    def _query(
+        self, argv_for: Callable[[list[str]], list[str]], ids: list[str], unknown: re.Pattern[str]
+    ) -> tuple[str, frozenset[str]]:
+        """The stdout of ``argv_for(ids)``, and the sequence numbers of the ids the program said it does not know:
+        when it fails only because of those (every stderr line matches ``unknown``, whose group ``id`` names one), it
+        is run once more without them."""
         try:
-            return self._run(argv_for(ids))
+            return self._run(argv_for(ids)), frozenset()
         except SchedulerError as exc:
             if exc.returncode is None:
                 raise
@@ -83,7 +137,16 @@ class CommandScheduler(Scheduler):
             rest = [sid for sid in ids if sequence(sid) not in named]
             if len(rest) == len(ids):
                 raise
-            return self._run(argv_for(rest)) if rest else ""
+            return (self._run(argv_for(rest)) if rest else ""), frozenset(named)
+
+
+def said(answer: Answer, program: str) -> Answer:
+    """``answer``, its unreadable records logged."""
+    if answer.unread:
+        log.warning(
+            "%s: %d record(s) could not be read: %s", program, len(answer.unread), "; ".join(map(str, answer.unread))
+        )
+    return answer
 
 
 def allocation(
@@ -110,70 +173,23 @@ def allocation(
     return AllocationStatus(scheduler_id, state, raw_state, start, end, exit_code, unique(nodes), "; ".join(messages))
 
 
-def pick(
-    statuses: Mapping[str, AllocationStatus], unparsed: Sequence[str], wanted: Sequence[str], program: str
-) -> dict[str, AllocationStatus]:
+def pick(answer: Answer, wanted: Sequence[str], program: str) -> dict[str, AllocationStatus]:
     """The statuses of the ``wanted`` ids, matched exactly or else by sequence number (``123`` of ``123.server``).
 
-    SchedulerError if one is missing while some output could not be read: the unreadable part may be that one, and
-    an allocation must not seem to have ended because its record was garbled.
+    SchedulerError if one is missing while a record that could not be read may be its own (one without a name, or
+    with its name): an allocation must not seem to have ended because its record was garbled.
     """
-    by_sequence = {sequence(sid): status for sid, status in statuses.items()}
+    by_sequence = {sequence(sid): status for sid, status in answer.statuses.items()}
     found: dict[str, AllocationStatus] = {}
     for sid in wanted:
-        status = statuses.get(sid) or by_sequence.get(sequence(sid))
+        status = answer.statuses.get(sid) or by_sequence.get(sequence(sid))
         if status is not None:
             found[sid] = replace(status, scheduler_id=sid)
-    if unparsed and len(found) < len(wanted):
-        raise SchedulerError([program], 0, f"cannot read the output of {program}: {unparsed[0]}")
+            continue
+        hidden = [u for u in answer.unread if u.name is None or sequence(u.name) == sequence(sid)]
+        if hidden:
+            raise SchedulerError([program], 0, f"cannot read the output of {program} about {sid}: {hidden[0]}")
     return found
-
-
-def json_members(text: str, key: str) -> tuple[list[tuple[str | None, Any]], list[str]]:
-    """The members of the object or array under ``key`` in a JSON document: (name, value) pairs, the name None for
-    array items; and what could not be read. A document cut short yields the members before the cut."""
-    try:
-        document = json.loads(text)
-    except (ValueError, RecursionError):
-        return _salvage(text, key)
-    container = document.get(key) if isinstance(document, dict) else None
-    if isinstance(container, dict):
-        return list(container.items()), []
-    if isinstance(container, list):
-        return [(None, value) for value in container], []
-    if container is None and isinstance(document, dict):  # no jobs: the key is left out
-        return [], []
-    return [], [clip(text)]
-
-
-def _salvage(text: str, key: str) -> tuple[list[tuple[str | None, Any]], list[str]]:
-    """The complete members of the ``key`` container of a broken JSON document, read one by one."""
-    opening = re.search(rf'"{re.escape(key)}"\s*:\s*([{{\[])', text)
-    if opening is None:
-        return [], [clip(text)] if text.strip() else []
-    named = opening[1] == "{"
-    members: list[tuple[str | None, Any]] = []
-    pos = opening.end()
-    while True:
-        while pos < len(text) and text[pos] in " \t\r\n,":
-            pos += 1
-        if pos == len(text):
-            return members, [f"the output ends inside {key!r}"]
-        if text[pos] in "]}":
-            return members, []
-        start = pos
-        try:
-            name = None
-            if named:
-                name, pos = _DECODER.raw_decode(text, pos)
-                colon = _COLON.match(text, pos)
-                if not isinstance(name, str) or colon is None:
-                    raise ValueError("not a member name")
-                pos = colon.end()
-            value, pos = _DECODER.raw_decode(text, pos)
-        except (ValueError, RecursionError):
-            return members, [clip(text[start:])]
-        members.append((name, value))
 
 
 def local_time(text: str, fmt: str) -> datetime | None:
@@ -208,8 +224,3 @@ def text_field(record: Mapping[str, Any], key: str) -> str:
     """A record's string field, stripped; "" if it is missing or not a string."""
     value = record.get(key)
     return value.strip() if isinstance(value, str) else ""
-
-
-def clip(text: str) -> str:
-    """``text``, shortened for a message."""
-    return text if len(text) <= _CLIP else text[:_CLIP] + "..."

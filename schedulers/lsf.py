@@ -29,12 +29,19 @@ normal end of a pilot); LSF's exit reason becomes the message.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
-from schedulers.base import AllocationState, AllocationStatus, SubmitRequest
-from schedulers.common import CommandScheduler, allocation, clip, json_members, local_time, newest, pick, text_field
+from schedulers.base import (
+    AllocationState,
+    AllocationStatus,
+    SchedulerError,
+    SubmitRequest,
+    UnsupportedScheduler,
+    program_says,
+)
+from schedulers.common import Answer, CommandScheduler, allocation, local_time, newest, said, text_field
+from schedulers.jsonish import Unread, members
 
 STATES: dict[str, AllocationState] = {
     "PEND": "queued",
@@ -54,6 +61,8 @@ FIELDS = "jobid job_name stat exit_code exit_reason start_time finish_time exec_
 _TIME = re.compile(
     r"(?P<day>[A-Z][a-z]{2} \d{1,2}) (?P<clock>\d{1,2}:\d{2}(?::\d{2})?)(?: (?P<year>\d{4}))?(?: [ELX])?"
 )
+JSON_SINCE = (10, 1, 0, 2)  # bjobs -json came with LSF 10.1 Fix Pack 2
+_LSF_VERSION = re.compile(r"\bLSF\b[^\d\n]*(\d+(?:\.\d+)+)")  # "IBM Spectrum LSF Standard 10.1.0.9, May 21 2019"
 _UNKNOWN = re.compile(r"Job <(?P<id>[^>]+)> is not found")
 _NONE_LIVE = re.compile(r"is not found|No unfinished job found")
 
@@ -65,6 +74,7 @@ class LsfScheduler(CommandScheduler):
     submitted = re.compile(r"Job <(?P<id>\d+)> is submitted")
     cancel_program = "bkill"
     gone = re.compile(r"already finished|No matching job")
+    program = "bjobs"
 
     def submit_command(self, req: SubmitRequest) -> list[str]:
         """``bsub -J NAME -nnodes N -W MINUTES -q QUEUE -P PROJECT -o OUT [extra]``; the script goes on stdin."""
@@ -75,45 +85,65 @@ class LsfScheduler(CommandScheduler):
             *req.extra_args,
         ]
 
-    def status(self, scheduler_ids: Sequence[str]) -> dict[str, AllocationStatus]:
-        """One ``bjobs -json -a -o FIELDS ID...``; if bjobs names ids it does not know, once more without them."""
-        wanted = list(dict.fromkeys(scheduler_ids))
-        if not wanted:
-            return {}
-        text = self._query(lambda ids: ["bjobs", "-json", "-a", "-o", FIELDS, *ids], wanted, _UNKNOWN)
-        return pick(*parse_status(text), wanted, "bjobs")
+    @classmethod
+    def check_version(cls) -> str | None:
+        """``lsid``: LSF from 10.1 Fix Pack 2 (10.1.0.2), whose bjobs has ``-json``, is read; an older one is
+        refused."""
+        found = _LSF_VERSION.search(program_says(["lsid"]) or "")
+        if found is None:
+            return None
+        version = tuple(int(part) for part in found[1].split("."))
+        if version < JSON_SINCE:
+            raise UnsupportedScheduler(
+                f"lsid says LSF {found[1]}: its bjobs has no -json (LSF 10.1.0.2 and later), which the lsf scheduler "
+                "reads"
+            )
+        return f"LSF {found[1]}"
 
     def find_by_name(self, job_name: str) -> str | None:
-        """The newest allocation called ``job_name``, from ``bjobs -a -J NAME`` (recently finished ones included)."""
+        """The newest allocation called ``job_name``, from ``bjobs -a -J NAME`` (recently finished ones included);
+        SchedulerError if none is found while a record that names it cannot be read."""
         text = self._run_unless(["bjobs", "-json", "-a", "-o", FIELDS, "-J", job_name], _NONE_LIVE)
-        records, _ = _records(text or "")
-        return newest(record["JOBID"] for record in records if record.get("JOB_NAME") == job_name)
+        records, unread = _records(text or "")
+        said(Answer({}, unread), "bjobs")
+        ids = [record["JOBID"] for record in records if record.get("JOB_NAME") == job_name]
+        unknown = [record for record in unread if job_name in record.text]
+        if unknown and not ids:
+            raise SchedulerError(["bjobs"], 0, f"cannot tell whether an allocation is called {job_name}: {unknown[0]}")
+        return newest(ids)
+
+    def _ask(self, scheduler_ids: list[str]) -> Answer:
+        """``bjobs -json -a -o FIELDS ID...``; if bjobs names ids it does not know, once more without them. An ERROR
+        record that says an id is not found is bjobs saying it does not know it."""
+        text, gone = self._query(lambda ids: ["bjobs", "-json", "-a", "-o", FIELDS, *ids], scheduler_ids, _UNKNOWN)
+        return Answer(*parse_status(text), gone | {match["id"] for match in _UNKNOWN.finditer(text)})
 
     def _script_input(self, req: SubmitRequest) -> str:
         return req.script_path.read_text()
 
 
-def parse_status(text: str, now: datetime | None = None) -> tuple[dict[str, AllocationStatus], list[str]]:
+def parse_status(text: str, now: datetime | None = None) -> tuple[dict[str, AllocationStatus], list[Unread]]:
     """Statuses by job id from ``bjobs -json -o FIELDS`` output, and what could not be read; never raises.
 
     bjobs prints local times without a year: each is taken in the latest year that does not put it more than a day
     after ``now`` (default: the current time). A record bjobs marks with ERROR (an id it does not know) is left out.
     """
     now = now or datetime.now(UTC)
-    records, unparsed = _records(text)
-    return {record["JOBID"]: _status(record, now) for record in records}, unparsed
+    records, unread = _records(text)
+    return {record["JOBID"]: _status(record, now) for record in records}, unread
 
 
-def _records(text: str) -> tuple[list[dict[str, Any]], list[str]]:
+def _records(text: str) -> tuple[list[dict[str, Any]], list[Unread]]:
     """The job records (those with a JOBID and a STAT), and what could not be read."""
-    members, unparsed = json_members(text, "RECORDS")
+    items, unread = members(text, "RECORDS")
     records: list[dict[str, Any]] = []
-    for _, record in members:
+    for _, record in items:
         if isinstance(record, dict) and isinstance(record.get("JOBID"), str) and isinstance(record.get("STAT"), str):
             records.append(record)
         elif not (isinstance(record, dict) and "ERROR" in record):
-            unparsed.append(clip(repr(record)))
-    return records, unparsed
+            name = record.get("JOBID") if isinstance(record, dict) else None
+            unread.append(Unread(name if isinstance(name, str) else None, "no JOBID and STAT", repr(record)))
+    return records, unread
 
 
 def _status(record: dict[str, Any], now: datetime) -> AllocationStatus:

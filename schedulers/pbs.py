@@ -26,11 +26,18 @@ when PBS ended the job; -29 (JOB_EXEC_KILL_WALLTIME) is the walltime running out
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from schedulers.base import AllocationState, AllocationStatus, SubmitRequest
-from schedulers.common import CommandScheduler, allocation, clip, json_members, local_time, newest, pick, text_field
+from schedulers.base import (
+    AllocationState,
+    AllocationStatus,
+    SchedulerError,
+    SubmitRequest,
+    UnsupportedScheduler,
+    program_says,
+)
+from schedulers.common import Answer, CommandScheduler, allocation, local_time, newest, said, text_field
+from schedulers.jsonish import Unread, members
 
 STATES: dict[str, AllocationState] = {
     "Q": "queued",
@@ -49,6 +56,9 @@ STATES: dict[str, AllocationState] = {
 KILL_WALLTIME = -29  # JOB_EXEC_KILL_WALLTIME
 _TIME = "%a %b %d %H:%M:%S %Y"  # qstat -f: ctime(3) in local time, "Wed Mar 17 20:36:48 2021"
 _UNKNOWN = re.compile(r"Unknown Job Id (?:Error )?(?P<id>\S+)")
+_PBS_VERSION = re.compile(r"pbs_version\s*=\s*(\S+)")  # qstat --version of PBS Professional and OpenPBS
+_TORQUE_VERSION = re.compile(r"^\s*version:\s*(\S+)", re.IGNORECASE | re.MULTILINE)  # Torque's
+_JOB_NAME = re.compile(r'"Job_Name"\s*:\s*"?(?P<name>[^",\n]*)')
 
 
 class PbsScheduler(CommandScheduler):
@@ -58,6 +68,7 @@ class PbsScheduler(CommandScheduler):
     submitted = re.compile(r"^(?P<id>\d+(?:\[\d*\])?(?:\.\S+)?)\s*$", re.MULTILINE)  # 1234.pbs01
     cancel_program = "qdel"
     gone = re.compile(r"Unknown Job Id|Job has finished")
+    program = "qstat"
 
     def submit_command(self, req: SubmitRequest) -> list[str]:
         """``qsub -N NAME -l select=N -l walltime=HH:MM:SS -q QUEUE -A PROJECT -j oe -o OUT [extra] SCRIPT``."""
@@ -70,39 +81,63 @@ class PbsScheduler(CommandScheduler):
             str(req.script_path),
         ]
 
-    def status(self, scheduler_ids: Sequence[str]) -> dict[str, AllocationStatus]:
-        """One ``qstat -f -F json -x ID...``; if qstat names ids it does not know, once more without them."""
-        wanted = list(dict.fromkeys(scheduler_ids))
-        if not wanted:
-            return {}
-        text = self._query(lambda ids: ["qstat", "-f", "-F", "json", "-x", *ids], wanted, _UNKNOWN)
-        return pick(*parse_status(text), wanted, "qstat")
+    @classmethod
+    def check_version(cls) -> str | None:
+        """``qstat --version``: PBS Professional or OpenPBS (``pbs_version = ...``) is read; Torque (``Version:
+        ...``), whose qstat has no JSON output, is refused."""
+        said = program_says(["qstat", "--version"])
+        pbs = _PBS_VERSION.search(said or "")
+        if pbs:
+            return f"PBS {pbs[1]}"
+        torque = _TORQUE_VERSION.search(said or "")
+        if torque:
+            raise UnsupportedScheduler(
+                f"qstat is Torque {torque[1]}: it has no JSON output (qstat -f -F json), which the pbs scheduler "
+                "reads; it needs PBS Professional or OpenPBS"
+            )
+        return None
 
     def find_by_name(self, job_name: str) -> str | None:
-        """The newest allocation called ``job_name``, from ``qstat -f -F json -x`` (finished ones included)."""
-        jobs, _ = _jobs(self._run(["qstat", "-f", "-F", "json", "-x"]))
-        return newest(sid for sid, job in jobs.items() if job.get("Job_Name") == job_name)
+        """The newest allocation called ``job_name``, from ``qstat -f -F json -x`` (every user's jobs, finished ones
+        included). A record that cannot be read is still searched for its Job_Name; SchedulerError if none is found
+        while some record's name cannot be told: a restarted controller must not submit the allocation again."""
+        named, unread = members(self._run(["qstat", "-f", "-F", "json", "-x"]), "Jobs")
+        said(Answer({}, unread), "qstat")
+        ids = [sid for sid, job in named if sid and isinstance(job, dict) and job.get("Job_Name") == job_name]
+        unknown: list[Unread] = []
+        for record in unread:
+            found = _JOB_NAME.search(record.text)
+            if job_name not in record.text:
+                continue
+            if record.name and found and found["name"] == job_name:
+                ids.append(record.name)
+            else:
+                unknown.append(record)
+        if unknown and not ids:
+            raise SchedulerError(
+                ["qstat"], 0, f"cannot tell whether an allocation is called {job_name}: {'; '.join(map(str, unknown))}"
+            )
+        return newest(ids)
+
+    def _ask(self, scheduler_ids: list[str]) -> Answer:
+        """``qstat -f -F json -x ID...``; if qstat names ids it does not know, once more without them."""
+        text, gone = self._query(lambda ids: ["qstat", "-f", "-F", "json", "-x", *ids], scheduler_ids, _UNKNOWN)
+        return Answer(*parse_status(text), gone)
 
 
-def parse_status(text: str) -> tuple[dict[str, AllocationStatus], list[str]]:
-    """Statuses by job id from ``qstat -f -F json`` output, and what could not be read; never raises.
+def parse_status(text: str) -> tuple[dict[str, AllocationStatus], list[Unread]]:
+    """Statuses by job id from ``qstat -f -F json`` output, and the records that could not be read; never raises.
 
     Times are qstat's local times as aware UTC: ``stime`` starts, ``obittime`` ends an allocation.
     """
-    jobs, unparsed = _jobs(text)
-    return {sid: _status(sid, job) for sid, job in jobs.items()}, unparsed
-
-
-def _jobs(text: str) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """The job records by id (those with a job_state), and what could not be read."""
-    members, unparsed = json_members(text, "Jobs")
-    jobs: dict[str, dict[str, Any]] = {}
-    for sid, job in members:
+    named, unread = members(text, "Jobs")
+    statuses: dict[str, AllocationStatus] = {}
+    for sid, job in named:
         if sid and isinstance(job, dict) and isinstance(job.get("job_state"), str):
-            jobs[sid] = job
+            statuses[sid] = _status(sid, job)
         else:
-            unparsed.append(clip(f"{sid}: {job!r}"))
-    return jobs, unparsed
+            unread.append(Unread(sid, "no job_state", repr(job)))
+    return statuses, unread
 
 
 def _status(sid: str, job: dict[str, Any]) -> AllocationStatus:

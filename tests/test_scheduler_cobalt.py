@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from schedulers.base import SchedulerError, SubmitRequest
 from schedulers.cobalt import HEADER, STATES, CobaltScheduler, parse_status
+from schedulers.jsonish import Unread
 
 NAME = "balsam-theta-big-run-1a2b3c4d"
 START = "Tue Nov 24 16:05:11 2026 +0000 (UTC)"
@@ -85,11 +86,18 @@ def test_every_state_from_one_qstat_call(sched: CobaltScheduler, fakes: Fakes) -
     assert (statuses["355101"].start_time, statuses["355101"].nodes) == (None, ())
 
 
-def test_ids_qstat_no_longer_lists_are_absent(sched: CobaltScheduler, fakes: Fakes) -> None:
+def test_ids_two_answers_of_qstat_no_longer_list_are_absent(sched: CobaltScheduler, fakes: Fakes) -> None:
+    """Cobalt keeps no history: a second answer without the job is its only word that the job has ended."""
     fakes.scenario("status")
     assert list(sched.status(["355109", "355000"])) == ["355109"]
+    assert [call["argv"] for call in fakes.calls] == [QSTAT, QSTAT]
     fakes.scenario("empty")
     assert sched.status(["355109"]) == {}
+
+
+def test_a_job_missing_from_one_answer_is_not_taken_as_ended(sched: CobaltScheduler, fakes: Fakes) -> None:
+    fakes.scenario("vanished-once")
+    assert sched.status(["355109"])["355109"].state == "running"
 
 
 def test_an_unknown_state_is_kept(sched: CobaltScheduler, fakes: Fakes) -> None:
@@ -187,6 +195,6 @@ def test_parser_reads_output_cut_short_up_to_the_cut(
     st.text() | st.lists(st.sampled_from(["JobID  State", "=====", "12  running", "x  y  z", "  ", "1"])).map("\n".join)
 )
 def test_parser_never_raises_on_garbage(text: str) -> None:
-    statuses, unparsed = parse_status(text)
+    statuses, unread = parse_status(text)
     assert all(status.state in ("queued", "running", "finished") for status in statuses.values())
-    assert all(isinstance(line, str) for line in unparsed)
+    assert all(isinstance(record, Unread) for record in unread)

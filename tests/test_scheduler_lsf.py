@@ -12,7 +12,8 @@ from fakes import JSONISH, Fakes, expected_state, job_script
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schedulers.base import SchedulerError, SubmitRequest
+from schedulers.base import SchedulerError, SubmitRequest, UnsupportedScheduler
+from schedulers.jsonish import Unread
 from schedulers.lsf import FIELDS, STATES, LsfScheduler, parse_status
 
 NAME = "balsam-summit-big-run-1a2b3c4d"
@@ -130,6 +131,41 @@ def test_job_template(tmp_path: Path) -> None:
     assert {"#BSUB -rn", "export BALSAM_OPT_ALLOC=smt4"} <= set(lines)
 
 
+# --- outputs as other projects recorded them (tests/fixtures/lsf/real/README.md) ---
+
+
+def test_summit_bjobs_and_bsub(sched: LsfScheduler, fakes: Fakes, req: SubmitRequest) -> None:
+    fakes.scenario("real/summit-bjobs")
+    statuses = sched.status(["806290", "806291"])
+    assert (statuses["806290"].state, statuses["806290"].nodes) == ("running", ("batch2", "a01n01", "a01n02"))
+    walltime = statuses["806291"]
+    assert (walltime.state, walltime.exit_code) == ("finished", 140)
+    assert sched.find_by_name("balsam-summit-b-5e6f7a8b") == "806291"
+    fakes.scenario("real/summit-bsub")
+    assert sched.submit(req) == "806292"
+
+
+def test_an_id_bjobs_no_longer_knows_is_absent_once_it_says_so(sched: LsfScheduler, fakes: Fakes) -> None:
+    fakes.scenario("real/summit-not-found")
+    assert sched.status(["806299"]) == {}
+    assert len(fakes.calls) == 1
+
+
+def test_an_id_missing_from_a_clean_answer_is_asked_for_alone(sched: LsfScheduler, fakes: Fakes) -> None:
+    fakes.scenario("real/summit-bjobs")  # asked for 806293 too, bjobs answers without it and without an ERROR
+    with pytest.raises(SchedulerError, match="bjobs did not list 806293 when asked twice"):
+        sched.status(["806290", "806293"])
+    assert [call["argv"][4:] for call in fakes.calls] == [["806290", "806293"], ["806293"]]
+
+
+def test_site_init_refuses_lsf_without_json(fakes: Fakes) -> None:
+    fakes.scenario("real/lsid-10.1")
+    assert LsfScheduler.check_version() == "LSF 10.1.0.15"
+    fakes.scenario("real/lsid-9.1")
+    with pytest.raises(UnsupportedScheduler, match=r"LSF 9\.1\.3\.0: its bjobs has no -json"):
+        LsfScheduler.check_version()
+
+
 # --- the parser, on recorded and generated output ---
 
 
@@ -191,6 +227,6 @@ def test_parser_reads_output_cut_short_up_to_the_cut(jobs: dict[str, tuple[str, 
 
 @given(st.text() | JSONISH.map(lambda records: json.dumps({"RECORDS": records})))
 def test_parser_never_raises_on_garbage(text: str) -> None:
-    statuses, unparsed = parse_status(text, now=NOW)
+    statuses, unread = parse_status(text, now=NOW)
     assert all(status.state in ("queued", "running", "finished") for status in statuses.values())
-    assert all(isinstance(line, str) for line in unparsed)
+    assert all(isinstance(record, Unread) for record in unread)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,12 +13,15 @@ from fakes import JSONISH, Fakes, expected_state, job_script
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schedulers.base import SchedulerError, SubmitRequest
+from schedulers.base import SchedulerError, SubmitRequest, UnsupportedScheduler
+from schedulers.jsonish import Unread, members
 from schedulers.pbs import STATES, PbsScheduler, parse_status
 
 NAME = "balsam-polaris-big-run-1a2b3c4d"
 STIME = "Tue Nov 24 10:05:11 2026"
 NODES = ("x3006c0s13b0n0", "x3006c0s13b1n0")
+POLARIS = ".polaris-pbs-01.hsn.cm.polaris.alcf.anl.gov"
+AURORA = ".aurora-pbs-0001.hostmgmt.cm.aurora.alcf.anl.gov"
 
 
 @pytest.fixture
@@ -151,6 +155,104 @@ def test_job_template(tmp_path: Path) -> None:
     assert {"#PBS -r n", "#PBS -l place=scatter", "export BALSAM_OPT_FILESYSTEMS=home:eagle"} <= set(lines)
 
 
+# --- outputs as other projects recorded them (tests/fixtures/pbs/real/README.md) ---
+
+
+@pytest.mark.parametrize(
+    ("scenario", "expected", "after"),
+    [
+        (
+            "env-leading-zeros",
+            {f"412630{POLARIS}": "running", f"412631{POLARIS}": "queued", f"412632{POLARIS}": "finished"},
+            "balsam-polaris-c-9c0d1e2f",
+        ),
+        (
+            "env-malformed-numbers",
+            {f"412640{POLARIS}": "running", f"412641{POLARIS}": "queued"},
+            "balsam-polaris-b-5e6f7a8b",
+        ),
+        (
+            "env-stray-backslashes",
+            {f"412650{POLARIS}": "queued", f"412651{POLARIS}": "running"},
+            "balsam-polaris-b-5e6f7a8b",
+        ),
+        (
+            "polaris-invalid-escape",
+            {f"412660{POLARIS}": "running", f"412661{POLARIS}": "queued"},
+            "balsam-polaris-a-1a2b3c4d",
+        ),
+        (
+            "env-bash-functions",
+            {f"412670{POLARIS}": "running", f"412671{POLARIS}": "queued"},
+            "balsam-polaris-b-5e6f7a8b",
+        ),
+        ("aurora-unquoted-values", {f"3001{AURORA}": "queued", f"3002{AURORA}": "running"}, "balsam-aurora-b-5e6f7a8b"),
+        ("aurora-history", {f"3010{AURORA}": "finished"}, "balsam-aurora-a-1a2b3c4d"),
+    ],
+)
+def test_qstat_json_as_pbs_prints_it_reads_every_record(
+    sched: PbsScheduler, fakes: Fakes, scenario: str, expected: dict[str, str], after: str
+) -> None:
+    """PBS prints numeric-looking values bare, keeps stray backslashes, raw newlines and quotes: every allocation is
+    still read, and find_by_name (every user's jobs) still finds the last one, after the broken records."""
+    fakes.scenario(f"real/{scenario}")
+    statuses = sched.status(list(expected))
+    assert {sid: status.state for sid, status in statuses.items()} == expected
+    assert sched.find_by_name(after) == list(expected)[-1]
+
+
+def test_a_history_job_ends_with_its_exit_status(sched: PbsScheduler, fakes: Fakes) -> None:
+    fakes.scenario("real/aurora-history")
+    done = sched.status([f"3010{AURORA}"])[f"3010{AURORA}"]
+    assert (done.state, done.exit_code, done.nodes[0]) == ("finished", -29, "x4102c0s0b0n0")
+    assert done.message.startswith("walltime limit reached")
+
+
+def test_a_record_that_cannot_be_read_is_said_never_dropped(sched: PbsScheduler, fakes: Fakes) -> None:
+    """Reading goes on after a record that cannot be read even leniently; an allocation whose record that is is an
+    error, never "gone", and find_by_name does not say "none" while that record may be the one."""
+    fakes.scenario("garbled")
+    assert sched.status(["8302.pbs01"])["8302.pbs01"].state == "queued"
+    with pytest.raises(SchedulerError, match=r"cannot read the output of qstat about 8301\.pbs01"):
+        sched.status(["8301.pbs01", "8302.pbs01"])
+    assert sched.find_by_name("balsam-polaris-other-9f8e7d6c") == "8302.pbs01"
+    assert sched.find_by_name(NAME) == "8305.pbs01"
+    with pytest.raises(SchedulerError, match="cannot tell whether an allocation is called balsam-polaris-lost"):
+        sched.find_by_name("balsam-polaris-lost-0a0b0c0d")
+
+
+def test_a_job_missing_from_a_clean_answer_is_asked_for_alone(sched: PbsScheduler, fakes: Fakes) -> None:
+    """OpenPBS may answer a multi-id qstat for the first job only, exit 0: the others are asked for alone."""
+    fakes.scenario("real/multi-id-answers-one")
+    ids = ["10.ip-10-0-6-176", "11.ip-10-0-6-176"]
+    statuses = sched.status(ids)
+    assert {sid: status.state for sid, status in statuses.items()} == dict.fromkeys(ids, "running")
+    assert [call["argv"][4:] for call in fakes.calls] == [ids, ids[1:]]
+
+
+def test_absent_when_qstat_says_it_does_not_know_the_job(sched: PbsScheduler, fakes: Fakes) -> None:
+    fakes.scenario("real/unknown-job-id")
+    assert sched.status([f"412635{POLARIS}"]) == {}
+    assert len(fakes.calls) == 1
+
+
+def test_a_job_neither_listed_nor_denied_is_not_taken_as_ended(sched: PbsScheduler, fakes: Fakes) -> None:
+    fakes.scenario("real/missing-twice")
+    with pytest.raises(SchedulerError, match=f"did not list 412681{POLARIS} when asked twice"):
+        sched.status([f"412680{POLARIS}", f"412681{POLARIS}"])
+
+
+def test_site_init_reads_pbs_and_refuses_torque(fakes: Fakes) -> None:
+    fakes.scenario("real/version-polaris")
+    assert PbsScheduler.check_version() == "PBS 2022.1.1.20220926110806"
+    fakes.scenario("real/version-torque")
+    with pytest.raises(UnsupportedScheduler, match=r"Torque 6\.1\.2: it has no JSON output"):
+        PbsScheduler.check_version()
+    fakes.scenario("real/torque-no-json")
+    with pytest.raises(SchedulerError, match="invalid option -- 'F'"):
+        PbsScheduler(Path("."), timeout=10).status(["8206.server"])
+
+
 # --- the parser, on generated output ---
 
 STATE = st.sampled_from(sorted(STATES)) | st.text(min_size=1, max_size=4).filter(lambda s: s not in STATES)
@@ -194,6 +296,65 @@ def test_parser_reads_output_cut_short_up_to_the_cut(jobs: dict[str, tuple[str, 
 
 @given(st.text() | JSONISH.map(lambda jobs: json.dumps({"Jobs": jobs})))
 def test_parser_never_raises_on_garbage(text: str) -> None:
-    statuses, unparsed = parse_status(text)
+    statuses, unread = parse_status(text)
     assert all(status.state in ("queued", "running", "finished") for status in statuses.values())
-    assert all(isinstance(line, str) for line in unparsed)
+    assert all(isinstance(record, Unread) for record in unread)
+
+
+# What PBS prints bare: digits that may not be JSON numbers (005, .5, 12., -00), resource strings (1:ncpus=64)
+BARE = st.from_regex(
+    r"-?([0-9]{1,6}|\.[0-9]{1,3}|[0-9]{1,3}\.|[0-9]{1,3}\.[0-9]{1,3}|0[0-9]{1,5}|[0-9]{1,3}e[0-9]{1,2}x?)"
+    r"(:ncpus=[0-9]{1,3})?",
+    fullmatch=True,
+)
+NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+RAW = st.text(st.sampled_from("ab $(){}@:-\n\t"), max_size=12)  # bash functions: raw newlines, braces, no escapes
+STRAY = st.text(st.sampled_from("ab,' "), max_size=8)  # PBS keeps a backslash before , and '
+VALUES = st.one_of(
+    BARE.map(lambda v: (v, json.loads(v) if NUMBER.fullmatch(v) else v)),
+    st.text(max_size=12).map(lambda v: (json.dumps(v), v)),
+    RAW.map(lambda v: (f'"{v}"', v)),
+    STRAY.map(lambda v: ('"' + v.replace(",", "\\,").replace("'", "\\'") + '"', v)),
+)
+RECORDS = st.dictionaries(
+    st.integers(1, 10**7).map(lambda n: f"{n}.pbs01"),
+    st.tuples(
+        st.sampled_from(sorted(STATES)),
+        st.dictionaries(st.from_regex(r"[A-Z_]{1,8}", fullmatch=True), VALUES, max_size=4),
+    ),
+    max_size=6,
+)
+
+
+def as_pbs_prints(records: dict[str, tuple[str, dict[str, tuple[str, Any]]]]) -> str:
+    """qstat -f -F json output as PBS writes it: four-space indentation, every member on its own line, each value
+    printed as PBS prints it (the first of each pair)."""
+    jobs = []
+    for sid, (state, variables) in records.items():
+        lines = [f'        "{sid}":{{', f'            "Job_Name":"job-{sid}",', f'            "job_state":"{state}",']
+        lines += [
+            '            "Variable_List":{',
+            *[f'                "{k}":{printed},' for k, (printed, _) in variables.items()],
+        ]
+        lines += ['                "PBS_O_HOME":"/home/balsam"', "            }", "        }"]
+        jobs.append("\n".join(lines))
+    return '{\n    "pbs_version":"2022.1.5",\n    "Jobs":{\n' + ",\n".join(jobs) + "\n    }\n}\n"
+
+
+@given(RECORDS)
+def test_parser_reads_back_every_record_as_pbs_prints_it(
+    records: dict[str, tuple[str, dict[str, tuple[str, Any]]]],
+) -> None:
+    """Any record set, with values printed bare, with stray backslashes or raw newlines, reads back every record
+    and every value."""
+    text = as_pbs_prints(records)
+    read, unread = members(text, "Jobs")
+    assert unread == []
+    assert {sid: job["Variable_List"] for sid, job in read} == {
+        sid: {**{k: value for k, (_, value) in variables.items()}, "PBS_O_HOME": "/home/balsam"}
+        for sid, (_, variables) in records.items()
+    }
+    statuses, _ = parse_status(text)
+    assert {sid: status.raw_state for sid, status in statuses.items()} == {
+        sid: state for sid, (state, _) in records.items()
+    }
