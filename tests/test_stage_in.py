@@ -1,4 +1,5 @@
-"""Stage-in (READY -> STAGED_IN): Jobs whose workdir the file system refuses wait, and never hold up the others.
+"""Stage-in (READY -> STAGED_IN): Jobs whose workdir the file system refuses wait, say so (``StagedIn=False``), and
+never hold up the others.
 
 Escapes out of ``data/`` and the files stage-in makes are covered by tests/test_security.py.
 """
@@ -50,11 +51,26 @@ def test_jobs_whose_workdir_cannot_be_made_yet_wait_without_starving_newer_ones(
     apply_raws(site, app("a", "true"), *(job(n, "a", f"blocked/{n}") for n in blocked))
     apply_raws(site, *(job(n, "a", f"runs/{n}") for n in fine), source="later.yaml")
 
-    passes(site, 6)
-    assert states(site, fine) == {JobState.PREPROCESSED}
-    assert states(site, blocked) == {JobState.READY}
+    reconciler = JobReconciler(site, lambda: None)
+    try:
+        for _ in range(6):
+            reconciler()
+        assert states(site, fine) == {JobState.PREPROCESSED}
+        assert states(site, blocked) == {JobState.READY}
+        for name in blocked:  # each says why it waits...
+            [said] = [c for c in stored_job(site, name).status.conditions if c.type == "StagedIn"]
+            assert (said.status, said.reason) == ("False", "WorkdirRefused") and "Not a directory" in said.message
+        versions = {n: stored_job(site, n).metadata.resource_version for n in blocked}
+        for _ in range(3):
+            reconciler()
+        assert {
+            n: stored_job(site, n).metadata.resource_version for n in blocked
+        } == versions  # ...once, not every pass
+    finally:
+        reconciler.close()
 
     (site.data_dir / "blocked").unlink()
     passes(site, 6)
     assert states(site, blocked) == {JobState.PREPROCESSED}
     assert all((site.data_dir / "blocked" / n / "job.out").exists() for n in blocked)
+    assert [c for n in blocked for c in stored_job(site, n).status.conditions if c.type == "StagedIn"] == []
