@@ -42,7 +42,8 @@ def build_mpi_command(
     ``mpi_command`` is the launcher executable (``mpiexec``, ``srun``, a path, may carry extra words). ``env`` holds
     the variables to forward explicitly to every rank (the Job's own; the argv is meant to run with them set too).
     ``launch_params`` become ``--key value`` flags, underscores in keys turned into hyphens; an empty value gives
-    a bare flag. ``local`` (emulated nodes on this machine) has no host list and passes no launch parameters.
+    a bare flag (``aprun`` takes its long options so: ``{bypass_app_transfer: ""}`` is ``--bypass-app-transfer``).
+    ``local`` (emulated nodes on this machine) has no host list and passes no launch parameters.
     """
     for key in env:
         if not key or "=" in key:
@@ -70,7 +71,13 @@ def build_mpi_command(
             "--nodelist", ",".join(hosts), "--cpus-per-task", str(req.cpus_per_rank), _srun_export(env),
             *([] if "mpi" in launch_params else ["--mpi=pmi2"]), *params, *shell,
         ]  # fmt: skip
-    raise ValueError(f"unknown MPI flavor {flavor!r}; expected mpich, openmpi, srun or local")
+    if flavor == "aprun":  # Cray ALPS: -d counts hardware threads per rank, -j of them per core; nodes are nids
+        return [
+            *shlex.split(mpi_command), "-n", ranks, "-N", per_node, "-d", str(req.threads_per_rank),
+            "-j", str(req.threads_per_core), "-L", ",".join(hosts),
+            *(item for key, value in env.items() for item in ("-e", f"{key}={value}")), *params, *shell,
+        ]  # fmt: skip
+    raise ValueError(f"unknown MPI flavor {flavor!r}; expected mpich, openmpi, srun, aprun or local")
 
 
 def _param_flags(launch_params: Mapping[str, str]) -> list[str]:

@@ -13,7 +13,7 @@ SITE_NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$"
 SiteName = Annotated[str, StringConstraints(pattern=SITE_NAME_PATTERN)]
 
 SchedulerKind = Literal["local", "slurm", "pbs", "lsf", "cobalt"]
-MpiFlavor = Literal["mpich", "openmpi", "srun"]
+MpiFlavor = Literal["mpich", "openmpi", "srun", "aprun"]
 
 
 class QueueLimits(Strict):

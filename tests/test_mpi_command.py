@@ -51,6 +51,16 @@ def test_srun() -> None:
     ]  # fmt: skip
 
 
+def test_aprun() -> None:
+    nids = Placement("job", (Share("3826", (0, 1), (), Fraction(1)), Share("3827", (0, 1), (), Fraction(1))))
+    argv = build_mpi_command("aprun", "aprun", nids, REQ, "./app --x 1", {"bypass_app_transfer": ""}, ENV)
+    assert argv == [
+        "aprun", "-n", "8", "-N", "4", "-d", "4", "-j", "2", "-L", "3826,3827",
+        "-e", "OMP_NUM_THREADS=4", "-e", "BALSAM_JOB_NAME=j1", "--bypass-app-transfer",
+        "bash", "-c", "./app --x 1",
+    ]  # fmt: skip
+
+
 def test_srun_mpi_param_replaces_the_default_and_commas_are_not_exported() -> None:
     argv = build_mpi_command("srun", "srun", TWO_NODES, REQ, "app", {"mpi": "pmix"}, {"A": "1", "B": "x,y"})
     assert "--mpi=pmi2" not in argv
@@ -66,7 +76,7 @@ def test_local_has_no_host_list_and_no_launch_params() -> None:
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("flavor", ["mpich", "openmpi", "srun"])
+@pytest.mark.parametrize("flavor", ["mpich", "openmpi", "srun", "aprun"])
 def test_shell_metacharacters_stay_one_argv_item(flavor: Flavor) -> None:
     value = "depth; rm -rf ~ && echo $(whoami) 'x' \"y\" | cat"
     argv = build(flavor, params={"cpu_bind": value, "env_file": "a b"})
@@ -85,7 +95,7 @@ def test_bad_inputs() -> None:
     with pytest.raises(ValueError):
         build_mpi_command("mpich", "mpiexec", TWO_NODES, REQ, "app", {}, {"A=B": "1"})
     with pytest.raises(ValueError):
-        build("aprun")  # type: ignore[arg-type]
+        build("mvapich")  # type: ignore[arg-type]
 
 
 def test_needs_mpi() -> None:
@@ -97,7 +107,7 @@ def test_needs_mpi() -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(
-    st.sampled_from(["mpich", "openmpi", "srun", "local"]),
+    st.sampled_from(["mpich", "openmpi", "srun", "aprun", "local"]),
     st.integers(1, 64),
     st.integers(1, 128),
     st.dictionaries(st.from_regex(r"[a-z][a-z_]{0,8}", fullmatch=True), st.text(max_size=10), max_size=3),

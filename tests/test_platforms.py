@@ -117,6 +117,7 @@ def test_the_platform_specifics() -> None:
     assert theta.scheduler == "cobalt"
     assert set(th.allowed_queues) == {"default", "debug-cache-quad", "debug-flat-quad"}
     assert th.optional_batch_job_params["singularity_prime_cache"] == "no"
+    assert (th.launcher.mpi_flavor, th.launcher.mpi_command) == ("aprun", "aprun")
 
 
 def test_the_generic_and_local_templates_are_the_scheduler_templates() -> None:
@@ -149,7 +150,7 @@ GOOD = "description: d\nscheduler: pbs\nsettings: {allowed_queues: {q: {max_node
         ("description: d\nscheduler: pbs\nsettings: {allowed_queues: {q: {max_nodes: 0}}}\n", "max_nodes"),
         ("description: d\nscheduler: pbs\nsettings: {bogus: 1}\n", "settings.bogus"),
         ("description: d\nscheduler: pbs\nsettings: {optional_batch_job_params: {bad-key: x}}\n", "bad-key"),
-        ("description: d\nscheduler: pbs\nsettings: {launcher: {mpi_flavor: aprun}}\n", "mpi_flavor"),
+        ("description: d\nscheduler: pbs\nsettings: {launcher: {mpi_flavor: mvapich}}\n", "mpi_flavor"),
         ("description: [unclosed\n", "invalid YAML"),
     ],
 )
