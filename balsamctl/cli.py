@@ -189,7 +189,15 @@ def _print_results(results: Iterable[ApplyResult], suffix: str = "", prefix: str
 def site_init(
     path: Annotated[Path, typer.Argument(help="The new site's directory.")],
     name: Annotated[str | None, typer.Option("--name", help="Default: the directory's name.")] = None,
-    scheduler: Annotated[SchedulerKind, typer.Option("--scheduler")] = "local",
+    scheduler: Annotated[
+        SchedulerKind | None,
+        typer.Option(
+            "--scheduler",
+            help="The batch scheduler: the site is made from its preset, as with --platform generic-X (local: "
+            "the local preset). Jobs start with srun under slurm, mpiexec under pbs, mpirun under lsf, aprun under "
+            "cobalt. Default: local.",
+        ),
+    ] = None,
     platform: Annotated[
         str | None,
         typer.Option(
@@ -201,7 +209,11 @@ def site_init(
         ),
     ] = None,
 ) -> None:
-    """Lay out a new site directory and register it."""
+    """Lay out a new site directory and register it.
+
+    Its scheduler, settings.yml and job-template.sh come from a platform preset (balsamctl/platforms/);
+    --scheduler X gives exactly what --platform generic-X gives.
+    """
     site = init_site(path, name or path.resolve().name, scheduler, platform=platform)
     typer.echo(f"site/{site.name} created at {site.path}")
 

@@ -1,5 +1,7 @@
 """Platform presets: a scheduler, site settings and a job template for a known machine (``site init --platform``).
 
+Every site is made from a preset: ``site init --scheduler X`` takes X's generic one (:func:`scheduler_platform`:
+``generic-X``, ``local`` for the local scheduler), so there is one set of defaults per scheduler, in its file.
 Each preset is two files shipped in ``balsamctl/platforms/``: ``NAME.yml`` (``description``, ``scheduler``,
 ``settings``: overrides of :class:`~schemas.settings.SiteSettings`) and, when the machine needs one of its own,
 ``NAME.sh`` (the site's Jinja2 job template; otherwise the scheduler's generic one from ``templates/``).
@@ -92,6 +94,12 @@ def parse_preset(name: str, text: str, template: str | None) -> Platform:
         lines = [f"{where}: settings.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
         raise PlatformError("\n".join(lines)) from None
     return platform
+
+
+def scheduler_platform(scheduler: SchedulerKind) -> str:
+    """The preset a site of ``scheduler`` is made from when no platform is named: ``generic-<scheduler>``, or
+    ``local`` for the local scheduler."""
+    return "local" if scheduler == "local" else f"generic-{scheduler}"
 
 
 def platform_names(directory: Path = PLATFORMS_DIR) -> list[str]:

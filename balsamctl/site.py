@@ -17,7 +17,6 @@ from schemas.settings import SchedulerKind, SiteSettings, is_valid_site_name
 from store import Store, redact, sqlite_url
 
 LAYOUT = ("manifests", "data", "log", "qsubmit", ".balsam")
-TEMPLATES = Path(__file__).parent / "templates"
 
 
 class SiteError(Exception):
@@ -164,7 +163,7 @@ def create_private_sqlite_file(url: str) -> None:
 def init_site(
     path: Path,
     name: str,
-    scheduler: SchedulerKind = "local",
+    scheduler: SchedulerKind | None = None,
     *,
     register: bool = True,
     site_id: int | None = None,
@@ -172,7 +171,9 @@ def init_site(
 ) -> Site:
     """Lay out a new site at ``path`` (private to its owner) and register it (with ``site_id`` if free).
 
-    With ``platform``, the scheduler, settings and job template come from that preset (``balsamctl/platforms/``).
+    Its scheduler, settings and job template come from a platform preset (``balsamctl/platforms/``): ``platform``,
+    else ``scheduler``'s generic one (``generic-<scheduler>``; ``local``, the default). A ``scheduler`` given with
+    a ``platform`` must be the preset's.
     """
     path = path.resolve()
     if (path / "settings.yml").exists():
@@ -182,19 +183,8 @@ def init_site(
         raise SiteError(f"a site named {name!r} is already registered at {registered}")
     if not is_valid_site_name(name):
         raise SiteError(f"invalid site name {name!r}: use letters, digits, '-', '_' and '.'")
-    if platform is None:
-        template = TEMPLATES / f"{scheduler}.sh"
-        if not template.is_file():
-            raise SiteError(f"no job template for scheduler {scheduler!r} yet")
-        settings, template_text = SiteSettings(name=name, scheduler=scheduler), template.read_text()
-    else:  # a platform preset (balsamctl/platforms/NAME.yml and NAME.sh): scheduler, settings, job template
-        try:
-            preset = platforms.load_platform(platform)
-        except platforms.PlatformError as exc:
-            raise SiteError(str(exc)) from None
-        if scheduler not in ("local", preset.scheduler):
-            raise SiteError(f"platform {platform!r} uses scheduler {preset.scheduler!r}, not {scheduler!r}")
-        settings, template_text = preset.site_settings(name), preset.template
+    preset = _site_preset(platform, scheduler)
+    settings, template_text = preset.site_settings(name), preset.template
     body = settings.model_dump(mode="json", exclude={"store_url"})
     old_umask = os.umask(0o077)
     try:
@@ -210,6 +200,17 @@ def init_site(
     if register:
         registry.register(name, path, site_id)
     return site
+
+
+def _site_preset(platform: str | None, scheduler: SchedulerKind | None) -> platforms.Platform:
+    """The preset a new site is made from: ``platform``, else ``scheduler``'s generic one (``local`` by default)."""
+    try:
+        preset = platforms.load_platform(platform or platforms.scheduler_platform(scheduler or "local"))
+    except platforms.PlatformError as exc:
+        raise SiteError(str(exc)) from None
+    if scheduler is not None and scheduler != preset.scheduler:
+        raise SiteError(f"platform {preset.name!r} uses scheduler {preset.scheduler!r}, not {scheduler!r}")
+    return preset
 
 
 _SETTINGS_HEADER = """\

@@ -126,17 +126,16 @@ def site(cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2
 def srun_site(cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ESite]:
     """A second Slurm site whose launchers start Jobs with ``srun`` (flavor ``srun``), its controller running.
 
-    Its allocations take whole nodes (``#SBATCH --exclusive``: this cluster's CR_Core would give ``-N 2`` one CPU
-    per node, too few for 2 ranks on a node). ``SLURM_MPI_TYPE=none`` in its job script stands for Slurm's own
-    default ``MpiDefault=none`` (this cluster has ``pmi2``): the ranks find each other only if the launch command
-    picks the PMI plugin itself.
+    Its allocations take whole nodes, as every site's made with ``--scheduler slurm`` (``#SBATCH --exclusive``:
+    this cluster's CR_Core would give ``-N 2`` one CPU per node, too few for 2 ranks on a node).
+    ``SLURM_MPI_TYPE=none`` in its job script stands for Slurm's own default ``MpiDefault=none`` (this cluster has
+    ``pmi2``): the ranks find each other only if the launch command picks the PMI plugin itself.
     """
     settings = deep_merge(SETTINGS, {"launcher": {"mpi_flavor": "srun", "mpi_command": "srun"}})
     s = create_slurm_site(tmp_path_factory.mktemp("e2e-slurm-srun"), SRUN_SITE_NAME, settings)
     template = s.path / "job-template.sh"
     text = template.read_text()
-    assert text.count("#SBATCH --no-requeue\n") == text.count("{{ launcher_command }}") == 1, text
-    text = text.replace("#SBATCH --no-requeue\n", "#SBATCH --no-requeue\n#SBATCH --exclusive\n")
+    assert text.count("#SBATCH --exclusive\n") == text.count("{{ launcher_command }}") == 1, text
     template.write_text(text.replace("{{ launcher_command }}", "export SLURM_MPI_TYPE=none\n{{ launcher_command }}"))
     with controlled(s):
         yield s

@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import get_args
 
 import pytest
 import yaml
@@ -22,12 +23,14 @@ from balsamctl import cli, platforms
 from balsamctl.apply import apply_documents
 from balsamctl.jobscript import launcher_command, render_job_script
 from balsamctl.platforms import Platform, PlatformError, load_platform, parse_preset, platform_names
-from balsamctl.site import LAYOUT, TEMPLATES, Site, SiteError, init_site
+from balsamctl.site import LAYOUT, Site, SiteError, init_site
 from schemas import BatchJob
 from schemas.manifest import ManifestError, parse_documents
-from schemas.settings import SiteSettings
+from schemas.settings import SchedulerKind, SiteSettings
 
-EXPECTED = ["generic-lsf", "generic-pbs", "generic-slurm", "local", "perlmutter", "polaris", "theta-knl"]
+EXPECTED = [
+    "generic-cobalt", "generic-lsf", "generic-pbs", "generic-slurm", "local", "perlmutter", "polaris", "theta-knl",
+]  # fmt: skip
 NAMES = platform_names()
 
 
@@ -126,11 +129,12 @@ def test_the_generic_and_local_templates_are_the_scheduler_templates() -> None:
         "generic-slurm": "slurm",
         "generic-pbs": "pbs",
         "generic-lsf": "lsf",
+        "generic-cobalt": "cobalt",
         "theta-knl": "cobalt",
     }
     for name, scheduler in generic.items():
         assert preset(name).scheduler == scheduler
-        assert preset(name).template == (TEMPLATES / f"{scheduler}.sh").read_text(), name
+        assert preset(name).template == (platforms.GENERIC_TEMPLATES / f"{scheduler}.sh").read_text(), name
 
 
 GOOD = "description: d\nscheduler: pbs\nsettings: {allowed_queues: {q: {max_nodes: 4}}}\n"
@@ -225,11 +229,54 @@ def test_init_site_refuses_an_unknown_platform_or_another_scheduler(tmp_path: Pa
     with pytest.raises(SiteError) as info:
         init_site(tmp_path / "s", "s", platform="frontier")
     assert "unknown platform 'frontier'" in str(info.value) and ", ".join(EXPECTED) in str(info.value)
-    with pytest.raises(SiteError, match="platform 'polaris' uses scheduler 'pbs', not 'slurm'"):
-        init_site(tmp_path / "s", "s", "slurm", platform="polaris")
+    others: tuple[SchedulerKind, ...] = ("slurm", "local")  # local too, said or not: only an absent one is no check
+    for scheduler in others:
+        with pytest.raises(SiteError, match=f"platform 'polaris' uses scheduler 'pbs', not '{scheduler}'"):
+            init_site(tmp_path / "s", "s", scheduler, platform="polaris")
     assert not (tmp_path / "s").exists()
     site = init_site(tmp_path / "s", "s", "pbs", platform="polaris", register=False)
     site.close()
+
+
+# ---------------------------------------------------------------- --scheduler X is --platform generic-X
+
+SCHEDULERS: list[SchedulerKind] = list(get_args(SchedulerKind))
+LAUNCH = {  # what each scheduler's sites start Jobs with, nothing edited: the launcher its clusters offer
+    "local": ("mpich", "mpiexec"),
+    "slurm": ("srun", "srun"),
+    "pbs": ("mpich", "mpiexec"),
+    "lsf": ("openmpi", "mpirun"),
+    "cobalt": ("aprun", "aprun"),
+}
+
+
+def cli_site(root: Path, *options: str) -> Path:
+    """``balsamctl site init ROOT/s --name same OPTIONS`` in a registry of its own; the site's directory."""
+    env = {"BALSAMCTL_CONFIG": str(root / "sites.yaml")}
+    result = runner.invoke(cli.app, ["site", "init", str(root / "s"), "--name", "same", *options], env=env)
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    return root / "s"
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+def test_a_scheduler_gives_exactly_its_generic_preset(tmp_path: Path, scheduler: SchedulerKind) -> None:
+    generic = platforms.scheduler_platform(scheduler)
+    assert generic in NAMES and preset(generic).scheduler == scheduler
+    by_scheduler = cli_site(tmp_path / "a", "--scheduler", scheduler)
+    by_platform = cli_site(tmp_path / "b", "--platform", generic)
+    for name in ("settings.yml", "job-template.sh"):
+        assert (by_scheduler / name).read_bytes() == (by_platform / name).read_bytes(), name
+    settings = Site.load(by_scheduler).settings
+    assert settings == preset(generic).site_settings("same")
+    assert (settings.launcher.mpi_flavor, settings.launcher.mpi_command) == LAUNCH[scheduler]
+
+
+def test_cli_refuses_a_scheduler_the_platform_does_not_use(tmp_path: Path) -> None:
+    args = ["site", "init", str(tmp_path / "x"), "--platform", "polaris", "--scheduler", "local"]
+    result = runner.invoke(cli.app, args)
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "error: platform 'polaris' uses scheduler 'pbs', not 'local'"
+    assert not (tmp_path / "x").exists()
 
 
 # ---------------------------------------------------------------- rendering
