@@ -1,16 +1,33 @@
-"""The Slurm scheduler: ``sbatch`` submits, one ``squeue`` call reports, ``scancel`` cancels."""
+"""The Slurm scheduler: ``sbatch`` submits, one ``squeue`` call reports, ``scancel`` cancels.
+
+One id form throughout: the id ``sbatch --parsable`` prints, ``JOB`` or ``JOB;CLUSTER`` on a multi-cluster site.
+The cluster is passed on with ``-M CLUSTER`` to squeue and scancel. The parts of a heterogeneous job (``5000+1``)
+and the elements of a job array (``123_4``, ``123_[5-9]``) are read as the one allocation ``5000`` or ``123``: its
+state is "running" while a part runs, "queued" while a part waits and none runs, "finished" once all have ended.
+"""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
 
 from launcher.nodes import expand_hostlist
-from schedulers.base import AllocationState, AllocationStatus, Scheduler, SchedulerError, SubmitRequest, run_command
+from schedulers.base import (
+    AllocationState,
+    AllocationStatus,
+    Scheduler,
+    SchedulerError,
+    SubmitRequest,
+    program_says,
+    run_command,
+)
 
 DEFAULT_TIMEOUT_S = 30.0
 NO_PROJECT = "none"  # a site's placeholder project: sbatch gets no -A (the user's default account is charged)
@@ -45,13 +62,18 @@ STATES: dict[str, AllocationState] = {
 }
 
 # squeue --Format fields, '|'-separated and unpadded; the job name comes last so that it may contain '|'.
+# JobArrayID is the id as squeue -o %i prints it (123_4, 5000+1; JobID would print the element's own 127 or 5001).
 # exit_code is the raw wait status (768 for `exit 3`, 15 for SIGTERM), which spares a second call to scontrol.
-_FIELDS = ("JobID", "State", "StartTime", "EndTime", "NodeList", "exit_code", "Reason")
+_FIELDS = ("JobArrayID", "State", "StartTime", "EndTime", "NodeList", "exit_code", "Reason")
 SQUEUE_FORMAT = ",".join(f"{field}:|" for field in _FIELDS) + ",Name:"
-_ID = re.compile(r"(\d+)\S*")  # 123, 123_4 (array), 123+0 (heterogeneous)
+_ID = re.compile(r"(?P<job>\d+)(?:_(?:\d+|\[[^\]|]*\])|\+\d+)?")  # 123, 123_4, 123_[5-9] (array), 123+1 (het)
 _STATE = re.compile(r"[A-Z][A-Z_]*")
-_SBATCH_ID = re.compile(r"(\d+)(?:;\S+)?")
-_GONE = ("Invalid job id", "already completing or completed")  # scancel of a job Slurm no longer runs
+_CLUSTER_LINE = re.compile(r"CLUSTER: \S+")  # before each cluster's lines, in squeue -M of older Slurm even with -h
+# sbatch --parsable: "JOB" or "JOB;CLUSTER"; a site's sbatch wrapper may print the sentence of plain sbatch
+_SBATCH_ID = re.compile(r"(?:Submitted batch job )?(?P<job>\d+)(?:(?:;| on cluster )(?P<cluster>[^\s;]+))?")
+_TEMPLATE_CLUSTERS = re.compile(r"^#SBATCH[ \t]+(?:-M[ \t]*|--clusters?[= \t]+)([^\s{}]+)", re.MULTILINE)
+_INVALID = "Invalid job id"
+_GONE = (_INVALID, "already completing or completed")  # scancel of a job Slurm no longer runs
 
 
 class SlurmScheduler(Scheduler):
@@ -62,6 +84,12 @@ class SlurmScheduler(Scheduler):
     def __init__(self, site_path: Path, timeout: float = DEFAULT_TIMEOUT_S) -> None:
         super().__init__(site_path)
         self.timeout = timeout
+
+    @classmethod
+    def check_version(cls) -> str | None:
+        """``sbatch --version``: every Slurm version that has ``squeue -O`` is read."""
+        found = re.search(r"slurm(?:-wlm)?\s+(\S+)", program_says(["sbatch", "--version"]) or "")
+        return f"Slurm {found[1]}" if found else None
 
     def submit_command(self, req: SubmitRequest) -> list[str]:
         """``sbatch --parsable``; no ``-p`` for the ``default`` queue, no ``-A`` for the ``none`` project."""
@@ -75,7 +103,8 @@ class SlurmScheduler(Scheduler):
         return argv
 
     def submit(self, req: SubmitRequest) -> str:
-        """Submit the job script; SchedulerError carries sbatch's own words when it refuses."""
+        """Submit the job script and return its id, ``JOB;CLUSTER`` when sbatch names a cluster; SchedulerError
+        carries sbatch's own words when it refuses."""
         argv = self.submit_command(req)
         req.output_dir.mkdir(parents=True, exist_ok=True)
         stdout = self._run(argv).stdout
@@ -83,62 +112,150 @@ class SlurmScheduler(Scheduler):
         match = _SBATCH_ID.fullmatch(lines[-1].strip()) if lines else None
         if match is None:
             raise SchedulerError(argv, 0, f"unexpected sbatch output: {stdout!r}")
-        return match.group(1)
+        return allocation_id(match["job"], match["cluster"])
 
     def status(self, scheduler_ids: Sequence[str]) -> dict[str, AllocationStatus]:
-        """One ``squeue -t all -j ...``; when it refuses an id (22.05 does so only for a lone unknown id), the
-        unfiltered ``squeue -t all``. A requested id whose line cannot be parsed raises rather than go missing."""
+        """One ``squeue -t all -j ...`` per cluster. An id missing from the answer is asked for alone: absent only
+        when squeue says ``Invalid job id``; SchedulerError if it is still neither listed nor refused, or if its line
+        cannot be parsed: an allocation never seems to end because of what squeue printed."""
         wanted = list(dict.fromkeys(scheduler_ids))
-        if not wanted:
-            return {}
-        argv = ["squeue", "-h", "-t", "all", "-j", ",".join(wanted), "-O", SQUEUE_FORMAT]
-        try:
-            text = self._run(argv).stdout
-        except SchedulerError as exc:
-            if exc.returncode is None or "Invalid job id" not in exc.stderr:
-                raise
-            argv = ["squeue", "-h", "-t", "all", "-O", SQUEUE_FORMAT]
-            text = self._run(argv).stdout
-        statuses, unparsed = parse_squeue(text)
-        for line in unparsed:
-            if line.split("|", 1)[0].strip() in wanted:
-                raise SchedulerError(argv, 0, f"cannot parse squeue line {line!r}")
-        return {sid: statuses[sid] for sid in wanted if sid in statuses}
+        by_cluster: dict[str | None, dict[str, str]] = {}
+        for sid in wanted:
+            job, cluster = split_id(sid)
+            by_cluster.setdefault(cluster, {})[sid] = job
+        found: dict[str, AllocationStatus] = {}
+        for cluster, jobs in by_cluster.items():
+            statuses = self._confirmed(cluster, list(dict.fromkeys(jobs.values())))
+            found.update(
+                {sid: replace(statuses[job], scheduler_id=sid) for sid, job in jobs.items() if job in statuses}
+            )
+        return found
 
     def cancel(self, scheduler_id: str) -> None:
-        """``scancel ID``; a job Slurm no longer knows or that already ends is a no-op."""
+        """``scancel [-M CLUSTER] JOB``; a job Slurm no longer knows or that already ends is a no-op."""
+        job, cluster = split_id(scheduler_id)
         try:
-            self._run(["scancel", scheduler_id])
+            self._run(["scancel", *_on(cluster), job])
         except SchedulerError as exc:
             if exc.returncode is None or not any(words in exc.stderr for words in _GONE):
                 raise
 
     def find_by_name(self, job_name: str) -> str | None:
-        """The newest allocation called ``job_name`` that Slurm still shows, finished ones included."""
-        stdout = self._run(["squeue", "-h", "-n", job_name, "-o", "%i", "-t", "all"]).stdout
-        ids = {int(match[1]): match[0] for match in map(_ID.fullmatch, stdout.split()) if match}
+        """The newest allocation called ``job_name`` that Slurm still shows, finished ones included, in the form
+        sbatch gave it: on every cluster the site submits to (``SBATCH_CLUSTERS``, ``SLURM_CLUSTERS``, ``#SBATCH
+        --clusters`` in its job template), else on the default one."""
+        ids: dict[int, str] = {}
+        clusters: list[str | None] = [*self._clusters()] or [None]
+        for cluster in clusters:
+            stdout = self._run(["squeue", *_on(cluster), "-h", "-n", job_name, "-o", "%i", "-t", "all"]).stdout
+            for match in map(_ID.fullmatch, stdout.split()):
+                if match:
+                    ids[int(match["job"])] = allocation_id(match["job"], cluster)
         return ids[max(ids)] if ids else None
+
+    def _confirmed(self, cluster: str | None, jobs: list[str]) -> dict[str, AllocationStatus]:
+        """The statuses of ``jobs`` on ``cluster``; each one missing from the answer is asked for alone."""
+        first = self._squeue(cluster, jobs)
+        if first is None and len(jobs) == 1:  # "Invalid job id": Slurm no longer knows it
+            return {}
+        statuses = first or {}
+        for job in [job for job in jobs if job not in statuses]:
+            alone = self._squeue(cluster, [job])
+            if alone is None:  # "Invalid job id": Slurm no longer knows it
+                continue
+            if job not in alone:
+                raise SchedulerError(
+                    ["squeue", *_on(cluster), "-j", job],
+                    0,
+                    f"squeue did not list job {job} when asked twice, and did not say it is an invalid job id: "
+                    "not taken as ended",
+                )
+            statuses[job] = alone[job]
+        return statuses
+
+    def _squeue(self, cluster: str | None, jobs: list[str]) -> dict[str, AllocationStatus] | None:
+        """The statuses squeue gives for ``jobs``, or None when it refuses them as invalid job ids."""
+        argv = ["squeue", *_on(cluster), "-h", "-t", "all", "-j", ",".join(jobs), "-O", SQUEUE_FORMAT]
+        try:
+            text = self._run(argv).stdout
+        except SchedulerError as exc:
+            if exc.returncode is None or _INVALID not in exc.stderr:
+                raise
+            return None
+        statuses, unparsed = parse_squeue(text)
+        for line in unparsed:
+            match = _ID.match(line.split("|", 1)[0].strip())
+            if match and match["job"] in jobs:
+                raise SchedulerError(argv, 0, f"cannot parse squeue line {line!r}")
+        return statuses
+
+    def _clusters(self) -> list[str]:
+        """The clusters this site submits to, as the environment and its job template name them."""
+        named = [os.environ.get("SBATCH_CLUSTERS", ""), os.environ.get("SLURM_CLUSTERS", "")]
+        template = self.site_path / "job-template.sh"
+        if template.is_file():
+            named += _TEMPLATE_CLUSTERS.findall(template.read_text())
+        return list(dict.fromkeys(name for names in named for name in names.split(",") if name))
 
     def _run(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
         return run_command(argv, timeout=self.timeout)
 
 
+def allocation_id(job: str, cluster: str | None) -> str:
+    """The id of an allocation: ``JOB``, or ``JOB;CLUSTER`` as sbatch --parsable prints it."""
+    return f"{job};{cluster}" if cluster else job
+
+
+def split_id(scheduler_id: str) -> tuple[str, str | None]:
+    """The job (``123`` also of ``123_4`` or ``123+1``) and the cluster (None for the default one) of an id."""
+    job, _, cluster = scheduler_id.partition(";")
+    match = _ID.fullmatch(job)
+    return (match["job"] if match else job), cluster or None
+
+
+def _on(cluster: str | None) -> list[str]:
+    return ["-M", cluster] if cluster else []
+
+
 def parse_squeue(text: str) -> tuple[dict[str, AllocationStatus], list[str]]:
-    """Statuses by id from ``squeue -h -O SQUEUE_FORMAT`` output, and the non-blank lines that are not such a line.
+    """Statuses by allocation id from ``squeue -h -O SQUEUE_FORMAT`` output, and the non-blank lines that are not
+    such a line (``CLUSTER:`` lines are neither). The parts of a heterogeneous job and the elements of an array are
+    read as one allocation (see the module's docstring).
 
     Never raises. A state missing from :data:`STATES` is kept, with a message: "running" if the job has started,
     else "queued". Times are squeue's local times as aware UTC; exit codes only for finished jobs, 128 + N for a
     job killed by signal N (as a shell reports it).
     """
-    statuses: dict[str, AllocationStatus] = {}
+    parts: dict[str, list[AllocationStatus]] = {}
     unparsed: list[str] = []
     for line in text.split("\n"):
         fields = [field.strip() for field in line.split("|", len(_FIELDS))]
-        if len(fields) == len(_FIELDS) + 1 and _ID.fullmatch(fields[0]) and _STATE.fullmatch(fields[1]):
-            statuses[fields[0]] = _status(*fields[: len(_FIELDS)])
-        elif line.strip():
+        match = _ID.fullmatch(fields[0])
+        if len(fields) == len(_FIELDS) + 1 and match and _STATE.fullmatch(fields[1]):
+            parts.setdefault(match["job"], []).append(_status(match["job"], *fields[1 : len(_FIELDS)]))
+        elif line.strip() and not _CLUSTER_LINE.fullmatch(line.strip()):
             unparsed.append(line)
-    return statuses, unparsed
+    return {job: _whole(found) for job, found in parts.items()}, unparsed
+
+
+def _whole(parts: list[AllocationStatus]) -> AllocationStatus:
+    """One allocation from its parts: running while one runs, queued while one waits, finished once all ended."""
+    if len(parts) == 1:
+        return parts[0]
+    state = next(s for s in ("running", "queued", "finished") if any(part.state == s for part in parts))
+    lead = next(part for part in parts if part.state == state)
+    starts = [part.start_time for part in parts if part.start_time is not None]
+    ends = [part.end_time for part in parts if part.end_time is not None]
+    codes = [part.exit_code for part in parts if part.exit_code is not None]
+    counts = ", ".join(f"{n} {raw}" for raw, n in Counter(part.raw_state for part in parts).items())
+    return replace(
+        lead,
+        start_time=min(starts) if starts and state != "queued" else None,
+        end_time=max(ends) if ends and state == "finished" else None,
+        exit_code=next((code for code in codes if code), codes[0] if codes else None) if state == "finished" else None,
+        nodes=tuple(dict.fromkeys(node for part in parts for node in part.nodes)),
+        message="; ".join(filter(None, [f"{len(parts)} parts: {counts}", lead.message])),
+    )
 
 
 def _status(

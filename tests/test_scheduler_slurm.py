@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from fakes import Fakes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,7 +23,7 @@ from balsamctl.jobscript import launcher_command, render_job_script
 from balsamctl.site import init_site
 from launcher.nodes import expand_hostlist
 from schedulers.base import AllocationStatus, SchedulerError, SubmitRequest
-from schedulers.slurm import STATES, SlurmScheduler, parse_squeue
+from schedulers.slurm import SQUEUE_FORMAT, STATES, SlurmScheduler, parse_squeue, split_id
 from schemas import BatchJob
 
 FIXTURES = Path(__file__).parent / "fixtures" / "slurm"
@@ -169,7 +170,8 @@ def test_status_of_many_ids_in_one_squeue_call(sched: SlurmScheduler, submit: Su
     wait_for(sched, failed, "finished")
     squeue_log.write_text("")
     statuses = sched.status([held, ok, failed, UNKNOWN_ID])
-    assert len(squeue_log.read_text().splitlines()) == 1
+    everyone, alone = squeue_log.read_text().splitlines()  # the one missing is asked for alone: Slurm denies it
+    assert f"-j {held},{ok},{failed},{UNKNOWN_ID}" in everyone and f"-j {UNKNOWN_ID} " in alone
     assert set(statuses) == {held, ok, failed}
     assert (statuses[held].state, statuses[held].raw_state, statuses[held].message) == (
         "queued",
@@ -184,9 +186,25 @@ def test_unknown_id_alone_is_absent(sched: SlurmScheduler, squeue_log: Path) -> 
     assert sched.status([]) == {}
     assert squeue_log.read_text() == ""
     assert sched.status([UNKNOWN_ID]) == {}
-    # Slurm 22.05 refuses a lone unknown id ("Invalid job id specified"): the unfiltered squeue answers instead.
-    first, second = squeue_log.read_text().splitlines()
-    assert f"-j {UNKNOWN_ID}" in first and "-j" not in second.split()
+    # Slurm refuses a lone unknown id ("Invalid job id specified"): its word that the job is gone.
+    assert len(squeue_log.read_text().splitlines()) == 1
+
+
+def test_heterogeneous_and_array_jobs_have_one_id_throughout(sched: SlurmScheduler, submit: Submit) -> None:
+    """The id sbatch gives is the id status, find_by_name and cancel use: squeue's 123_4 and 5000+1 (whose JobID
+    is another number) are parts of it."""
+    array, req = submit("sleep 30", extra=("--array=1-3",))
+    running = wait_for(sched, array, "running")
+    assert running.message.startswith("3 parts: ")
+    assert sched.find_by_name(req.job_name) == array
+    het, het_req = submit("sleep 30", extra=("--hold", "-N", "1", ":", "-N", "1"))
+    held = sched.status([het])[het]
+    assert (held.state, held.message) == ("queued", "2 parts: 2 PENDING; reason JobHeldUser")
+    assert sched.find_by_name(het_req.job_name) == het
+    sched.cancel(het)
+    sched.cancel(array)
+    assert wait_for(sched, het, "finished").raw_state == "CANCELLED"
+    assert wait_for(sched, array, "finished").raw_state == "CANCELLED"
 
 
 def test_find_by_name_finds_the_newest_allocation(sched: SlurmScheduler, submit: Submit) -> None:
@@ -213,9 +231,9 @@ def test_hanging_squeue_times_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 def test_sbatch_and_squeue_output_edge_cases(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     req = SubmitRequest(tmp_path / "bj.sh", "bj", 1, 5, "debug", "none", tmp_path / "out")
-    fake_on_path(tmp_path, monkeypatch, "echo '4242;ci'", name="sbatch")  # --parsable on a multi-cluster site
+    fake_on_path(tmp_path, monkeypatch, "echo 'Submitted batch job 4242'", name="sbatch")  # a wrapper's words
     assert SlurmScheduler(tmp_path).submit(req) == "4242"
-    fake_on_path(tmp_path, monkeypatch, "echo 'Submitted batch job 4242'", name="sbatch")
+    fake_on_path(tmp_path, monkeypatch, "echo 'Job 4242 is queued'", name="sbatch")
     with pytest.raises(SchedulerError, match="unexpected sbatch output"):
         SlurmScheduler(tmp_path).submit(req)
     fake_on_path(tmp_path, monkeypatch, "echo '77|garbled line'")  # a requested id must not silently go missing
@@ -260,6 +278,62 @@ def test_job_template_renders_a_script_slurm_accepts(sched: SlurmScheduler, tmp_
         sched.cancel(sid)
 
 
+# --- outputs as other projects recorded them (tests/fixtures/slurm/real/README.md), through fake programs ---
+
+
+@pytest.fixture
+def fakes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Fakes:
+    for name in ("SBATCH_CLUSTERS", "SLURM_CLUSTERS"):
+        monkeypatch.delenv(name, raising=False)
+    return Fakes("slurm", monkeypatch, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("scenario", "sid"),
+    [
+        ("sbatch-cluster-mpp2", "630114;mpp2"),
+        ("sbatch-cluster-clustername", "75168975;clustername"),
+        ("sbatch-sentence-cluster", "60060368;slaking"),
+        ("sbatch-plain", "15786755"),
+    ],
+)
+def test_the_id_sbatch_gives_keeps_its_cluster(fakes: Fakes, tmp_path: Path, scenario: str, sid: str) -> None:
+    fakes.scenario(f"real/{scenario}")
+    script = tmp_path / "bj.sh"
+    script.write_text("#!/bin/bash\n")
+    req = SubmitRequest(script, "bj", 1, 5, "debug", "none", tmp_path / "out")
+    assert SlurmScheduler(tmp_path).submit(req) == sid
+
+
+def test_the_cluster_is_passed_to_squeue_and_scancel(fakes: Fakes, tmp_path: Path) -> None:
+    """squeue and scancel see a job on another cluster only with -M: without it the allocation seemed gone."""
+    fakes.scenario("real/sbatch-cluster-mpp2")
+    sched = SlurmScheduler(tmp_path)
+    status = sched.status(["630114;mpp2"])["630114;mpp2"]
+    assert (status.state, status.nodes) == ("running", ("i22r07c05s01", "i22r07c05s02"))
+    sched.cancel("630114;mpp2")
+    assert [[call["prog"], *call["argv"]] for call in fakes.calls] == [
+        ["squeue", "-M", "mpp2", "-h", "-t", "all", "-j", "630114", "-O", SQUEUE_FORMAT],
+        ["scancel", "-M", "mpp2", "630114"],
+    ]
+
+
+def test_find_by_name_looks_on_the_clusters_the_site_submits_to(
+    fakes: Fakes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fakes.scenario("real/squeue-array-ids")
+    (tmp_path / "job-template.sh").write_text("#!/bin/bash\n#SBATCH --clusters=mpp2\n#SBATCH -M cm2_tiny\n")
+    monkeypatch.setenv("SBATCH_CLUSTERS", "mpp2")
+    assert SlurmScheduler(tmp_path).find_by_name("bj") == "2653325;cm2_tiny"
+    assert [call["argv"][:2] for call in fakes.calls] == [["-M", "mpp2"], ["-M", "cm2_tiny"]]
+
+
+def test_find_by_name_gives_an_array_its_own_id(fakes: Fakes, tmp_path: Path) -> None:
+    fakes.scenario("real/squeue-array-ids")
+    assert SlurmScheduler(tmp_path).find_by_name("bj") == "2653325"
+    assert fakes.calls[0]["argv"] == ["-h", "-n", "bj", "-o", "%i", "-t", "all"]
+
+
 # --- the parser, on recorded outputs and generated ones ---
 
 
@@ -301,6 +375,27 @@ def test_parse_recorded_squeue_output() -> None:
     assert statuses["13"].start_time is None  # cancelled while pending: never started
 
 
+def test_parse_recorded_heterogeneous_and_array_jobs() -> None:
+    """Recorded on the test cluster: an array (76_1..3), a failed one (79_1..2), a held array (19_[1-3]) and
+    heterogeneous jobs (83+0, 83+1; 85+0, 85+1): one allocation each, under the id sbatch gave."""
+    with local_time("UTC"):
+        statuses, unparsed = parse_squeue((FIXTURES / "squeue-22.05-het-array.txt").read_text())
+    assert unparsed == []
+    got = {sid: (s.state, s.raw_state, s.exit_code, s.nodes, s.message) for sid, s in statuses.items()}
+    assert got == {
+        "79": ("finished", "FAILED", 3, ("n3",), "2 parts: 2 FAILED; exit code 3"),
+        "76": ("running", "RUNNING", None, ("n1", "n2"), "3 parts: 3 RUNNING"),
+        "85": ("queued", "PENDING", None, (), "2 parts: 2 PENDING; reason JobHeldUser"),
+        "83": ("finished", "COMPLETED", 0, ("n1", "n2"), "2 parts: 2 COMPLETED; exit code 0"),
+        "19": ("queued", "PENDING", None, (), "reason JobHeldUser"),
+    }
+    assert (statuses["83"].start_time, statuses["83"].end_time) == (
+        at("2026-12-07T09:02:26"),
+        at("2026-12-07T09:02:34"),
+    )
+    assert (statuses["76"].start_time, statuses["76"].end_time) == (at("2026-12-07T09:01:37"), None)
+
+
 def test_parse_converts_slurm_local_time_to_utc() -> None:
     line = "7|COMPLETED|2026-11-24T19:00:25|2026-07-01T12:00:00|n1|0|None|x"
     with local_time("America/Chicago"):
@@ -325,7 +420,7 @@ TIMES = st.one_of(
 )
 NO_BAR = st.text(st.characters(blacklist_characters="|\n"), max_size=12)
 LINES = st.tuples(
-    st.from_regex(r"[0-9]{1,9}(_[0-9]{1,3})?", fullmatch=True),
+    st.from_regex(r"[0-9]{1,9}(_[0-9]{1,3}|_\[[0-9]{1,2}-[0-9]{1,2}\]|\+[0-9])?", fullmatch=True),
     st.one_of(st.sampled_from(sorted(STATES)), st.from_regex(r"[A-Z][A-Z_]{0,14}", fullmatch=True)),
     TIMES,
     TIMES,
@@ -340,15 +435,25 @@ LINES = st.tuples(
 @given(st.lists(LINES, max_size=8, unique_by=lambda line: line[0]))
 def test_parse_keeps_every_parsable_line_and_maps_every_state(lines: list[tuple[str, ...]]) -> None:
     statuses, unparsed = parse_squeue("\n".join("|".join(line) for line in lines))
-    assert unparsed == [] and set(statuses) == {line[0] for line in lines}
-    for sid, raw_state, *_ in lines:
+    allocations: dict[str, list[tuple[str, ...]]] = {}
+    for line in lines:
+        allocations.setdefault(split_id(line[0])[0], []).append(line)
+    assert unparsed == [] and set(statuses) == set(allocations)
+    for sid, parts in allocations.items():
         status = statuses[sid]
-        assert status.raw_state == raw_state
-        if raw_state in STATES:
-            assert status.state == STATES[raw_state]
-        else:
-            assert status.state == ("queued" if status.start_time is None else "running")
-            assert f"unknown Slurm state {raw_state}" in status.message
+        if len(parts) == 1:
+            raw_state = parts[0][1]
+            assert status.raw_state == raw_state
+            if raw_state in STATES:
+                assert status.state == STATES[raw_state]
+            else:
+                assert status.state == ("queued" if status.start_time is None else "running")
+                assert f"unknown Slurm state {raw_state}" in status.message
+        else:  # one allocation: running while a part runs, queued while one waits, finished once all ended
+            assert status.message.startswith(f"{len(parts)} parts: ")
+            if all(part[1] in STATES for part in parts):
+                states = {STATES[part[1]] for part in parts}
+                assert status.state == next(s for s in ("running", "queued", "finished") if s in states)
         assert status.exit_code is None or status.state == "finished"
         assert all(t is None or t.tzinfo == UTC for t in (status.start_time, status.end_time))
 
@@ -359,7 +464,7 @@ def test_parse_garbage_bytes_never_raise(lines: list[tuple[str, ...]], garbage: 
     noise = garbage.decode("utf-8", errors="replace")
     text = "\n".join(["|".join(line) for line in lines] + [noise])
     statuses, unparsed = parse_squeue(text)
-    assert {line[0] for line in lines} <= set(statuses)
+    assert {split_id(line[0])[0] for line in lines} <= set(statuses)
     for line in text.split("\n"):
-        assert not line.strip() or line in unparsed or parse_squeue(line)[0]
+        assert not line.strip() or line in unparsed or parse_squeue(line)[0] or line.startswith("CLUSTER: ")
     assert all(line in noise for line in unparsed)
