@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from balsamctl import platforms, registry
+from schedulers import UnsupportedScheduler, check_scheduler
 from schemas.settings import SchedulerKind, SiteSettings, is_valid_site_name
 from store import Store, redact, sqlite_url
 
@@ -184,6 +185,10 @@ def init_site(
     if not is_valid_site_name(name):
         raise SiteError(f"invalid site name {name!r}: use letters, digits, '-', '_' and '.'")
     preset = _site_preset(platform, scheduler)
+    try:  # a scheduler version its adapter cannot read is refused here, with the version found
+        check_scheduler(preset.scheduler)
+    except UnsupportedScheduler as exc:
+        raise SiteError(f"scheduler {preset.scheduler!r}: {exc}") from None
     settings, template_text = preset.site_settings(name), preset.template
     body = settings.model_dump(mode="json", exclude={"store_url"})
     old_umask = os.umask(0o077)

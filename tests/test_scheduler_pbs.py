@@ -12,7 +12,10 @@ import pytest
 from fakes import JSONISH, Fakes, expected_state, job_script
 from hypothesis import given
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
+from balsamctl.cli import app
+from balsamctl.site import init_site
 from schedulers.base import SchedulerError, SubmitRequest, UnsupportedScheduler
 from schedulers.jsonish import Unread, members
 from schedulers.pbs import STATES, PbsScheduler, parse_status
@@ -240,6 +243,17 @@ def test_a_job_neither_listed_nor_denied_is_not_taken_as_ended(sched: PbsSchedul
     fakes.scenario("real/missing-twice")
     with pytest.raises(SchedulerError, match=f"did not list 412681{POLARIS} when asked twice"):
         sched.status([f"412680{POLARIS}", f"412681{POLARIS}"])
+
+
+def test_site_init_refuses_torque_naming_its_version(fakes: Fakes, tmp_path: Path) -> None:
+    """`balsamctl site init --scheduler pbs` where qstat is Torque's: exit 1, the version found, no site made."""
+    fakes.scenario("real/version-torque")
+    result = CliRunner().invoke(app, ["site", "init", str(tmp_path / "s"), "--scheduler", "pbs"])
+    assert result.exit_code == 1
+    assert "qstat is Torque 6.1.2: it has no JSON output" in result.output
+    assert not (tmp_path / "s").exists()
+    fakes.scenario("real/version-polaris")
+    init_site(tmp_path / "s", "s", "pbs", register=False).close()
 
 
 def test_site_init_reads_pbs_and_refuses_torque(fakes: Fakes) -> None:
