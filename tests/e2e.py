@@ -15,7 +15,7 @@ import signal
 import subprocess
 import textwrap
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -363,3 +363,151 @@ class E2ESite:
                 self.cli("controller", "stop", check=False)
         finally:
             self._reap_allocations(12.0)
+
+
+# ---------------------------------------------------------------- conditions, launcher processes, refused forks
+
+PIDS_CGROUP = Path("/sys/fs/cgroup/pids")
+INFRA_FAILURE_LIMIT = 3  # launcher.infra_failure_limit, which no e2e site sets
+
+
+def condition(obj: Mapping[str, Any], type_: str) -> dict[str, Any] | None:
+    """The condition of type ``type_`` of an object as ``get -o json`` shows it, or None."""
+    return next((c for c in obj["status"].get("conditions") or [] if c["type"] == type_), None)
+
+
+def wait_condition(site: E2ESite, kind: str, name: str, type_: str, timeout: float = DEADLINE_SEC) -> dict[str, Any]:
+    """Wait until ``KIND/NAME`` carries a condition of type ``type_``; returns the condition."""
+
+    def probe() -> dict[str, Any] | None:
+        found = site.get(kind, name).get(name)
+        return condition(found, type_) if found else None
+
+    return site.wait_for(f"{kind}/{name} to carry a {type_} condition", probe, timeout)
+
+
+def launcher_processes(site: E2ESite, batch_job: str) -> list[psutil.Process]:
+    """The ``python -m launcher`` processes of ``batch_job`` at ``site`` that run on this host: the one the job
+    script started and, in serial mode across nodes, every MPI rank of its relaunch (``--serial-ranks``)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        argv = proc.info["cmdline"] or []
+        if argv[1:3] != ["-m", "launcher"]:
+            continue
+        if _option(argv, "--site") == str(site.path) and _option(argv, "--batch-job") == batch_job:
+            found.append(proc)
+    return found
+
+
+def _option(argv: list[str], name: str) -> str | None:
+    return argv[argv.index(name) + 1] if name in argv[:-1] else None
+
+
+def serial_rank(site: E2ESite, batch_job: str, rank: int) -> psutil.Process | None:
+    """MPI rank ``rank`` of ``batch_job``'s serial-mode launcher (rank 0 the launcher, the others the workers of
+    the other nodes), known by the ``PMI_RANK`` its MPI launch gave it; None while it has not started."""
+    for proc in launcher_processes(site, batch_job):
+        with contextlib.suppress(psutil.Error):
+            if "--serial-ranks" in proc.cmdline() and proc.environ().get("PMI_RANK") == str(rank):
+                return proc
+    return None
+
+
+@contextlib.contextmanager
+def forks_refused(pid: int, name: str) -> Iterator[None]:
+    """While inside, process ``pid`` can start no process: it is moved into a cgroup-v1 ``pids`` cgroup of its own
+    whose ``pids.max`` is what it holds now, so every fork, ``posix_spawn`` or thread it tries fails with EAGAIN,
+    as on a node out of processes. Needs root and the v1 pids controller (an E2EError says so otherwise). On exit
+    every process still in the cgroup goes back to the cgroup ``pid`` came from and the cgroup is removed."""
+    if not (PIDS_CGROUP / "cgroup.procs").is_file() or os.geteuid() != 0:
+        raise E2EError(f"refusing forks needs root and the cgroup-v1 pids controller at {PIDS_CGROUP}")
+    home = _pids_cgroup_of(pid)
+    group = PIDS_CGROUP / name
+    group.mkdir()
+    try:
+        (group / "cgroup.procs").write_text(f"{pid}\n")
+        (group / "pids.max").write_text((group / "pids.current").read_text())
+        yield
+    finally:
+        _remove_cgroup(group, home)
+
+
+def _pids_cgroup_of(pid: int) -> Path:
+    """The v1 ``pids`` cgroup directory process ``pid`` is in."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "pids" in controllers.split(","):
+            return PIDS_CGROUP / path.lstrip("/")
+    raise E2EError(f"process {pid} is in no pids cgroup")
+
+
+def _remove_cgroup(group: Path, home: Path) -> None:
+    """Move every process of ``group`` back to ``home`` and remove ``group`` (a process that ends meanwhile
+    leaves by itself)."""
+    deadline = time.monotonic() + 10
+    while True:
+        for pid in (group / "cgroup.procs").read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                (home / "cgroup.procs").write_text(f"{pid}\n")
+        try:
+            group.rmdir()
+            return
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(POLL_SEC)
+
+
+def nap_jobs(prefix: str, count: int, labels: Mapping[str, str]) -> tuple[list[str], str]:
+    """``count`` one-second Jobs of a ``nap`` App, up to four to a node: their names and their manifest."""
+    names = [f"{prefix}-{i}" for i in range(count)]
+    docs = (job_doc(n, "nap", labels=labels, node_packing_count=4) for n in names)
+    return names, manifest(app_doc("nap", "sleep 1"), *docs)
+
+
+def wait_launcher_ready(site: E2ESite, batch_job: str, timeout: float = DEADLINE_SEC) -> None:
+    """Wait until ``batch_job``'s launcher passed its preflight (in serial mode its workers are up then too)."""
+    ready = wait_condition(site, "batchjobs", batch_job, "LauncherReady", timeout)
+    assert (ready["status"], ready["reason"]) == ("True", "PreflightPassed"), ready
+
+
+def start_failures(events: Iterable[Event], names: Iterable[str]) -> list[Event]:
+    """The ``StartFailed`` events (RUNNING -> RESTART_READY: a start the node refused) of the Jobs ``names``."""
+    jobs = {f"job/{n}" for n in names}
+    return [e for e in events if e.object in jobs and e.reason == "StartFailed" and e.to_state == "RESTART_READY"]
+
+
+def worker_node(proc: psutil.Process) -> str:
+    """The node a serial-mode launcher rank runs on: ``SLURMD_NODENAME`` under Slurm, else the local site's
+    emulated node of its rank (``local<PMI_RANK>``)."""
+    env = proc.environ()
+    return env.get("SLURMD_NODENAME") or f"local{env['PMI_RANK']}"
+
+
+def check_node_fencing(site: E2ESite, batch_job: str, labels: Mapping[str, str], timeout: float) -> None:
+    """Black-hole protection of a serial-mode ``batch_job`` of 2 nodes (submitted, selecting ``labels``): once its
+    launcher is ready, the worker of its second node (MPI rank 1) is made unable to fork, then 8 one-second Jobs
+    come. The other node runs every Job, none is charged (``failures`` 0), the broken node is fenced
+    (``NodesHealthy=False``, ``NodeFenced``, named with the error), the Jobs refused there show ``StartFailed``
+    events naming it; ``get batchjobs -o wide`` shows the condition."""
+    wait_launcher_ready(site, batch_job, timeout)
+    worker = site.wait_for(f"rank 1 of {batch_job}'s launcher", lambda: serial_rank(site, batch_job, 1), timeout)
+    broken = worker_node(worker)
+    names, jobs = nap_jobs(batch_job, 8, labels)
+    with forks_refused(worker.pid, f"balsam-e2e-{os.getpid()}-{batch_job}"):
+        site.apply(jobs)
+        done = site.wait_jobs(names, timeout=timeout)
+    outcomes = {n: (j["status"]["state"], j["status"]["failures"]) for n, j in done.items()}
+    assert outcomes == dict.fromkeys(names, ("JOB_FINISHED", 0)), outcomes
+
+    healthy = condition(site.batchjobs(batch_job)[batch_job], "NodesHealthy")
+    assert healthy is not None and (healthy["status"], healthy["reason"]) == ("False", "NodeFenced"), healthy
+    fenced, _, left = healthy["message"].partition("; still running on ")
+    assert f"node {broken} fenced" in fenced and "ForkRefused" in fenced, healthy
+    assert left and broken not in left.split(", "), healthy
+    wide = site.cli("get", "batchjobs", batch_job, "-o", "wide").stdout
+    assert "NodesHealthy=NodeFenced" in wide, wide
+
+    refused = start_failures(site.events(), names)
+    assert len(refused) >= INFRA_FAILURE_LIMIT, refused
+    assert all(f"on {broken} (ForkRefused" in (e.message or "") for e in refused), refused
