@@ -92,7 +92,8 @@ class Scheduler(ABC):
 
     @abstractmethod
     def status(self, scheduler_ids: Sequence[str]) -> dict[str, AllocationStatus]:
-        """Status of many allocations in one scheduler call; ids the scheduler no longer knows are absent."""
+        """Status of many allocations in one scheduler call; an id is absent only once the scheduler confirms it no
+        longer knows it, and SchedulerError when that cannot be told (never an allocation that seems to have ended)."""
 
     @abstractmethod
     def cancel(self, scheduler_id: str) -> None:

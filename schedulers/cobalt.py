@@ -1,8 +1,8 @@
 """Cobalt (ALCF Theta): ``qsub`` submits, one ``qstat`` reports, ``qdel`` cancels.
 
-Cobalt forgets a job once it has ended: an id that qstat no longer lists is absent from :meth:`status` (the
-controller takes that as the end of the allocation). Its exit code is only in ``<prefix>.cobaltlog``; none is
-reported.
+Cobalt forgets a job once it has ended: an id that two answers of qstat in a row no longer list is absent from
+:meth:`status` (the controller takes that as the end of the allocation). Its exit code is only in
+``<prefix>.cobaltlog``; none is reported.
 
 Every job state Cobalt's queue manager reports and what it means for the allocation:
 

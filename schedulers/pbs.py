@@ -19,6 +19,9 @@ F      finished (kept in the job history, which ``-x`` shows)            finishe
 X      subjob finished                                                   finished
 =====  ================================================================  ==========
 
+qstat's JSON is read record by record as PBS prints it (see :mod:`schedulers.jsonish`). A job a clean answer leaves
+out is asked for alone; it is absent only when qstat says ``Unknown Job Id`` (past the history ``-x`` shows).
+
 ``Exit_status`` is reported as PBS gives it: the job script's exit code, 256 + N when signal N killed it, negative
 when PBS ended the job; -29 (JOB_EXEC_KILL_WALLTIME) is the walltime running out, a normal end of a pilot.
 """

@@ -332,7 +332,8 @@ def test_allocation_unknown_to_the_scheduler_is_finished_with_a_message(
     rec()
     assert batchjob(site, "forgotten").status.state == "queued"
 
-    fake(tmp_path, monkeypatch, "squeue", "exit 0")  # knows no job at all (as after MinJobAge)
+    # knows no job at all (as after MinJobAge): Slurm's words for an id it no longer knows
+    fake(tmp_path, monkeypatch, "squeue", "echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1")
     rec()
     bj = batchjob(site, "forgotten")
     assert bj.status.state == "finished", bj.status
