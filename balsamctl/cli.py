@@ -225,14 +225,15 @@ def _print_sites(entries: Iterable[tuple[str, Path]], fmt: OutputFormat | None) 
         raise ValueError(f"-o {fmt} is not supported for sites")
     rows, readable = [], True
     for name, path in entries:
-        site, site_id = None, None
+        site, site_id, unstarted = None, None, None
         try:
             site = Site.load(path)
             site_id = site.site_id  # opens the store
+            unstarted = site.store.allocations_not_started(site_id)
         except SiteError as exc:
             _err(f"warning: {exc}" if site else f"warning: site {name}: {exc}")
             readable = False
-        rows.append(output.site_row(name, path, site, site_id))
+        rows.append(output.site_row(name, path, site, site_id, unstarted))
     if fmt == "name":
         _echo("".join(f"site/{r[0]}\n" for r in rows))
     else:

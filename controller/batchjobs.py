@@ -7,24 +7,32 @@ Crash safety: the job name is recorded before the scheduler is called; a BatchJo
 
 from __future__ import annotations
 
+import glob
 import logging
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from balsamctl.jobscript import render_job_script, submit_request
 from balsamctl.site import Site, SiteError
 from schedulers import AllocationStatus, Scheduler, SchedulerError
-from schemas import BatchJob, BatchJobState, JobState
+from schemas import BatchJob, BatchJobState
 from schemas.conditions import Status
+from schemas.objects import Condition
 from store import Selector, to_datetime
+from store.batchjobs import LAUNCHERS_STARTED
 
 log = logging.getLogger("balsamctl.controller.batchjobs")
 B = BatchJobState
 CANCEL_RETRY_SEC = 30.0
 MAX_BACKOFF_SEC = 300.0
+OUTPUT_FILES = 2  # an allocation's output files shown in a LaunchersStarted condition (stdout and stderr) ...
+OUTPUT_LINES = 20  # ... their last lines ...
+OUTPUT_BYTES = 4096  # ... of at most their last bytes
 
 
 @dataclass
@@ -120,7 +128,7 @@ class BatchJobReconciler:
         if alloc.state == "finished":
             return self._finish(bj, state, alloc, "")
         if alloc.state == "running" and state == B.running:
-            return self._report_launchers(bj)
+            return self._watch_launchers(bj, alloc)
         if alloc.state == "running" and state == B.queued:
             return self.site.store.set_batchjob_status(
                 self.site.site_id,
@@ -133,35 +141,74 @@ class BatchJobReconciler:
             )
         return False
 
-    def _report_launchers(self, bj: BatchJob) -> bool:
-        """Copy the launchers' heartbeats (nodes, running Jobs, occupancy) into ``status.partitions``; False even
-        when it does: a report is no change that calls for another pass at once."""
-        partitions = self._launcher_reports(bj)
+    def _watch_launchers(self, bj: BatchJob, alloc: AllocationStatus) -> bool:
+        """While the allocation runs: report its launchers, tell whether any started, and fence a lost one. False
+        even when it writes: a report is no change that calls for another pass at once."""
+        rows = self.site.store.launchers_of(self.site.site_id, bj.metadata.name)
+        partitions = _launcher_reports(rows)
         if partitions != bj.status.partitions:
             self.site.store.set_batchjob_status(
                 self.site.site_id, bj.metadata.name, src=B.running, status={"partitions": partitions}
             )
+        if rows:
+            self._launchers_started(bj, rows)
+        else:
+            self._no_launcher_yet(bj, alloc)
+        self._fence_lost_launchers(bj, rows, alloc.scheduler_id)
         return False
 
-    def _launcher_reports(self, bj: BatchJob) -> list[dict[str, Any]]:
-        """What each launcher of ``bj`` said in its last heartbeat. A launcher that ended on its own sent its last
-        heartbeat as it ended; one ended later (by the lease sweep) was ``lost``."""
-        rows = self.site.store.launchers_of(self.site.site_id, bj.metadata.name)
-        return [
-            {
-                "launcher": r["id"],
-                "partition": r["partition"],
-                "job_mode": r["job_mode"],
-                "nodes": r["nodes"],
-                "running_jobs": r["status"].get("running_jobs", 0),
-                "claimed_jobs": r["status"].get("claimed_jobs", 0),
-                "occupancy": r["status"].get("occupancy", 0.0),
-                "last_heartbeat": _iso(to_datetime(r["heartbeat_at"])),
-                "ended": r["ended_at"] is not None,
-                "lost": r["ended_at"] is not None and r["ended_at"] > r["heartbeat_at"],
-            }
-            for r in rows
-        ]
+    def _launchers_started(self, bj: BatchJob, rows: Sequence[Mapping[str, Any]]) -> None:
+        """``LaunchersStarted=True`` once a launcher has registered."""
+        if _condition_status(bj, LAUNCHERS_STARTED) != "True":
+            first = rows[0]
+            self._condition(
+                bj, LAUNCHERS_STARTED, "True", "Registered", f"launcher {first['id']} registered on {first['host']}"
+            )
+
+    def _no_launcher_yet(self, bj: BatchJob, alloc: AllocationStatus) -> None:
+        """``LaunchersStarted=False`` (``NoHeartbeat``) for an allocation running ``launcher.start_timeout_sec``
+        without a launcher, with the last lines of its output."""
+        timeout = self.site.settings.launcher.start_timeout_sec
+        started = alloc.start_time or bj.status.start_time
+        waited = time.time() - started.timestamp() if started else 0.0
+        if waited < timeout or _condition_status(bj, LAUNCHERS_STARTED) is not None:
+            return
+        message = (
+            f"no launcher of allocation {alloc.scheduler_id} has heartbeat {waited:.0f} s after it started "
+            f"(launcher.start_timeout_sec {timeout:g})"
+        )
+        log.warning("batchjob/%s: %s", bj.metadata.name, message)
+        self._condition(bj, LAUNCHERS_STARTED, "False", "NoHeartbeat", f"{message}; {self._output_tail(bj)}")
+
+    def _fence_lost_launchers(self, bj: BatchJob, rows: Sequence[Mapping[str, Any]], sched_id: str) -> None:
+        """Cancel the allocation of a launcher declared lost that still owns RUNNING Jobs: they may still run (a
+        frozen launcher's processes live on), so they run again elsewhere only once the allocation has ended."""
+        lost = {r["id"]: r for r in rows if _lost(r)}
+        running = self.site.store.running_jobs_of(self.site.site_id, list(lost)) if lost else {}
+        if not running:
+            return
+        lease = self.site.settings.launcher.lease_sec
+        whom = "; ".join(
+            f"launcher {lost[lid]['id']} on {lost[lid]['host']} silent for "
+            f"{lost[lid]['ended_at'] - lost[lid]['heartbeat_at']:.0f} s (launcher.lease_sec {lease:g}) with {n} "
+            "RUNNING Job(s)"
+            for lid, n in sorted(running.items())
+        )
+        message = f"{whom}: allocation {sched_id} cancelled; its Jobs run again once it has ended"
+        healthy = _condition_of(bj, "LaunchersHealthy")
+        if healthy is None or healthy.message != message:
+            log.warning("batchjob/%s: %s", bj.metadata.name, message)
+            self._condition(bj, "LaunchersHealthy", "False", "LauncherLost", message)
+        self._cancel(bj, sched_id)
+
+    def _output_tail(self, bj: BatchJob) -> str:
+        """The last lines of the allocation's own output file(s) (the job script's stdout and stderr), as the
+        scheduler wrote them in ``qsubmit/``: ``<job name>.out``, ``<job name>.<id>.out``, ``.output``/``.error``."""
+        name = bj.status.job_name or ""
+        files = sorted(self.site.qsubmit_dir.glob(f"{glob.escape(name)}.*"), key=_mtime) if name else []
+        if not files:
+            return f"no output file {self.site.qsubmit_dir / name}.* found"
+        return "\n".join(f"last lines of {path}:\n{_tail(path)}" for path in files[-OUTPUT_FILES:])
 
     def _submit(self, bj: BatchJob, bjs: Sequence[BatchJob]) -> bool:
         name = bj.metadata.name
@@ -253,20 +300,30 @@ class BatchJobReconciler:
             self._condition(bj, "Cancelled", "False", "CancelFailed", str(exc))
 
     def _finish(self, bj: BatchJob, src: BatchJobState, alloc: AllocationStatus | None, why: str) -> bool:
+        """The allocation has ended: its Jobs still RUNNING become RUN_TIMEOUT (a run lost with its launcher, unless
+        the BatchJob was deleted), its launchers' last word is kept, and whether any launcher started is told."""
         store, sid, name = self.site.store, self.site.site_id, bj.metadata.name
         what = why or f"allocation ended: {alloc.raw_state if alloc else 'gone'}"
         if alloc is not None and alloc.exit_code is not None:
             what += f" (exit code {alloc.exit_code})"
-        leftovers = store.advance(
-            sid,
-            JobState.RUNNING,
-            JobState.RUN_TIMEOUT,
-            reason="AllocationEnded",
-            batch_job=name,
-            message=f"batchjob/{name} ended while the Job ran",
+        deleted = src == B.pending_deletion
+        leftovers = store.end_runs_of_batchjob(
+            sid, name, f"batchjob/{name} ended while the Job ran ({what})", crash=not deleted
         )
+        rows = store.launchers_of(sid, name)
+        if rows:
+            self._launchers_started(bj, rows)
+        elif not deleted:
+            self._condition(
+                bj,
+                LAUNCHERS_STARTED,
+                "False",
+                "EndedBeforeLaunch",
+                f"allocation {bj.status.scheduler_id} ended before any launcher started ({what}); "
+                f"{self._output_tail(bj)}",
+            )
         # the launchers' last word; one that never said it ended went down with the allocation
-        last = [{**r, "ended": True, "lost": r["lost"] or not r["ended"]} for r in self._launcher_reports(bj)]
+        last = [{**r, "ended": True, "lost": r["lost"] or not r["ended"]} for r in _launcher_reports(rows)]
         done = store.set_batchjob_status(
             sid,
             name,
@@ -285,6 +342,59 @@ class BatchJobReconciler:
 
     def _condition(self, bj: BatchJob, type_: str, status: Status, reason: str, message: str) -> None:
         self.site.store.set_batchjob_condition(self.site.site_id, bj.metadata.name, type_, status, reason, message)
+
+
+def _launcher_reports(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """What each launcher (its row in the store) said in its last heartbeat. A launcher that ended on its own sent
+    its last heartbeat as it ended; one ended later (by the lease sweep) was ``lost``."""
+    return [
+        {
+            "launcher": r["id"],
+            "partition": r["partition"],
+            "job_mode": r["job_mode"],
+            "nodes": r["nodes"],
+            "running_jobs": r["status"].get("running_jobs", 0),
+            "claimed_jobs": r["status"].get("claimed_jobs", 0),
+            "occupancy": r["status"].get("occupancy", 0.0),
+            "last_heartbeat": _iso(to_datetime(r["heartbeat_at"])),
+            "ended": r["ended_at"] is not None,
+            "lost": _lost(r),
+        }
+        for r in rows
+    ]
+
+
+def _lost(row: Mapping[str, Any]) -> bool:
+    """Whether a launcher was ended by the lease sweep (after its last heartbeat), not by itself."""
+    return row["ended_at"] is not None and row["ended_at"] > row["heartbeat_at"]
+
+
+def _condition_of(bj: BatchJob, type_: str) -> Condition | None:
+    return next((c for c in bj.status.conditions if c.type == type_), None)
+
+
+def _condition_status(bj: BatchJob, type_: str) -> str | None:
+    """The status of ``bj``'s condition of ``type_`` as last read, if it has one."""
+    cond = _condition_of(bj, type_)
+    return None if cond is None else cond.status
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _tail(path: Path) -> str:
+    """The last OUTPUT_LINES lines of a file (at most OUTPUT_BYTES read), or why it cannot be read."""
+    try:
+        with path.open("rb") as stream:
+            stream.seek(max(0, stream.seek(0, os.SEEK_END) - OUTPUT_BYTES))
+            text = stream.read().decode(errors="replace").replace("\x00", "\ufffd")
+    except OSError as exc:
+        return f"(cannot be read: {exc})"
+    return "\n".join(text.splitlines()[-OUTPUT_LINES:]) or "(empty)"
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -129,10 +129,11 @@ class JobReconciler:
             app = apps[job.spec.app]
             # Balsam's defaults: an error FAILS the Job unless retries were asked for; a timeout is retried
             retry = src == S.RUN_TIMEOUT or _max_retries(job, app) is not None
-            verdict = _after_failure(src, job, app, S.RESTART_READY if retry else S.FAILED)
-            reason = "Retry" if verdict.state == S.RESTART_READY else "RetriesExhausted"
+            verdict = self._after_failure(src, job, app, S.RESTART_READY if retry else S.FAILED)
             moves.append(
-                Transition(obj.id, src, verdict.state, reason, verdict.message, status={"failures": verdict.failures})
+                Transition(
+                    obj.id, src, verdict.state, verdict.reason, verdict.message, status={"failures": verdict.failures}
+                )
             )
         return store.transition(sid, moves)
 
@@ -173,7 +174,7 @@ class JobReconciler:
             reason = hook_name.title().replace("_", "")
             state, message, patch = outcome.state, outcome.message, {}
             if src in RETRYABLE:
-                verdict = _after_failure(src, job, app, outcome.state)
+                verdict = self._after_failure(src, job, app, outcome.state)
                 state, patch = verdict.state, {"failures": verdict.failures}
                 message = f"{outcome.message}; {verdict.message}"
             try:
@@ -189,11 +190,18 @@ class JobReconciler:
                 self.in_flight.discard(ref.id)
             self.wake()
 
+    def _after_failure(self, src: JobState, job: Job, app: AppSpec, next_state: JobState) -> Verdict:
+        """Where a failed run of ``job`` goes, within its retries and the site's crash limit, when its hook (or the
+        default) says ``next_state``."""
+        return after_failure(
+            src,
+            job.status.failures,
+            _max_retries(job, app),
+            next_state,
+            crashes=job.status.crashes,
+            crash_limit=self.site.settings.launcher.crash_limit,
+        )
+
 
 def _max_retries(job: Job, app: AppSpec) -> int | None:
     return app.max_retries if job.spec.max_retries is None else job.spec.max_retries
-
-
-def _after_failure(src: JobState, job: Job, app: AppSpec, next_state: JobState) -> Verdict:
-    """Where a failed run of ``job`` goes, within its retries, when its hook (or the default) says ``next_state``."""
-    return after_failure(src, job.status.failures, _max_retries(job, app), next_state)

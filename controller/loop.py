@@ -90,7 +90,8 @@ class Controller:
                 task.due = time.monotonic() + delay
 
     def sweep_leases(self) -> None:
-        """On its own timer, whatever the loop is doing: free what lost launchers held."""
+        """On its own timer, whatever the loop is doing: free what lost launchers held (the batchjobs reconciler,
+        poked, cancels the allocation of a lost launcher whose Jobs still run)."""
         lease = self.site.settings.launcher.lease_sec
         while not self.stopping.wait(min(LEASE_SWEEP_SEC, lease / 4)):
             try:
@@ -100,13 +101,15 @@ class Controller:
                 continue
             if swept.launchers:
                 log.warning(
-                    "launcher(s) %s lost (no heartbeat for %.0f s): %d Job(s) RUN_TIMEOUT, %d claim(s) handed back",
+                    "launcher(s) %s lost (no heartbeat for %.0f s): %d claim(s) handed back, %d Job(s) RUN_TIMEOUT "
+                    "(allocation ended), %d Job(s) left RUNNING until their allocation ends (it is cancelled)",
                     ", ".join(swept.launchers),
                     lease,
-                    swept.timed_out,
                     swept.handed_back,
+                    swept.timed_out,
+                    swept.kept_running,
                 )
-                self.poke(("jobs",))
+                self.poke(("jobs", "batchjobs"))
 
     def run(self) -> None:
         """Run until SIGTERM/SIGINT."""

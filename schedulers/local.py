@@ -161,11 +161,12 @@ class LocalScheduler(Scheduler):
         return result
 
     def cancel(self, scheduler_id: str) -> None:
-        """SIGTERM the allocation's process group (script, launcher); SIGKILL to its whole session after the grace."""
+        """SIGTERM the allocation's process group (script, launcher), then SIGCONT as scancel does (a stopped process
+        gets its SIGTERM); SIGKILL to its whole session after the grace."""
         record = self._load(scheduler_id)
         if record is None or not _alive(record):
             return
-        _signal_group(record, signal.SIGTERM)
+        _terminate(record)
         self._save(
             replace(
                 record,
@@ -214,7 +215,7 @@ class LocalScheduler(Scheduler):
         now = self.clock()
         if record.term_sent_at is None:
             if now - record.submit_time > record.wall_time_min * 60:
-                _signal_group(record, signal.SIGTERM)
+                _terminate(record)
                 record = replace(record, term_sent_at=now, end_reason="timeout")
                 self._save(record)
         elif now - record.term_sent_at >= KILL_GRACE_S:
@@ -280,6 +281,13 @@ def _is_recorded(proc: psutil.Process, record: _Record) -> bool:
 def _signal_group(record: _Record, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(record.pid, sig)
+
+
+def _terminate(record: _Record) -> None:
+    """SIGTERM to the allocation's process group, then SIGCONT: a stopped process (SIGSTOP, a debugger) gets the
+    SIGTERM too, instead of waiting for the SIGKILL."""
+    _signal_group(record, signal.SIGTERM)
+    _signal_group(record, signal.SIGCONT)
 
 
 def _kill_sessions(records: Sequence[_Record]) -> None:

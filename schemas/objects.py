@@ -216,6 +216,9 @@ class JobStatus(Status):
     batch_job: str | None = None
     attempts: int = 0
     failures: int = Field(default=0, description="Errors charged to the Job (walltime and deletion kills are not).")
+    crashes: int = Field(
+        default=0, description="Runs lost with their launcher (counted against launcher.crash_limit, not max_retries)."
+    )
     start_time: datetime | None = None
     end_time: datetime | None = None
     output_tail: str | None = Field(default=None, description="The tail of the output after an error.")

@@ -14,6 +14,10 @@ from store.engine import read_tx, write_tx
 from store.rows import now
 from store.tables import launchers, objects
 
+#: The BatchJob condition that says whether any launcher of its allocation started (registered with the store).
+LAUNCHERS_STARTED = "LaunchersStarted"
+_PAGE = 200
+
 
 class BatchJobStore(StoreBase):
     """Observed BatchJob state, written by the controller; launcher heartbeats, written by launchers."""
@@ -75,11 +79,19 @@ class BatchJobStore(StoreBase):
         return True
 
     def set_batchjob_condition(
-        self, site_id: int, name: str, type_: str, status: Status, reason: str, message: str
+        self,
+        site_id: int,
+        name: str,
+        type_: str,
+        status: Status,
+        reason: str,
+        message: str,
+        unless: Status | None = None,
     ) -> bool:
         """Set one condition on a BatchJob, whatever its state, read and written in one transaction (the controller
         and the launchers of its allocation both write conditions: neither overwrites the other's); False if there
-        is no such BatchJob."""
+        is no such BatchJob, or its condition of ``type_`` has the status ``unless`` (a launcher that passed its
+        preflight leaves a sibling's failure in place)."""
         with write_tx(self.engine) as conn:
             row = conn.execute(
                 select(objects.c.id, objects.c.status).where(
@@ -89,6 +101,8 @@ class BatchJobStore(StoreBase):
             if row is None:
                 return False
             old = dict(row.status or {})
+            if unless is not None and _condition_status(old, type_) == unless:
+                return False
             old["conditions"] = set_condition(old.get("conditions", []), type_, status, reason, message)
             conn.execute(
                 update(objects)
@@ -96,6 +110,31 @@ class BatchJobStore(StoreBase):
                 .values(status=old, updated_at=now(), resource_version=objects.c.resource_version + 1)
             )
         return True
+
+    def allocations_not_started(self, site_id: int) -> int:
+        """How many of the site's newest allocations, in a row, never started a launcher.
+
+        Read from the BatchJobs' ``LaunchersStarted`` conditions, newest BatchJob first: False counts, True ends the
+        row, none (not decided yet, or never ran) is passed over.
+        """
+        count, before = 0, None
+        with read_tx(self.engine) as conn:
+            while True:
+                q = select(objects.c.id, objects.c.status).where(
+                    objects.c.site_id == site_id, objects.c.kind == "BatchJob"
+                )
+                if before is not None:
+                    q = q.where(objects.c.id < before)
+                rows = conn.execute(q.order_by(objects.c.id.desc()).limit(_PAGE)).all()
+                for row in rows:
+                    started = _condition_status(row.status, LAUNCHERS_STARTED)
+                    if started == "True":
+                        return count
+                    if started == "False":
+                        count += 1
+                if len(rows) < _PAGE:
+                    return count
+                before = rows[-1].id
 
     def remove_batchjob(self, site_id: int, name: str) -> None:
         """Remove a deleted BatchJob once its allocation has ended."""
@@ -141,3 +180,8 @@ class BatchJobStore(StoreBase):
         with read_tx(self.engine) as conn:
             q = select(launchers).where(launchers.c.site_id == site_id, launchers.c.batch_job == batch_job)
             return [dict(r._mapping) for r in conn.execute(q.order_by(launchers.c.started_at))]
+
+
+def _condition_status(status: Mapping[str, Any] | None, type_: str) -> str | None:
+    """The status (``True``, ``False``, ``Unknown``) of the condition of ``type_`` in a stored status, if any."""
+    return next((c.get("status") for c in (status or {}).get("conditions", []) if c.get("type") == type_), None)

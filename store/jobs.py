@@ -421,7 +421,8 @@ class JobStore(StoreBase):
         return len(kept)
 
     def rerun(self, site_id: int, job_ids: Sequence[int]) -> int:
-        """Reset finished or failed Jobs to READY for another go (their charged failures too); how many moved.
+        """Reset finished or failed Jobs to READY for another go (their charged failures and crashes too); how many
+        moved.
 
         Earlier attempts' output and events are kept; Jobs in other states are left alone.
         """
@@ -434,7 +435,14 @@ class JobStore(StoreBase):
                 )
             ).all()
         moves = [
-            Transition(r.id, JobState(r.state), JobState.READY, "Rerun", "rerun requested", status={"failures": 0})
+            Transition(
+                r.id,
+                JobState(r.state),
+                JobState.READY,
+                "Rerun",
+                "rerun requested",
+                status={"failures": 0, "crashes": 0},
+            )
             for r in rows
         ]
         return self.transition(site_id, moves)

@@ -111,9 +111,9 @@ def applied(site: Path, tmp_path: Path) -> str:
 def test_site_init_ls_rm(tmp_path: Path) -> None:
     assert "site/alpha created" in run("site", "init", str(tmp_path / "alpha")).stdout
     listing = lines(run("site", "ls"))
-    assert listing[0].split() == ["NAME", "ID", "PATH", "SCHEDULER", "STORE"]
+    assert listing[0].split() == ["NAME", "ID", "PATH", "SCHEDULER", "STORE", "UNSTARTED"]
     assert listing[1].split()[:4] == ["alpha", "1", str(tmp_path / "alpha"), "local"]
-    assert listing[1].split()[4].startswith("sqlite:///")
+    assert listing[1].split()[4].startswith("sqlite:///") and listing[1].split()[5] == "0"
 
     run("site", "init", str(tmp_path / "beta"), "--scheduler", "slurm")
     assert "#SBATCH" in (tmp_path / "beta" / "job-template.sh").read_text()

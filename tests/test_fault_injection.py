@@ -47,11 +47,12 @@ from store import Selector, Store, Transition
 pytestmark = pytest.mark.slow
 
 LEASE_SEC = 4
+RETRIES = 100  # a run lost with its launcher is a crash (launcher.crash_limit): let it be retried, errors too
 SETTINGS = {
     "sync_period_sec": 1,
     "local_nodes": {"count": 2, "cpus_per_node": 4},
     "allowed_queues": {"local": {"max_nodes": 2, "max_queued_jobs": 4}},
-    "launcher": {"idle_ttl_sec": 3, "lease_sec": LEASE_SEC},
+    "launcher": {"idle_ttl_sec": 3, "lease_sec": LEASE_SEC, "crash_limit": RETRIES},
 }
 MAX_JOBS = int(os.environ.get("BALSAMCTL_CHAOS_JOBS", "3000"))
 FIRST_WAVE = 150
@@ -61,7 +62,6 @@ CHAOS_SEC = 100.0  # the chaos stops after this even if Jobs remain; they then f
 SETTLE_SEC = 30.0
 BATCHJOBS = 2  # kept pending, queued or running
 FINAL = frozenset({"JOB_FINISHED", "FAILED"})
-RETRIES = 100  # a run lost with its launcher is charged to the Job: let it be retried
 ACTIVE_BATCHJOB = ("pending_submission", "queued", "running")
 
 # A Job run: lock the Job's lock file (a second process of the same Job running now fails to get it), log start

@@ -22,7 +22,7 @@ from balsamctl import cli, output
 from balsamctl.apply import apply_documents, read_documents
 from balsamctl.site import Site, init_site
 from controller.batchjobs import BatchJobReconciler
-from schedulers import get_scheduler
+from schedulers import AllocationStatus, get_scheduler
 from schemas import BatchJob, BatchJobState
 from store import StoredObject
 
@@ -153,7 +153,8 @@ def test_report_copies_each_launchers_heartbeat_and_tells_ended_from_lost(local_
     assert store.sweep_lost_launchers(sid, lease_sec=0.5).launchers == ["gone"]
 
     reconciler = BatchJobReconciler(local_site, get_scheduler("local", local_site.path))
-    assert reconciler._report_launchers(stored(local_site)) is False
+    running = AllocationStatus("1", "running", "RUNNING", start_time=datetime.now(UTC))
+    assert reconciler._watch_launchers(stored(local_site), running) is False
     parts = {p["launcher"]: p for p in stored(local_site).status.partitions}
     assert set(parts) == {"gone", "live", "done"}
     assert {k: parts["live"][k] for k in ("partition", "nodes", "running_jobs", "claimed_jobs", "occupancy")} == {

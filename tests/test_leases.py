@@ -1,10 +1,12 @@
-"""A launcher that stops heartbeating loses its Jobs: RUNNING ones become RUN_TIMEOUT, claimed ones go back."""
+"""A launcher that stops heartbeating loses its Jobs: claimed ones go back; RUNNING ones become RUN_TIMEOUT (a crash
+each) once its allocation has ended, here at once: its BatchJob is gone (tests/test_lost_launchers.py: one that
+still runs)."""
 
 from __future__ import annotations
 
 import time
 
-from test_store import acquire, add, app_doc, job_doc, make_runnable, state_of
+from test_store import acquire, add, app_doc, job_doc, make_runnable, state_of, stored_job
 
 from schemas import JobState as S
 from store import Store
@@ -33,6 +35,8 @@ def test_a_silent_launcher_loses_its_jobs_and_a_live_one_keeps_them(store: Store
 
     assert swept.launchers == ["dead"] and swept.timed_out == 2 and swept.handed_back == 1
     assert {state_of(store, site_id, r.name) for r in dead_running} == {S.RUN_TIMEOUT}
+    lost = [stored_job(store, site_id, r.name).status for r in dead_running]
+    assert {(s.crashes, s.failures) for s in lost} == {(1, 0)}, "a run lost with its launcher is a crash, not a failure"
     assert state_of(store, site_id, dead_claimed[0].name) == S.PREPROCESSED
     assert {state_of(store, site_id, r.name) for r in alive_running} == {S.RUNNING}
     # the handed-back Job can be claimed by another launcher

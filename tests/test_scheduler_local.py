@@ -150,6 +150,28 @@ def test_cancel_kills_whole_process_group(site: Path) -> None:
     assert sched.status([sid])[sid].raw_state == "CANCELLED"
 
 
+# A launcher-like child of the script (in its process group) that records the SIGTERM it gets, then ends.
+TERM_RECORDER = (
+    'bash -c \'trap "echo term > $0.term; exit 0" TERM; echo $$ > $0.tmp; mv $0.tmp $0.pid; '
+    'while :; do sleep 0.05; done\' "$0"\n'
+)
+
+
+def test_cancel_wakes_a_stopped_process_so_that_it_gets_its_sigterm(site: Path) -> None:
+    """As scancel does: SIGTERM, then SIGCONT. A stopped launcher (SIGSTOP, a debugger) would otherwise hear nothing
+    until the SIGKILL, and could not stop its Jobs and record them."""
+    sched = LocalScheduler(site)
+    req = request(site, "balsam-stopped-1", TERM_RECORDER)
+    sid = sched.submit(req)
+    pid_file = Path(f"{req.script_path}.pid")
+    wait_until(pid_file.exists)
+    os.kill(int(pid_file.read_text()), signal.SIGSTOP)
+
+    sched.cancel(sid)
+    assert wait_finished(sched, sid).raw_state == "CANCELLED"
+    assert Path(f"{req.script_path}.term").read_text() == "term\n", "the stopped process never got its SIGTERM"
+
+
 def test_processes_left_behind_end_with_the_script(site: Path) -> None:
     sched = LocalScheduler(site)
     req = request(site, "balsam-stray-1", 'sleep 100 &\necho $! > "$0.child"\n')
