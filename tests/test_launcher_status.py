@@ -24,6 +24,7 @@ from balsamctl.site import Site, init_site
 from controller.batchjobs import BatchJobReconciler
 from schedulers import AllocationStatus, get_scheduler
 from schemas import BatchJob, BatchJobState
+from schemas.objects import Condition
 from store import StoredObject
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC).timestamp()
@@ -101,7 +102,7 @@ def test_wide_batchjob_row_has_the_launchers_and_the_plain_one_does_not() -> Non
     plain = output.row(obj, NOW, wide=False)
     assert plain == ["alloc", "running", "42", "6", "local", "local", "30m", "mpi", "2m"]
     wide = output.row(obj, NOW, wide=True)
-    assert wide == [*plain, "mpi:2,serial:4", "mpi:2n/5run/62%/hb:3s,serial:4n/ended/hb:2m", "<none>"]
+    assert wide == [*plain, "mpi:2,serial:4", "mpi:2n/5run/62%/hb:3s,serial:4n/ended/hb:2m", "<none>", "<none>"]
     text = output.TableWriter("BatchJob", wide=True, with_site=False, now=NOW).page([obj])
     assert text.splitlines()[1].split()[9:11] == ["mpi:2,serial:4", "mpi:2n/5run/62%/hb:3s,serial:4n/ended/hb:2m"]
     assert output.row(stored_batchjob([]), NOW, wide=True)[10] == "<none>"
@@ -256,3 +257,15 @@ def test_a_real_launchers_heartbeat_lands_in_status_partitions_and_the_wide_tabl
         assert all(re.fullmatch(r"mpi:1n/ended/hb:\d+s", c) for c in cell.split(",")), cell
     finally:
         site.close()
+
+
+def test_wide_batchjob_row_names_the_conditions_that_are_not_true() -> None:
+    obj = stored_batchjob([])
+    assert isinstance(obj.manifest, BatchJob)
+    obj.manifest.status.conditions = [
+        Condition(type="LaunchersStarted", status="True", reason="Registered", message="a launcher registered"),
+        Condition(type="LauncherReady", status="False", reason="MPICommandNotFound", message="no mpiexec"),
+        Condition(type="Submitted", status="Unknown", reason="SubmitTimeout", message="sbatch timed out"),
+    ]
+    wide = output.row(obj, NOW, wide=True)
+    assert wide[-2] == "LauncherReady=MPICommandNotFound,Submitted=SubmitTimeout"
