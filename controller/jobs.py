@@ -17,6 +17,7 @@ from balsamctl.site import Site, SiteError
 from controller.hooks import HOOKS, forget, run_hook
 from launcher.joboutput import prepare_workdir
 from schemas import App, Job, JobState
+from schemas.conditions import set_condition
 from schemas.objects import AppSpec
 from schemas.retries import Verdict, after_failure
 from schemas.states import FINISHING_STEPS
@@ -50,6 +51,7 @@ class JobReconciler:
         self.lock = threading.Lock()
         self.records = site.state_dir / "hooks"
         self.stage_in_after = 0  # where the next stage-in pass starts (a Job id)
+        self.refused: dict[int, str] = {}  # Jobs told their workdir is refused (StagedIn=False), with what was said
         self._forget_stale_records()
 
     def _forget_stale_records(self) -> None:
@@ -97,8 +99,9 @@ class JobReconciler:
         """READY Jobs get their workdir (checked to stay inside ``data/``) and empty output file: STAGED_IN.
 
         A workdir leading out of ``data/`` FAILS its Job; one the file system refuses (full, no permission) stays
-        READY and is tried again later. A pass takes STAGE_IN_BATCH Jobs after where the last full one stopped
-        (from the oldest again once one comes back short), so Jobs that stay READY never starve newer ones.
+        READY, says so (the condition ``StagedIn=False``, reason ``WorkdirRefused``, gone once it is staged) and is
+        tried again later. A pass takes STAGE_IN_BATCH Jobs after where the last full one stopped (from the oldest
+        again once one comes back short), so Jobs that stay READY never starve newer ones.
         """
         store, sid = self.site.store, self.site.site_id
         staged: list[int] = []
@@ -111,10 +114,24 @@ class JobReconciler:
             except SiteError as exc:
                 refused.append(Transition(ref.id, S.READY, S.FAILED, "WorkdirRefused", str(exc)))
             except OSError as exc:
-                log.warning("job/%s: its workdir cannot be made yet: %s", ref.name, exc)
+                self._workdir_refused(ref, exc)
             else:
                 staged.append(ref.id)
-        return store.advance(sid, S.READY, S.STAGED_IN, reason="StagedIn", ids=staged) + store.transition(sid, refused)
+        moved = store.advance(sid, S.READY, S.STAGED_IN, reason="StagedIn", ids=staged) + store.transition(sid, refused)
+        if staged:  # told before (perhaps by a controller since restarted): no longer so
+            store.clear_job_condition(sid, staged, "StagedIn")
+            for job_id in staged:
+                self.refused.pop(job_id, None)
+        return moved
+
+    def _workdir_refused(self, ref: JobRef, exc: OSError) -> None:
+        """Tell a Job that the file system refuses its workdir (once per distinct error: no write every pass)."""
+        message = f"its workdir cannot be made: {exc}; tried again on later passes"
+        if self.refused.get(ref.id) != message:
+            log.warning("job/%s: %s", ref.name, message)
+            condition = set_condition([], "StagedIn", "False", "WorkdirRefused", message)[0]
+            self.site.store.set_job_condition(self.site.site_id, [ref.id], condition)
+            self.refused[ref.id] = message
 
     def _retry_or_fail(self, src: JobState, app_names: list[str], apps: dict[str, AppSpec]) -> int:
         """Failed runs of Apps without a hook for them: retried while max_retries allow, else FAILED."""

@@ -23,6 +23,7 @@ from sqlalchemy import (
 
 from schemas import JobState, check_job_transition
 from schemas.objects import JobSpec
+from schemas.retries import crashed
 from schemas.states import FINAL_JOB_STATES, FINISHING_STEPS, RUNNABLE_STATES
 from store.base import StoreBase, add_events, chunks, executemany, job_event
 from store.engine import is_postgres, read_tx, write_tx
@@ -373,7 +374,7 @@ class JobStore(StoreBase):
             )
             for type_ in _UNTIL_STARTED:  # why it could not run, or did not start last time: it runs now
                 _drop_condition(conn, [ref.id for ref, _ in go], type_)
-            _result_conditions(conn, [outcome[ref.id] for ref, _ in go if ref.id in outcome])
+            _result_status(conn, [outcome[ref.id] for ref, _ in go if ref.id in outcome])
         return {ref.id for ref, _ in go}
 
     def _ids_where(self, conn: Connection, ids: Sequence[int], *conds: Any) -> set[int]:
@@ -417,7 +418,7 @@ class JobStore(StoreBase):
             [{"b_id": r["job_id"], **_end_row(r, t)} for r in kept],
         )
         add_events(conn, (event for r in kept for event in _result_events(site_id, r, t)))
-        _result_conditions(conn, kept)
+        _result_status(conn, kept)
         return len(kept)
 
     def rerun(self, site_id: int, job_ids: Sequence[int]) -> int:
@@ -456,6 +457,11 @@ class JobStore(StoreBase):
             _write_conditions(conn, rows, condition["type"], condition)
             return len(rows)
 
+    def clear_job_condition(self, site_id: int, job_ids: Sequence[int], type_: str) -> None:
+        """Take the condition of ``type_`` off these Jobs, where they have one."""
+        with write_tx(self.engine) as conn:
+            _drop_condition(conn, job_ids, type_, objects.c.site_id == site_id)
+
     def deletion_requested(self, owner: str) -> list[int]:
         """Ids of Jobs run by ``owner`` that a user asked to delete."""
         with read_tx(self.engine) as conn:
@@ -463,25 +469,32 @@ class JobStore(StoreBase):
             return list(conn.execute(q).scalars())
 
 
-def _drop_condition(conn: Connection, job_ids: Sequence[int], type_: str) -> None:
-    """Take the condition of ``type_`` off these Jobs where they have one (found by their status's text: most have
-    none and are not read)."""
+def _drop_condition(conn: Connection, job_ids: Sequence[int], type_: str, *conds: Any) -> None:
+    """Take the condition of ``type_`` off these Jobs (those that also meet ``conds``) where they have one (found by
+    their status's text: most have none and are not read)."""
     for part in chunks(list(job_ids)):
         marked = cast(objects.c.status, String).contains(f'"{type_}"')
-        rows = conn.execute(select(objects.c.id, objects.c.status).where(objects.c.id.in_(part), marked)).all()
+        q = select(objects.c.id, objects.c.status).where(objects.c.id.in_(part), marked, *conds)
+        rows = conn.execute(q).all()
         _write_conditions(conn, rows, type_)
 
 
-def _result_conditions(conn: Connection, results: Sequence[Mapping[str, Any]]) -> None:
-    """Set the conditions that run outcomes carry (``condition``: a start that failed, and why) on their Jobs."""
-    by_type: dict[str, dict[int, Mapping[str, Any]]] = {}
-    for r in results:
-        if r.get("condition"):
-            by_type.setdefault(r["condition"]["type"], {})[r["job_id"]] = r["condition"]
-    for type_, conditions in by_type.items():
-        rows = conn.execute(select(objects.c.id, objects.c.status).where(objects.c.id.in_(list(conditions)))).all()
-        for row in rows:
-            _write_conditions(conn, [row], type_, conditions[row.id])
+def _result_status(conn: Connection, results: Sequence[Mapping[str, Any]]) -> None:
+    """Write what run outcomes add to their Jobs' status: a ``condition`` (a start that failed, and why) and, for a
+    run lost with its worker (``crashed``), one more crash (``status.crashes``, against ``launcher.crash_limit``)."""
+    marked = {r["job_id"]: r for r in results if r.get("condition") or r.get("crashed")}
+    for part in chunks(list(marked)):
+        for row in conn.execute(select(objects.c.id, objects.c.status).where(objects.c.id.in_(part))).all():
+            r = marked[row.id]
+            status = crashed(row.status) if r.get("crashed") else dict(row.status or {})
+            if r.get("condition"):
+                kept = [c for c in status.get("conditions", []) if c.get("type") != r["condition"]["type"]]
+                status["conditions"] = [*kept, dict(r["condition"])]
+            conn.execute(
+                update(objects)
+                .where(objects.c.id == row.id)
+                .values(status=status, resource_version=objects.c.resource_version + 1)
+            )
 
 
 def _write_conditions(
