@@ -181,18 +181,19 @@ class BatchJobReconciler:
         self._condition(bj, LAUNCHERS_STARTED, "False", "NoHeartbeat", f"{message}; {self._output_tail(bj)}")
 
     def _fence_lost_launchers(self, bj: BatchJob, rows: Sequence[Mapping[str, Any]], sched_id: str) -> None:
-        """Cancel the allocation of a launcher declared lost that still owns RUNNING Jobs: they may still run (a
-        frozen launcher's processes live on), so they run again elsewhere only once the allocation has ended."""
+        """Cancel the allocation of a launcher declared lost that still holds Jobs: they may still run (a frozen
+        launcher's processes live on, and a serial-mode worker may start those queued on its lanes), so they run
+        again elsewhere only once the allocation has ended."""
         lost = {r["id"]: r for r in rows if _lost(r)}
-        running = self.site.store.running_jobs_of(self.site.site_id, list(lost)) if lost else {}
-        if not running:
+        held = self.site.store.jobs_held_by(self.site.site_id, list(lost)) if lost else {}
+        if not held:
             return
         lease = self.site.settings.launcher.lease_sec
         whom = "; ".join(
             f"launcher {lost[lid]['id']} on {lost[lid]['host']} silent for "
-            f"{lost[lid]['ended_at'] - lost[lid]['heartbeat_at']:.0f} s (launcher.lease_sec {lease:g}) with {n} "
-            "RUNNING Job(s)"
-            for lid, n in sorted(running.items())
+            f"{lost[lid]['ended_at'] - lost[lid]['heartbeat_at']:.0f} s (launcher.lease_sec {lease:g}) with "
+            f"{running} RUNNING and {claimed} claimed Job(s)"
+            for lid, (running, claimed) in sorted(held.items())
         )
         message = f"{whom}: allocation {sched_id} cancelled; its Jobs run again once it has ended"
         healthy = _condition_of(bj, "LaunchersHealthy")

@@ -101,13 +101,13 @@ class Controller:
                 continue
             if swept.launchers:
                 log.warning(
-                    "launcher(s) %s lost (no heartbeat for %.0f s): %d claim(s) handed back, %d Job(s) RUN_TIMEOUT "
-                    "(allocation ended), %d Job(s) left RUNNING until their allocation ends (it is cancelled)",
+                    "launcher(s) %s lost (no heartbeat for %.0f s): %d claim(s) handed back and %d Job(s) RUN_TIMEOUT "
+                    "(allocation ended), %d Job(s) held until their allocation ends (it is cancelled)",
                     ", ".join(swept.launchers),
                     lease,
                     swept.handed_back,
                     swept.timed_out,
-                    swept.kept_running,
+                    swept.kept,
                 )
                 self.poke(("jobs", "batchjobs"))
 

@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, Connection, Row, bindparam, func, select, 
 
 from schemas import JobState
 from schemas.retries import crashed
-from schemas.states import ACTIVE_BATCHJOB_STATES
+from schemas.states import ACTIVE_BATCHJOB_STATES, RUNNABLE_STATES
 from store.base import StoreBase, add_events, chunks, job_event
 from store.engine import is_postgres, read_tx, write_tx
 from store.jobs import hand_back
@@ -38,17 +38,18 @@ _TIME_OUT = (
     )
 )
 
+_RUNNABLE = sorted(s.value for s in RUNNABLE_STATES)
 _Run = Row[Any, Any, Any, Any]  # a RUNNING Job: id, name, owner, status
 
 
 @dataclass(frozen=True)
 class SweepResult:
-    """What one sweep did: the launchers found lost, their RUNNING Jobs ended (their allocation was over) and
-    kept RUNNING (until it is), and their claims handed back."""
+    """What one sweep did: the launchers found lost, their RUNNING Jobs ended and their claims handed back (their
+    allocation was over), and the Jobs they still hold (running or claimed: until it is)."""
 
     launchers: list[str]
     timed_out: int
-    kept_running: int
+    kept: int
     handed_back: int
 
 
@@ -56,9 +57,10 @@ class LeaseStore(StoreBase):
     """Finds launchers whose lease ran out and frees what they held."""
 
     def sweep_lost_launchers(self, site_id: int, lease_sec: float) -> SweepResult:
-        """Launchers silent for ``lease_sec`` are lost: marked ended, their claims handed back, and their RUNNING
-        Jobs ended as crashes (RUN_TIMEOUT) if their BatchJob has finished or is gone; else those stay RUNNING, to
-        be ended with the allocation (:meth:`end_runs_of_batchjob`).
+        """Launchers silent for ``lease_sec`` are lost: marked ended and, if their BatchJob has finished or is gone,
+        their claims handed back and their RUNNING Jobs ended as crashes (RUN_TIMEOUT); else both stay theirs, to be
+        handed on with the allocation's end (:meth:`end_runs_of_batchjob`): a frozen launcher's Jobs may run on, and
+        so may the claimed ones its workers had queued behind them (serial mode's lanes).
 
         A lost launcher can no longer claim or start a Job; it may still record the outcome of a run it owns.
         """
@@ -75,9 +77,9 @@ class LeaseStore(StoreBase):
             gone = [r.id for r in lost if r.batch_job not in live]
             timed_out = handed_back = 0
             for part in chunks([r.id for r in lost]):
-                handed_back += hand_back(conn, site_id, part)
                 conn.execute(update(launchers).where(launchers.c.id.in_(part)).values(ended_at=t))
             for part in chunks(gone):
+                handed_back += hand_back(conn, site_id, part)
                 rows = self._running(conn, site_id, objects.c.owner.in_(part))
                 timed_out += _end_lost_runs(
                     conn,
@@ -87,20 +89,25 @@ class LeaseStore(StoreBase):
                     "LeaseExpired",
                     lambda r: f"launcher {r.owner} stopped heartbeating for {lease_sec:.0f} s; its allocation ended",
                 )
-            kept = self._count_running(conn, site_id, [r.id for r in lost if r.batch_job in live])
-        return SweepResult([r.id for r in lost], timed_out, sum(kept.values()), handed_back)
+            kept = _held(conn, site_id, [r.id for r in lost if r.batch_job in live])
+        return SweepResult([r.id for r in lost], timed_out, sum(sum(n) for n in kept.values()), handed_back)
 
     def end_runs_of_batchjob(self, site_id: int, batch_job: str, message: str, *, crash: bool) -> int:
         """The allocation of ``batch_job`` has ended: its Jobs still RUNNING (their launcher never recorded their
-        end) become RUN_TIMEOUT; ``crash``: each counts as a run lost with its launcher. How many."""
+        end) become RUN_TIMEOUT (``crash``: each counts as a run lost with its launcher), and what its launchers
+        still had claimed goes back. How many runs were ended."""
         with write_tx(self.engine) as conn:
             rows = self._running(conn, site_id, objects.c.batch_job == batch_job)
-            return _end_lost_runs(conn, site_id, rows, now(), "AllocationEnded", lambda _r: message, crash=crash)
+            ended = _end_lost_runs(conn, site_id, rows, now(), "AllocationEnded", lambda _r: message, crash=crash)
+            owners = select(launchers.c.id).where(launchers.c.site_id == site_id, launchers.c.batch_job == batch_job)
+            hand_back(conn, site_id, list(conn.execute(owners).scalars()))
+            return ended
 
-    def running_jobs_of(self, site_id: int, owners: Collection[str]) -> dict[str, int]:
-        """How many RUNNING Jobs each of ``owners`` (launcher ids) holds; owners holding none are left out."""
+    def jobs_held_by(self, site_id: int, owners: Collection[str]) -> dict[str, tuple[int, int]]:
+        """The Jobs each of ``owners`` (launcher ids) holds: (RUNNING, claimed but not started); owners holding none
+        are left out."""
         with read_tx(self.engine) as conn:
-            return self._count_running(conn, site_id, list(owners))
+            return _held(conn, site_id, list(owners))
 
     def _running(self, conn: Connection, site_id: int, which: ColumnElement[bool]) -> Sequence[_Run]:
         """The RUNNING Jobs of the site that match ``which`` (locked until the transaction ends, so that a
@@ -112,21 +119,23 @@ class LeaseStore(StoreBase):
             q = q.with_for_update()
         return conn.execute(q).all()
 
-    @staticmethod
-    def _count_running(conn: Connection, site_id: int, owners: Sequence[str]) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for part in chunks(list(owners)):
-            q = (
-                select(objects.c.owner, func.count())
-                .where(
-                    objects.c.site_id == site_id,
-                    objects.c.owner.in_(part),
-                    objects.c.state == JobState.RUNNING.value,
-                )
-                .group_by(objects.c.owner)
+
+def _held(conn: Connection, site_id: int, owners: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """Per owner (launcher id) holding any: its RUNNING Jobs and its claimed ones not started."""
+    held: dict[str, list[int]] = {}
+    for part in chunks(list(owners)):
+        q = (
+            select(objects.c.owner, objects.c.state, func.count())
+            .where(
+                objects.c.site_id == site_id,
+                objects.c.owner.in_(part),
+                objects.c.state.in_([JobState.RUNNING.value, *_RUNNABLE]),
             )
-            counts.update((row[0], row[1]) for row in conn.execute(q))
-        return counts
+            .group_by(objects.c.owner, objects.c.state)
+        )
+        for owner, state, count in conn.execute(q):
+            held.setdefault(owner, [0, 0])[0 if state == JobState.RUNNING.value else 1] += count
+    return {owner: (n[0], n[1]) for owner, n in held.items()}
 
 
 def _live_batchjobs(conn: Connection, site_id: int, names: Collection[str]) -> set[str]:
