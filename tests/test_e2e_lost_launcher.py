@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import signal
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +68,9 @@ def store_runs(events: list[Event]) -> list[StoreRun]:
     return runs
 
 
-def test_a_frozen_launchers_jobs_never_run_twice_at_once_and_are_never_charged(site: E2ESite, tmp_path: Path) -> None:
+def start_frozen_jobs(site: E2ESite, tmp_path: Path, job_mode: str) -> Path:
+    """Apply the long Jobs and a first BatchJob, start the controller, wait until every Job's first run holds its
+    lock; the run log's path."""
     (tmp_path / "locks").mkdir()
     run_log = tmp_path / "runs.log"
     env = {"LOCKS": str(tmp_path / "locks"), "RUNLOG": str(run_log)}
@@ -75,15 +78,23 @@ def test_a_frozen_launchers_jobs_never_run_twice_at_once_and_are_never_charged(s
         manifest(
             app_doc("long", RUN, environment=env, max_retries=3),
             *(job_doc(name, "long", node_packing_count=4) for name in JOBS),
-            batchjob_doc("first", wall_time_min=5),
+            batchjob_doc("first", wall_time_min=5, job_mode=job_mode),
         )
     )
     site.start_controller()
     site.wait_jobs(JOBS, ["RUNNING"])
     site.wait_for("every first run to take its lock", lambda: len(run_log.read_text().splitlines()) == len(JOBS))
+    return run_log
+
+
+@pytest.mark.parametrize("job_mode", ["mpi", "serial"])
+def test_a_frozen_launchers_jobs_never_run_twice_at_once_and_are_never_charged(
+    site: E2ESite, tmp_path: Path, job_mode: str
+) -> None:
+    run_log = start_frozen_jobs(site, tmp_path, job_mode)
     [launcher] = launchers(site)
     launcher.send_signal(signal.SIGSTOP)  # frozen: its Jobs' processes run on, and it never heartbeats again
-    site.apply(batchjob_doc("second", wall_time_min=5))  # an allocation that would take the Jobs if handed on
+    site.apply(batchjob_doc("second", wall_time_min=5, job_mode=job_mode))  # would take the Jobs if handed on
 
     def fenced() -> dict[str, str] | None:
         first = site.batchjobs("first")["first"]["status"]
@@ -105,6 +116,32 @@ def test_a_frozen_launchers_jobs_never_run_twice_at_once_and_are_never_charged(s
         for a, b in itertools.pairwise(mine):
             assert a.end is not None and a.end <= b.start, f"job/{name}: runs overlap in the store: {mine}"
         assert sum(1 for line in runs if line.startswith(f"{name} ")) == 2
+
+
+def test_a_frozen_worker_delays_its_jobs_outcomes_but_never_runs_them_twice(site: E2ESite, tmp_path: Path) -> None:
+    """serial mode: the worker (not its launcher) is frozen past the lease. The launcher keeps its lease, so nothing
+    is handed on: once the worker wakes, each Job's one run is recorded, none charged."""
+    run_log = start_frozen_jobs(site, tmp_path, "serial")
+    [launcher] = launchers(site)
+    [worker] = [p for p in launcher.children() if "launcher.worker" in p.cmdline()]
+    worker.send_signal(signal.SIGSTOP)
+    try:
+        site.apply(batchjob_doc("second", wall_time_min=5, job_mode="serial"))
+        site.wait_for(
+            "the second allocation's launcher, idle: nothing handed on",
+            lambda: site.batchjobs("second")["second"]["status"].get("partitions") or None,
+            timeout=60,
+        )
+        time.sleep(LEASE_SEC * 2)  # past the lease: the frozen worker's launcher is not declared lost
+        assert {j["status"]["state"] for j in site.jobs(*JOBS).values()} == {"RUNNING"}
+    finally:
+        worker.send_signal(signal.SIGCONT)
+    jobs = site.wait_jobs(JOBS, timeout=60)
+    assert {name: job["status"]["state"] for name, job in jobs.items()} == dict.fromkeys(JOBS, "JOB_FINISHED")
+    assert {name: job["status"]["failures"] for name, job in jobs.items()} == dict.fromkeys(JOBS, 0)
+    assert sorted(run_log.read_text().split("\n")[:-1]) == sorted(f"{name} ok" for name in JOBS)  # one run each
+    first = site.batchjobs("first")["first"]["status"]
+    assert not [c for c in first["conditions"] if c["type"] == "LaunchersHealthy"]
 
 
 # ---------------------------------------------------------------- allocations that never start a launcher
