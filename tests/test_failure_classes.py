@@ -158,17 +158,24 @@ def events_of(site: Site, name: str) -> list[dict[str, object]]:
     return site.store.events((site.site_id,), kind="Job", name=name)
 
 
+def refused_workdir(site: Site, name: str) -> Path:
+    """A runnable Job ``name`` of BatchJob ``bj``'s site whose workdir, made by stage-in, is then replaced by a file:
+    the file system refuses its output (ENOTDIR) when a launcher starts it. Returns that path."""
+    apply_raws(site, app("a", "true"), job(name, "a", f"w/{name}"), batchjob("bj"))
+    advance_to_runnable(site)
+    workdir = site.data_dir / "w" / name
+    for made in workdir.iterdir():
+        made.unlink()
+    workdir.rmdir()
+    workdir.write_text("a file where the workdir was")
+    return workdir
+
+
 def test_a_launcher_whose_node_refuses_every_start_drains_and_ends_charging_nothing(site: Site) -> None:
     """mpi mode: every Job starts on the head node, so infra_failure_limit refusals in a row there leave the
     launcher no usable node: it hands back what it holds and ends long before its idle TTL. Before failure
     classes the Job was RUN_ERROR, charged, FAILED at once (max_retries 0)."""
-    apply_raws(site, app("a", "true"), job("victim", "a", "w/victim"), batchjob("bj"))
-    advance_to_runnable(site)
-    workdir = site.data_dir / "w" / "victim"
-    for made in workdir.iterdir():
-        made.unlink()
-    workdir.rmdir()
-    workdir.write_text("a file where the workdir was: the file system refuses the Job's output")
+    refused_workdir(site, "victim")
     launcher = launcher_on(site, cpus=2, seconds_left=300)
     runner, crashed = running_in_thread(launcher)
     runner.join(timeout=20)
@@ -190,13 +197,7 @@ def test_a_launcher_whose_node_refuses_every_start_drains_and_ends_charging_noth
 
 
 def test_a_job_that_starts_again_loses_its_start_failure_condition(site: Site) -> None:
-    apply_raws(site, app("a", "true"), job("j1", "a", "w/j1"), batchjob("bj"))
-    advance_to_runnable(site)
-    workdir = site.data_dir / "w" / "j1"
-    for made in workdir.iterdir():
-        made.unlink()
-    workdir.rmdir()
-    workdir.write_text("in the way")
+    workdir = refused_workdir(site, "j1")
     site = configure(site, {"launcher": {"infra_failure_limit": 1}})
     first = launcher_on(site, cpus=2, seconds_left=300)
     runner, crashed = running_in_thread(first)
