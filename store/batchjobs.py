@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import ColumnElement, Select, delete, insert, select, update
 
 from schemas import BatchJobState, check_batchjob_transition
 from schemas.conditions import Status, set_condition
 from store.base import StoreBase, add_events
-from store.engine import read_tx, write_tx
+from store.engine import is_postgres, read_tx, write_tx
 from store.rows import now
 from store.tables import launchers, objects
 
@@ -35,13 +35,15 @@ class BatchJobStore(StoreBase):
         reason: str = "",
         message: str = "",
     ) -> bool:
-        """Update a BatchJob's status if it is still in ``src``; a state change is checked and recorded."""
+        """Update a BatchJob's status if it is still in ``src``; a state change is checked and recorded. ``status``
+        is merged into the stored one, read and written in one transaction with the row locked (as
+        :meth:`set_batchjob_condition`: neither overwrites what the other wrote)."""
         if dst is not None and dst != src:
             check_batchjob_transition(name, src, dst)
         t = now()
         with write_tx(self.engine) as conn:
             row = conn.execute(
-                select(objects.c.id, objects.c.status).where(
+                self._locked(
                     objects.c.site_id == site_id,
                     objects.c.kind == "BatchJob",
                     objects.c.name == name,
@@ -94,9 +96,7 @@ class BatchJobStore(StoreBase):
         preflight leaves a sibling's failure in place)."""
         with write_tx(self.engine) as conn:
             row = conn.execute(
-                select(objects.c.id, objects.c.status).where(
-                    objects.c.site_id == site_id, objects.c.kind == "BatchJob", objects.c.name == name
-                )
+                self._locked(objects.c.site_id == site_id, objects.c.kind == "BatchJob", objects.c.name == name)
             ).first()
             if row is None:
                 return False
@@ -110,6 +110,13 @@ class BatchJobStore(StoreBase):
                 .values(status=old, updated_at=now(), resource_version=objects.c.resource_version + 1)
             )
         return True
+
+    def _locked(self, *where: ColumnElement[bool]) -> Select[tuple[int, Any]]:
+        """A BatchJob's id and status, its row locked until the transaction ends (on PostgreSQL; SQLite's write
+        transaction holds the whole database): the status is written back merged, so a writer in between (the
+        controller's report, a launcher's condition) must wait rather than be overwritten."""
+        q = select(objects.c.id, objects.c.status).where(*where)
+        return q.with_for_update() if is_postgres(self.engine) else q
 
     def allocations_not_started(self, site_id: int) -> int:
         """How many of the site's newest allocations, in a row, never started a launcher.

@@ -1,4 +1,5 @@
-"""Four launcher processes, each with its own Store on one database, run 10,000 Jobs: each exactly once."""
+"""Writers of one database, each with its own Store: four launcher processes run 10,000 Jobs, each exactly once;
+launchers and the controller writing one BatchJob's status at once lose nothing of each other's."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from typing import Any
 
-from schemas import App, Job, JobState
+from test_store import add, at_once
+
+from schemas import App, BatchJob, BatchJobState, Job, JobState
 from schemas.manifest import Document
 from store import Selector, Store
 
@@ -81,3 +84,32 @@ def test_four_launcher_processes_run_every_job_exactly_once(store: Store, site_i
     assert all(e["message"] == f"launched by {owner_of[e['object_id']]}" for e in starts)
     assert Counter(e["to_state"] for e in events if e["reason"] == "Ran") == {"RUN_DONE": JOBS}
     assert seconds < 60
+
+
+ROUNDS = 150
+
+
+def test_batchjob_status_and_condition_writes_at_once_lose_nothing(store: Store, site_id: int) -> None:
+    """Two launchers set conditions on their BatchJob while the controller writes its status (the launchers'
+    reports): each write reads the status and writes it back merged, so without a row lock (PostgreSQL's READ
+    COMMITTED) one would overwrite what the other wrote in between."""
+    raw = {"metadata": {"name": "bj"}, "spec": {"num_nodes": 1, "wall_time_min": 5, "queue": "q", "project": "p"}}
+    add(store, site_id, [Document(BatchJob.model_validate(raw), "gen.yaml", 1)])
+
+    def work(i: int, s: Store) -> None:
+        for n in range(ROUNDS):
+            if i == 0:  # the controller
+                s.set_batchjob_status(
+                    site_id, "bj", src=BatchJobState.pending_submission, status={"partitions": [{"round": n}]}
+                )
+            else:  # a launcher
+                s.set_batchjob_condition(site_id, "bj", f"Launcher{i}Round{n}", "True", "Ready", f"round {n}")
+
+    _, errors = at_once(store.url, 3, work)
+
+    assert errors == []
+    bj = store.get_object(site_id, "BatchJob", "bj").manifest
+    assert isinstance(bj, BatchJob)
+    assert bj.status.partitions == [{"round": ROUNDS - 1}], "a condition write put back an older status"
+    written = {f"Launcher{i}Round{n}" for i in (1, 2) for n in range(ROUNDS)}
+    assert written - {c.type for c in bj.status.conditions} == set(), "a status write dropped conditions"
