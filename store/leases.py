@@ -15,9 +15,9 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Row, bindparam, func, select, update
 
-from schemas import JobState
+from schemas import BatchJobState, JobState
 from schemas.retries import crashed
-from schemas.states import ACTIVE_BATCHJOB_STATES, RUNNABLE_STATES
+from schemas.states import RUNNABLE_STATES
 from store.base import StoreBase, add_events, chunks, job_event
 from store.engine import is_postgres, read_tx, write_tx
 from store.jobs import hand_back
@@ -39,6 +39,8 @@ _TIME_OUT = (
 )
 
 _RUNNABLE = sorted(s.value for s in RUNNABLE_STATES)
+#: BatchJob states in which no allocation of it can be alive.
+_NO_ALLOCATION = [BatchJobState.finished.value, BatchJobState.submit_failed.value]
 _Run = Row[Any, Any, Any, Any]  # a RUNNING Job: id, name, owner, status
 
 
@@ -139,14 +141,15 @@ def _held(conn: Connection, site_id: int, owners: Sequence[str]) -> dict[str, tu
 
 
 def _live_batchjobs(conn: Connection, site_id: int, names: Collection[str]) -> set[str]:
-    """Those of ``names`` whose BatchJob may still hold a live allocation."""
+    """Those of ``names`` whose BatchJob may still hold a live allocation: in any state but those where it cannot
+    (``pending_submission`` may: a submit that timed out may have gone through and be running launchers)."""
     live: set[str] = set()
     for part in chunks(list(names)):
         q = select(objects.c.name).where(
             objects.c.site_id == site_id,
             objects.c.kind == "BatchJob",
             objects.c.name.in_(part),
-            objects.c.state.in_([s.value for s in ACTIVE_BATCHJOB_STATES]),
+            objects.c.state.not_in(_NO_ALLOCATION),
         )
         live.update(conn.execute(q).scalars())
     return live

@@ -198,6 +198,27 @@ def test_a_lost_launcher_of_an_ended_allocation_hands_its_jobs_on_at_once(balsam
     assert ("RUNNING", "RUN_TIMEOUT", "LeaseExpired") in state_events(store, sid, "a")
 
 
+def test_a_lost_launcher_of_an_allocation_whose_submit_timed_out_keeps_its_jobs(balsam_site: Site) -> None:
+    """A BatchJob still ``pending_submission`` (its submit timed out: the allocation may have gone through and run
+    launchers) is live: a lost launcher's Jobs wait for its allocation's end there too."""
+    site, sid = balsam_site, balsam_site.site_id
+    store = site.store
+    apply(site, app(), job("a"), job("b"), batchjob("bj"))
+    make_runnable(store, sid)
+    register(site, "frozen", "bj")
+    refs = store.claim(sid, owner="frozen", batch_job="bj", filter_tags={}, limit=2)
+    assert store.record(sid, owner="frozen", started=[(refs[0], {})]) == {refs[0].id}
+    time.sleep(LEASE * 2)
+
+    swept = store.sweep_lost_launchers(sid, lease_sec=LEASE)
+
+    assert bj_of(site, "bj").status.state == BatchJobState.pending_submission
+    assert (swept.launchers, swept.timed_out, swept.kept, swept.handed_back) == (["frozen"], 0, 2, 0)
+    assert job_of(site, refs[0].name).status.state == S.RUNNING
+    register(site, "other", "bj")
+    assert store.claim(sid, owner="other", batch_job="bj", filter_tags={}, limit=5) == []
+
+
 def test_a_job_lost_with_its_launcher_past_the_crash_limit_fails(balsam_site: Site) -> None:
     site, sid = balsam_site, balsam_site.site_id
     launcher = site.settings.launcher.model_copy(update={"crash_limit": 1})
