@@ -41,8 +41,8 @@ class LauncherSettings(Strict):
     lease_sec: float = Field(
         default=60.0,
         gt=0,
-        description="A launcher silent this long is lost: its claims go back; its RUNNING Jobs become RUN_TIMEOUT "
-        "once its allocation has ended (the controller cancels it).",
+        description="A launcher silent this long is lost: it claims and starts nothing more; once its allocation "
+        "has ended (the controller cancels it) its claims go back and its RUNNING Jobs become RUN_TIMEOUT.",
     )
     start_timeout_sec: float = Field(
         default=120.0,

@@ -1,10 +1,11 @@
 """Launcher leases: a launcher that stopped heartbeating is lost; what it held goes back once that is safe.
 
-A lost launcher may only be frozen (SIGSTOP, a hung node) while its Jobs' processes run on. So its claims (Jobs it
-has not started) go back at once, but its RUNNING Jobs are handed on (RUN_TIMEOUT) only once its allocation is
-confirmed ended: at once if its BatchJob has finished (or is gone), else when the controller, which cancels such
-an allocation, sees it end. A run ended that way was lost with its launcher: a crash, counted against the site's
-``launcher.crash_limit`` (schemas/retries.py), never against ``max_retries``.
+A lost launcher may only be frozen (SIGSTOP, a hung node) while its Jobs' processes run on, and a serial-mode
+worker may still start the claimed Jobs queued on its lanes. So what it holds stays its own until its allocation is
+confirmed ended: at once if its BatchJob has finished, failed to submit or is gone, else when the controller,
+which cancels such an allocation, sees it end. Then its claims (Jobs it has not started) go back and its RUNNING
+Jobs are handed on (RUN_TIMEOUT). A run ended that way was lost with its launcher: a crash, counted against the
+site's ``launcher.crash_limit`` (schemas/retries.py), never against ``max_retries``.
 """
 
 from __future__ import annotations
