@@ -21,8 +21,7 @@ from balsamctl.jobscript import render_job_script, submit_request
 from balsamctl.site import Site, SiteError
 from schedulers import AllocationStatus, Scheduler, SchedulerError
 from schemas import BatchJob, BatchJobState
-from schemas.conditions import Status
-from schemas.objects import Condition
+from schemas.conditions import Status, condition_of, condition_status
 from store import Selector, to_datetime
 from store.batchjobs import LAUNCHERS_STARTED
 
@@ -102,7 +101,7 @@ class BatchJobReconciler:
             return None
         self.backoff.succeeded("scheduler")
         for bj in bjs:
-            if any(c.type == "SchedulerReachable" and c.status == "False" for c in bj.status.conditions):
+            if condition_status(bj.status.conditions, "SchedulerReachable") == "False":
                 self._condition(bj, "SchedulerReachable", "True", "StatusOk", "the scheduler answers again")
         return statuses
 
@@ -159,7 +158,7 @@ class BatchJobReconciler:
 
     def _launchers_started(self, bj: BatchJob, rows: Sequence[Mapping[str, Any]]) -> None:
         """``LaunchersStarted=True`` once a launcher has registered."""
-        if _condition_status(bj, LAUNCHERS_STARTED) != "True":
+        if condition_status(bj.status.conditions, LAUNCHERS_STARTED) != "True":
             first = rows[0]
             self._condition(
                 bj, LAUNCHERS_STARTED, "True", "Registered", f"launcher {first['id']} registered on {first['host']}"
@@ -171,7 +170,7 @@ class BatchJobReconciler:
         timeout = self.site.settings.launcher.start_timeout_sec
         started = alloc.start_time or bj.status.start_time
         waited = time.time() - started.timestamp() if started else 0.0
-        if waited < timeout or _condition_status(bj, LAUNCHERS_STARTED) is not None:
+        if waited < timeout or condition_status(bj.status.conditions, LAUNCHERS_STARTED) is not None:
             return
         message = (
             f"no launcher of allocation {alloc.scheduler_id} has heartbeat {waited:.0f} s after it started "
@@ -196,7 +195,7 @@ class BatchJobReconciler:
             for lid, (running, claimed) in sorted(held.items())
         )
         message = f"{whom}: allocation {sched_id} cancelled; its Jobs run again once it has ended"
-        healthy = _condition_of(bj, "LaunchersHealthy")
+        healthy = condition_of(bj.status.conditions, "LaunchersHealthy")
         if healthy is None or healthy.message != message:
             log.warning("batchjob/%s: %s", bj.metadata.name, message)
             self._condition(bj, "LaunchersHealthy", "False", "LauncherLost", message)
@@ -368,16 +367,6 @@ def _launcher_reports(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
 def _lost(row: Mapping[str, Any]) -> bool:
     """Whether a launcher was ended by the lease sweep (after its last heartbeat), not by itself."""
     return row["ended_at"] is not None and row["ended_at"] > row["heartbeat_at"]
-
-
-def _condition_of(bj: BatchJob, type_: str) -> Condition | None:
-    return next((c for c in bj.status.conditions if c.type == type_), None)
-
-
-def _condition_status(bj: BatchJob, type_: str) -> str | None:
-    """The status of ``bj``'s condition of ``type_`` as last read, if it has one."""
-    cond = _condition_of(bj, type_)
-    return None if cond is None else cond.status
 
 
 def _mtime(path: Path) -> float:

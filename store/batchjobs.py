@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, delete, insert, select, update
 
 from schemas import BatchJobState, check_batchjob_transition
-from schemas.conditions import Status, set_condition
+from schemas.conditions import Status, condition_status, set_condition
 from store.base import StoreBase, add_events
 from store.engine import is_postgres, read_tx, write_tx
 from store.rows import now
@@ -101,7 +101,7 @@ class BatchJobStore(StoreBase):
             if row is None:
                 return False
             old = dict(row.status or {})
-            if unless is not None and _condition_status(old, type_) == unless:
+            if unless is not None and condition_status(old.get("conditions", []), type_) == unless:
                 return False
             old["conditions"] = set_condition(old.get("conditions", []), type_, status, reason, message)
             conn.execute(
@@ -134,7 +134,7 @@ class BatchJobStore(StoreBase):
                     q = q.where(objects.c.id < before)
                 rows = conn.execute(q.order_by(objects.c.id.desc()).limit(_PAGE)).all()
                 for row in rows:
-                    started = _condition_status(row.status, LAUNCHERS_STARTED)
+                    started = condition_status((row.status or {}).get("conditions", []), LAUNCHERS_STARTED)
                     if started == "True":
                         return count
                     if started == "False":
@@ -187,8 +187,3 @@ class BatchJobStore(StoreBase):
         with read_tx(self.engine) as conn:
             q = select(launchers).where(launchers.c.site_id == site_id, launchers.c.batch_job == batch_job)
             return [dict(r._mapping) for r in conn.execute(q.order_by(launchers.c.started_at))]
-
-
-def _condition_status(status: Mapping[str, Any] | None, type_: str) -> str | None:
-    """The status (``True``, ``False``, ``Unknown``) of the condition of ``type_`` in a stored status, if any."""
-    return next((c.get("status") for c in (status or {}).get("conditions", []) if c.get("type") == type_), None)
