@@ -11,25 +11,20 @@ from __future__ import annotations
 
 
 class FailureStreaks:
-    """Infrastructure failures in a row, per place (a node name)."""
+    """Infrastructure failures in a row, per place (a node name): a place is due to be fenced once ``limit`` of
+    them came with no run started there in between."""
 
     def __init__(self, limit: int) -> None:
         if limit < 1:
             raise ValueError(f"the limit must be at least 1, not {limit}")
         self.limit = limit
         self.in_a_row: dict[str, int] = {}
-        self.fenced: set[str] = set()
 
     def failed(self, place: str) -> bool:
-        """One more infrastructure failure at ``place``; True exactly once: when it is to be fenced now."""
-        if place in self.fenced:
-            return False
+        """One more infrastructure failure at ``place``; whether it is due to be fenced."""
         self.in_a_row[place] = self.in_a_row.get(place, 0) + 1
-        if self.in_a_row[place] < self.limit:
-            return False
-        self.fenced.add(place)
-        return True
+        return self.in_a_row[place] >= self.limit
 
     def ran(self, place: str) -> None:
-        """A run started at ``place``: its streak is broken."""
+        """A run started at ``place`` (and ended, whatever its exit): its row is broken."""
         self.in_a_row.pop(place, None)

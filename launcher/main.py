@@ -62,7 +62,7 @@ def main(argv: Sequence[str]) -> int:
     try:
         site = Site.load(args.site)
         bj = site.store.get_object(site.site_id, "BatchJob", args.batch_job).manifest
-    except (SiteError, StoreUnavailable, NotFound) as exc:  # no store to say it in: the allocation's output says it
+    except (SiteError, NotFound, *StoreUnavailable) as exc:  # no store to say it in: the allocation's output says it
         log.error("preflight failed (LauncherReady=False, StoreUnreachable): %s", exc)
         return 1
     assert isinstance(bj, BatchJob)
@@ -100,15 +100,13 @@ def main(argv: Sequence[str]) -> int:
     launcher = Launcher(
         site, args.batch_job, part, index, nodes, deadline, launcher_id, executor, builder, accepts=accepts
     )
-    site.store.set_batchjob_condition(
-        site.site_id,
-        args.batch_job,
-        "LauncherReady",
-        "True",
-        "PreflightPassed",
-        f"launcher {launcher_id} ({part.job_mode} mode) passed its preflight on {','.join(n.name for n in nodes)}",
-        unless="False",
-    )
+    passed = f"launcher {launcher_id} ({part.job_mode} mode) passed its preflight on {','.join(n.name for n in nodes)}"
+    try:
+        site.store.set_batchjob_condition(
+            site.site_id, args.batch_job, "LauncherReady", "True", "PreflightPassed", passed, unless="False"
+        )
+    except StoreUnavailable as exc:  # its heartbeats say it runs; the launcher fences itself if the store stays away
+        log.warning("could not record its preflight in the store: %s", exc)
     return _run(launcher, part, nodes)
 
 

@@ -23,16 +23,16 @@ from balsamctl.site import Site, SiteError
 from launcher.command import CommandError
 from launcher.health import FailureStreaks
 from launcher.lanes import Assignment, Began, Event, LaneBook
+from launcher.lease import Lease
 from launcher.nodes import Node, Share
 from launcher.placement import NodePool, Placement, Request, place_in_order, sort_requests
-from launcher.process import NODE_LOST, Outcome, Task
+from launcher.process import NODE_LOST, WORKER_UNREACHABLE, Outcome, Task
 from schemas import App, JobState
-from schemas.conditions import set_condition
+from schemas.conditions import Status, set_condition
 from schemas.objects import AppSpec, Partition
 from store import JobRef, StoreUnavailable
 
 log = logging.getLogger("balsamctl.launcher")
-HEARTBEAT_SEC = 10.0
 STOP_GRACE_SEC = 10.0
 DELETION_CHECK_SEC = 1.0
 POKE_EVERY_SEC = 0.5
@@ -183,7 +183,9 @@ class Launcher:
         self.unannounced = False
         self.last_poke = self.last_flush = 0.0
         self.streaks = FailureStreaks(self.settings.infra_failure_limit)
-        self.draining = ""  # why this launcher acquires nothing more (every node fenced), once it is so
+        self.fenced: dict[str, str] = {}  # node -> why it was fenced off (black-hole protection)
+        self.conditions_due: dict[str, tuple[Status, str, str]] = {}  # BatchJob conditions for the next flush
+        self.handed_back: list[int] = []  # claims to hand back with the next flush (taken out of their lanes)
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> None:
@@ -199,15 +201,16 @@ class Launcher:
             pid=os.getpid(),
             nodes=[n.name for n in self.pool.nodes],
         )
-        idle_since = last_renewed = time.monotonic()
-        last_beat = last_deletion_check = last_claim = last_time_check = 0.0
+        lease = Lease(store, self.id, self.settings.lease_sec)
+        idle_since = time.monotonic()
+        last_deletion_check = last_claim = last_time_check = 0.0
         found_work = True
         reason = "idle"
-        fence_after = self.settings.lease_sec / 2
         while True:
             now = time.monotonic()
-            if now - last_renewed >= fence_after:  # first: a launcher that slept (SIGSTOP, a hung node) starts nothing
-                reason = f"lease not renewed for {now - last_renewed:.0f} s: fenced itself"
+            lost = lease.keep(self.status)  # first: a launcher that slept (SIGSTOP, a hung node) starts nothing
+            if lost:
+                reason = lost
                 break
             if self.stopping.is_set():
                 reason = "signal"
@@ -215,9 +218,9 @@ class Launcher:
             if time.time() >= self.deadline:
                 reason = "wall time"
                 break
+            self._reap(self.executor.poll())
+            self._measure_rate()
             try:
-                self._reap(self.executor.poll())
-                self._measure_rate()
                 if (self.pool.placements or self.queue) and now - last_deletion_check >= DELETION_CHECK_SEC:
                     self._stop_deleted()
                     self._hand_back_late()
@@ -226,7 +229,7 @@ class Launcher:
                 started = self._start_queued()  # first: what is already claimed need not wait for the store
                 if (
                     not closing
-                    and not self.draining
+                    and self.pool.nodes
                     and (self.pool.has_idle() or len(self.queue) < self._claim_ahead() // 2)
                     and (found_work or now - last_claim >= self.settings.poll_interval_sec)
                 ):
@@ -237,27 +240,21 @@ class Launcher:
                         self._tell_too_long()
                         last_time_check = now
                 self._flush()
-                if (closing or self.draining) and self.queue:
+                if (closing or not self.pool.nodes) and self.queue:
                     self._hand_back_late(every=True)
-                if self.draining and not self.pool.placements:
-                    reason = "no usable node"
-                    break
-                if self.pool.placements or self.queue:
-                    idle_since = now
-                elif closing:
-                    reason = "wall time: nothing more fits"
-                    break
-                elif now - idle_since >= self.settings.idle_ttl_sec:
-                    break
-                if now - last_beat >= min(HEARTBEAT_SEC, self.settings.lease_sec / 4):
-                    last_beat = now
-                    if not store.heartbeat(self.id, self.status()):
-                        reason = "lease lost"  # declared lost (silent too long): it must not go on
-                        break
-                    last_renewed = now
             except StoreUnavailable as exc:  # kept in memory and written when the store answers again, or fenced
                 log.warning("launcher %s: the store failed (%s); trying again", self.id, _first_line(exc))
                 started = 0
+            if not self.pool.nodes and not self.pool.placements:
+                reason = "no usable node"
+                break
+            if self.pool.placements or self.queue:
+                idle_since = now
+            elif time.time() >= self.closing_at:
+                reason = "wall time: nothing more fits"
+                break
+            elif now - idle_since >= self.settings.idle_ttl_sec:
+                break
             if not started:
                 self.executor.wait(FLUSH_EVERY_SEC if self.started or self.results else self.settings.poll_interval_sec)
         log.info("launcher %s stopping (%s) with %d running Job(s)", self.id, reason, len(self.pool.placements))
@@ -398,7 +395,7 @@ class Launcher:
             lane = self.lanes.open(ref.id, Request.of(ref.spec))
             batch.append((placement.hosts[0], (task, lane, False)))
             fresh.append((ref, placement))
-        depth = self._lane_depth() if self.queue else 0
+        depth = self._lane_depth() if self.queue and not self.fenced else 0  # no lane on a node about to be fenced
         if depth:
             queued, left, looked = self.lanes.fill(self.queue, depth)
             if queued:
@@ -463,7 +460,6 @@ class Launcher:
     def _reap(self, events: list[Event]) -> None:
         """Take in what the executor reports: a queued Job's start, or a Job's end (its lane's next Job then takes
         over its resources)."""
-        withdrawn = []
         stopping = stopped_for("signal") if self.stopping.is_set() else ""
         for event in events:
             if isinstance(event, Began):
@@ -471,8 +467,8 @@ class Launcher:
                 continue
             job_id = event.job_id
             if job_id not in self.pool.placements:
-                if self.lanes.withdraw(job_id):  # taken out of its lane (deleted) before it started
-                    withdrawn.append(job_id)
+                if self.lanes.withdraw(job_id):  # taken out of its lane (deleted, fenced) before it started
+                    self.handed_back.append(job_id)
                 continue  # else already released (a late report of a Job stopped here)
             node = self.pool.placements[job_id].hosts[0]
             following = self.lanes.ended(job_id)
@@ -487,14 +483,12 @@ class Launcher:
                 self.dropped.discard(job_id)
             else:
                 self.results.append({**result_of(event, stopping, node), "finish": finish})
-            if event.cause == NODE_LOST:
+            if event.cause in (NODE_LOST, WORKER_UNREACHABLE):
                 self._fence(node, event, "as its worker was lost")
             elif event.cause:
                 self._start_failed(node, event)
             elif event.return_code is not None:
                 self.streaks.ran(self._place(node))
-        if withdrawn:
-            self.site.store.unclaim(self.site.site_id, self.id, withdrawn)
 
     def _place(self, node: str) -> str:
         """Where a start happens, for black-hole protection: a serial-mode Job's own node; in mpi mode the head node,
@@ -503,34 +497,41 @@ class Launcher:
 
     def _start_failed(self, node: str, outcome: Outcome) -> None:
         """An infrastructure failure on ``node``: fence the node off after ``infra_failure_limit`` in a row (in mpi
-        mode, every node: the launcher drains and ends), and say so on the BatchJob."""
+        mode, every node: the launcher drains and ends)."""
         if self.streaks.failed(self._place(node)):
             self._fence(node, outcome, f"after {self.streaks.limit} infrastructure failure(s) in a row, the last")
 
     def _fence(self, node: str, outcome: Outcome, why: str) -> None:
         """Place nothing more on ``node`` (in mpi mode, where every Job starts from the head node: on any node, so
-        the launcher drains and ends), and say so on the BatchJob (``NodesHealthy=False``)."""
-        place = self._place(node)
-        if not any(n.name == node for n in self.pool.nodes):
-            return  # fenced already
-        for name in [node] if place == node else [n.name for n in self.pool.nodes]:
+        the launcher drains and ends), take out what waits in its lanes, and say so on the BatchJob
+        (``NodesHealthy=False``, naming every node fenced and why, with the next flush)."""
+        if node in self.fenced:
+            return
+        names = [node] if self._place(node) == node else [n.name for n in self.pool.nodes]
+        for name in names:
             self.pool.fence(name)
+            self.fenced[name] = f"{why}: {outcome.tail} ({outcome.cause})"
         self.why_not.clear()  # what fits was worked out for the nodes it had
-        fenced = (f"{place} ({node})" if place != node else f"node {node}") + f" fenced {why}: {outcome.tail}"
+        gone = set(names)
+        for job_id, lane in list(self.lanes.queued_on.items()):  # they would start on a fenced node
+            if self.pool.placements[self.lanes.holder[lane]].hosts[0] in gone:
+                self.executor.kill(job_id, "taken out of its lane: its node was fenced")
         where = f"launcher {self.id} (partition {self.partition_index})"
+        said = "; ".join(f"{name} fenced {what}" for name, what in self.fenced.items())
         if self.pool.nodes:
-            left = ", ".join(n.name for n in self.pool.nodes)
-            reason, message = "NodeFenced", f"{where}: {fenced} ({outcome.cause}); still running on {left}"
+            reason = "NodeFenced"
+            message = f"{where}: {said}; still running on {', '.join(n.name for n in self.pool.nodes)}"
         else:
-            self.draining = f"{fenced} ({outcome.cause})"
-            reason, message = "NoUsableNode", f"{where}: {self.draining}; no usable node left: drains and ends"
+            reason, message = "NoUsableNode", f"{where}: {said}; no usable node left: drains and ends"
         log.error("launcher %s: %s", self.id, message)
-        self.site.store.set_batchjob_condition(
-            self.site.site_id, self.batch_job, "NodesHealthy", "False", reason, message
-        )
+        self.conditions_due["NodesHealthy"] = ("False", reason, message)
 
     def _flush(self, force: bool = False) -> None:
         """Write the starts and outcomes so far in one transaction (every FLUSH_EVERY_SEC, or now)."""
+        self._say_conditions()
+        if self.handed_back:
+            self.site.store.unclaim(self.site.site_id, self.id, self.handed_back)
+            self.handed_back = []
         pending = len(self.started) + len(self.results) + len(self.not_started)
         if not pending or (
             not force and pending < FLUSH_BATCH and time.monotonic() - self.last_flush < FLUSH_EVERY_SEC
@@ -550,6 +551,13 @@ class Launcher:
         self.started, self.results = [], []
         self.last_flush = time.monotonic()
         self._announce()
+
+    def _say_conditions(self) -> None:
+        """Write the BatchJob conditions due (one by one: each is gone once written)."""
+        while self.conditions_due:
+            type_, (status, reason, message) = next(iter(self.conditions_due.items()))
+            self.site.store.set_batchjob_condition(self.site.site_id, self.batch_job, type_, status, reason, message)
+            del self.conditions_due[type_]
 
     def _announce(self) -> None:
         """Wake the controller (at most every POKE_EVERY_SEC) so it moves the ended Jobs on (hooks, retries, and

@@ -53,7 +53,10 @@ def check_data_dir(data_dir: Path) -> Problem | None:
 
 def check_mpi_command(mpi_command: str, env: Mapping[str, str]) -> Problem | None:
     """``launcher.mpi_command``'s program resolves: an executable file at its path, or found on ``PATH``."""
-    words = shlex.split(mpi_command)
+    try:
+        words = shlex.split(mpi_command)
+    except ValueError as exc:
+        return Problem("MPICommandInvalid", f"launcher.mpi_command {mpi_command!r} cannot be read: {exc}")
     program = words[0] if words else ""
     search = env.get("PATH", os.defpath)
     if "/" in program:

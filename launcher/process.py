@@ -109,29 +109,36 @@ class CannotStart(Exception):
 
 
 NODE_LOST = "NodeLost"
-"""The cause of the Outcomes of a serial-mode worker that was lost with Tasks of its own: they may have run, so such
-a run counts as one lost with its launcher (a crash, ``launcher.crash_limit``), and the node is fenced at once."""
+"""The cause of the Outcomes of the Tasks a lost serial-mode worker had started (or may have): such a run counts as
+one lost with its launcher (a crash, ``launcher.crash_limit``), and the node is fenced at once."""
+WORKER_UNREACHABLE = "WorkerUnreachable"
+"""The cause of the Outcomes of Tasks that never reached their node's worker (it was lost): a start failure, and the
+node is fenced at once."""
 
 #: A start refused by the node whatever the command: no process, memory or descriptor to be had.
 _NODE_REFUSED = frozenset({errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE})
+#: A file system that refuses every Job's files alike: full, over quota, read-only, failing.
+_FILE_SYSTEM_REFUSED = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
 
 
 def start_failure(exc: OSError, step: str, via_mpi: bool) -> str:
     """Who is to blame for a start that failed with ``exc`` at ``step`` (``output``: making the Job's workdir or
-    opening its output file; ``exec``: starting its process). The one rule of failure classes:
+    opening its output file; ``exec``: starting its process). The rule of failure classes for starts (what becomes
+    of each class is :func:`launcher.pilot.result_of`'s):
 
     - the allocation or the site (an *infrastructure* failure, never charged to the Job; returns its class):
-      ``WorkdirRefused`` (the file system refused the workdir or the output file: full, read-only, quota, I/O
-      error), ``ForkRefused`` (no process, memory or descriptor to be had: EAGAIN, ENOMEM, EMFILE, ENFILE),
-      ``MPICommandNotFound`` / ``MPICommandNotExecutable`` (the allocation's MPI launch command);
-    - the Job (returns ``""``, charged to ``max_retries``): its App's own program missing or not executable. A
+      ``WorkdirRefused`` (the file system refused the workdir or the output file as it would any Job's: full, over
+      quota, read-only, I/O error), ``ForkRefused`` (no process, memory or descriptor to be had: EAGAIN, ENOMEM,
+      EMFILE, ENFILE), ``MPICommandNotFound`` / ``MPICommandNotExecutable`` (the allocation's MPI launch command);
+    - the Job (returns ``""``, charged to ``max_retries``): its own workdir refused for its own sake (a file in the
+      way, no permission, a symlink loop, a name too long), its App's own program missing or not executable. A
       process that started and exited non-zero, or was killed by a signal its launcher did not send, is the Job's
       too (that is not a start failure at all).
     """
-    if step == "output":
-        return "WorkdirRefused"
     if exc.errno in _NODE_REFUSED:
         return "ForkRefused"
+    if step == "output":
+        return "WorkdirRefused" if exc.errno in _FILE_SYSTEM_REFUSED else ""
     if via_mpi:
         return "MPICommandNotFound" if exc.errno == errno.ENOENT else "MPICommandNotExecutable"
     return ""

@@ -25,7 +25,7 @@ from launcher.command import job_variables, render_command
 from launcher.lanes import Assignment, Event
 from launcher.nodes import Node
 from launcher.placement import Placement, Request
-from launcher.process import NODE_LOST, Outcome, Pinning, Task, shell_argv
+from launcher.process import NODE_LOST, WORKER_UNREACHABLE, Outcome, Pinning, Task, shell_argv
 from launcher.worker import (
     TAG_FINAL,
     TAG_KILL,
@@ -77,7 +77,8 @@ class SerialExecutor:
         self.links = dict(links)  # node name -> its worker's link (a lost worker's is taken out)
         self.workers = list(self.links.values())  # one per node
         self.local = local
-        self.node_of: dict[int, tuple[str, str]] = {}  # job id -> its node and name, while it runs
+        self.node_of: dict[int, tuple[str, str]] = {}  # job id -> its node and name, while it runs or waits
+        self.waiting: set[int] = set()  # Tasks sent to wait in a lane, whose start was not reported yet
         self.lost: list[Event] = []  # the outcomes of a lost worker's Tasks, for the next poll
 
     @classmethod
@@ -96,14 +97,17 @@ class SerialExecutor:
     def start(self, batch: Sequence[tuple[str, Assignment]]) -> None:
         """Send the Tasks to the workers of their nodes: one message per node."""
         by_node: dict[str, list[Assignment]] = {}
-        for node, assignment in batch:
-            by_node.setdefault(node, []).append(assignment)
-            self.node_of[assignment[0].job_id] = (node, assignment[0].name)
+        for node, (task, lane, queued) in batch:
+            by_node.setdefault(node, []).append((task, lane, queued))
+            if node in self.links:
+                self.node_of[task.job_id] = (node, task.name)
+                if queued:
+                    self.waiting.add(task.job_id)
         for node, assignments in by_node.items():
             try:
                 self.links[node].send(TAG_TASKS, assignments)
             except (WorkerLost, KeyError) as exc:
-                self._worker_lost(node, exc)
+                self._worker_lost(node, exc, assignments)
 
     def poll(self) -> list[Event]:
         """What the workers reported: outcomes, and the starts of queued Tasks; the Tasks of a worker that was lost
@@ -119,26 +123,38 @@ class SerialExecutor:
         return self._ended(events)
 
     def _ended(self, events: list[Event]) -> list[Event]:
-        """``events``, once the Tasks they end are no longer counted as running on their nodes."""
+        """``events``, once the Tasks they end are no longer counted on their nodes (and those whose start they
+        report no longer wait)."""
         for event in events:
             if isinstance(event, Outcome):
                 self.node_of.pop(event.job_id, None)
+            self.waiting.discard(event.job_id)
         return events
 
-    def _worker_lost(self, node: str, exc: Exception) -> None:
-        """The worker of ``node`` is gone: its node is used no more, and its Tasks end now (each Outcome has the
-        ``NodeLost`` cause: sent but never started, or stopped here if a process of it outlived the worker, as it
-        may when only the worker died)."""
+    def _worker_lost(self, node: str, exc: Exception, unsent: Sequence[Assignment] = ()) -> None:
+        """The worker of ``node`` is gone: its node is used no more, and its Tasks end now: those still waiting in
+        a lane are taken out (handed back), those never sent could not start (``WORKER_UNREACHABLE``), the others
+        ran, or may have, and were lost with it (``NODE_LOST``); a process of theirs that outlived the worker (as
+        it may when only the worker died) is stopped first."""
         link = self.links.pop(node, None)
         if link is not None:
             self.workers.remove(link)
             log.error("the worker of node %s was lost (%s): its Jobs go back, the node is fenced", node, exc)
         ours = {job_id: name for job_id, (where, name) in self.node_of.items() if where == node}
+        for job_id in ours:
+            del self.node_of[job_id]
         stopped = stop_orphans(ours.values())
-        why = f"could not run: the worker of node {node} was lost ({exc})"
-        self.lost += [Outcome(job_id, name, None, why, cause=NODE_LOST) for job_id, name in ours.items()]
         if stopped:
             log.error("stopped %d Job process(es) that outlived the worker of node %s", stopped, node)
+        why = f"could not run: the worker of node {node} was lost ({exc})"
+        never_sent = {task.job_id for task, _, _ in unsent}
+        waited = [job_id for job_id in ours if job_id in self.waiting]  # first: before their lane's holder ends
+        self.waiting.difference_update(waited)
+        self.lost += [Outcome(job_id, ours[job_id], None, "", killed=why) for job_id in waited]
+        for job_id, name in ours.items():
+            if job_id not in waited:
+                cause = WORKER_UNREACHABLE if job_id in never_sent else NODE_LOST
+                self.lost.append(Outcome(job_id, name, None, why, cause=cause))
 
     def wait(self, timeout: float) -> None:
         """Until a report arrives or ``timeout`` passes."""

@@ -46,7 +46,7 @@ JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     J.READY: frozenset({J.STAGED_IN, J.FAILED}),
     J.STAGED_IN: frozenset({J.PREPROCESSED, J.FAILED}),
     J.PREPROCESSED: frozenset({J.RUNNING, J.FAILED}),
-    J.RUNNING: frozenset({J.RUN_DONE, J.RUN_ERROR, J.RUN_TIMEOUT, J.RESTART_READY}),
+    J.RUNNING: frozenset({J.RUN_DONE, J.RUN_ERROR, J.RUN_TIMEOUT}),
     J.RUN_DONE: frozenset({J.POSTPROCESSED, J.RESTART_READY, J.FAILED}),
     J.POSTPROCESSED: frozenset({J.STAGED_OUT, J.FAILED}),
     J.STAGED_OUT: frozenset({J.JOB_FINISHED, J.FAILED}),
@@ -56,9 +56,12 @@ JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     J.RESTART_READY: frozenset({J.RUNNING, J.FAILED}),
     J.FAILED: frozenset({J.READY}),
 }
-"""Allowed Job transitions. ``JOB_FINISHED``/``FAILED`` -> ``READY`` is an explicit rerun; ``RUNNING`` ->
-``RESTART_READY`` is a run that never started because of its allocation or site (an infrastructure failure: never
-charged, no hook runs)."""
+"""Allowed Job transitions. ``JOB_FINISHED``/``FAILED`` -> ``READY`` is an explicit rerun."""
+
+#: Where a launcher's record of one run may leave its Job: the table's moves out of RUNNING and, for a run that never
+#: started because of its node or site (an infrastructure failure: never charged, no hook runs), straight back to
+#: RESTART_READY. A launcher's write alone makes that last move: no one else can take a RUNNING Job back.
+RUN_OUTCOMES: frozenset[JobState] = JOB_TRANSITIONS[J.RUNNING] | {J.RESTART_READY}
 
 #: After RUN_DONE, on to JOB_FINISHED: (from, to, reason) of each step. The first is the default of an App without
 #: a postprocess hook (with one, the hook decides); the others apply to every Job (nothing is staged out).
@@ -99,6 +102,12 @@ def check_job_transition(name: str, src: JobState | str, dst: JobState | str) ->
     """Raise :class:`InvalidTransition` unless a Job may go from ``src`` to ``dst``."""
     if JobState(dst) not in JOB_TRANSITIONS[JobState(src)]:
         raise InvalidTransition("job", name, str(src), str(dst))
+
+
+def check_run_outcome(name: str, dst: JobState | str) -> None:
+    """Raise :class:`InvalidTransition` unless a launcher's record of a run may leave its Job in ``dst``."""
+    if JobState(dst) not in RUN_OUTCOMES:
+        raise InvalidTransition("job", name, J.RUNNING.value, str(dst))
 
 
 def check_batchjob_transition(name: str, src: BatchJobState | str, dst: BatchJobState | str) -> None:

@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
+from sqlalchemy.exc import InterfaceError, InternalError, OperationalError, ProgrammingError
 
 from store import migrations
 
-StoreUnavailable = DBAPIError
-"""What a store call raises when the database cannot be reached or refuses the work (the driver's error, wrapped):
-a caller that can wait and try again catches this."""
+StoreUnavailable = (OperationalError, InterfaceError, InternalError)
+"""What a store call raises when the database cannot be reached or refuses the work for now (locked, connection
+lost, read-only, out of space: the driver's error, wrapped), for ``except``: a caller that can wait and try again
+catches these. An integrity or programming error is not among them: it fails the same way every time."""
 
 
 def redact(url: str) -> str:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     cast,
     exists,
     literal_column,
+    or_,
     select,
     update,
 )
@@ -24,7 +25,7 @@ from sqlalchemy import (
 from schemas import JobState, check_job_transition
 from schemas.objects import JobSpec
 from schemas.retries import crashed
-from schemas.states import FINAL_JOB_STATES, FINISHING_STEPS, RUNNABLE_STATES
+from schemas.states import FINAL_JOB_STATES, FINISHING_STEPS, RUNNABLE_STATES, check_run_outcome
 from store.base import StoreBase, add_events, chunks, executemany, job_event
 from store.engine import is_postgres, read_tx, write_tx
 from store.rows import now
@@ -334,10 +335,11 @@ class JobStore(StoreBase):
         t = now()
         starting = {ref.id for ref, _ in started}
         with write_tx(self.engine) as conn:
-            confirmed = self._write_started(
+            confirmed, again = self._write_started(
                 conn, site_id, owner, started, t, [r for r in results if r["job_id"] in starting]
             )
-            self._write_results(conn, site_id, [r for r in results if r["job_id"] not in starting], t, owner)
+            ends = [r for r in results if r["job_id"] not in starting or r["job_id"] in again]
+            self._write_results(conn, site_id, ends, t, owner)
         return confirmed
 
     def _write_started(
@@ -348,19 +350,17 @@ class JobStore(StoreBase):
         started: Sequence[tuple[JobRef, Mapping[str, Any]]],
         t: float,
         ended: Sequence[Mapping[str, Any]] = (),
-    ) -> set[int]:
-        """The starts; of those that also ended (``ended``: their results), the whole run in one row."""
+    ) -> tuple[set[int], set[int]]:
+        """The starts; of those that also ended (``ended``: their results), the whole run in one row. Returns the
+        Jobs started, and of those the ones whose start this launcher had recorded already (a write retried after
+        its commit went through unacknowledged: not written again; their results are written as any others)."""
         for ref, _ in started:
             check_job_transition(ref.name, ref.state, JobState.RUNNING)
         for r in ended:
-            check_job_transition(r["name"], JobState.RUNNING, r["state"])
-        live = self._ids_where(
-            conn,
-            [ref.id for ref, _ in started],
-            objects.c.owner == owner,
-            objects.c.deletion_timestamp.is_(None),
-            objects.c.state.in_(_RUNNABLE),
-        )
+            check_run_outcome(r["name"], r["state"])
+        ours = self._rows_where(conn, [ref.id for ref, _ in started], objects.c.owner == owner)
+        live = {r.id for r in ours if r.state in _RUNNABLE and r.deletion_timestamp is None}
+        again = {r.id for r in ours if r.state == JobState.RUNNING.value}
         go = [(ref, data) for ref, data in started if ref.id in live]
         outcome = {r["job_id"]: r for r in ended}
         if go:
@@ -372,19 +372,26 @@ class JobStore(StoreBase):
             add_events(
                 conn, (event for ref, data in go for event in _start_events(site_id, owner, ref, data, outcome, t))
             )
-            for type_ in _UNTIL_STARTED:  # why it could not run, or did not start last time: it runs now
-                _drop_condition(conn, [ref.id for ref, _ in go], type_)
+            # why it could not run, or did not start last time: it runs now
+            _drop_conditions(conn, [ref.id for ref, _ in go], _UNTIL_STARTED)
             _result_status(conn, [outcome[ref.id] for ref, _ in go if ref.id in outcome])
-        return {ref.id for ref, _ in go}
+        return {ref.id for ref, _ in go} | again, again
 
     def _ids_where(self, conn: Connection, ids: Sequence[int], *conds: Any) -> set[int]:
-        live: set[int] = set()
+        return {row.id for row in self._rows_where(conn, ids, *conds)}
+
+    def _rows_where(self, conn: Connection, ids: Sequence[int], *conds: Any) -> list[Row[Any, Any, Any]]:
+        """``(id, state, deletion_timestamp)`` of the Jobs of ``ids`` that meet ``conds``, locked for the rest of the
+        transaction on PostgreSQL (SQLite's write transaction holds the whole database)."""
+        found: list[Row[Any, Any, Any]] = []
         for part in chunks(list(ids)):
-            q = select(objects.c.id).where(objects.c.id.in_(part), *conds)
+            q = select(objects.c.id, objects.c.state, objects.c.deletion_timestamp).where(
+                objects.c.id.in_(part), *conds
+            )
             if is_postgres(self.engine):
                 q = q.with_for_update()
-            live.update(conn.execute(q).scalars())
-        return live
+            found.extend(conn.execute(q).all())
+        return found
 
     def record_results(self, site_id: int, results: Sequence[Mapping[str, Any]]) -> int:
         """Write many run outcomes in one transaction, durable on return; returns how many applied.
@@ -401,7 +408,7 @@ class JobStore(StoreBase):
         self, conn: Connection, site_id: int, results: Sequence[Mapping[str, Any]], t: float, owner: str | None = None
     ) -> int:
         for r in results:
-            check_job_transition(r["name"], JobState.RUNNING, r["state"])
+            check_run_outcome(r["name"], r["state"])
         if not results:
             return 0
         conds = [_of_site(site_id), objects.c.state == JobState.RUNNING.value]
@@ -460,7 +467,7 @@ class JobStore(StoreBase):
     def clear_job_condition(self, site_id: int, job_ids: Sequence[int], type_: str) -> None:
         """Take the condition of ``type_`` off these Jobs, where they have one."""
         with write_tx(self.engine) as conn:
-            _drop_condition(conn, job_ids, type_, objects.c.site_id == site_id)
+            _drop_conditions(conn, job_ids, (type_,), objects.c.site_id == site_id)
 
     def deletion_requested(self, owner: str) -> list[int]:
         """Ids of Jobs run by ``owner`` that a user asked to delete."""
@@ -469,14 +476,21 @@ class JobStore(StoreBase):
             return list(conn.execute(q).scalars())
 
 
-def _drop_condition(conn: Connection, job_ids: Sequence[int], type_: str, *conds: Any) -> None:
-    """Take the condition of ``type_`` off these Jobs (those that also meet ``conds``) where they have one (found by
-    their status's text: most have none and are not read)."""
+def _drop_conditions(conn: Connection, job_ids: Sequence[int], types: Sequence[str], *conds: Any) -> None:
+    """Take the conditions of ``types`` off these Jobs (those that also meet ``conds``) where they have any (found
+    by their status's text, in one query: most have none and are not read)."""
+    text = cast(objects.c.status, String)
+    marked = or_(*(text.contains(f'"{type_}"') for type_ in types))
     for part in chunks(list(job_ids)):
-        marked = cast(objects.c.status, String).contains(f'"{type_}"')
         q = select(objects.c.id, objects.c.status).where(objects.c.id.in_(part), marked, *conds)
-        rows = conn.execute(q).all()
-        _write_conditions(conn, rows, type_)
+        for row in conn.execute(q).all():
+            status = dict(row.status or {})
+            status["conditions"] = [c for c in status.get("conditions", []) if c.get("type") not in types]
+            conn.execute(
+                update(objects)
+                .where(objects.c.id == row.id)
+                .values(status=status, resource_version=objects.c.resource_version + 1)
+            )
 
 
 def _result_status(conn: Connection, results: Sequence[Mapping[str, Any]]) -> None:

@@ -12,11 +12,13 @@ Real processes, a real store and the real launcher loop; the fork refusal is a r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -31,8 +33,9 @@ from launcher import serial_mode
 from launcher.health import FailureStreaks
 from launcher.nodes import Node
 from launcher.pilot import Launcher, result_of
-from launcher.process import CannotStart, Outcome, ProcessGroup, Task
+from launcher.process import NODE_LOST, WORKER_UNREACHABLE, CannotStart, Outcome, ProcessGroup, Task
 from launcher.serial_mode import SerialExecutor, SerialTaskBuilder
+from launcher.worker import WorkerLost
 from schemas import JobState
 from schemas.objects import Partition
 
@@ -54,10 +57,30 @@ def refusal(group: ProcessGroup, task: Task) -> CannotStart:
     return refused.value
 
 
+@contextlib.contextmanager
+def read_only(path: Path) -> Iterator[Path]:
+    """``path`` as an empty, read-only file system (a tmpfs mounted there) while the block runs."""
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
 def test_a_workdir_the_file_system_refuses_is_the_sites_failure(group: ProcessGroup, tmp_path: Path) -> None:
+    with read_only(tmp_path / "w") as workdir:
+        refused = refusal(group, Task(1, "j", ("true",), str(workdir), (), 1))
+    assert refused.cause == "WorkdirRefused"
+    assert "Read-only file system" in str(refused)
+
+
+def test_a_workdir_refused_for_its_own_sake_is_the_jobs_failure(group: ProcessGroup, tmp_path: Path) -> None:
+    """A file where the Job's workdir should be: this Job's own doing, not its node's (it would refuse it on any
+    node, and fence every one it tried)."""
     (tmp_path / "a-file").write_text("in the way")
     refused = refusal(group, Task(1, "j", ("true",), str(tmp_path / "a-file" / "w"), (), 1))
-    assert refused.cause == "WorkdirRefused"
+    assert refused.cause == ""
     assert "Not a directory" in str(refused)
 
 
@@ -131,21 +154,16 @@ def test_an_infrastructure_failure_goes_back_uncharged_and_says_where() -> None:
 
 
 @given(st.integers(1, 5), st.lists(st.tuples(st.sampled_from("abc"), st.booleans()), max_size=60))
-def test_a_place_is_fenced_once_after_limit_failures_in_a_row(limit: int, events: list[tuple[str, bool]]) -> None:
+def test_a_place_is_due_to_be_fenced_after_limit_failures_in_a_row(limit: int, events: list[tuple[str, bool]]) -> None:
     streaks = FailureStreaks(limit)
     in_a_row: dict[str, int] = {}
-    fenced: set[str] = set()
     for place, failed in events:
-        if not failed:
+        if failed:
+            in_a_row[place] = in_a_row.get(place, 0) + 1
+            assert streaks.failed(place) == (in_a_row[place] >= limit), (place, in_a_row)
+        else:
             streaks.ran(place)
             in_a_row[place] = 0
-            continue
-        in_a_row[place] = in_a_row.get(place, 0) + 1
-        due = place not in fenced and in_a_row[place] >= limit
-        assert streaks.failed(place) == due, (place, in_a_row, fenced)
-        if due:
-            fenced.add(place)
-    assert streaks.fenced == fenced
 
 
 @pytest.fixture
@@ -158,33 +176,30 @@ def events_of(site: Site, name: str) -> list[dict[str, object]]:
     return site.store.events((site.site_id,), kind="Job", name=name)
 
 
-def refused_workdir(site: Site, name: str) -> Path:
-    """A runnable Job ``name`` of BatchJob ``bj``'s site whose workdir, made by stage-in, is then replaced by a file:
-    the file system refuses its output (ENOTDIR) when a launcher starts it. Returns that path."""
+@contextlib.contextmanager
+def refused_workdir(site: Site, name: str) -> Iterator[Path]:
+    """A runnable Job ``name`` of BatchJob ``bj``'s site whose workdir, made by stage-in, then sits on a read-only
+    file system while the block runs: the file system refuses its output (EROFS) when a launcher starts it."""
     apply_raws(site, app("a", "true"), job(name, "a", f"w/{name}"), batchjob("bj"))
     advance_to_runnable(site)
-    workdir = site.data_dir / "w" / name
-    for made in workdir.iterdir():
-        made.unlink()
-    workdir.rmdir()
-    workdir.write_text("a file where the workdir was")
-    return workdir
+    with read_only(site.data_dir / "w" / name) as workdir:
+        yield workdir
 
 
 def test_a_launcher_whose_node_refuses_every_start_drains_and_ends_charging_nothing(site: Site) -> None:
     """mpi mode: every Job starts on the head node, so infra_failure_limit refusals in a row there leave the
     launcher no usable node: it hands back what it holds and ends long before its idle TTL. Before failure
     classes the Job was RUN_ERROR, charged, FAILED at once (max_retries 0)."""
-    refused_workdir(site, "victim")
-    launcher = launcher_on(site, cpus=2, seconds_left=300)
-    runner, crashed = running_in_thread(launcher)
-    runner.join(timeout=20)
+    with refused_workdir(site, "victim"):
+        launcher = launcher_on(site, cpus=2, seconds_left=300)
+        runner, crashed = running_in_thread(launcher)
+        runner.join(timeout=20)
     assert not runner.is_alive(), "the launcher did not end: it should drain once it has no usable node"
     assert crashed == []
     victim = jobs_of(site)["victim"]
     assert victim.status.state == JobState.RESTART_READY and victim.status.failures == 0
     [condition] = [c for c in victim.status.conditions if c.type == "StartFailed"]
-    assert condition.reason == "WorkdirRefused" and "Not a directory" in condition.message
+    assert condition.reason == "WorkdirRefused" and "Read-only file system" in condition.message
     failed = [e for e in events_of(site, "victim") if e["reason"] == "StartFailed"]
     assert len(failed) == site.settings.launcher.infra_failure_limit
     bj = site.store.get_object(site.site_id, "BatchJob", "bj").manifest
@@ -197,14 +212,14 @@ def test_a_launcher_whose_node_refuses_every_start_drains_and_ends_charging_noth
 
 
 def test_a_job_that_starts_again_loses_its_start_failure_condition(site: Site) -> None:
-    workdir = refused_workdir(site, "j1")
     site = configure(site, {"launcher": {"infra_failure_limit": 1}})
-    first = launcher_on(site, cpus=2, seconds_left=300)
-    runner, crashed = running_in_thread(first)
-    runner.join(timeout=20)
+    with refused_workdir(site, "j1"):
+        first = launcher_on(site, cpus=2, seconds_left=300)
+        runner, crashed = running_in_thread(first)
+        runner.join(timeout=20)
     assert not runner.is_alive() and crashed == []
     assert any(c.type == "StartFailed" for c in jobs_of(site)["j1"].status.conditions)
-    workdir.unlink()  # the file system is mended: the Job runs, and its condition goes
+    # the file system is mended: the Job runs, and its condition goes
     second = launcher_on(site, cpus=2, seconds_left=300)
     second.id = "l2"
     runner, crashed = running_in_thread(second)
@@ -244,3 +259,49 @@ def test_a_worker_lost_with_a_running_job_stops_it_and_counts_a_crash_not_a_fail
     bj = site.store.get_object(site.site_id, "BatchJob", "bj").manifest
     [fenced] = [c for c in bj.status.conditions if c.type == "NodesHealthy"]
     assert fenced.reason == "NoUsableNode" and "n0" in fenced.message and "worker was lost" in fenced.message
+
+
+class DeadLink:
+    """The link of a worker that is gone: every send and receive says so."""
+
+    def __init__(self, sends: bool = True) -> None:
+        self.sends = sends
+
+    def send(self, tag: int, payload: object) -> None:
+        if not self.sends:
+            raise WorkerLost("the local link closed: end of file")
+
+    def receive(self) -> tuple[int, object] | None:
+        raise WorkerLost("the local link closed: end of file")
+
+    def receive_wait(self) -> tuple[int, object]:
+        raise WorkerLost("the local link closed: end of file")
+
+    def ready(self) -> bool:
+        return True
+
+    def fileno(self) -> int | None:
+        return None
+
+
+def test_a_lost_workers_waiting_tasks_are_handed_back_before_its_running_ones_end() -> None:
+    """Sent, then the worker is lost: the Task waiting in a lane comes back first, taken out (no cause: the
+    launcher hands it back, never records it), then the running one as a run lost with the worker."""
+    executor = SerialExecutor({"n0": DeadLink()})
+    running, waiting = (Task(i, f"j{i}", ("true",), "/w", (), 1) for i in (1, 2))
+    executor.start([("n0", (running, 1, False)), ("n0", (waiting, 1, True))])
+    first, second = executor.poll()
+    assert isinstance(first, Outcome) and isinstance(second, Outcome)
+    assert (first.job_id, first.cause, bool(first.killed)) == (2, "", True)
+    assert (second.job_id, second.cause) == (1, NODE_LOST)
+    assert executor.links == {} and executor.poll() == []
+
+
+def test_tasks_that_never_reached_a_lost_worker_could_not_start() -> None:
+    executor = SerialExecutor({"n0": DeadLink(sends=False)})
+    fresh, queued = (Task(i, f"j{i}", ("true",), "/w", (), 1) for i in (1, 2))
+    executor.start([("n0", (fresh, 1, False)), ("n0", (queued, 1, True))])
+    outcomes = {o.job_id: o for o in executor.poll() if isinstance(o, Outcome)}
+    assert outcomes[1].cause == WORKER_UNREACHABLE and outcomes[2].killed and not outcomes[2].cause
+    result = result_of(outcomes[1], where="n0")
+    assert result["state"] == JobState.RESTART_READY and result["condition"]["reason"] == WORKER_UNREACHABLE

@@ -17,12 +17,14 @@ from schemas.states import (
     BATCHJOB_TRANSITIONS,
     FINAL_JOB_STATES,
     JOB_TRANSITIONS,
+    RUN_OUTCOMES,
     RUNNABLE_STATES,
     BatchJobState,
     InvalidTransition,
     JobState,
     check_batchjob_transition,
     check_job_transition,
+    check_run_outcome,
 )
 
 S = TypeVar("S", bound=Hashable)
@@ -98,6 +100,19 @@ def test_run_outcomes_and_restart() -> None:
     for src in (J.RUN_ERROR, J.RUN_TIMEOUT):
         check_job_transition("j", src, J.RESTART_READY)
     check_job_transition("j", J.RESTART_READY, J.RUNNING)
+
+
+def test_only_a_launchers_record_takes_a_running_job_straight_back() -> None:
+    """A run that never started (an infrastructure failure) goes RUNNING -> RESTART_READY in its launcher's record;
+    nobody else may take a RUNNING Job back (its process would run on while the Job runs again elsewhere)."""
+    check_run_outcome("j", J.RESTART_READY)
+    for outcome in (J.RUN_DONE, J.RUN_ERROR, J.RUN_TIMEOUT):
+        check_run_outcome("j", outcome)
+    with pytest.raises(InvalidTransition):
+        check_job_transition("j", J.RUNNING, J.RESTART_READY)
+    for other in set(J) - RUN_OUTCOMES:
+        with pytest.raises(InvalidTransition):
+            check_run_outcome("j", other)
 
 
 def test_check_accepts_plain_strings_like_the_store_holds() -> None:

@@ -755,3 +755,22 @@ def test_the_same_manifests_applied_at_once_create_each_object_once(store: Store
     assert errors == []
     assert sorted(map(sorted, actions.values())) == [["created"], ["unchanged"], ["unchanged"], ["unchanged"]]
     assert len([e for e in store.events((site_id,), limit=1000) if e["reason"] == "Created"]) == 51
+
+
+def test_a_start_whose_commit_went_through_unacknowledged_is_confirmed_when_written_again(
+    store: Store, site_id: int
+) -> None:
+    """A launcher that lost its connection during COMMIT writes the same starts again: they are its own RUNNING
+    Jobs, confirmed (not taken for deleted and killed), not started twice, and an outcome that came along is
+    written."""
+    add(store, site_id, [app_doc(), job_doc("j1"), job_doc("j2")])
+    make_runnable(store, site_id)
+    refs = {ref.name: ref for ref in store.claim(site_id, owner="l1", batch_job="bj", filter_tags={}, limit=2)}
+    started = [(refs["j1"], {"start_time": 1.0}), (refs["j2"], {"start_time": 1.0})]
+    assert store.record(site_id, owner="l1", started=started) == {refs["j1"].id, refs["j2"].id}
+    done = {"job_id": refs["j1"].id, "name": "j1", "state": S.RUN_DONE, "return_code": 0}
+    again = store.record(site_id, owner="l1", started=started, results=[done])
+    assert again == {refs["j1"].id, refs["j2"].id}
+    assert (state_of(store, site_id, "j1"), state_of(store, site_id, "j2")) == (S.RUN_DONE, S.RUNNING)
+    assert [e[2] for e in state_events(store, site_id, "j2")].count("Started") == 1
+    assert stored_job(store, site_id, "j2").status.attempts == 1
