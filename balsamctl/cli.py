@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
+from sqlalchemy.exc import DBAPIError
 from typer.core import TyperGroup
 
 from balsamctl import __version__, output, platforms, registry
@@ -229,7 +230,7 @@ def _print_sites(entries: Iterable[tuple[str, Path]], fmt: OutputFormat | None) 
         try:
             site = Site.load(path)
             site_id = site.site_id  # opens the store
-            unstarted = site.store.allocations_not_started(site_id)
+            unstarted = _unstarted(site, site_id)
         except SiteError as exc:
             _err(f"warning: {exc}" if site else f"warning: site {name}: {exc}")
             readable = False
@@ -239,6 +240,17 @@ def _print_sites(entries: Iterable[tuple[str, Path]], fmt: OutputFormat | None) 
     else:
         _echo(output.table(output.SITE_HEADERS, rows))
     return readable
+
+
+def _unstarted(site: Site, site_id: int) -> int | None:
+    """The site's allocations in a row that never started a launcher; None, with a warning, if its store fails
+    to count them (the rest of its row is still shown)."""
+    try:
+        return site.store.allocations_not_started(site_id)
+    except DBAPIError as exc:
+        said = str(getattr(exc, "orig", None) or exc).splitlines() or [type(exc).__name__]
+        _err(f"warning: site {site.name}: cannot count its allocations that never started a launcher: {said[0]}")
+        return None
 
 
 @site_app.command("ls")

@@ -122,12 +122,13 @@ class BatchJobStore(StoreBase):
         """How many of the site's newest allocations, in a row, never started a launcher.
 
         Read from the BatchJobs' ``LaunchersStarted`` conditions, newest BatchJob first: False counts, True ends the
-        row, none (not decided yet, or never ran) is passed over.
+        row, none is passed over (not decided yet, or never ran) but for a finished BatchJob, which predates the
+        condition and ends the row too: a site older than the count is not read to its first BatchJob.
         """
         count, before = 0, None
         with read_tx(self.engine) as conn:
             while True:
-                q = select(objects.c.id, objects.c.status).where(
+                q = select(objects.c.id, objects.c.state, objects.c.status).where(
                     objects.c.site_id == site_id, objects.c.kind == "BatchJob"
                 )
                 if before is not None:
@@ -135,7 +136,7 @@ class BatchJobStore(StoreBase):
                 rows = conn.execute(q.order_by(objects.c.id.desc()).limit(_PAGE)).all()
                 for row in rows:
                     started = condition_status((row.status or {}).get("conditions", []), LAUNCHERS_STARTED)
-                    if started == "True":
+                    if started == "True" or (started is None and row.state == BatchJobState.finished.value):
                         return count
                     if started == "False":
                         count += 1

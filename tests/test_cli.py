@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,16 @@ def test_site_init_ls_rm(tmp_path: Path) -> None:
     assert (tmp_path / "alpha" / "settings.yml").exists()
     assert [row.split()[0] for row in lines(run("site", "ls"))[1:]] == ["beta"]
     assert "error: no site named 'alpha'" in run("site", "rm", "alpha", code=1).stderr
+
+
+def test_get_sites_shows_a_site_whose_store_cannot_count_its_unstarted_allocations(site: Path) -> None:
+    with sqlite3.connect(site / ".balsam" / "store.db") as db:  # a broken store: it answers, but not this query
+        db.execute("ALTER TABLE objects RENAME TO objects_gone")
+    result = run("get", "sites")
+    [row] = lines(result)[1:]
+    assert row.split()[0] == "alpha" and row.split()[-1] == "<none>"
+    assert "warning: site alpha: cannot count its allocations that never started a launcher" in result.stderr
+    assert "no such table: objects" in result.stderr
 
 
 def test_site_selection(site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

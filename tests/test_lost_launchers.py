@@ -303,6 +303,20 @@ def test_allocations_that_end_before_a_launcher_starts_are_counted_in_a_row(bals
     assert site.store.allocations_not_started(sid) == 0
 
 
+def test_a_finished_batchjob_from_before_the_count_ends_the_row(balsam_site: Site) -> None:
+    """A site older than the ``LaunchersStarted`` condition: its finished BatchJobs carry none, and the first one
+    met ends the row (what lies before it is not read)."""
+    site, sid = balsam_site, balsam_site.site_id
+    for name in ("broken-before", "legacy", "broken-since"):
+        apply(site, batchjob(name))
+        site.store.set_batchjob_status(sid, name, src=BatchJobState.pending_submission, dst=BatchJobState.queued)
+        if name != "legacy":
+            site.store.set_batchjob_condition(sid, name, "LaunchersStarted", "False", "EndedBeforeLaunch", "gone")
+        site.store.set_batchjob_status(sid, name, src=BatchJobState.queued, dst=BatchJobState.finished)
+
+    assert site.store.allocations_not_started(sid) == 1
+
+
 def test_only_the_tail_of_a_big_output_file_is_kept(balsam_site: Site) -> None:
     site = balsam_site
     sched = FakeScheduler(site.path)
