@@ -32,6 +32,8 @@ MAX_BACKOFF_SEC = 300.0
 OUTPUT_FILES = 2  # an allocation's output files shown in a LaunchersStarted condition (stdout and stderr) ...
 OUTPUT_LINES = 20  # ... their last lines ...
 OUTPUT_BYTES = 4096  # ... of at most their last bytes
+#: The BatchJob condition a launcher sets from its preflight (launcher/preflight.py).
+LAUNCHER_READY = "LauncherReady"
 
 
 @dataclass
@@ -177,7 +179,21 @@ class BatchJobReconciler:
             f"(launcher.start_timeout_sec {timeout:g})"
         )
         log.warning("batchjob/%s: %s", bj.metadata.name, message)
-        self._condition(bj, LAUNCHERS_STARTED, "False", "NoHeartbeat", f"{message}; {self._output_tail(bj)}")
+        self._not_started(bj, "NoHeartbeat", message)
+
+    def _not_started(self, bj: BatchJob, reason: str, message: str) -> None:
+        """``LaunchersStarted=False`` with the last lines of the allocation's output: ``reason`` and ``message``,
+        unless a launcher of it failed its preflight (and so never registered): then ``PreflightFailed`` with the
+        preflight's reason and message (read afresh: the launcher may have written it during this pass)."""
+        fresh = self.site.store.get_object(self.site.site_id, "BatchJob", bj.metadata.name).manifest
+        ready = condition_of(fresh.status.conditions, LAUNCHER_READY)
+        if ready is not None and ready.status == "False":
+            reason = "PreflightFailed"
+            message = (
+                f"allocation {bj.status.scheduler_id} started no launcher: one failed its preflight "
+                f"({LAUNCHER_READY}=False, {ready.reason}): {ready.message}"
+            )
+        self._condition(bj, LAUNCHERS_STARTED, "False", reason, f"{message}; {self._output_tail(bj)}")
 
     def _fence_lost_launchers(self, bj: BatchJob, rows: Sequence[Mapping[str, Any]], sched_id: str) -> None:
         """Cancel the allocation of a launcher declared lost that still holds Jobs: they may still run (a frozen
@@ -314,13 +330,10 @@ class BatchJobReconciler:
         if rows:
             self._launchers_started(bj, rows)
         elif not deleted:
-            self._condition(
+            self._not_started(
                 bj,
-                LAUNCHERS_STARTED,
-                "False",
                 "EndedBeforeLaunch",
-                f"allocation {bj.status.scheduler_id} ended before any launcher started ({what}); "
-                f"{self._output_tail(bj)}",
+                f"allocation {bj.status.scheduler_id} ended before any launcher started ({what})",
             )
         # the launchers' last word; one that never said it ended went down with the allocation
         last = [{**r, "ended": True, "lost": r["lost"] or not r["ended"]} for r in _launcher_reports(rows)]

@@ -303,6 +303,29 @@ def test_allocations_that_end_before_a_launcher_starts_are_counted_in_a_row(bals
     assert site.store.allocations_not_started(sid) == 0
 
 
+def test_an_allocation_whose_launcher_failed_its_preflight_says_so(balsam_site: Site) -> None:
+    """A launcher that fails its preflight never registers: its allocation started no launcher, and says why (the
+    preflight's reason and message), not that it ended before any launcher started. It counts in the row."""
+    site, sid = balsam_site, balsam_site.site_id
+    sched = FakeScheduler(site.path)
+    said = "launcher.mpi_command 'mpiexec' is not on PATH (searched /usr/bin:/bin)"
+    ended_id = started_batchjob(site, sched, "no-mpi")
+    started_batchjob(site, sched, "still-up", started_ago=site.settings.launcher.start_timeout_sec + 5)
+    for name in ("no-mpi", "still-up"):
+        site.store.set_batchjob_condition(sid, name, "LauncherReady", "False", "MPICommandNotFound", said)
+        write_output(site, name, "preflight failed (LauncherReady=False, MPICommandNotFound)\n")
+    sched.end(ended_id, "FAILED")
+    BatchJobReconciler(site, sched)()
+
+    for name in ("no-mpi", "still-up"):
+        told = condition(bj_of(site, name), "LaunchersStarted")
+        assert (told.status, told.reason) == ("False", "PreflightFailed")
+        assert "MPICommandNotFound" in told.message and said in told.message
+        assert "ended before" not in told.message and "has heartbeat" not in told.message
+        assert "preflight failed (LauncherReady=False" in told.message  # the allocation's output, as ever
+    assert site.store.allocations_not_started(sid) == 2  # each an allocation that started no launcher
+
+
 def test_a_finished_batchjob_from_before_the_count_ends_the_row(balsam_site: Site) -> None:
     """A site older than the ``LaunchersStarted`` condition: its finished BatchJobs carry none, and the first one
     met ends the row (what lies before it is not read)."""
