@@ -168,11 +168,13 @@ class BatchJobReconciler:
 
     def _no_launcher_yet(self, bj: BatchJob, alloc: AllocationStatus) -> None:
         """``LaunchersStarted=False`` (``NoHeartbeat``) for an allocation running ``launcher.start_timeout_sec``
-        without a launcher, with the last lines of its output."""
+        without a launcher, with the last lines of its output. Timed from its start, as the scheduler gives it, else
+        from when the controller saw it running (its ``Running`` event)."""
+        if condition_status(bj.status.conditions, LAUNCHERS_STARTED) is not None:
+            return
         timeout = self.site.settings.launcher.start_timeout_sec
-        started = alloc.start_time or bj.status.start_time
-        waited = time.time() - started.timestamp() if started else 0.0
-        if waited < timeout or condition_status(bj.status.conditions, LAUNCHERS_STARTED) is not None:
+        waited = time.time() - self._started_at(bj, alloc)
+        if waited < timeout:
             return
         message = (
             f"no launcher of allocation {alloc.scheduler_id} has heartbeat {waited:.0f} s after it started "
@@ -180,6 +182,15 @@ class BatchJobReconciler:
         )
         log.warning("batchjob/%s: %s", bj.metadata.name, message)
         self._not_started(bj, "NoHeartbeat", message)
+
+    def _started_at(self, bj: BatchJob, alloc: AllocationStatus) -> float:
+        """When the allocation started running (a POSIX time): as the scheduler says, else when this BatchJob
+        entered ``running`` (some schedulers give no start time)."""
+        started = alloc.start_time or bj.status.start_time
+        if started is not None:
+            return started.timestamp()
+        seen = self.site.store.entered_at(self.site.site_id, "BatchJob", bj.metadata.name, B.running.value)
+        return time.time() if seen is None else seen
 
     def _not_started(self, bj: BatchJob, reason: str, message: str) -> None:
         """``LaunchersStarted=False`` with the last lines of the allocation's output: ``reason`` and ``message``,

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from store.base import StoreBase, add_events
 from store.engine import read_tx, write_tx
-from store.tables import events
+from store.tables import events, objects
 
 
 class EventStore(StoreBase):
@@ -36,6 +36,23 @@ class EventStore(StoreBase):
         """Record an event that is not a state change (e.g. a manifest file that could not be applied)."""
         with write_tx(self.engine) as conn:
             add_events(conn, [{"site_id": site_id, "kind": kind, "name": name, "reason": reason, "message": message}])
+
+    def entered_at(self, site_id: int, kind: str, name: str, state: str) -> float | None:
+        """When the object ``kind``/``name`` last entered ``state`` (the time of its newest event moving there), if
+        it ever did."""
+        obj = (
+            select(objects.c.id)
+            .where(objects.c.site_id == site_id, objects.c.kind == kind, objects.c.name == name)
+            .scalar_subquery()
+        )
+        q = (
+            select(events.c.time)
+            .where(events.c.object_id == obj, events.c.to_state == state)
+            .order_by(events.c.id.desc())
+            .limit(1)
+        )
+        with read_tx(self.engine) as conn:
+            return conn.execute(q).scalar()
 
     def last_transition(self, site_id: int, object_id: int) -> int | None:
         """The id of the event that moved an object into its current state (None if it never moved)."""

@@ -277,6 +277,32 @@ def test_an_allocation_without_a_launcher_heartbeat_is_told_with_its_output(bals
     assert (told.status, told.reason) == ("True", "Registered") and "late" in told.message
 
 
+def test_an_allocation_whose_start_time_the_scheduler_does_not_give_is_timed_from_when_it_was_seen_running(
+    balsam_site: Site,
+) -> None:
+    site = balsam_site
+    launcher = site.settings.launcher.model_copy(update={"start_timeout_sec": LEASE})
+    site.settings = site.settings.model_copy(update={"launcher": launcher})
+    sched = FakeScheduler(site.path)
+    apply(site, batchjob("no-start-time"))
+    rec = BatchJobReconciler(site, sched)
+    rec()
+    sched_id = bj_of(site, "no-start-time").status.scheduler_id
+    assert sched_id is not None
+    sched.run(sched_id)
+    sched.allocations[sched_id] = replace(sched.allocations[sched_id], start_time=None)  # the scheduler says none
+    rec()
+    bj = bj_of(site, "no-start-time")
+    assert (bj.status.state, bj.status.start_time) == (BatchJobState.running, None)
+    assert not [c for c in bj.status.conditions if c.type == "LaunchersStarted"]
+
+    time.sleep(LEASE * 2)
+    rec()
+
+    told = condition(bj_of(site, "no-start-time"), "LaunchersStarted")
+    assert (told.status, told.reason) == ("False", "NoHeartbeat")
+
+
 def test_allocations_that_end_before_a_launcher_starts_are_counted_in_a_row(balsam_site: Site) -> None:
     site, sid = balsam_site, balsam_site.site_id
     sched = FakeScheduler(site.path)
