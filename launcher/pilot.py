@@ -183,7 +183,7 @@ class Launcher:
         self.unannounced = False
         self.last_poke = self.last_flush = 0.0
         self.streaks = FailureStreaks(self.settings.infra_failure_limit)
-        self.fenced: dict[str, str] = {}  # node -> why it was fenced off (black-hole protection)
+        self.fenced: dict[str, str] = {}  # "node n2" (mpi mode: "the head node (n1)") -> why it was fenced off
         self.conditions_due: dict[str, tuple[Status, str, str]] = {}  # BatchJob conditions for the next flush
         self.handed_back: list[int] = []  # claims to hand back with the next flush (taken out of their lanes)
 
@@ -395,7 +395,7 @@ class Launcher:
             lane = self.lanes.open(ref.id, Request.of(ref.spec))
             batch.append((placement.hosts[0], (task, lane, False)))
             fresh.append((ref, placement))
-        depth = self._lane_depth() if self.queue and not self.fenced else 0  # no lane on a node about to be fenced
+        depth = self._lane_depth() if self.queue and not self.fenced else 0  # a degraded launcher fills no lane
         if depth:
             queued, left, looked = self.lanes.fill(self.queue, depth)
             if queued:
@@ -505,12 +505,14 @@ class Launcher:
         """Place nothing more on ``node`` (in mpi mode, where every Job starts from the head node: on any node, so
         the launcher drains and ends), take out what waits in its lanes, and say so on the BatchJob
         (``NodesHealthy=False``, naming every node fenced and why, with the next flush)."""
-        if node in self.fenced:
-            return
-        names = [node] if self._place(node) == node else [n.name for n in self.pool.nodes]
+        if not any(n.name == node for n in self.pool.nodes):
+            return  # fenced already
+        place = self._place(node)
+        names = [node] if place == node else [n.name for n in self.pool.nodes]
         for name in names:
             self.pool.fence(name)
-            self.fenced[name] = f"{why}: {outcome.tail} ({outcome.cause})"
+        label = f"node {node}" if place == node else f"{place} ({node})"
+        self.fenced[label] = f"{why}: {outcome.tail} ({outcome.cause})"
         self.why_not.clear()  # what fits was worked out for the nodes it had
         gone = set(names)
         for job_id, lane in list(self.lanes.queued_on.items()):  # they would start on a fenced node
