@@ -119,10 +119,10 @@ class CommandScheduler(Scheduler):
 
     def _query(
         self, argv_for: Callable[[list[str]], list[str]], ids: list[str], unknown: re.Pattern[str]
-    ) -> tuple[str, frozenset[str]]:
+    ) -> tuple[str | None, frozenset[str]]:
         """The stdout of ``argv_for(ids)``, and the sequence numbers of the ids the program said it does not know:
         when it fails only because of those (every stderr line matches ``unknown``, whose group ``id`` names one), it
-        is run once more without them."""
+        is run once more without them (no stdout, None, when none are left)."""
         try:
             return self._run(argv_for(ids)), frozenset()
         except SchedulerError as exc:
@@ -137,7 +137,7 @@ class CommandScheduler(Scheduler):
             rest = [sid for sid in ids if sequence(sid) not in named]
             if len(rest) == len(ids):
                 raise
-            return (self._run(argv_for(rest)) if rest else ""), frozenset(named)
+            return (self._run(argv_for(rest)) if rest else None), frozenset(named)
 
 
 def said(answer: Answer, program: str) -> Answer:
@@ -190,6 +190,17 @@ def pick(answer: Answer, wanted: Sequence[str], program: str) -> dict[str, Alloc
         if hidden:
             raise SchedulerError([program], 0, f"cannot read the output of {program} about {sid}: {hidden[0]}")
     return found
+
+
+def newest_called(job_name: str, ids: Sequence[str], unknown: Sequence[Unread], program: str) -> str | None:
+    """The newest of ``ids``, the allocations called ``job_name`` that ``program`` listed. SchedulerError if there is
+    none while a record it printed that could not be read may be one (``unknown``): a restarted controller must not
+    submit the allocation again."""
+    if unknown and not ids:
+        raise SchedulerError(
+            [program], 0, f"cannot tell whether an allocation is called {job_name}: {'; '.join(map(str, unknown))}"
+        )
+    return newest(ids)
 
 
 def local_time(text: str, fmt: str) -> datetime | None:

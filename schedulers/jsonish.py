@@ -7,6 +7,8 @@ array under one key of such a document: a member that strict JSON refuses is rea
 a number when it is a JSON number, else its text; an unknown escape is its character; a quote ends a string only
 before ``,``, ``:``, the end, or a closing bracket followed by one of those), and a member that cannot be read even
 so is reported as :class:`Unread`, with its name, and reading goes on at the next member of the same indentation.
+Output without the object or array, or in which it never closes (cut short), is reported as an Unread that is
+``cut``: records may be lost in it.
 """
 
 from __future__ import annotations
@@ -30,14 +32,22 @@ _WORDS = {"true": True, "false": False, "null": None}
 
 @dataclass(frozen=True)
 class Unread:
-    """A member that could not be read: its name (None when even that is unknown), why, and its raw text."""
+    """A record that could not be read: its name (None when even that is unknown), why, and its raw text; ``cut``
+    when the output ends, or cannot be followed, before the record does: any record may be lost in it."""
 
     name: str | None
     reason: str
-    text: str
+    text: str = ""
+    cut: bool = False
 
     def __str__(self) -> str:
-        return f"{self.name or 'a member'}: {self.reason}: {clip(self.text.strip())!r}"
+        shown = clip(self.text.strip())
+        return f"{self.name or 'a record'}: {self.reason}" + (f": {shown!r}" if shown else "")
+
+    def may_hold(self, words: str) -> bool:
+        """Whether this may be a record in which ``words`` (a job name) are printed: they are in its text, or it is
+        cut."""
+        return self.cut or words in self.text
 
 
 Member = tuple[str | None, Any]
@@ -45,7 +55,8 @@ Member = tuple[str | None, Any]
 
 def members(text: str, key: str) -> tuple[list[Member], list[Unread]]:
     """The members of the object or array under ``key`` (name, value; the name None for array items), and those that
-    could not be read. No ``key`` in a JSON document means no members; no ``key`` in anything else, one Unread."""
+    could not be read. No ``key`` in a JSON document means no members. No ``key`` in anything else (nothing at all
+    included), or a ``key`` whose object or array never closes, is one more Unread that is ``cut``."""
     try:
         document = _STRICT.decode(text)
     except (ValueError, RecursionError):
@@ -57,20 +68,20 @@ def members(text: str, key: str) -> tuple[list[Member], list[Unread]]:
         return [(None, value) for value in container], []
     if container is None and isinstance(document, dict):  # no jobs: the key is left out
         return [], []
-    return [], [Unread(None, f"no {key!r} in the output", text)]
+    return [], [Unread(None, f"no {key!r} in the output", text, cut=True)]
 
 
 def _member_by_member(text: str, key: str) -> tuple[list[Member], list[Unread]]:
     opening = re.search(rf'"{re.escape(key)}"\s*:\s*([{{\[])', text)
     if opening is None:
-        return [], [Unread(None, f"no {key!r} in the output", text)] if text.strip() else []
+        return [], [Unread(None, f"no {key!r} in the output", text, cut=True)]
     named, pos = opening[1] == "{", opening.end()
     found: list[Member] = []
     unread: list[Unread] = []
     while True:
         pos = _skip(text, pos, " \t\r\n,")
-        if pos == len(text):
-            return found, unread
+        if pos == len(text):  # cut short, or a member that could not be read hides the end
+            return found, [*unread, Unread(None, f"the output ends inside {key!r}", cut=True)]
         if text[pos] in "]}":
             return found, unread
         start, name = pos, None

@@ -35,12 +35,11 @@ from typing import Any, ClassVar
 from schedulers.base import (
     AllocationState,
     AllocationStatus,
-    SchedulerError,
     SubmitRequest,
     UnsupportedScheduler,
     program_says,
 )
-from schedulers.common import Answer, CommandScheduler, allocation, local_time, newest, said, text_field
+from schedulers.common import Answer, CommandScheduler, allocation, local_time, newest_called, said, text_field
 from schedulers.jsonish import Unread, members
 
 STATES: dict[str, AllocationState] = {
@@ -102,20 +101,22 @@ class LsfScheduler(CommandScheduler):
 
     def find_by_name(self, job_name: str) -> str | None:
         """The newest allocation called ``job_name``, from ``bjobs -a -J NAME`` (recently finished ones included);
-        SchedulerError if none is found while a record that names it cannot be read."""
+        SchedulerError if none is found while a record that cannot be read may be one (it names ``job_name``, or
+        the output is cut short)."""
         text = self._run_unless(["bjobs", "-json", "-a", "-o", FIELDS, "-J", job_name], _NONE_LIVE)
-        records, unread = _records(text or "")
+        if text is None:  # bjobs says it knows no such job
+            return None
+        records, unread = _records(text)
         said(Answer({}, unread), "bjobs")
         ids = [record["JOBID"] for record in records if record.get("JOB_NAME") == job_name]
-        unknown = [record for record in unread if job_name in record.text]
-        if unknown and not ids:
-            raise SchedulerError(["bjobs"], 0, f"cannot tell whether an allocation is called {job_name}: {unknown[0]}")
-        return newest(ids)
+        return newest_called(job_name, ids, [record for record in unread if record.may_hold(job_name)], "bjobs")
 
     def _ask(self, scheduler_ids: list[str]) -> Answer:
         """``bjobs -json -a -o FIELDS ID...``; if bjobs names ids it does not know, once more without them. An ERROR
         record that says an id is not found is bjobs saying it does not know it."""
         text, gone = self._query(lambda ids: ["bjobs", "-json", "-a", "-o", FIELDS, *ids], scheduler_ids, _UNKNOWN)
+        if text is None:
+            return Answer({}, gone=gone)
         return Answer(*parse_status(text), gone | {match["id"] for match in _UNKNOWN.finditer(text)})
 
     def _script_input(self, req: SubmitRequest) -> str:

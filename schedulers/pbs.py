@@ -34,12 +34,11 @@ from typing import Any, ClassVar
 from schedulers.base import (
     AllocationState,
     AllocationStatus,
-    SchedulerError,
     SubmitRequest,
     UnsupportedScheduler,
     program_says,
 )
-from schedulers.common import Answer, CommandScheduler, allocation, local_time, newest, said, text_field
+from schedulers.common import Answer, CommandScheduler, allocation, local_time, newest_called, said, text_field
 from schedulers.jsonish import Unread, members
 
 STATES: dict[str, AllocationState] = {
@@ -61,7 +60,7 @@ _TIME = "%a %b %d %H:%M:%S %Y"  # qstat -f: ctime(3) in local time, "Wed Mar 17 
 _UNKNOWN = re.compile(r"Unknown Job Id (?:Error )?(?P<id>\S+)")
 _PBS_VERSION = re.compile(r"pbs_version\s*=\s*(\S+)")  # qstat --version of PBS Professional and OpenPBS
 _TORQUE_VERSION = re.compile(r"^\s*version:\s*(\S+)", re.IGNORECASE | re.MULTILINE)  # Torque's
-_JOB_NAME = re.compile(r'"Job_Name"\s*:\s*"?(?P<name>[^",\n]*)')
+_JOB_NAME = re.compile(r'"Job_Name"\s*:\s*"?(?P<name>[^",\n]*)"?\s*[,\n}]')  # whole: not cut off by the end
 
 
 class PbsScheduler(CommandScheduler):
@@ -103,29 +102,24 @@ class PbsScheduler(CommandScheduler):
     def find_by_name(self, job_name: str) -> str | None:
         """The newest allocation called ``job_name``, from ``qstat -f -F json -x`` (every user's jobs, finished ones
         included). A record that cannot be read is still searched for its Job_Name; SchedulerError if none is found
-        while some record's name cannot be told: a restarted controller must not submit the allocation again."""
+        while a record that cannot be read may be one (it names ``job_name``, or the output is cut short): a restarted
+        controller must not submit the allocation again."""
         named, unread = members(self._run(["qstat", "-f", "-F", "json", "-x"]), "Jobs")
         said(Answer({}, unread), "qstat")
         ids = [sid for sid, job in named if sid and isinstance(job, dict) and job.get("Job_Name") == job_name]
-        unknown: list[Unread] = []
-        for record in unread:
-            found = _JOB_NAME.search(record.text)
-            if job_name not in record.text:
-                continue
-            if record.name and found and found["name"] == job_name:
-                ids.append(record.name)
-            else:
-                unknown.append(record)
-        if unknown and not ids:
-            raise SchedulerError(
-                ["qstat"], 0, f"cannot tell whether an allocation is called {job_name}: {'; '.join(map(str, unknown))}"
-            )
-        return newest(ids)
+        ids += [record.name for record in unread if record.name and _job_name(record) == job_name]
+        return newest_called(job_name, ids, [record for record in unread if record.may_hold(job_name)], "qstat")
 
     def _ask(self, scheduler_ids: list[str]) -> Answer:
         """``qstat -f -F json -x ID...``; if qstat names ids it does not know, once more without them."""
         text, gone = self._query(lambda ids: ["qstat", "-f", "-F", "json", "-x", *ids], scheduler_ids, _UNKNOWN)
-        return Answer(*parse_status(text), gone)
+        return Answer({}, gone=gone) if text is None else Answer(*parse_status(text), gone)
+
+
+def _job_name(record: Unread) -> str | None:
+    """The Job_Name printed whole in a record that could not be read, if there is one."""
+    found = _JOB_NAME.search(record.text)
+    return found["name"] if found else None
 
 
 def parse_status(text: str) -> tuple[dict[str, AllocationStatus], list[Unread]]:

@@ -158,6 +158,21 @@ def test_an_id_missing_from_a_clean_answer_is_asked_for_alone(sched: LsfSchedule
     assert [call["argv"][4:] for call in fakes.calls] == [["806290", "806293"], ["806293"]]
 
 
+def test_output_cut_between_records_never_says_not_found(sched: LsfScheduler, fakes: Fakes) -> None:
+    """bjobs's JSON cut short after a complete record, before the end of RECORDS (a prefix of summit-bjobs): a job
+    past the cut is never "not found" (a restarted controller would submit it again) nor absent; no answer at all is
+    no better."""
+    fakes.scenario("real/summit-bjobs-cut")
+    assert sched.find_by_name("balsam-summit-a-1a2b3c4d") == "806290"
+    with pytest.raises(SchedulerError, match="cannot tell whether an allocation is called balsam-summit-b"):
+        sched.find_by_name("balsam-summit-b-5e6f7a8b")
+    with pytest.raises(SchedulerError, match="about 806291: a record: the output ends inside 'RECORDS'"):
+        sched.status(["806291"])
+    fakes.scenario("none")  # bjobs exits 0 and prints nothing
+    with pytest.raises(SchedulerError, match="a record: no 'RECORDS' in the output"):
+        sched.find_by_name("balsam-summit-b-5e6f7a8b")
+
+
 def test_site_init_refuses_lsf_without_json(fakes: Fakes) -> None:
     fakes.scenario("real/lsid-10.1")
     assert LsfScheduler.check_version() == "LSF 10.1.0.15"

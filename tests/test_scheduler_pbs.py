@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from fakes import JSONISH, Fakes, expected_state, job_script
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -224,6 +224,19 @@ def test_a_record_that_cannot_be_read_is_said_never_dropped(sched: PbsScheduler,
         sched.find_by_name("balsam-polaris-lost-0a0b0c0d")
 
 
+def test_output_cut_between_records_never_says_not_found(sched: PbsScheduler, fakes: Fakes) -> None:
+    """qstat's JSON cut short after a complete record, before its closing braces (a prefix of env-leading-zeros):
+    the records before the cut are read; a job past the cut is never "not found" (a restarted controller would
+    submit it again) nor absent."""
+    fakes.scenario("real/cut-between-records")
+    assert sched.find_by_name("balsam-polaris-b-5e6f7a8b") == f"412631{POLARIS}"
+    with pytest.raises(SchedulerError, match="cannot tell whether an allocation is called balsam-polaris-c"):
+        sched.find_by_name("balsam-polaris-c-9c0d1e2f")
+    assert sched.status([f"412630{POLARIS}"])[f"412630{POLARIS}"].state == "running"
+    with pytest.raises(SchedulerError, match=r"about 412632\S*: a record: the output ends inside 'Jobs'"):
+        sched.status([f"412632{POLARIS}"])
+
+
 def test_a_job_missing_from_a_clean_answer_is_asked_for_alone(sched: PbsScheduler, fakes: Fakes) -> None:
     """OpenPBS may answer a multi-id qstat for the first job only, exit 0: the others are asked for alone."""
     fakes.scenario("real/multi-id-answers-one")
@@ -330,29 +343,37 @@ VALUES = st.one_of(
     RAW.map(lambda v: (f'"{v}"', v)),
     STRAY.map(lambda v: ('"' + v.replace(",", "\\,").replace("'", "\\'") + '"', v)),
 )
-RECORDS = st.dictionaries(
-    st.integers(1, 10**7).map(lambda n: f"{n}.pbs01"),
-    st.tuples(
-        st.sampled_from(sorted(STATES)),
-        st.dictionaries(st.from_regex(r"[A-Z_]{1,8}", fullmatch=True), VALUES, max_size=4),
-    ),
-    max_size=6,
+RECORD = st.tuples(
+    st.sampled_from(sorted(STATES)),
+    st.dictionaries(st.from_regex(r"[A-Z_]{1,8}", fullmatch=True), VALUES, max_size=4),
 )
+RECORDS = st.dictionaries(st.integers(1, 10**7).map(lambda n: f"{n}.pbs01"), RECORD, max_size=6)
+# few small ids: job names (job-<id>) that are prefixes of one another (job-1, job-12)
+FEW_RECORDS = st.dictionaries(st.integers(1, 150).map(lambda n: f"{n}.pbs01"), RECORD, max_size=5)
 
 
-def as_pbs_prints(records: dict[str, tuple[str, dict[str, tuple[str, Any]]]]) -> str:
+def job_name(sid: str) -> str:
+    return f"job-{sid.split('.')[0]}"
+
+
+def as_pbs_prints(records: dict[str, tuple[str, dict[str, tuple[str, Any]]]]) -> tuple[str, dict[str, int]]:
     """qstat -f -F json output as PBS writes it: four-space indentation, every member on its own line, each value
-    printed as PBS prints it (the first of each pair)."""
-    jobs = []
-    for sid, (state, variables) in records.items():
-        lines = [f'        "{sid}":{{', f'            "Job_Name":"job-{sid}",', f'            "job_state":"{state}",']
+    printed as PBS prints it (the first of each pair); and where each job's record ends in it."""
+    text, ends = '{\n    "pbs_version":"2022.1.5",\n    "Jobs":{\n', {}
+    for i, (sid, (state, variables)) in enumerate(records.items()):
+        lines = [
+            f'        "{sid}":{{',
+            f'            "Job_Name":"{job_name(sid)}",',
+            f'            "job_state":"{state}",',
+        ]
         lines += [
             '            "Variable_List":{',
             *[f'                "{k}":{printed},' for k, (printed, _) in variables.items()],
         ]
         lines += ['                "PBS_O_HOME":"/home/balsam"', "            }", "        }"]
-        jobs.append("\n".join(lines))
-    return '{\n    "pbs_version":"2022.1.5",\n    "Jobs":{\n' + ",\n".join(jobs) + "\n    }\n}\n"
+        text += (",\n" if i else "") + "\n".join(lines)
+        ends[sid] = len(text)
+    return text + "\n    }\n}\n", ends
 
 
 @given(RECORDS)
@@ -361,7 +382,7 @@ def test_parser_reads_back_every_record_as_pbs_prints_it(
 ) -> None:
     """Any record set, with values printed bare, with stray backslashes or raw newlines, reads back every record
     and every value."""
-    text = as_pbs_prints(records)
+    text, _ = as_pbs_prints(records)
     read, unread = members(text, "Jobs")
     assert unread == []
     assert {sid: job["Variable_List"] for sid, job in read} == {
@@ -372,3 +393,51 @@ def test_parser_reads_back_every_record_as_pbs_prints_it(
     assert {sid: status.raw_state for sid, status in statuses.items()} == {
         sid: state for sid, (state, _) in records.items()
     }
+
+
+class Printing(PbsScheduler):
+    """A PbsScheduler whose qstat prints ``output`` whatever it is asked."""
+
+    def __init__(self, output: str) -> None:
+        super().__init__(Path("."))
+        self.output = output
+
+    def _run(self, argv: list[str], input: str | None = None) -> str:
+        return self.output
+
+
+@settings(deadline=None)  # no timing: it runs qstat's reading twice per job
+@given(FEW_RECORDS, st.data())
+def test_output_cut_anywhere_never_loses_an_allocation(
+    records: dict[str, tuple[str, dict[str, tuple[str, Any]]]], data: st.DataObject
+) -> None:
+    """Any prefix of qstat's output: a job whose record ends before the cut is found and read; one whose record is
+    cut or missing past the cut is an error, never "not found" by find_by_name (a restarted controller would
+    submit it again) nor absent from status, and never taken for another."""
+    text, ends = as_pbs_prints(records)
+    names = [text.index(f'"Job_Name":"{job_name(sid)}"') + len('"Job_Name":"') for sid in records]
+    inside_a_name = [start + n for start in names for n in range(len("job-") + 1, len("job-123") + 1)]  # job-1|23
+    cut = data.draw(st.integers(0, len(text)) | st.sampled_from(inside_a_name or [0]))
+    sched = Printing(text[:cut])
+    for sid, (state, _) in records.items():
+        whole = ends[sid] <= cut
+        try:
+            found = sched.find_by_name(job_name(sid))
+        except SchedulerError:
+            assert not whole
+        else:
+            assert found == sid
+        try:
+            statuses = sched.status([sid])
+        except SchedulerError:
+            assert not whole
+        else:
+            assert statuses[sid].raw_state == state
+
+
+def test_a_job_name_cut_short_is_not_taken_for_a_shorter_one() -> None:
+    """job-12's record cut inside its Job_Name, after "job-1", and job-1's record past the cut: job-12 is not taken
+    for job-1, nor is job-1 "not found"."""
+    text, _ = as_pbs_prints({"12.pbs01": ("R", {}), "1.pbs01": ("R", {})})
+    with pytest.raises(SchedulerError, match="cannot tell whether an allocation is called job-1: "):
+        Printing(text[: text.index('"job-12"') + len('"job-1')]).find_by_name("job-1")
