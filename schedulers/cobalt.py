@@ -41,9 +41,9 @@ from schedulers.common import (
     Answer,
     CommandScheduler,
     allocation,
-    clip,
     local_time,
-    newest,
+    newest_called,
+    said,
     sequence,
 )
 from schedulers.jsonish import Unread
@@ -95,9 +95,12 @@ class CobaltScheduler(CommandScheduler):
         ]
 
     def find_by_name(self, job_name: str) -> str | None:
-        """The newest allocation called ``job_name`` (Cobalt forgets finished jobs at once)."""
-        rows, _ = _rows(self._qstat())
-        return newest(row["jobid"] for row in rows if row.get("jobname") == job_name)
+        """The newest allocation called ``job_name`` (Cobalt forgets finished jobs at once); SchedulerError if none is
+        found while a line that cannot be read may be one (it names ``job_name``, or the output is cut short)."""
+        rows, unread = _rows(self._qstat())
+        said(Answer({}, unread), "qstat")
+        ids = [row["jobid"] for row in rows if row.get("jobname") == job_name]
+        return newest_called(job_name, ids, [record for record in unread if record.may_hold(job_name)], "qstat")
 
     def _ask(self, scheduler_ids: list[str]) -> Answer:
         """One ``qstat -u USER``: the user's jobs (Cobalt cannot be asked about ended ones)."""
@@ -123,24 +126,24 @@ def parse_status(text: str) -> tuple[dict[str, AllocationStatus], list[Unread]]:
 
     The columns are found by their titles in the header line (fixed width, left-aligned, so values may contain
     spaces); lines before it are not the table's and are left out. A last line without its newline is taken as cut
-    short and not read.
+    short and not read; output without the header line (which qstat prints even when it lists no job) is not read
+    at all.
     """
-    rows, unparsed = _rows(text)
-    return {row["jobid"]: _status(row) for row in rows}, [
-        Unread(None, "not a row of the table", line) for line in unparsed
-    ]
+    rows, unread = _rows(text)
+    return {row["jobid"]: _status(row) for row in rows}, unread
 
 
-def _rows(text: str) -> tuple[list[dict[str, str]], list[str]]:
-    """The table's rows as {lower-case column title: value}, and the lines that are not such rows."""
+def _rows(text: str) -> tuple[list[dict[str, str]], list[Unread]]:
+    """The table's rows as {lower-case column title: value}, and the lines that are not such rows (``cut`` when
+    rows may be lost in them: a last line without its newline, or the whole output when it has no header line)."""
     *lines, partial = text.split("\n")
     titles = next((i for i, line in enumerate(lines) if {"jobid", "state"} <= set(line.lower().split())), None)
     if titles is None:
-        return [], [clip(line) for line in [*lines, partial] if line.strip()]
+        return [], [Unread(None, "no table header (JobID ... State) in the output", text, cut=True)]
     columns = [(match.start(), match[0].lower()) for match in re.finditer(r"\S+", lines[titles])]
     bounds = list(itertools.pairwise([start for start, _ in columns] + [None]))
     rows: list[dict[str, str]] = []
-    unparsed = [clip(partial)] if partial.strip() else []
+    unread = [Unread(None, "the output ends inside this line", partial, cut=True)] if partial.strip() else []
     for line in lines[titles + 1 :]:
         if not line.strip("= \t"):  # blank, or the ===== rule under the titles
             continue
@@ -148,8 +151,8 @@ def _rows(text: str) -> tuple[list[dict[str, str]], list[str]]:
         if _ID.fullmatch(row["jobid"]) and row["state"] and " " not in row["state"]:
             rows.append(row)
         else:
-            unparsed.append(clip(line))
-    return rows, unparsed
+            unread.append(Unread(None, "not a row of the table", line))
+    return rows, unread
 
 
 def _status(row: dict[str, str]) -> AllocationStatus:

@@ -126,6 +126,33 @@ def test_find_by_name_picks_the_newest_allocation(sched: CobaltScheduler, fakes:
     assert fakes.calls[0]["argv"] == QSTAT
 
 
+def test_find_by_name_never_says_none_while_a_row_that_may_be_it_cannot_be_read(
+    sched: CobaltScheduler, fakes: Fakes
+) -> None:
+    """As with PBS and LSF: a row that cannot be read and names the job, a last row cut short, or no table at all is
+    an error, never "not found" (a restarted controller would submit the allocation again); a row that cannot be
+    read and names another job does not stop the search."""
+    fakes.scenario("find-unreadable")
+    assert sched.find_by_name(NAME) == "355305"
+    assert sched.find_by_name("balsam-theta-nothing-00000000") is None
+    with pytest.raises(SchedulerError, match="called balsam-theta-lost-0a0b0c0d: a record: not a row of the table"):
+        sched.find_by_name("balsam-theta-lost-0a0b0c0d")
+    fakes.scenario("find-cut")
+    with pytest.raises(SchedulerError, match="called balsam-theta-other-9f8e7d6c: a record: the output ends inside"):
+        sched.find_by_name("balsam-theta-other-9f8e7d6c")
+    fakes.scenario("none")  # qstat exits 0 and prints nothing, not even the header it always prints
+    with pytest.raises(SchedulerError, match=f"called {NAME}: a record: no table header"):
+        sched.find_by_name(NAME)
+
+
+def test_an_answer_without_the_table_never_takes_a_job_as_ended(sched: CobaltScheduler, fakes: Fakes) -> None:
+    """Cobalt's qstat prints its header even when it lists no job: two answers with nothing at all (nor a header)
+    are not its word that the job has ended."""
+    fakes.scenario("none")
+    with pytest.raises(SchedulerError, match="cannot read the output of qstat about 355109: a record: no table header"):
+        sched.status(["355109"])
+
+
 @pytest.mark.parametrize(("prime", "primed"), [("yes", True), ("no", False)])
 def test_job_template(tmp_path: Path, prime: str, primed: bool) -> None:
     lines, command = job_script(tmp_path, "cobalt", singularity_prime_cache=prime)
