@@ -9,6 +9,7 @@ conditional on the Job still being in the hook's state).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -99,29 +100,35 @@ class JobReconciler:
         """READY Jobs get their workdir (checked to stay inside ``data/``) and empty output file: STAGED_IN.
 
         A workdir leading out of ``data/`` FAILS its Job; one the file system refuses (full, no permission) stays
-        READY, says so (the condition ``StagedIn=False``, reason ``WorkdirRefused``, gone once it is staged) and is
-        tried again later. A pass takes STAGE_IN_BATCH Jobs after where the last full one stopped (from the oldest
-        again once one comes back short), so Jobs that stay READY never starve newer ones.
+        READY, says so (the condition ``StagedIn=False``, reason ``WorkdirRefused``, gone in the same transaction as
+        its stage-in) and is tried again later. A pass takes STAGE_IN_BATCH Jobs after where the last full one
+        stopped (from the oldest again once one comes back short), so Jobs that stay READY never starve newer ones.
         """
         store, sid = self.site.store, self.site.site_id
         staged: list[int] = []
-        refused = []
-        batch = store.jobs_in_state(sid, S.READY, limit=STAGE_IN_BATCH, after=self.stage_in_after)
-        self.stage_in_after = batch[-1].id if len(batch) == STAGE_IN_BATCH else 0
+        failed = []
+        waiting: set[int] = set()
+        after = self.stage_in_after
+        batch = store.jobs_in_state(sid, S.READY, limit=STAGE_IN_BATCH, after=after)
+        full = len(batch) == STAGE_IN_BATCH
+        self.stage_in_after = batch[-1].id if full else 0
         for ref in batch:
             try:
                 prepare_workdir(self.site.workdir(ref.spec.workdir))
             except SiteError as exc:
-                refused.append(Transition(ref.id, S.READY, S.FAILED, "WorkdirRefused", str(exc)))
+                failed.append(Transition(ref.id, S.READY, S.FAILED, "WorkdirRefused", str(exc)))
             except OSError as exc:
                 self._workdir_refused(ref, exc)
+                waiting.add(ref.id)
             else:
                 staged.append(ref.id)
-        moved = store.advance(sid, S.READY, S.STAGED_IN, reason="StagedIn", ids=staged) + store.transition(sid, refused)
-        if staged:  # told before (perhaps by a controller since restarted): no longer so
-            store.clear_job_condition(sid, staged, "StagedIn")
-            for job_id in staged:
-                self.refused.pop(job_id, None)
+        # a refusal told before (perhaps by a controller since restarted) goes with the stage-in that ends it
+        moved = store.advance(sid, S.READY, S.STAGED_IN, reason="StagedIn", ids=staged, drop_condition="StagedIn")
+        moved += store.transition(sid, failed)
+        # this pass saw every READY Job after ``after`` (up to its last, if it was full): what was told of one of
+        # them that no longer waits (staged, failed, deleted, moved on) is forgotten
+        last = batch[-1].id if full else math.inf
+        self.refused = {i: said for i, said in self.refused.items() if i in waiting or not after < i <= last}
         return moved
 
     def _workdir_refused(self, ref: JobRef, exc: OSError) -> None:

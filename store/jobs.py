@@ -114,12 +114,15 @@ class JobStore(StoreBase):
         ids: Sequence[int] | None = None,
         message: str = "",
         limit: int = 50_000,
+        drop_condition: str | None = None,
     ) -> int:
         """Move up to ``limit`` Jobs from ``src`` to ``dst`` in one SQL statement; returns how many moved.
 
         ``apps_without_hook`` restricts to Jobs of those Apps; ``parents`` is ``"none"`` (no parents),
         ``"some"`` (has parents) or ``"all_finished"`` (every parent is JOB_FINISHED); ``batch_job`` restricts
-        to Jobs run by that BatchJob; ``ids`` to those Jobs (at most a few thousand).
+        to Jobs run by that BatchJob; ``ids`` to those Jobs (at most a few thousand). ``drop_condition``: the
+        condition of that type goes from the Jobs moved, in the same transaction (one that said why they could
+        not move).
         """
         check_job_transition("*", src, dst)
         if ids is not None and not ids:
@@ -162,6 +165,8 @@ class JobStore(StoreBase):
                     conn,
                     (job_event(site_id, r.id, r.name, src.value, dst.value, reason, message, time=t) for r in rows),
                 )
+                if drop_condition is not None:
+                    _drop_conditions(conn, [r.id for r in rows], (drop_condition,))
             return moved
 
     def jobs_in_state(
@@ -463,11 +468,6 @@ class JobStore(StoreBase):
             ).all()
             _write_conditions(conn, rows, condition["type"], condition)
             return len(rows)
-
-    def clear_job_condition(self, site_id: int, job_ids: Sequence[int], type_: str) -> None:
-        """Take the condition of ``type_`` off these Jobs, where they have one."""
-        with write_tx(self.engine) as conn:
-            _drop_conditions(conn, job_ids, (type_,), objects.c.site_id == site_id)
 
     def deletion_requested(self, owner: str) -> list[int]:
         """Ids of Jobs run by ``owner`` that a user asked to delete."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_security import app, apply_raws, job, stored_job
@@ -16,6 +17,7 @@ import controller.jobs
 from balsamctl.site import Site, init_site
 from controller.jobs import JobReconciler
 from schemas import JobState
+from store import Store
 
 
 @pytest.fixture
@@ -74,3 +76,56 @@ def test_jobs_whose_workdir_cannot_be_made_yet_wait_without_starving_newer_ones(
     assert states(site, blocked) == {JobState.PREPROCESSED}
     assert all((site.data_dir / "blocked" / n / "job.out").exists() for n in blocked)
     assert [c for n in blocked for c in stored_job(site, n).status.conditions if c.type == "StagedIn"] == []
+
+
+class Killed(BaseException):
+    """The controller killed at that point (nothing after it runs)."""
+
+
+def test_a_controller_killed_right_after_staging_in_leaves_no_stale_refusal(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The refusal a Job carried goes in the same transaction as its stage-in: a controller killed just after it
+    never leaves a staged Job saying its workdir is refused."""
+    (site.data_dir / "blocked").write_text("not a directory\n")
+    apply_raws(site, app("a", "true"), job("j", "a", "blocked/j"))
+    passes(site, 1)
+    assert [c.reason for c in stored_job(site, "j").status.conditions if c.type == "StagedIn"] == ["WorkdirRefused"]
+    (site.data_dir / "blocked").unlink()
+
+    def advance_then_die(*args: Any, **kwargs: Any) -> int:
+        moved = Store.advance(site.store, *args, **kwargs)
+        if kwargs.get("reason") == "StagedIn":
+            raise Killed
+        return moved
+
+    monkeypatch.setattr(site.store, "advance", advance_then_die)
+    with pytest.raises(Killed):
+        passes(site, 1)
+
+    staged = stored_job(site, "j")
+    assert staged.status.state == JobState.STAGED_IN
+    assert [c for c in staged.status.conditions if c.type == "StagedIn"] == []
+
+
+def test_a_controller_forgets_the_refusals_of_jobs_no_longer_ready(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a controller remembers having told (so as not to tell it every pass) goes with the Job once it is no
+    longer READY (here deleted), over passes that each see only part of the READY Jobs; a Job still refused is
+    never forgotten (it would be told again)."""
+    monkeypatch.setattr(controller.jobs, "STAGE_IN_BATCH", 2)
+    (site.data_dir / "blocked").write_text("not a directory\n")
+    names = [f"b{i}" for i in range(5)]
+    apply_raws(site, app("a", "true"), *(job(n, "a", f"blocked/{n}") for n in names))
+    ids = {n: site.store.get_object(site.site_id, "Job", n).id for n in names}
+    reconciler = JobReconciler(site, lambda: None)
+    try:
+        for _ in range(3):  # 2 + 2 + 1: every Job seen
+            reconciler()
+        assert set(reconciler.refused) == set(ids.values())
+        site.store.delete(site.site_id, [("Job", "b1"), ("Job", "b4")])
+        for _ in range(3):
+            reconciler()
+            assert set(reconciler.refused) >= {ids[n] for n in ("b0", "b2", "b3")}
+        assert set(reconciler.refused) == {ids[n] for n in ("b0", "b2", "b3")}
+    finally:
+        reconciler.close()
