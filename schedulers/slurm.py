@@ -28,6 +28,8 @@ from schedulers.base import (
     program_says,
     run_command,
 )
+from schedulers.common import newest_called
+from schedulers.jsonish import Unread
 
 DEFAULT_TIMEOUT_S = 30.0
 NO_PROJECT = "none"  # a site's placeholder project: sbatch gets no -A (the user's default account is charged)
@@ -143,15 +145,17 @@ class SlurmScheduler(Scheduler):
     def find_by_name(self, job_name: str) -> str | None:
         """The newest allocation called ``job_name`` that Slurm still shows, finished ones included, in the form
         sbatch gave it: on every cluster the site submits to (``SBATCH_CLUSTERS``, ``SLURM_CLUSTERS``, ``#SBATCH
-        --clusters`` in its job template), else on the default one."""
+        --clusters`` in its job template), else on the default one. squeue lists only jobs of that name: if it lists
+        none, a line that cannot be read (or is cut short) may be one, and that is a SchedulerError."""
         ids: dict[int, str] = {}
+        unread: list[Unread] = []
         clusters: list[str | None] = [*self._clusters()] or [None]
         for cluster in clusters:
             stdout = self._run(["squeue", *_on(cluster), "-h", "-n", job_name, "-o", "%i", "-t", "all"]).stdout
-            for match in map(_ID.fullmatch, stdout.split()):
-                if match:
-                    ids[int(match["job"])] = allocation_id(match["job"], cluster)
-        return ids[max(ids)] if ids else None
+            jobs, unreadable = _listed(stdout)
+            ids.update({int(job): allocation_id(job, cluster) for job in jobs})
+            unread += unreadable
+        return newest_called(job_name, list(ids.values()), unread, "squeue")
 
     def _confirmed(self, cluster: str | None, jobs: list[str]) -> dict[str, AllocationStatus]:
         """The statuses of ``jobs`` on ``cluster``; each one missing from the answer is asked for alone."""
@@ -215,6 +219,21 @@ def split_id(scheduler_id: str) -> tuple[str, str | None]:
 
 def _on(cluster: str | None) -> list[str]:
     return ["-M", cluster] if cluster else []
+
+
+def _listed(text: str) -> tuple[list[str], list[Unread]]:
+    """The jobs (``123`` of ``123_4``) in ``squeue -h -o %i`` output, and its lines that are not a job id (``cut``:
+    a last line without its newline); ``CLUSTER:`` lines are neither."""
+    *lines, partial = text.split("\n")
+    jobs: list[str] = []
+    unread = [Unread(None, "the output ends inside this line", partial, cut=True)] if partial.strip() else []
+    for line in map(str.strip, lines):
+        match = _ID.fullmatch(line)
+        if match:
+            jobs.append(match["job"])
+        elif line and not _CLUSTER_LINE.fullmatch(line):
+            unread.append(Unread(None, "not a job id", line))
+    return jobs, unread
 
 
 def parse_squeue(text: str) -> tuple[dict[str, AllocationStatus], list[str]]:

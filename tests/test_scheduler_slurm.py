@@ -334,6 +334,24 @@ def test_find_by_name_gives_an_array_its_own_id(fakes: Fakes, tmp_path: Path) ->
     assert fakes.calls[0]["argv"] == ["-h", "-n", "bj", "-o", "%i", "-t", "all"]
 
 
+def test_find_by_name_never_says_none_while_a_line_cannot_be_read(
+    fakes: Fakes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As with PBS, LSF and Cobalt: squeue -n NAME lists only that name's jobs, so a line that is not a job id, or a
+    last line cut short, may be the allocation: an error, never "not found" (a restarted controller would submit it
+    again) nor a job id cut short (26533 of 2653316). A CLUSTER line is not a job's."""
+    sched = SlurmScheduler(tmp_path)
+    fakes.scenario("find-cut")
+    with pytest.raises(SchedulerError, match="called bj: a record: the output ends inside this line: '26533'"):
+        sched.find_by_name("bj")
+    fakes.scenario("find-unreadable")
+    with pytest.raises(SchedulerError, match="called bj: a record: not a job id: 'squeue is not available"):
+        sched.find_by_name("bj")
+    fakes.scenario("find-cluster-line")
+    monkeypatch.setenv("SBATCH_CLUSTERS", "mpp2")
+    assert sched.find_by_name("bj") == "630114;mpp2"
+
+
 # --- the parser, on recorded outputs and generated ones ---
 
 
