@@ -22,18 +22,25 @@ import pytest
 from e2e import E2ESite, Event, app_doc, batchjob_doc, job_doc, manifest
 from test_fault_injection import launchers
 
-LEASE_SEC = 3
+# A lease a busy 2-core machine cannot break by stalling a store write for a few seconds (a launcher fences itself
+# once it could not renew for half of it); every wait below is counted in leases.
+LEASE_SEC = 9
 SETTINGS = {
     "sync_period_sec": 1,
     "local_nodes": {"count": 1, "cpus_per_node": 4},
     "launcher": {"lease_sec": LEASE_SEC, "idle_ttl_sec": 30},
 }
 JOBS = [f"frozen-{i}" for i in range(3)]
+# A Job's first run outlasts its frozen launcher's lease, the sweep and the cancel (so it is still running when
+# its launcher is fenced); a run after it is short.
+FIRST_RUN_SEC = 3 * LEASE_SEC
 # Each run locks its Job's lock file for as long as any of its processes lives (the fd is inherited) and logs
 # whether it got the lock: "overlap" means another run of the same Job was still alive. No `{{`: a Jinja2 template.
 RUN = (
     'exec 9>>"$LOCKS/$BALSAM_JOB_NAME"; if flock -n 9; then lock=ok; else lock=overlap; fi; '
-    'echo "$BALSAM_JOB_NAME $lock" >> "$RUNLOG"; sleep 15'
+    'echo "$BALSAM_JOB_NAME $lock" >> "$RUNLOG"; '
+    'if [ -e "$LOCKS/$BALSAM_JOB_NAME.ran" ]; then sleep 1; else : > "$LOCKS/$BALSAM_JOB_NAME.ran"; '
+    f"sleep {FIRST_RUN_SEC}; fi"
 )
 
 
@@ -100,8 +107,8 @@ def test_a_frozen_launchers_jobs_never_run_twice_at_once_and_are_never_charged(
         first = site.batchjobs("first")["first"]["status"]
         return next((c for c in first["conditions"] if c["type"] == "LaunchersHealthy"), None)
 
-    told = site.wait_for("the controller to declare the launcher lost", fenced)
-    jobs = site.wait_jobs(JOBS, timeout=90)
+    told = site.wait_for("the controller to declare the launcher lost", fenced, timeout=3 * LEASE_SEC)
+    jobs = site.wait_jobs(JOBS, timeout=FIRST_RUN_SEC + 60)
 
     assert (told["status"], told["reason"]) == ("False", "LauncherLost")
     assert socket.gethostname() in told["message"] and f"{launcher.pid}" in told["message"]
@@ -132,11 +139,11 @@ def test_a_frozen_worker_delays_its_jobs_outcomes_but_never_runs_them_twice(site
             lambda: site.batchjobs("second")["second"]["status"].get("partitions") or None,
             timeout=60,
         )
-        time.sleep(LEASE_SEC * 2)  # past the lease: the frozen worker's launcher is not declared lost
+        time.sleep(LEASE_SEC * 1.5)  # past the lease and a sweep: the frozen worker's launcher is not declared lost
         assert {j["status"]["state"] for j in site.jobs(*JOBS).values()} == {"RUNNING"}
     finally:
         worker.send_signal(signal.SIGCONT)
-    jobs = site.wait_jobs(JOBS, timeout=60)
+    jobs = site.wait_jobs(JOBS, timeout=FIRST_RUN_SEC + 60)
     assert {name: job["status"]["state"] for name, job in jobs.items()} == dict.fromkeys(JOBS, "JOB_FINISHED")
     assert {name: job["status"]["failures"] for name, job in jobs.items()} == dict.fromkeys(JOBS, 0)
     assert sorted(run_log.read_text().split("\n")[:-1]) == sorted(f"{name} ok" for name in JOBS)  # one run each

@@ -46,7 +46,10 @@ from store import Selector, Store, Transition
 
 pytestmark = pytest.mark.slow
 
-LEASE_SEC = 4
+# Recovery here comes with the allocation's end (a killed launcher ends its job script), not the lease: a lease that
+# a busy 2-core machine stalling a store write for seconds cannot run out costs no time, and declares no live
+# launcher lost (its Jobs would run again with no kill to explain it).
+LEASE_SEC = 10
 RETRIES = 100  # a run lost with its launcher is a crash (launcher.crash_limit): let it be retried, errors too
 SETTINGS = {
     "sync_period_sec": 1,
@@ -579,11 +582,12 @@ def test_a_live_launcher_keeps_its_lease(tmp_path: Path) -> None:
     lease under 10 s the controller sweeps live launchers: their running Jobs become RUN_TIMEOUT (charged as lost
     runs, FAILED at max_retries 0) and run again elsewhere while the first process still runs.
     """
-    site = E2ESite.create(tmp_path, "lease", {**SETTINGS, "launcher": {"idle_ttl_sec": 3, "lease_sec": 2}})
+    lease = 6  # under HEARTBEAT_SEC, and not so short that a store write stalled on a busy machine breaks it
+    site = E2ESite.create(tmp_path, "lease", {**SETTINGS, "launcher": {"idle_ttl_sec": 3, "lease_sec": lease}})
     try:
         site.apply(
             manifest(
-                app_doc("slow", "sleep 5"),
+                app_doc("slow", f"sleep {2 * lease}"),
                 job_doc("slow-1", "slow", workdir="slow-1"),
                 batchjob_doc("lease-bj", num_nodes=1, wall_time_min=5),
             )
