@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import glob
 import logging
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 
 from balsamctl.jobscript import render_job_script, submit_request
 from balsamctl.site import Site, SiteError
+from launcher.joboutput import read_tail
 from schedulers import AllocationStatus, Scheduler, SchedulerError
 from schemas import BatchJob, BatchJobState
 from schemas.conditions import Status, condition_of, condition_status
@@ -403,9 +403,7 @@ def _mtime(path: Path) -> float:
 def _tail(path: Path) -> str:
     """The last OUTPUT_LINES lines of a file (at most OUTPUT_BYTES read), or why it cannot be read."""
     try:
-        with path.open("rb") as stream:
-            stream.seek(max(0, stream.seek(0, os.SEEK_END) - OUTPUT_BYTES))
-            text = stream.read().decode(errors="replace").replace("\x00", "\ufffd")
+        text = read_tail(path, OUTPUT_BYTES).replace("\x00", "\ufffd")
     except OSError as exc:
         return f"(cannot be read: {exc})"
     return "\n".join(text.splitlines()[-OUTPUT_LINES:]) or "(empty)"

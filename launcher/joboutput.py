@@ -31,3 +31,10 @@ def attempt_files(workdir: Path) -> dict[int, Path]:
     if (workdir / LATEST).is_file():
         files[max(files, default=0) + 1] = workdir / LATEST
     return dict(sorted(files.items()))
+
+
+def read_tail(path: str | Path, max_bytes: int) -> str:
+    """The last ``max_bytes`` of a file, decoded (bytes that are not UTF-8 replaced); OSError if it cannot be read."""
+    with open(path, "rb") as stream:
+        stream.seek(max(0, stream.seek(0, os.SEEK_END) - max_bytes))
+        return stream.read().decode(errors="replace")

@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from launcher.joboutput import output_path
+from launcher.joboutput import output_path, read_tail
 
 if TYPE_CHECKING:  # the local worker imports this module: it stays free of pydantic and the rest
     from launcher.nodes import Node
@@ -347,10 +347,7 @@ def _open_output(workdir: str, output: str) -> int:
 
 def _tail(path: str) -> str:
     try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - TAIL_BYTES))
-            return f.read().decode(errors="replace")
+        return read_tail(path, TAIL_BYTES)
     except OSError:
         return ""
 
