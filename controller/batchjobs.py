@@ -146,6 +146,7 @@ class BatchJobReconciler:
         """While the allocation runs: report its launchers, tell whether any started, and fence a lost one. False
         even when it writes: a report is no change that calls for another pass at once."""
         rows = self.site.store.launchers_of(self.site.site_id, bj.metadata.name)
+        self._fence_lost_launchers(bj, rows, alloc.scheduler_id)  # first: it needs no write to cancel
         partitions = _launcher_reports(rows)
         if partitions != bj.status.partitions:
             self.site.store.set_batchjob_status(
@@ -155,7 +156,6 @@ class BatchJobReconciler:
             self._launchers_started(bj, rows)
         else:
             self._no_launcher_yet(bj, alloc)
-        self._fence_lost_launchers(bj, rows, alloc.scheduler_id)
         return False
 
     def _launchers_started(self, bj: BatchJob, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -207,26 +207,28 @@ class BatchJobReconciler:
         self._condition(bj, LAUNCHERS_STARTED, "False", reason, f"{message}; {self._output_tail(bj)}")
 
     def _fence_lost_launchers(self, bj: BatchJob, rows: Sequence[Mapping[str, Any]], sched_id: str) -> None:
-        """Cancel the allocation of a launcher declared lost that still holds Jobs: they may still run (a frozen
-        launcher's processes live on, and a serial-mode worker may start those queued on its lanes), so they run
-        again elsewhere only once the allocation has ended."""
-        lost = {r["id"]: r for r in rows if _lost(r)}
+        """Cancel the allocation of a launcher lost (declared so by the lease sweep, or silent past its lease: the
+        sweep's write may wait behind a lock the frozen launcher holds, so the cancel, read-only until the scheduler
+        is called, comes first) that still holds Jobs: they may still run (a frozen launcher's processes live on,
+        and a serial-mode worker may start those queued on its lanes), so they run again elsewhere only once the
+        allocation has ended."""
+        lease, t = self.site.settings.launcher.lease_sec, time.time()
+        lost = {r["id"]: r for r in rows if _lost(r) or (r["ended_at"] is None and r["heartbeat_at"] < t - lease)}
         held = self.site.store.jobs_held_by(self.site.site_id, list(lost)) if lost else {}
         if not held:
             return
-        lease = self.site.settings.launcher.lease_sec
+        self._cancel(bj, sched_id)
         whom = "; ".join(
             f"launcher {lost[lid]['id']} on {lost[lid]['host']} silent for "
-            f"{lost[lid]['ended_at'] - lost[lid]['heartbeat_at']:.0f} s (launcher.lease_sec {lease:g}) with "
+            f"{(lost[lid]['ended_at'] or t) - lost[lid]['heartbeat_at']:.0f} s (launcher.lease_sec {lease:g}) with "
             f"{running} RUNNING and {claimed} claimed Job(s)"
             for lid, (running, claimed) in sorted(held.items())
         )
         message = f"{whom}: allocation {sched_id} cancelled; its Jobs run again once it has ended"
         healthy = condition_of(bj.status.conditions, "LaunchersHealthy")
-        if healthy is None or healthy.message != message:
+        if healthy is None or healthy.reason != "LauncherLost":
             log.warning("batchjob/%s: %s", bj.metadata.name, message)
             self._condition(bj, "LaunchersHealthy", "False", "LauncherLost", message)
-        self._cancel(bj, sched_id)
 
     def _output_tail(self, bj: BatchJob) -> str:
         """The last lines of the allocation's own output file(s) (the job script's stdout and stderr), as the

@@ -77,7 +77,7 @@ class SerialExecutor:
         self.links = dict(links)  # node name -> its worker's link (a lost worker's is taken out)
         self.workers = list(self.links.values())  # one per node
         self.local = local
-        self.node_of: dict[int, tuple[str, str]] = {}  # job id -> its node and name, while it runs or waits
+        self.node_of: dict[int, tuple[str, Task]] = {}  # job id -> its node and Task, while it runs or waits
         self.waiting: set[int] = set()  # Tasks sent to wait in a lane, whose start was not reported yet
         self.lost: list[Event] = []  # the outcomes of a lost worker's Tasks, for the next poll
 
@@ -100,7 +100,7 @@ class SerialExecutor:
         for node, (task, lane, queued) in batch:
             by_node.setdefault(node, []).append((task, lane, queued))
             if node in self.links:
-                self.node_of[task.job_id] = (node, task.name)
+                self.node_of[task.job_id] = (node, task)
                 if queued:
                     self.waiting.add(task.job_id)
         for node, assignments in by_node.items():
@@ -140,21 +140,21 @@ class SerialExecutor:
         if link is not None:
             self.workers.remove(link)
             log.error("the worker of node %s was lost (%s): its Jobs go back, the node is fenced", node, exc)
-        ours = {job_id: name for job_id, (where, name) in self.node_of.items() if where == node}
+        ours = {job_id: task for job_id, (where, task) in self.node_of.items() if where == node}
         for job_id in ours:
             del self.node_of[job_id]
-        stopped = stop_orphans(ours.values())
+        stopped = stop_orphans(task.workdir for task in ours.values())
         if stopped:
             log.error("stopped %d Job process(es) that outlived the worker of node %s", stopped, node)
         why = f"could not run: the worker of node {node} was lost ({exc})"
         never_sent = {task.job_id for task, _, _ in unsent}
         waited = [job_id for job_id in ours if job_id in self.waiting]  # first: before their lane's holder ends
         self.waiting.difference_update(waited)
-        self.lost += [Outcome(job_id, ours[job_id], None, "", killed=why) for job_id in waited]
-        for job_id, name in ours.items():
+        self.lost += [Outcome(job_id, ours[job_id].name, None, "", killed=why) for job_id in waited]
+        for job_id, task in ours.items():
             if job_id not in waited:
                 cause = WORKER_UNREACHABLE if job_id in never_sent else NODE_LOST
-                self.lost.append(Outcome(job_id, name, None, why, cause=cause))
+                self.lost.append(Outcome(job_id, task.name, None, why, cause=cause))
 
     def wait(self, timeout: float) -> None:
         """Until a report arrives or ``timeout`` passes."""
@@ -162,7 +162,7 @@ class SerialExecutor:
 
     def kill(self, job_id: int, why: str) -> None:
         """Stop one Task; its outcome arrives with its worker's next report."""
-        node, _ = self.node_of.get(job_id, ("", ""))
+        node = self.node_of[job_id][0] if job_id in self.node_of else ""
         if node in self.links:
             try:
                 self.links[node].send(TAG_KILL, (job_id, why))
@@ -194,18 +194,18 @@ class SerialExecutor:
         return outcomes
 
 
-def stop_orphans(names: Iterable[str]) -> int:
-    """Kill the process groups of these Jobs that run on in this launcher's session (their worker died but they
-    did not: a Job must never run on unseen while it runs again elsewhere); how many. A Job's process is found by
-    its ``BALSAM_JOB_NAME``; it leads a process group of its own."""
-    wanted = set(names)
+def stop_orphans(workdirs: Iterable[str]) -> int:
+    """Kill the process groups of the Jobs of these workdirs that run on in this launcher's session (their worker
+    died but they did not: a Job must never run on unseen while it runs again elsewhere); how many. A Job's process
+    is found by its ``BALSAM_JOB_WORKDIR`` (one per Job, absolute); it leads a process group of its own."""
+    wanted = set(workdirs)
     if not wanted:
         return 0
     session, stopped = os.getsid(0), 0
     for proc in psutil.process_iter():
         with contextlib.suppress(psutil.Error, OSError):
             leads = proc.pid == os.getpgid(proc.pid) and os.getsid(proc.pid) == session
-            if leads and proc.environ().get("BALSAM_JOB_NAME") in wanted:
+            if leads and proc.environ().get("BALSAM_JOB_WORKDIR") in wanted:
                 os.killpg(proc.pid, signal.SIGKILL)
                 stopped += 1
     return stopped
