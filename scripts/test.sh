@@ -7,7 +7,8 @@
 #   4. scripts/slurm-up.sh       real services the tests use: a 4-node emulated Slurm cluster
 #      scripts/pg-up.sh          and a throwaway PostgreSQL (exports BALSAMCTL_TEST_PG_URL)
 #      -- skipped when BALSAMCTL_SERVICES=none; both are reused when already up
-#   5. pytest -q "$@"            with .venv/bin first on PATH (balsamctl, mpiexec, python)
+#   5. pytest -q -n 2 "$@"       with .venv/bin first on PATH (balsamctl, mpiexec, python); two workers
+#                                (BALSAMCTL_TEST_WORKERS), the real-Slurm tests one at a time on one of them
 #
 # Exits with pytest's exit code; "no tests collected" (pytest's 5) counts as a failure.
 # The services are left running: stop them with scripts/slurm-down.sh and scripts/pg-down.sh.
@@ -45,9 +46,10 @@ else
   stage "services: skipped (BALSAMCTL_SERVICES=none)"
 fi
 
-stage "tests: pytest -q $*"
+workers=${BALSAMCTL_TEST_WORKERS:-2}
+stage "tests: pytest -q -n $workers --dist loadgroup $*"
 rc=0
-.venv/bin/pytest -q "$@" || rc=$?
+.venv/bin/pytest -q -n "$workers" --dist loadgroup "$@" || rc=$?
 if [ "$rc" = 5 ]; then
   echo "test.sh: pytest collected no tests -- treated as a failure" >&2
 fi

@@ -143,3 +143,20 @@ def cluster() -> None:
     proc = subprocess.run(["sinfo", "-h", "-o", "%P %a %D"], capture_output=True, text=True, timeout=30)
     if proc.returncode != 0 or "debug" not in proc.stdout:
         pytest.fail(f"the Slurm cluster does not answer ({proc.stderr.strip() or proc.stdout.strip()}): {fix}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under ``pytest -n N --dist loadgroup`` (scripts/test.sh), the tests of the one real Slurm cluster run one at a
+    time on one worker (their allocations would wait for each other's nodes), beside the rest."""
+    for item in items:
+        if "cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The figures tests recorded (``record_property("figures", ...)``: the fault-injection run's counts), at the
+    end of the run, whether or not its tests ran in xdist workers."""
+    for report in terminalreporter.getreports("passed") + terminalreporter.getreports("failed"):
+        for name, value in report.user_properties:
+            if name == "figures":
+                terminalreporter.write_line(f"{report.nodeid}: {value}")

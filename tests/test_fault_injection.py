@@ -26,7 +26,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,7 +125,7 @@ def site(tmp_path: Path) -> Iterator[E2ESite]:
 
 
 def test_sigkill_controller_and_launchers_loses_nothing(
-    site: E2ESite, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    site: E2ESite, tmp_path: Path, capsys: pytest.CaptureFixture[str], record_property: Callable[[str, object], None]
 ) -> None:
     seed = int(os.environ.get("BALSAMCTL_CHAOS_SEED", str(random.SystemRandom().randrange(2**32))))
     with capsys.disabled():
@@ -154,7 +154,7 @@ def test_sigkill_controller_and_launchers_loses_nothing(
         while unfinished(store_site, keep_busy=site) and time.monotonic() < settle_until:
             time.sleep(0.2)
         site.stop_controller()
-        check_invariants(site, store_site, chaos, run_log, hook_log, seed, chaos_sec, capsys)
+        check_invariants(site, store_site, chaos, run_log, hook_log, seed, chaos_sec, capsys, record_property)
     finally:
         store_site.close()
 
@@ -382,6 +382,7 @@ def check_invariants(
     seed: int,
     chaos_sec: float,
     capsys: pytest.CaptureFixture[str],
+    record_property: Callable[[str, object], None],
 ) -> None:
     store, sid = store_site.store, store_site.site_id
     jobs = {o.name: o.manifest for o in store.list_objects(Selector("Job", (sid,))) if isinstance(o.manifest, Job)}
@@ -426,11 +427,13 @@ def check_invariants(
         f"double submits: {len(double_submits)}, reruns: {reruns}, hook reruns: {hook_reruns}"
     )
     restart = sum(chaos.restart_sec) / max(1, len(chaos.restart_sec))
+    run = (
+        f"fault injection: seed {seed}, chaos {chaos_sec:.0f} s, batchjobs {len(batchjobs)}, "
+        f"allocations {sum(records.values())}, controller restart {restart:.1f} s on average"
+    )
+    record_property("figures", f"{run}; {summary}")  # shown at the end of the run (conftest), under xdist too
     with capsys.disabled():
-        print(
-            f"fault injection: seed {seed}, chaos {chaos_sec:.0f} s, batchjobs {len(batchjobs)}, "
-            f"allocations {sum(records.values())}, controller restart {restart:.1f} s on average"
-        )
+        print(run)
         print(summary)
     lost_states = collections.Counter(states.get(n) for n in lost)
     assert not lost, f"{summary}\nnot JOB_FINISHED: {dict(lost_states)}\n" + "\n".join(
