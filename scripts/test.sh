@@ -2,7 +2,7 @@
 # The project's one test command (CI runs exactly this):   scripts/test.sh [pytest args...]
 #
 #   1. scripts/setup.sh          .venv with '.[dev,mpi,postgres]' (fast when already set up)
-#   2. ruff check .              lint
+#   2. ruff check .              lint; ruff format --check . (the code is as ruff formats it)
 #   3. mypy                      type check (packages and options in pyproject.toml)
 #   4. scripts/slurm-up.sh       real services the tests use: a 4-node emulated Slurm cluster
 #      scripts/pg-up.sh          and a throwaway PostgreSQL (exports BALSAMCTL_TEST_PG_URL)
@@ -24,8 +24,9 @@ bash scripts/setup.sh
 
 export PATH="$ROOT/.venv/bin:$PATH"
 
-stage "lint: ruff check"
+stage "lint: ruff check, ruff format --check"
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 
 stage "types: mypy"
 .venv/bin/mypy
