@@ -10,33 +10,63 @@ from enum import StrEnum
 
 
 class JobState(StrEnum):
-    """The 14 Balsam Job states."""
+    """The 14 Balsam Job states. Each says what it means and who moves a Job out of it."""
 
     CREATED = "CREATED"
+    """Applied. The controller moves it on: to READY (no parents), AWAITING_PARENTS, or FAILED (a parent failed)."""
     AWAITING_PARENTS = "AWAITING_PARENTS"
+    """Waits for its parents. The controller moves it to READY once every parent is JOB_FINISHED, FAILED if one
+    fails."""
     READY = "READY"
+    """May run once staged. The controller's stage-in makes its workdir and output file: STAGED_IN (a workdir out of
+    ``data/`` FAILS it; one the file system refuses keeps it here, with ``StagedIn=False``)."""
     STAGED_IN = "STAGED_IN"
+    """Its workdir exists. The controller runs its App's ``preprocess`` hook (or none): PREPROCESSED, or FAILED."""
     PREPROCESSED = "PREPROCESSED"
+    """Runnable: a launcher may claim it (its ``owner``) and start it: RUNNING."""
     RUNNING = "RUNNING"
+    """Started by the launcher that owns it, which records how it ended: RUN_DONE, RUN_ERROR, RUN_TIMEOUT (it stopped
+    it), or RESTART_READY (it never started, for an infrastructure reason). A lost launcher's Jobs are ended by the
+    controller once its allocation has ended: RUN_TIMEOUT, a crash."""
     RUN_DONE = "RUN_DONE"
+    """Exited 0. The controller runs the ``postprocess`` hook (it may choose RESTART_READY or FAILED); without one the
+    launcher takes it on to JOB_FINISHED in the same write."""
     POSTPROCESSED = "POSTPROCESSED"
+    """Postprocessed. The controller (or the launcher, without a hook) moves it to STAGED_OUT."""
     STAGED_OUT = "STAGED_OUT"
+    """Staged out (nothing is copied). The controller (or the launcher) moves it to JOB_FINISHED."""
     JOB_FINISHED = "JOB_FINISHED"
+    """Done. Only an explicit rerun (``balsamctl rerun``) takes it back to READY."""
     RUN_ERROR = "RUN_ERROR"
+    """Its own command failed (charged to ``max_retries``). The controller runs ``handle_error`` (default: FAILED, or
+    RESTART_READY within ``max_retries``)."""
     RUN_TIMEOUT = "RUN_TIMEOUT"
+    """Stopped with its allocation (never charged; a run lost with its launcher counts as a crash). The controller
+    runs ``handle_timeout`` (default: RESTART_READY, FAILED past ``launcher.crash_limit``)."""
     RESTART_READY = "RESTART_READY"
+    """Runnable again: a launcher may claim and start it (RUNNING)."""
     FAILED = "FAILED"
+    """Given up: past its limits, refused at stage-in, a hook's choice, or a parent failed. Only a rerun takes it back
+    to READY."""
 
 
 class BatchJobState(StrEnum):
-    """The life of one allocation, as the controller observes it."""
+    """The life of one allocation, as the controller observes it. The controller alone moves a BatchJob."""
 
     pending_submission = "pending_submission"
+    """Applied, not submitted yet (or its submission's fate is unknown): the controller submits it (queued), or it is
+    refused (submit_failed)."""
     queued = "queued"
+    """Submitted, waiting in the scheduler's queue: running when the scheduler starts it, finished if it ends."""
     running = "running"
+    """Its allocation runs its launchers: finished when the scheduler says it ended."""
     finished = "finished"
+    """Its allocation ended (walltime, its launchers done, cancelled): final."""
     submit_failed = "submit_failed"
+    """The scheduler refused the submission (or its job script could not be made): deleting it is all that is left."""
     pending_deletion = "pending_deletion"
+    """Deleted by a user: the controller cancels the allocation and removes the BatchJob once the scheduler confirms
+    the end (its running Jobs become RUN_TIMEOUT)."""
 
 
 J = JobState
