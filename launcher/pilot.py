@@ -387,8 +387,13 @@ class Launcher:
         if self.queue and self.pool.has_idle():
             more, self.queue = place_in_order(self.pool, self.queue)  # the queue is kept in the policy's order
             planned += more
+        later: list[tuple[JobRef, Request]] = []  # their App could not be read from the store: next turn
         for ref, placement in planned:
-            task = self._task(ref, placement)
+            try:
+                task = self._task(ref, placement)
+            except StoreUnavailable:
+                task = None
+                later.append((ref, Request.of(ref.spec)))
             if task is None:
                 self.pool.release(ref.id)
                 continue
@@ -402,11 +407,16 @@ class Launcher:
                 self.queue = [self.queue[i] for i in left] + self.queue[looked:]
             for ref, lane in queued:
                 placement = self.pool.placements[self.lanes.holder[lane]]
-                task = self._task(ref, placement)
+                try:
+                    task = self._task(ref, placement)
+                except StoreUnavailable:
+                    task = None
+                    later.append((ref, Request.of(ref.spec)))
                 if task is None:
                     self.lanes.withdraw(ref.id)
                     continue
                 batch.append((placement.hosts[0], (task, lane, True)))
+        self.queue = later + self.queue  # first again: they came first in the site's order
         if batch:
             self.executor.start(batch)  # one message per node; what cannot start comes back as an outcome
         at = time.time()  # started now (the queued ones: when their Began comes)

@@ -25,6 +25,7 @@ import psutil
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlalchemy.exc import OperationalError
 from test_launcher_time import jobs_of, launcher_on, running_in_thread, wait_for
 from test_security import advance_to_runnable, app, apply_raws, batchjob, configure, job
 
@@ -38,6 +39,7 @@ from launcher.serial_mode import SerialExecutor, SerialTaskBuilder
 from launcher.worker import WorkerLost
 from schemas import JobState
 from schemas.objects import Partition
+from store import StoredObject
 
 REPO = Path(__file__).resolve().parents[1]
 PIDS_CGROUP = Path("/sys/fs/cgroup/pids")
@@ -305,3 +307,31 @@ def test_tasks_that_never_reached_a_lost_worker_could_not_start() -> None:
     assert outcomes[1].cause == WORKER_UNREACHABLE and outcomes[2].killed and not outcomes[2].cause
     result = result_of(outcomes[1], where="n0")
     assert result["state"] == JobState.RESTART_READY and result["condition"]["reason"] == WORKER_UNREACHABLE
+
+
+def test_an_app_the_store_cannot_read_yet_delays_its_job_and_leaks_nothing(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store fails the launcher's first read of a Job's App: the Job waits in the queue (its resources freed)
+    and starts on a later turn, once; the launcher goes on. Before, the error left the Job placed but never started
+    (its CPUs taken for good) and taken off the queue."""
+    apply_raws(site, app("a", "true"), job("j1", "a", "w/j1"), batchjob("bj"))
+    advance_to_runnable(site)
+    read = site.store.get_object
+    failed: list[str] = []
+
+    def flaky(site_id: int, kind: str, name: str) -> StoredObject:
+        if kind == "App" and not failed:
+            failed.append(name)
+            raise OperationalError("SELECT ...", {}, Exception("database is locked"))
+        return read(site_id, kind, name)
+
+    monkeypatch.setattr(site.store, "get_object", flaky)
+    launcher = launcher_on(site, cpus=2, seconds_left=300)
+    runner, crashed = running_in_thread(launcher)
+    wait_for("j1 finished", lambda: jobs_of(site)["j1"].status.state == JobState.JOB_FINISHED)
+    launcher.stop()
+    runner.join(timeout=20)
+    assert failed == ["a"] and crashed == []
+    assert [e["reason"] for e in events_of(site, "j1")].count("Started") == 1
+    assert launcher.pool.placements == {} and launcher.queue == []
