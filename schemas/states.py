@@ -116,8 +116,9 @@ BATCHJOB_TRANSITIONS: dict[BatchJobState, frozenset[BatchJobState]] = {
 }
 """Allowed BatchJob transitions; ``finished`` is terminal."""
 
-#: BatchJob states that hold (or may hold) a live allocation.
-ACTIVE_BATCHJOB_STATES: frozenset[BatchJobState] = frozenset({B.queued, B.running, B.pending_deletion})
+#: BatchJob states that hold (or may hold) a live allocation: every one but those that end without one
+#: (``pending_submission`` too: after a submit that timed out, its allocation may run launchers already).
+ACTIVE_BATCHJOB_STATES: frozenset[BatchJobState] = frozenset(BatchJobState) - {B.finished, B.submit_failed}
 
 
 class InvalidTransition(ValueError):

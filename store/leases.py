@@ -16,9 +16,9 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Row, bindparam, func, select, update
 
-from schemas import BatchJobState, JobState
+from schemas import JobState
 from schemas.retries import crashed
-from schemas.states import RUNNABLE_STATES
+from schemas.states import ACTIVE_BATCHJOB_STATES, RUNNABLE_STATES
 from store.base import StoreBase, add_events, chunks, job_event
 from store.engine import is_postgres, read_tx, write_tx
 from store.jobs import hand_back
@@ -40,8 +40,7 @@ _TIME_OUT = (
 )
 
 _RUNNABLE = sorted(s.value for s in RUNNABLE_STATES)
-#: BatchJob states in which no allocation of it can be alive.
-_NO_ALLOCATION = [BatchJobState.finished.value, BatchJobState.submit_failed.value]
+_LIVE = sorted(s.value for s in ACTIVE_BATCHJOB_STATES)  # BatchJobs whose allocation may be alive
 _Run = Row[Any, Any, Any, Any]  # a RUNNING Job: id, name, owner, status
 
 
@@ -150,7 +149,7 @@ def _live_batchjobs(conn: Connection, site_id: int, names: Collection[str]) -> s
             objects.c.site_id == site_id,
             objects.c.kind == "BatchJob",
             objects.c.name.in_(part),
-            objects.c.state.not_in(_NO_ALLOCATION),
+            objects.c.state.in_(_LIVE),
         )
         live.update(conn.execute(q).scalars())
     return live
