@@ -147,6 +147,22 @@ class E2ESite:
 
     # ------------------------------------------------------------------ setup
     @classmethod
+    @contextlib.contextmanager
+    def running(
+        cls, root: Path, name: str, settings: Mapping[str, Any] | None = None, files: Mapping[str, str] | None = None
+    ) -> Iterator[E2ESite]:
+        """A site made by :meth:`create` (with ``files`` written into its directory) whose controller runs while
+        the block does; every process it caused is stopped afterwards."""
+        site = cls.create(root, name, settings)
+        for relative, text in (files or {}).items():
+            (site.path / relative).write_text(text)
+        try:
+            site.start_controller()
+            yield site
+        finally:
+            site.close()
+
+    @classmethod
     def create(cls, root: Path, name: str = "e2e", settings: Mapping[str, Any] | None = None) -> E2ESite:
         """``balsamctl site init``, then ``settings`` merged into ``settings.yml`` (before any controller)."""
         site = cls(root, name)

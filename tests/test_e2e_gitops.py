@@ -22,12 +22,8 @@ SETTINGS = {"sync_period_sec": 1, "launcher": {"idle_ttl_sec": 30}}
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ESite]:
     """A local site with its controller running."""
-    s = E2ESite.create(tmp_path_factory.mktemp("e2e-gitops"), "e2e-gitops", SETTINGS)
-    try:
-        s.start_controller()
+    with E2ESite.running(tmp_path_factory.mktemp("e2e-gitops"), "e2e-gitops", SETTINGS) as s:
         yield s
-    finally:
-        s.close()
 
 
 def apply_failed(site: E2ESite, source: str) -> list[str]:

@@ -43,13 +43,10 @@ HOOKS_MODULE = textwrap.dedent(
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ESite]:
     """A local site with ``mysite_hooks.py`` in its directory and its controller running."""
-    s = E2ESite.create(tmp_path_factory.mktemp("e2e-hooks"), "e2e-hooks", SETTINGS)
-    (s.path / "mysite_hooks.py").write_text(HOOKS_MODULE)
-    try:
-        s.start_controller()
+    with E2ESite.running(
+        tmp_path_factory.mktemp("e2e-hooks"), "e2e-hooks", SETTINGS, files={"mysite_hooks.py": HOOKS_MODULE}
+    ) as s:
         yield s
-    finally:
-        s.close()
 
 
 def to_states(events: list[Event], name: str) -> list[str | None]:

@@ -23,12 +23,8 @@ SETTINGS = {
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ESite]:
-    s = E2ESite.create(tmp_path_factory.mktemp("e2e-placement"), "e2e-placement", SETTINGS)
-    try:
-        s.start_controller()
+    with E2ESite.running(tmp_path_factory.mktemp("e2e-placement"), "e2e-placement", SETTINGS) as s:
         yield s
-    finally:
-        s.close()
 
 
 def batchjob(name: str, mode: str, tag: str) -> str:

@@ -38,12 +38,8 @@ RUNNABLE = {"PREPROCESSED", "RESTART_READY"}
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ESite]:
-    s = E2ESite.create(tmp_path_factory.mktemp("e2e-health"), "e2e-health", SETTINGS)
-    try:
-        s.start_controller()
+    with E2ESite.running(tmp_path_factory.mktemp("e2e-health"), "e2e-health", SETTINGS) as s:
         yield s
-    finally:
-        s.close()
 
 
 def ended(site: E2ESite, batch_job: str) -> dict[str, Any] | None:

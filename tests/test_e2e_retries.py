@@ -14,12 +14,8 @@ FLAKY = 'echo try >> tries; test "$(wc -l < tries)" -gt {{ fail_times }}'
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ESite]:
-    s = E2ESite.create(tmp_path_factory.mktemp("e2e-retries"), "e2e-retries", SETTINGS)
-    try:
-        s.start_controller()
+    with E2ESite.running(tmp_path_factory.mktemp("e2e-retries"), "e2e-retries", SETTINGS) as s:
         yield s
-    finally:
-        s.close()
 
 
 def test_errors_are_retried_up_to_max_retries_then_failed_and_rerun_restarts(site: E2ESite) -> None:

@@ -29,12 +29,8 @@ CHAIN = ["READY", "STAGED_IN", "PREPROCESSED", "RUNNING", "RUN_DONE", "POSTPROCE
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ESite]:
     """A local site (2 emulated nodes of 2 CPUs, 5 s idle launchers) with its controller running."""
-    s = E2ESite.create(tmp_path_factory.mktemp("e2e-site"), "e2e-site", SETTINGS)
-    try:
-        s.start_controller()
+    with E2ESite.running(tmp_path_factory.mktemp("e2e-site"), "e2e-site", SETTINGS) as s:
         yield s
-    finally:
-        s.close()
 
 
 def assert_chain(events: list[Event], name: str, expected: list[str]) -> None:
