@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +14,8 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import InterfaceError, InternalError, OperationalError, ProgrammingError
 
 from store import migrations
+
+SQLITE_BUSY_SEC = 60.0  # how long a SQLite connection waits for another's lock
 
 StoreUnavailable = (OperationalError, InterfaceError, InternalError)
 """What a store call raises when the database cannot be reached or refuses the work for now (locked, connection
@@ -34,7 +38,7 @@ def make_engine(url: str) -> Engine:
     """An engine for ``url``; creates the schema if it is missing, migrates an older one (:mod:`store.migrations`)."""
     if url.startswith("sqlite"):
         engine = create_engine(
-            url, pool_size=2, max_overflow=8, connect_args={"timeout": 60, "check_same_thread": False}
+            url, pool_size=2, max_overflow=8, connect_args={"timeout": SQLITE_BUSY_SEC, "check_same_thread": False}
         )
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
@@ -58,11 +62,26 @@ def _revision(engine: Engine) -> str | None:
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_SEC * 1000)}")
+    _wal(cursor)
     cursor.execute("PRAGMA synchronous=FULL")  # a commit is on disk when it returns (NORMAL: not after an OS crash)
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=60000")
     cursor.close()
+
+
+def _wal(cursor: Any) -> None:
+    """Put the database in WAL mode. On a new file, while another connection switches it, SQLite refuses at once
+    ("database is locked") without waiting on its busy handler: launchers that open a new store together would
+    fail, so the switch is tried again until the busy timeout."""
+    deadline = time.monotonic() + SQLITE_BUSY_SEC
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
