@@ -44,7 +44,7 @@ SETTINGS: dict[str, Any] = {
     },
 }
 CLUSTER_NODES = {"n1", "n2", "n3", "n4"}
-SLURM_DEADLINE_SEC = 60.0  # submit -> running is 0.3-1 s here, but other runs may share the 4 nodes
+SLURM_DEADLINE_SEC = 120.0  # submit -> running is 0.3-1 s here; other runs may share the nodes, and the CPUs (xdist)
 MPI_COMMAND = (
     "python -c 'from mpi4py import MPI; import os; "
     """print(MPI.COMM_WORLD.size, os.environ.get("SLURMD_NODENAME"))'"""
