@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -47,7 +48,8 @@ def site(tmp_path: Path) -> Iterator[Path]:
     ids = [path.stem for path in (tmp_path / "qsubmit" / ".local").glob("*.json")]
     for sid, status in LocalScheduler(tmp_path).status(ids).items():
         if status.state == "running":
-            os.killpg(int(sid), signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # it may end between status and kill
+                os.killpg(int(sid), signal.SIGKILL)
 
 
 def request(site: Path, name: str, body: str, wall_time_min: int = 5) -> SubmitRequest:
