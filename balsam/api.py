@@ -13,14 +13,14 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
-from balsamctl import registry
-from balsamctl.apply import apply_documents
-from balsamctl.site import Site as SiteDir
-from balsamctl.site import SiteError, resolve_sites
-from schemas import JobState
-from schemas.manifest import Document, ManifestError, validate_document
-from schemas.objects import API_VERSION, Manifest
-from store import NotFound, Selector, StoredObject, Transition
+from balsamctl.schemas import JobState
+from balsamctl.schemas.manifest import Document, ManifestError, validate_document
+from balsamctl.schemas.objects import API_VERSION, Manifest
+from balsamctl.site import registry
+from balsamctl.site.apply import apply_documents
+from balsamctl.site.directory import Site as SiteDir
+from balsamctl.site.directory import SiteError, resolve_sites
+from balsamctl.store import NotFound, Selector, StoredObject, Transition
 
 M = TypeVar("M", bound="Model")
 PAGE = 1000

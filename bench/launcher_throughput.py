@@ -34,9 +34,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from balsamctl.site import Site
+from balsamctl.site.directory import Site
+from balsamctl.store import Selector
 from bench.common import ROOT, cli, median
-from store import Selector
 
 APP = """---
 apiVersion: balsam/v1
@@ -101,12 +101,12 @@ def sample_launcher(site: Path, stop: threading.Event, samples: list[float], cpu
 
 
 def _workers(launcher: psutil.Process) -> list[psutil.Process]:
-    """Serial mode's local worker (``python -m launcher.worker``): a process of its own, the launcher's child."""
+    """Serial mode's local worker (``python -m balsamctl.launcher.worker``): its own process, the launcher's child."""
     found = []
     with contextlib.suppress(psutil.Error):
         for child in launcher.children():
             with contextlib.suppress(psutil.Error):
-                if "launcher.worker" in child.cmdline():
+                if "balsamctl.launcher.worker" in child.cmdline():
                     found.append(child)
     return found
 

@@ -35,14 +35,14 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from balsamctl.apply import apply_documents, read_documents
-from balsamctl.site import Site, init_site
+from balsamctl.controller.batchjobs import BatchJobReconciler
+from balsamctl.schedulers import SlurmScheduler
+from balsamctl.schedulers.slurm import SQUEUE_FORMAT
+from balsamctl.schemas import BatchJobState
+from balsamctl.site.apply import apply_documents, read_documents
+from balsamctl.site.directory import Site, init_site
+from balsamctl.store import Selector
 from bench.common import median
-from controller.batchjobs import BatchJobReconciler
-from schedulers import SlurmScheduler
-from schedulers.slurm import SQUEUE_FORMAT
-from schemas import BatchJobState
-from store import Selector
 
 # Recorded on this project's test cluster (Slurm 22.05.8) with `squeue -h -t all -j ID -O SQUEUE_FORMAT`;
 # used only when no cluster answers. {id} and {name} are filled in per allocation.

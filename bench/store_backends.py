@@ -30,10 +30,10 @@ from sqlalchemy.pool import NullPool
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from balsamctl.schemas import App, Job, JobState
+from balsamctl.schemas.manifest import Document
+from balsamctl.store import Store, sqlite_url
 from bench.common import median
-from schemas import App, Job, JobState
-from schemas.manifest import Document
-from store import Store, sqlite_url
 
 PG_URL = os.environ.get("BALSAMCTL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:55432/postgres")
 BATCH = 16

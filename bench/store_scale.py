@@ -17,15 +17,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from balsamctl.schemas.manifest import Document
+from balsamctl.schemas.objects import Job, JobSpec, ObjectMeta
 from bench.common import APP_DOC, cli, job_docs, median
-from schemas.manifest import Document
-from schemas.objects import Job, JobSpec, ObjectMeta
 
 
 def load(site_path: Path, total: int, already: int) -> float:
     """Add Jobs through the store's apply until the site holds ``total``; returns seconds taken."""
-    from balsamctl.apply import apply_documents
-    from balsamctl.site import Site
+    from balsamctl.site.apply import apply_documents
+    from balsamctl.site.directory import Site
 
     site = Site.load(site_path)
     t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""``python -m controller run --site PATH``: the controller process (``balsamctl controller start`` runs it)."""
+"""``python -m balsamctl.controller run --site PATH``: the controller process (``balsamctl controller start``)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from balsamctl.site import Site, SiteError
-from controller import daemon
+from balsamctl.controller import daemon
+from balsamctl.site.directory import Site, SiteError
 
 
 def main() -> int:
     """Run the controller of one site in the foreground."""
-    parser = argparse.ArgumentParser(prog="python -m controller")
+    parser = argparse.ArgumentParser(prog="python -m balsamctl.controller")
     parser.add_argument("command", choices=["run"])
     parser.add_argument("--site", required=True, type=Path)
     args = parser.parse_args()

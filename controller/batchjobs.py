@@ -16,14 +16,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from balsamctl.jobscript import render_job_script, submit_request
-from balsamctl.site import Site, SiteError
-from launcher.joboutput import read_tail
-from schedulers import AllocationStatus, Scheduler, SchedulerError
-from schemas import BatchJob, BatchJobState
-from schemas.conditions import Status, condition_of, condition_status
-from store import Selector, to_datetime
-from store.batchjobs import LAUNCHERS_STARTED
+from balsamctl.schedulers import AllocationStatus, Scheduler, SchedulerError
+from balsamctl.schemas import BatchJob, BatchJobState
+from balsamctl.schemas.conditions import Status, condition_of, condition_status
+from balsamctl.site.directory import Site, SiteError
+from balsamctl.site.joboutput import read_tail
+from balsamctl.site.jobscript import render_job_script, submit_request
+from balsamctl.store import Selector, to_datetime
+from balsamctl.store.batchjobs import LAUNCHERS_STARTED
 
 log = logging.getLogger("balsamctl.controller.batchjobs")
 B = BatchJobState

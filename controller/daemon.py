@@ -14,8 +14,8 @@ from typing import Any
 
 import psutil
 
-from balsamctl.site import Site, SiteError
-from controller.loop import Controller
+from balsamctl.controller.loop import Controller
+from balsamctl.site.directory import Site, SiteError
 
 
 def _pid_file(site: Site) -> Path:
@@ -65,7 +65,7 @@ def start(site: Site, timeout: float = 10.0) -> int:
     log_file = _log_file(site)
     with open(log_file, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "controller", "run", "--site", str(site.path)],
+            [sys.executable, "-m", "balsamctl.controller", "run", "--site", str(site.path)],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -15,8 +15,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from schemas import Job, JobState
-from schemas.objects import AppSpec, PythonHook
+from balsamctl.schemas import Job, JobState
+from balsamctl.schemas.objects import AppSpec, PythonHook
 
 HOOK_TIMEOUT_SEC = 600
 TAIL_CHARS = 2000

@@ -14,15 +14,15 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from balsamctl.site import Site, SiteError
-from controller.hooks import HOOKS, forget, run_hook
-from launcher.joboutput import prepare_workdir
-from schemas import App, Job, JobState
-from schemas.conditions import set_condition
-from schemas.objects import AppSpec
-from schemas.retries import Verdict, after_failure
-from schemas.states import FINISHING_STEPS
-from store import JobRef, Selector, Transition
+from balsamctl.controller.hooks import HOOKS, forget, run_hook
+from balsamctl.schemas import App, Job, JobState
+from balsamctl.schemas.conditions import set_condition
+from balsamctl.schemas.objects import AppSpec
+from balsamctl.schemas.retries import Verdict, after_failure
+from balsamctl.schemas.states import FINISHING_STEPS
+from balsamctl.site.directory import Site, SiteError
+from balsamctl.site.joboutput import prepare_workdir
+from balsamctl.store import JobRef, Selector, Transition
 
 log = logging.getLogger("balsamctl.controller.jobs")
 S = JobState

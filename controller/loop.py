@@ -18,11 +18,11 @@ from types import FrameType
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from balsamctl.site import Site
-from controller.batchjobs import BatchJobReconciler
-from controller.jobs import JobReconciler
-from controller.manifests import ManifestReconciler
-from schedulers import get_scheduler
+from balsamctl.controller.batchjobs import BatchJobReconciler
+from balsamctl.controller.jobs import JobReconciler
+from balsamctl.controller.manifests import ManifestReconciler
+from balsamctl.schedulers import get_scheduler
+from balsamctl.site.directory import Site
 
 log = logging.getLogger("balsamctl.controller")
 MAX_ROUNDS = 50

@@ -12,10 +12,10 @@ import logging
 import time
 from pathlib import Path
 
-from balsamctl.apply import apply_documents, manifest_files
-from balsamctl.site import Site
-from schemas.manifest import ManifestError, parse_documents
-from store import Conflict
+from balsamctl.schemas.manifest import ManifestError, parse_documents
+from balsamctl.site.apply import apply_documents, manifest_files
+from balsamctl.site.directory import Site
+from balsamctl.store import Conflict
 
 log = logging.getLogger("balsamctl.controller.manifests")
 SOURCE_PREFIX = "manifests/"

@@ -10,7 +10,7 @@ from pathlib import Path
 from jinja2 import StrictUndefined, Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
-from schemas.objects import AppSpec, ParamValue
+from balsamctl.schemas.objects import AppSpec, ParamValue
 
 _ENV = SandboxedEnvironment(autoescape=False, undefined=StrictUndefined, keep_trailing_newline=False)
 

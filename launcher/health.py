@@ -1,7 +1,8 @@
 """Black-hole protection: a node (or a whole launcher) whose Jobs keep failing to start is fenced off.
 
 A pilot job whose environment is broken claims Jobs and fails them as fast as it can. Here an *infrastructure*
-failure (a start the node or site refused: :func:`launcher.process.start_failure`) is never charged to the Job, and
+failure (a start the node or site refused: :func:`balsamctl.launcher.process.start_failure`) is never charged to the
+Job, and
 :class:`FailureStreaks` counts such failures in a row per place: ``limit`` of them with no run started between
 fence the place off. Pure bookkeeping: the launcher decides what fencing means (a serial-mode node: its worker gets
 nothing more; the mpi mode's head node: the whole launcher, which drains and ends).

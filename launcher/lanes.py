@@ -8,7 +8,7 @@ one ends and reports it (:class:`Began`), so a slot never waits while the launch
 
 Both sides see the same order: the launcher sends a lane's Jobs in order, the process side runs them in that
 order and reports every end and start in order. :class:`LaneBook` is the launcher's view (pure bookkeeping);
-:class:`ProcessLanes` the process side's, over a :class:`~launcher.process.ProcessGroup`. A queued Job is only
+:class:`ProcessLanes` the process side's, over a :class:`~balsamctl.launcher.process.ProcessGroup`. A queued Job is only
 claimed (not RUNNING) until its :class:`Began` arrives; one withdrawn before it began ends with an Outcome without
 a return code, and one still queued when the launcher stops is handed back with the rest of its claims.
 """
@@ -23,7 +23,7 @@ from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from launcher.process import CannotStart, Outcome, ProcessGroup, Task
+from balsamctl.launcher.process import CannotStart, Outcome, ProcessGroup, Task
 
 
 class Identified(Protocol):

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from store import Store, StoreUnavailable
+from balsamctl.store import Store, StoreUnavailable
 
 log = logging.getLogger("balsamctl.launcher")
 HEARTBEAT_SEC = 10.0

@@ -1,7 +1,7 @@
 """The launcher entry point: find the allocation's nodes, split them into partitions, run one launcher each.
 
-``python -m launcher --site PATH --batch-job NAME`` is what a rendered job script runs. With several partitions
-it starts one launcher process per partition, each with its node slice in ``BALSAM_NODES``. A serial-mode
+``python -m balsamctl.launcher --site PATH --batch-job NAME`` is what a rendered job script runs. With several
+partitions it starts one launcher process per partition, each with its node slice in ``BALSAM_NODES``. A serial-mode
 partition of several nodes re-launches itself under MPI (``--serial-ranks``): rank 0 runs the launcher, the other
 ranks are workers.
 """
@@ -24,18 +24,18 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from balsamctl.site import Site, SiteError
-from launcher import serial_mode
-from launcher.mpi_command import build_mpi_command, site_flavor
-from launcher.mpi_mode import LocalExecutor, MpiTaskBuilder
-from launcher.nodes import Node, nodes_from_environment, split_nodes, this_node
-from launcher.pilot import Executor, Launcher, TaskBuilder
-from launcher.placement import NodePool, Request
-from launcher.preflight import Problem, check_data_dir, check_mpi_command, check_nodes, first_problem
-from launcher.worker import MpiLink, work
-from schemas import BatchJob
-from schemas.objects import Partition
-from store import NotFound, StoreUnavailable
+from balsamctl.launcher import serial_mode
+from balsamctl.launcher.mpi_command import build_mpi_command, site_flavor
+from balsamctl.launcher.mpi_mode import LocalExecutor, MpiTaskBuilder
+from balsamctl.launcher.nodes import Node, nodes_from_environment, split_nodes, this_node
+from balsamctl.launcher.pilot import Executor, Launcher, TaskBuilder
+from balsamctl.launcher.placement import NodePool, Request
+from balsamctl.launcher.preflight import Problem, check_data_dir, check_mpi_command, check_nodes, first_problem
+from balsamctl.launcher.worker import MpiLink, work
+from balsamctl.schemas import BatchJob
+from balsamctl.schemas.objects import Partition
+from balsamctl.site.directory import Site, SiteError
+from balsamctl.store import NotFound, StoreUnavailable
 
 log = logging.getLogger("balsamctl.launcher")
 
@@ -47,7 +47,7 @@ def stop_margin_sec(wall_time_min: int) -> float:
 
 def main(argv: Sequence[str]) -> int:
     """Run the launcher(s) of one BatchJob; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="python -m launcher")
+    parser = argparse.ArgumentParser(prog="python -m balsamctl.launcher")
     parser.add_argument("--site", required=True, type=Path)
     parser.add_argument("--batch-job", required=True)
     parser.add_argument("--partition", type=int, default=None, help="run only this partition (internal)")

@@ -11,8 +11,8 @@ import shlex
 from collections.abc import Mapping
 from typing import Literal
 
-from launcher.placement import Placement, Request
-from schemas.settings import MpiFlavor, SiteSettings
+from balsamctl.launcher.placement import Placement, Request
+from balsamctl.schemas.settings import MpiFlavor, SiteSettings
 
 Flavor = MpiFlavor | Literal["local"]
 _PARAM_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -5,15 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from balsamctl.site import Site
-from launcher.command import job_variables, render_command
-from launcher.lanes import Assignment, Event, ProcessLanes
-from launcher.mpi_command import build_mpi_command, needs_mpi, site_flavor
-from launcher.nodes import Node, this_node
-from launcher.placement import Placement, Request
-from launcher.process import Pinning, ProcessGroup, Task, shell_argv
-from schemas.objects import AppSpec
-from store import JobRef
+from balsamctl.launcher.command import job_variables, render_command
+from balsamctl.launcher.lanes import Assignment, Event, ProcessLanes
+from balsamctl.launcher.mpi_command import build_mpi_command, needs_mpi, site_flavor
+from balsamctl.launcher.nodes import Node, this_node
+from balsamctl.launcher.placement import Placement, Request
+from balsamctl.launcher.process import Pinning, ProcessGroup, Task, shell_argv
+from balsamctl.schemas.objects import AppSpec
+from balsamctl.site.directory import Site
+from balsamctl.store import JobRef
 
 
 class MpiTaskBuilder:

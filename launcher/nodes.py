@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
-from schemas.settings import LocalNodes
+from balsamctl.schemas.settings import LocalNodes
 
 JobId = Hashable
 """What identifies a placed Job (the launcher uses the Job's database id)."""

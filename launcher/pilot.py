@@ -1,7 +1,7 @@
 """The launcher's loop, common to both job modes: acquire what fits, start it, reap, write outcomes back.
 
 It claims ahead what could run here, starts what fits its idle resources now and, when Jobs are short, queues the
-next ones on the lanes of running Jobs (:mod:`launcher.lanes`); it writes starts and outcomes back in batches,
+next ones on the lanes of running Jobs (:mod:`balsamctl.launcher.lanes`); it writes starts and outcomes back in batches,
 heartbeats, and stops at its wall time, on SIGTERM, or after ``idle_ttl_sec`` with nothing to do: running Jobs are
 then terminated and recorded RUN_TIMEOUT, queued ones handed back. How a Job is started (an MPI launch on the head
 node, or a worker on its node) is the job mode's :class:`Executor`.
@@ -19,18 +19,18 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from balsamctl.site import Site, SiteError
-from launcher.command import CommandError
-from launcher.health import FailureStreaks
-from launcher.lanes import Assignment, Began, Event, LaneBook
-from launcher.lease import Lease
-from launcher.nodes import Node, Share
-from launcher.placement import NodePool, Placement, Request, place_in_order, sort_requests
-from launcher.process import NODE_LOST, WORKER_UNREACHABLE, Outcome, Task
-from schemas import App, JobState
-from schemas.conditions import Status, set_condition
-from schemas.objects import AppSpec, Partition
-from store import JobRef, StoreUnavailable
+from balsamctl.launcher.command import CommandError
+from balsamctl.launcher.health import FailureStreaks
+from balsamctl.launcher.lanes import Assignment, Began, Event, LaneBook
+from balsamctl.launcher.lease import Lease
+from balsamctl.launcher.nodes import Node, Share
+from balsamctl.launcher.placement import NodePool, Placement, Request, place_in_order, sort_requests
+from balsamctl.launcher.process import NODE_LOST, WORKER_UNREACHABLE, Outcome, Task
+from balsamctl.schemas import App, JobState
+from balsamctl.schemas.conditions import Status, set_condition
+from balsamctl.schemas.objects import AppSpec, Partition
+from balsamctl.site.directory import Site, SiteError
+from balsamctl.store import JobRef, StoreUnavailable
 
 log = logging.getLogger("balsamctl.launcher")
 STOP_GRACE_SEC = 10.0
@@ -53,7 +53,8 @@ class Executor(Protocol):
     """Where a job mode runs its Tasks."""
 
     def start(self, batch: Sequence[tuple[str, Assignment]]) -> None:
-        """Start Tasks on their nodes, or queue them on their lanes (:mod:`launcher.lanes`); one that cannot start
+        """Start Tasks on their nodes, or queue them on their lanes (:mod:`balsamctl.launcher.lanes`); one that cannot
+        start
         is reported by :meth:`poll` (an Outcome without a return code, ``could not start: ...``)."""
 
     def poll(self) -> list[Event]:

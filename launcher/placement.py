@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Literal, TypeVar
 
-from launcher.nodes import JobId, Node, Share
-from schemas.objects import JobSpec
+from balsamctl.launcher.nodes import JobId, Node, Share
+from balsamctl.schemas.objects import JobSpec
 
 T = TypeVar("T")
 Policy = Literal["small_first", "long_large_first"]

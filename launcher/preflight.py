@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from launcher.nodes import Node
+from balsamctl.launcher.nodes import Node
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from launcher.joboutput import output_path, read_tail
+from balsamctl.site.joboutput import output_path, read_tail
 
 if TYPE_CHECKING:  # the local worker imports this module: it stays free of pydantic and the rest
-    from launcher.nodes import Node
-    from launcher.placement import Placement
+    from balsamctl.launcher.nodes import Node
+    from balsamctl.launcher.placement import Placement
 
 TAIL_BYTES = 2000
 _SHELL_SYNTAX = re.compile(r"[|&;<>()$`\\*?\[\]~{}#\n]|^\s*\w+=")
@@ -124,7 +124,7 @@ _FILE_SYSTEM_REFUSED = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno
 def start_failure(exc: OSError, step: str, via_mpi: bool) -> str:
     """Who is to blame for a start that failed with ``exc`` at ``step`` (``output``: making the Job's workdir or
     opening its output file; ``exec``: starting its process). The rule of failure classes for starts (what becomes
-    of each class is :func:`launcher.pilot.result_of`'s):
+    of each class is :func:`balsamctl.launcher.pilot.result_of`'s):
 
     - the allocation or the site (an *infrastructure* failure, never charged to the Job; returns its class):
       ``WorkdirRefused`` (the file system refused the workdir or the output file as it would any Job's: full, over

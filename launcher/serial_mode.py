@@ -1,9 +1,9 @@
-"""The ``serial`` job mode: one worker per node (:mod:`launcher.worker`), fanned out with mpi4py.
+"""The ``serial`` job mode: one worker per node (:mod:`balsamctl.launcher.worker`), fanned out with mpi4py.
 
 Rank 0 alone talks to the store: it runs the common launcher loop (acquire, place, write back) and hands each
 Job to the worker of its node: a local worker process on its own node, MPI rank ``r`` on node ``r`` (started
 with one MPI launch). Workers start processes on their node (no Python per task), start the Jobs queued on a
-lane the moment the one before ends (:mod:`launcher.lanes`), and report outcomes and starts back as they come
+lane the moment the one before ends (:mod:`balsamctl.launcher.lanes`), and report outcomes and starts back as they come
 (together when several happen at once). Only single-process Jobs run in this mode. A one-node partition needs
 no MPI.
 """
@@ -20,13 +20,12 @@ from typing import Any
 
 import psutil
 
-from balsamctl.site import Site
-from launcher.command import job_variables, render_command
-from launcher.lanes import Assignment, Event
-from launcher.nodes import Node
-from launcher.placement import Placement, Request
-from launcher.process import NODE_LOST, WORKER_UNREACHABLE, Outcome, Pinning, Task, shell_argv
-from launcher.worker import (
+from balsamctl.launcher.command import job_variables, render_command
+from balsamctl.launcher.lanes import Assignment, Event
+from balsamctl.launcher.nodes import Node
+from balsamctl.launcher.placement import Placement, Request
+from balsamctl.launcher.process import NODE_LOST, WORKER_UNREACHABLE, Outcome, Pinning, Task, shell_argv
+from balsamctl.launcher.worker import (
     TAG_FINAL,
     TAG_KILL,
     TAG_READY,
@@ -38,8 +37,9 @@ from launcher.worker import (
     start_local,
     wait_any,
 )
-from schemas.objects import AppSpec
-from store import JobRef
+from balsamctl.schemas.objects import AppSpec
+from balsamctl.site.directory import Site
+from balsamctl.store import JobRef
 
 log = logging.getLogger("balsamctl.launcher")
 

@@ -3,8 +3,9 @@
 Every node of a serial-mode launcher has one, the launcher's own node included, so the launcher's bookkeeping
 (claims, placement, status writes) never waits for a fork and exec, and the two run side by side. A worker talks
 to its launcher over a :class:`Link`: MPI to the other nodes, a local socket on the launcher's node
-(``python -m launcher.worker --fd N``, which imports nothing but this module, :mod:`launcher.lanes` and
-:mod:`launcher.process`).
+(``python -m balsamctl.launcher.worker --fd N``, which imports nothing but this module, :mod:`balsamctl.launcher.lanes`
+and
+:mod:`balsamctl.launcher.process`).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any, Protocol
 
-from launcher.lanes import Event, ProcessLanes
-from launcher.process import Outcome, ProcessGroup
+from balsamctl.launcher.lanes import Event, ProcessLanes
+from balsamctl.launcher.process import Outcome, ProcessGroup
 
 TAG_TASKS, TAG_KILL, TAG_STOP, TAG_OUTCOMES, TAG_FINAL, TAG_READY = 1, 2, 3, 4, 5, 6
 TICK_SEC = 0.002
@@ -196,13 +197,13 @@ def start_local() -> tuple[SocketLink, subprocess.Popen[bytes]]:
     ours, theirs = socket.socketpair()
     with theirs:
         fd = theirs.fileno()
-        proc = subprocess.Popen([sys.executable, "-m", "launcher.worker", "--fd", str(fd)], pass_fds=[fd])
+        proc = subprocess.Popen([sys.executable, "-m", "balsamctl.launcher.worker", "--fd", str(fd)], pass_fds=[fd])
     return SocketLink(Connection(ours.detach())), proc
 
 
 def main(argv: Sequence[str]) -> int:
-    """``python -m launcher.worker --fd N``: the local worker, linked to its launcher by socket ``N``."""
-    parser = argparse.ArgumentParser(prog="python -m launcher.worker")
+    """``python -m balsamctl.launcher.worker --fd N``: the local worker, linked to its launcher by socket ``N``."""
+    parser = argparse.ArgumentParser(prog="python -m balsamctl.launcher.worker")
     parser.add_argument("--fd", type=int, required=True)
     args = parser.parse_args(argv)
     os.set_inheritable(args.fd, False)  # the Jobs it starts must not hold the link open

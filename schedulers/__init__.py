@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from schedulers.base import (
+from balsamctl.schedulers.base import (
     AllocationState,
     AllocationStatus,
     Scheduler,
@@ -11,11 +11,11 @@ from schedulers.base import (
     UnsupportedScheduler,
     run_command,
 )
-from schedulers.cobalt import CobaltScheduler
-from schedulers.local import LocalScheduler
-from schedulers.lsf import LsfScheduler
-from schedulers.pbs import PbsScheduler
-from schedulers.slurm import SlurmScheduler
+from balsamctl.schedulers.cobalt import CobaltScheduler
+from balsamctl.schedulers.local import LocalScheduler
+from balsamctl.schedulers.lsf import LsfScheduler
+from balsamctl.schedulers.pbs import PbsScheduler
+from balsamctl.schedulers.slurm import SlurmScheduler
 
 SCHEDULERS: dict[str, type[Scheduler]] = {
     cls.kind: cls for cls in (LocalScheduler, SlurmScheduler, PbsScheduler, LsfScheduler, CobaltScheduler)

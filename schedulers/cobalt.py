@@ -35,8 +35,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
-from schedulers.base import AllocationState, AllocationStatus, SubmitRequest
-from schedulers.common import (
+from balsamctl.schedulers.base import AllocationState, AllocationStatus, SubmitRequest
+from balsamctl.schedulers.common import (
     DEFAULT_TIMEOUT_S,
     Answer,
     CommandScheduler,
@@ -46,7 +46,7 @@ from schedulers.common import (
     said,
     sequence,
 )
-from schedulers.jsonish import Unread
+from balsamctl.schedulers.jsonish import Unread
 
 STATES: dict[str, AllocationState] = {
     "queued": "queued",

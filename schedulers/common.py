@@ -11,8 +11,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from schedulers.base import AllocationState, AllocationStatus, Scheduler, SchedulerError, SubmitRequest, run_command
-from schedulers.jsonish import Unread, clip
+from balsamctl.schedulers.base import (
+    AllocationState,
+    AllocationStatus,
+    Scheduler,
+    SchedulerError,
+    SubmitRequest,
+    run_command,
+)
+from balsamctl.schedulers.jsonish import Unread, clip
 
 DEFAULT_TIMEOUT_S = 30.0
 _SEQUENCE = re.compile(r"\d+")

@@ -18,7 +18,7 @@ from typing import ClassVar, Literal
 
 import psutil
 
-from schedulers.base import AllocationStatus, Scheduler, SchedulerError, SubmitRequest
+from balsamctl.schedulers.base import AllocationStatus, Scheduler, SchedulerError, SubmitRequest
 
 # The allocation wrapper, `bash <state dir>/allocation.sh <script> <state dir>`: it runs the script, records its exit
 # code in <state dir>/<pid>.exit (a stale one from an earlier process with this pid is removed first), then ends

@@ -32,15 +32,23 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
-from schedulers.base import (
+from balsamctl.schedulers.base import (
     AllocationState,
     AllocationStatus,
     SubmitRequest,
     UnsupportedScheduler,
     program_says,
 )
-from schedulers.common import Answer, CommandScheduler, allocation, local_time, newest_called, said, text_field
-from schedulers.jsonish import Unread, members
+from balsamctl.schedulers.common import (
+    Answer,
+    CommandScheduler,
+    allocation,
+    local_time,
+    newest_called,
+    said,
+    text_field,
+)
+from balsamctl.schedulers.jsonish import Unread, members
 
 STATES: dict[str, AllocationState] = {
     "PEND": "queued",

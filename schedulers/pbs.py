@@ -19,7 +19,8 @@ F      finished (kept in the job history, which ``-x`` shows)            finishe
 X      subjob finished                                                   finished
 =====  ================================================================  ==========
 
-qstat's JSON is read record by record as PBS prints it (see :mod:`schedulers.jsonish`). A job a clean answer leaves
+qstat's JSON is read record by record as PBS prints it (see :mod:`balsamctl.schedulers.jsonish`). A job a clean answer
+leaves
 out is asked for alone; it is absent only when qstat says ``Unknown Job Id`` (past the history ``-x`` shows).
 
 ``Exit_status`` is reported as PBS gives it: the job script's exit code, 256 + N when signal N killed it, negative
@@ -31,15 +32,23 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-from schedulers.base import (
+from balsamctl.schedulers.base import (
     AllocationState,
     AllocationStatus,
     SubmitRequest,
     UnsupportedScheduler,
     program_says,
 )
-from schedulers.common import Answer, CommandScheduler, allocation, local_time, newest_called, said, text_field
-from schedulers.jsonish import Unread, members
+from balsamctl.schedulers.common import (
+    Answer,
+    CommandScheduler,
+    allocation,
+    local_time,
+    newest_called,
+    said,
+    text_field,
+)
+from balsamctl.schedulers.jsonish import Unread, members
 
 STATES: dict[str, AllocationState] = {
     "Q": "queued",

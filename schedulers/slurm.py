@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
 
-from launcher.nodes import expand_hostlist
-from schedulers.base import (
+from balsamctl.launcher.nodes import expand_hostlist
+from balsamctl.schedulers.base import (
     AllocationState,
     AllocationStatus,
     Scheduler,
@@ -28,8 +28,8 @@ from schedulers.base import (
     program_says,
     run_command,
 )
-from schedulers.common import newest_called
-from schedulers.jsonish import Unread
+from balsamctl.schedulers.common import newest_called
+from balsamctl.schedulers.jsonish import Unread
 
 DEFAULT_TIMEOUT_S = 30.0
 NO_PROJECT = "none"  # a site's placeholder project: sbatch gets no -A (the user's default account is charged)

@@ -1,6 +1,6 @@
 """Pure pydantic models and state machines of balsamctl: no I/O lives here."""
 
-from schemas.objects import (
+from balsamctl.schemas.objects import (
     API_VERSION,
     KINDS,
     App,
@@ -19,7 +19,7 @@ from schemas.objects import (
     Partition,
     kind_of,
 )
-from schemas.states import (
+from balsamctl.schemas.states import (
     BATCHJOB_TRANSITIONS,
     JOB_TRANSITIONS,
     BatchJobState,

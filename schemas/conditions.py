@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
-from schemas.objects import Condition
+from balsamctl.schemas.objects import Condition
 
 Status = Literal["True", "False", "Unknown"]
 """A condition's status, as Kubernetes writes it."""

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from schemas.objects import API_VERSION, KINDS, Manifest
+from balsamctl.schemas.objects import API_VERSION, KINDS, Manifest
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from schemas.states import BatchJobState, JobState
+from balsamctl.schemas.states import BatchJobState, JobState
 
 API_VERSION: Final = "balsam/v1"
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.states import JobState
+from balsamctl.schemas.states import JobState
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
-from schemas.objects import EnvName, Identifier, Strict
+from balsamctl.schemas.objects import EnvName, Identifier, Strict
 
 SITE_NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$"
 SiteName = Annotated[str, StringConstraints(pattern=SITE_NAME_PATTERN)]

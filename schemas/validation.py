@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from schemas.manifest import Document, Problem
-from schemas.objects import App, AppSpec, BatchJob, BatchJobSpec, Job
-from schemas.settings import SiteSettings
+from balsamctl.schemas.manifest import Document, Problem
+from balsamctl.schemas.objects import App, AppSpec, BatchJob, BatchJobSpec, Job
+from balsamctl.schemas.settings import SiteSettings
 
 
 def check_batch(

@@ -1,0 +1,111 @@
+"""Engines and transactions: SQLite (WAL, ``BEGIN IMMEDIATE`` for writes) or PostgreSQL, through SQLAlchemy."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.exc import InterfaceError, InternalError, OperationalError, ProgrammingError
+
+from balsamctl.store import migrations
+
+SQLITE_BUSY_SEC = 60.0  # how long a SQLite connection waits for another's lock
+
+StoreUnavailable = (OperationalError, InterfaceError, InternalError)
+"""What a store call raises when the database cannot be reached or refuses the work for now (locked, connection
+lost, read-only, out of space: the driver's error, wrapped), for ``except``: a caller that can wait and try again
+catches these. An integrity or programming error is not among them: it fails the same way every time."""
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ``***`` (for logs and ``describe``)."""
+    url = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
+
+
+def sqlite_url(path: Path) -> str:
+    """The SQLAlchemy URL of a SQLite file."""
+    return f"sqlite:///{path}"
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; creates the schema if it is missing, migrates an older one
+    (:mod:`balsamctl.store.migrations`)."""
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url, pool_size=2, max_overflow=8, connect_args={"timeout": SQLITE_BUSY_SEC, "check_same_thread": False}
+        )
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+    else:
+        engine = create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4)
+    if _revision(engine) != migrations.head_revision():
+        with write_tx(engine) as conn:
+            migrations.upgrade(conn)
+    return engine
+
+
+def _revision(engine: Engine) -> str | None:
+    """The schema revision recorded in the database (one ``SELECT``); ``None`` if it records none."""
+    with engine.connect() as conn:  # a store that cannot be reached fails here, once
+        try:
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        except (OperationalError, ProgrammingError):  # no such table: a new store, or one made before migrations
+            return None
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_SEC * 1000)}")
+    _wal(cursor)
+    cursor.execute("PRAGMA synchronous=FULL")  # a commit is on disk when it returns (NORMAL: not after an OS crash)
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _wal(cursor: Any) -> None:
+    """Put the database in WAL mode. On a new file, while another connection switches it, SQLite refuses at once
+    ("database is locked") without waiting on its busy handler: launchers that open a new store together would
+    fail, so the switch is tried again until the busy timeout."""
+    deadline = time.monotonic() + SQLITE_BUSY_SEC
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    mode = "IMMEDIATE" if conn.get_execution_options().get("balsam_write") else "DEFERRED"
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+@contextmanager
+def write_tx(engine: Engine) -> Iterator[Connection]:
+    """A write transaction: on SQLite it takes the write lock at once (no upgrade deadlocks)."""
+    with engine.connect() as conn:
+        conn = conn.execution_options(balsam_write=True)
+        with conn.begin():
+            yield conn
+
+
+@contextmanager
+def read_tx(engine: Engine) -> Iterator[Connection]:
+    """A read-only transaction: a consistent snapshot."""
+    with engine.connect() as conn, conn.begin():
+        yield conn
+
+
+def is_postgres(engine: Engine) -> bool:
+    """Whether the engine speaks PostgreSQL (``FOR UPDATE SKIP LOCKED``)."""
+    return engine.dialect.name == "postgresql"
