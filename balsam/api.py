@@ -18,8 +18,9 @@ from balsamctl.schemas.manifest import Document, ManifestError, validate_documen
 from balsamctl.schemas.objects import API_VERSION, Manifest
 from balsamctl.site import registry
 from balsamctl.site.apply import apply_documents
-from balsamctl.site.directory import Site as SiteDir
-from balsamctl.site.directory import SiteError, resolve_sites
+from balsamctl.site.directory import SiteDirectory as SiteDir
+from balsamctl.site.directory import SiteError
+from balsamctl.site.lookup import resolve_sites
 from balsamctl.store import NotFound, Selector, StoredObject, Transition
 
 M = TypeVar("M", bound="Model")

@@ -34,7 +34,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from balsamctl.site.directory import Site
+from balsamctl.site.directory import SiteDirectory
 from balsamctl.store import Selector
 from bench.common import ROOT, cli, median
 
@@ -111,7 +111,7 @@ def _workers(launcher: psutil.Process) -> list[psutil.Process]:
     return found
 
 
-def wait_for(site: Site, states: tuple[str, ...], n: int, stall_sec: float = 60.0) -> None:
+def wait_for(site: SiteDirectory, states: tuple[str, ...], n: int, stall_sec: float = 60.0) -> None:
     """Until ``n`` Jobs of ``site`` are in ``states`` (one indexed COUNT every 0.2 s); RuntimeError if none gets
     there for ``stall_sec`` (a launcher or controller that died: see the site's ``log/`` and ``qsubmit/``)."""
     sel = Selector("Job", (site.site_id,), states=states)
@@ -161,7 +161,7 @@ def run_launcher(base: Path, n: int, slots: int, nodes: int) -> Measured:
     )
     (base / "jobs.yaml").write_text(APP + jobs)
     cli(["controller", "start"], site, config)
-    store_site = Site.load(site)
+    store_site = SiteDirectory.load(site)
     try:
         cli(["apply", "-f", str(base / "jobs.yaml")], site, config)
         wait_for(store_site, ("PREPROCESSED",), n)

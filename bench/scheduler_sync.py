@@ -40,7 +40,8 @@ from balsamctl.schedulers import SlurmScheduler
 from balsamctl.schedulers.slurm import SQUEUE_FORMAT
 from balsamctl.schemas import BatchJobState
 from balsamctl.site.apply import apply_documents, read_documents
-from balsamctl.site.directory import Site, init_site
+from balsamctl.site.create import init_site
+from balsamctl.site.directory import SiteDirectory
 from balsamctl.store import Selector
 from bench.common import median
 
@@ -92,7 +93,7 @@ class TimedStore:
         return timed
 
 
-def instrument(site: Site, scheduler: SlurmScheduler, clock: Clock) -> None:
+def instrument(site: SiteDirectory, scheduler: SlurmScheduler, clock: Clock) -> None:
     """Time the scheduler's commands ("command"), its status call as a whole ("status") and the store."""
     run, status = scheduler._run, scheduler.status
 
@@ -112,7 +113,7 @@ def instrument(site: Site, scheduler: SlurmScheduler, clock: Clock) -> None:
 # ---------------------------------------------------------------- sites, fakes, Slurm
 
 
-def make_site(root: Path, name: str, count: int) -> Site:
+def make_site(root: Path, name: str, count: int) -> SiteDirectory:
     """A Slurm site whose queue ``debug`` admits ``count`` BatchJobs, holding ``count`` of them (pending)."""
     site = init_site(root / name, name, "slurm")
     settings = yaml.safe_load((site.path / "settings.yml").read_text())
@@ -120,7 +121,7 @@ def make_site(root: Path, name: str, count: int) -> Site:
     settings["allowed_projects"] = ["none"]
     (site.path / "settings.yml").write_text(yaml.safe_dump(settings, sort_keys=False))
     site.close()
-    site = Site.load(site.path)
+    site = SiteDirectory.load(site.path)
     docs = "".join(
         f"---\napiVersion: balsam/v1\nkind: BatchJob\nmetadata: {{name: bj-{i:05d}}}\n"
         "spec: {num_nodes: 1, wall_time_min: 5, queue: debug, project: none}\n"
@@ -130,7 +131,7 @@ def make_site(root: Path, name: str, count: int) -> Site:
     return site
 
 
-def mark_queued(site: Site, ids: list[str]) -> None:
+def mark_queued(site: SiteDirectory, ids: list[str]) -> None:
     """Put BatchJob ``bj-i`` in state ``queued`` with scheduler id ``ids[i]`` (as the submit pass would)."""
     for i, sid in enumerate(ids):
         name = f"bj-{i:05d}"
@@ -146,7 +147,7 @@ def mark_queued(site: Site, ids: list[str]) -> None:
         )
 
 
-def job_name(site: Site, i: int) -> str:
+def job_name(site: SiteDirectory, i: int) -> str:
     return f"balsam-{site.name}-bj-{i:05d}"
 
 
@@ -201,7 +202,9 @@ def record_format(out_dir: Path) -> tuple[dict[str, str], str]:
 
 
 @contextmanager
-def logged_squeue(site: Site, bindir: Path, log: Path, command: str) -> Iterator[tuple[BatchJobReconciler, Clock]]:
+def logged_squeue(
+    site: SiteDirectory, bindir: Path, log: Path, command: str
+) -> Iterator[tuple[BatchJobReconciler, Clock]]:
     """A ``squeue`` first on PATH that logs its arguments to ``log`` and execs ``command``; meanwhile, the site's
     instrumented reconciler and its clock."""
     write_program(bindir, "squeue", f'echo "$*" >> {shlex.quote(str(log))}\nexec {command}')

@@ -25,9 +25,9 @@ from bench.common import APP_DOC, cli, job_docs, median
 def load(site_path: Path, total: int, already: int) -> float:
     """Add Jobs through the store's apply until the site holds ``total``; returns seconds taken."""
     from balsamctl.site.apply import apply_documents
-    from balsamctl.site.directory import Site
+    from balsamctl.site.directory import SiteDirectory
 
-    site = Site.load(site_path)
+    site = SiteDirectory.load(site_path)
     t0 = time.perf_counter()
     chunk = 100_000
     for start in range(already, total, chunk):

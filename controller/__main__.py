@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from balsamctl.controller import daemon
-from balsamctl.site.directory import Site, SiteError
+from balsamctl.site.directory import SiteDirectory, SiteError
 
 
 def main() -> int:
@@ -17,7 +17,7 @@ def main() -> int:
     parser.add_argument("--site", required=True, type=Path)
     args = parser.parse_args()
     try:
-        daemon.run(Site.load(args.site))
+        daemon.run(SiteDirectory.load(args.site))
     except SiteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -19,7 +19,7 @@ from typing import Any
 from balsamctl.schedulers import AllocationStatus, Scheduler, SchedulerError
 from balsamctl.schemas import BatchJob, BatchJobState
 from balsamctl.schemas.conditions import Status, condition_of, condition_status
-from balsamctl.site.directory import Site, SiteError
+from balsamctl.site.directory import SiteDirectory, SiteError
 from balsamctl.site.joboutput import read_tail
 from balsamctl.site.jobscript import render_job_script, submit_request
 from balsamctl.store import Selector, to_datetime
@@ -64,7 +64,7 @@ class Backoff:
 class BatchJobReconciler:
     """Keeps every BatchJob of one site in step with its allocation."""
 
-    def __init__(self, site: Site, scheduler: Scheduler) -> None:
+    def __init__(self, site: SiteDirectory, scheduler: Scheduler) -> None:
         self.site = site
         self.scheduler = scheduler
         self.backoff = Backoff()

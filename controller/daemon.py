@@ -15,18 +15,18 @@ from typing import Any
 import psutil
 
 from balsamctl.controller.loop import Controller
-from balsamctl.site.directory import Site, SiteError
+from balsamctl.site.directory import SiteDirectory, SiteError
 
 
-def _pid_file(site: Site) -> Path:
+def _pid_file(site: SiteDirectory) -> Path:
     return site.state_dir / "controller.pid"
 
 
-def _log_file(site: Site) -> Path:
+def _log_file(site: SiteDirectory) -> Path:
     return site.log_dir / "controller.log"
 
 
-def running_pid(site: Site) -> int | None:
+def running_pid(site: SiteDirectory) -> int | None:
     """The pid of this site's live controller, if any (never a recycled pid)."""
     try:
         pid, created = _pid_file(site).read_text().split()
@@ -38,7 +38,7 @@ def running_pid(site: Site) -> int | None:
     return None
 
 
-def run(site: Site) -> None:
+def run(site: SiteDirectory) -> None:
     """Run the controller in the foreground; refuses to start a second one for the same site."""
     lock = open(site.state_dir / "controller.lock", "w")  # noqa: SIM115 - held for the process's lifetime
     try:
@@ -57,7 +57,7 @@ def run(site: Site) -> None:
         lock.close()
 
 
-def start(site: Site, timeout: float = 10.0) -> int:
+def start(site: SiteDirectory, timeout: float = 10.0) -> int:
     """Start the controller in the background; returns its pid (the running one's if already up)."""
     pid = running_pid(site)
     if pid is not None:
@@ -84,7 +84,7 @@ def start(site: Site, timeout: float = 10.0) -> int:
     raise SiteError(f"the controller did not start within {timeout:.0f} s; see {log_file}")
 
 
-def stop(site: Site, timeout: float = 15.0) -> bool:
+def stop(site: SiteDirectory, timeout: float = 15.0) -> bool:
     """Stop the controller (SIGTERM, then SIGKILL after ``timeout``); whether one was running."""
     pid = running_pid(site)
     if pid is None:
@@ -99,7 +99,7 @@ def stop(site: Site, timeout: float = 15.0) -> bool:
     return True
 
 
-def status(site: Site) -> dict[str, Any]:
+def status(site: SiteDirectory) -> dict[str, Any]:
     """``running``, ``pid`` and ``log`` of this site's controller."""
     pid = running_pid(site)
     return {"running": pid is not None, "pid": pid, "log": str(_log_file(site))}

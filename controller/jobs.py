@@ -20,7 +20,7 @@ from balsamctl.schemas.conditions import set_condition
 from balsamctl.schemas.objects import AppSpec
 from balsamctl.schemas.retries import Verdict, after_failure
 from balsamctl.schemas.states import FINISHING_STEPS
-from balsamctl.site.directory import Site, SiteError
+from balsamctl.site.directory import SiteDirectory, SiteError
 from balsamctl.site.joboutput import prepare_workdir
 from balsamctl.store import JobRef, Selector, Transition
 
@@ -43,7 +43,7 @@ DEFAULT_MOVES: dict[str, tuple[JobState, str]] = {
 class JobReconciler:
     """Moves every Job of one site towards JOB_FINISHED (or FAILED)."""
 
-    def __init__(self, site: Site, wake: Callable[[], None], workers: int = 4) -> None:
+    def __init__(self, site: SiteDirectory, wake: Callable[[], None], workers: int = 4) -> None:
         self.site = site
         self.wake = wake
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hook")

@@ -22,7 +22,7 @@ from balsamctl.controller.batchjobs import BatchJobReconciler
 from balsamctl.controller.jobs import JobReconciler
 from balsamctl.controller.manifests import ManifestReconciler
 from balsamctl.schedulers import get_scheduler
-from balsamctl.site.directory import Site
+from balsamctl.site.directory import SiteDirectory
 
 log = logging.getLogger("balsamctl.controller")
 MAX_ROUNDS = 50
@@ -32,7 +32,7 @@ LEASE_SWEEP_SEC = 5.0
 
 
 @dataclass
-class Task:
+class TimedReconciler:
     """One reconciler with its timer and its backoff."""
 
     name: str
@@ -48,7 +48,7 @@ class Task:
 class Controller:
     """The site agent of one site."""
 
-    site: Site
+    site: SiteDirectory
     wake: threading.Event = field(default_factory=threading.Event)
     stopping: threading.Event = field(default_factory=threading.Event)
 
@@ -57,9 +57,9 @@ class Controller:
         manifests = ManifestReconciler(self.site)
         self.jobs = JobReconciler(self.site, lambda: self.poke(("jobs",)))
         self.tasks = [
-            Task("manifests", manifests, MANIFEST_RESYNC_SEC, retry_after=manifests.retry_after),
-            Task("jobs", self.jobs, JOB_PERIOD_SEC),
-            Task("batchjobs", BatchJobReconciler(self.site, scheduler), self.site.settings.sync_period_sec),
+            TimedReconciler("manifests", manifests, MANIFEST_RESYNC_SEC, retry_after=manifests.retry_after),
+            TimedReconciler("jobs", self.jobs, JOB_PERIOD_SEC),
+            TimedReconciler("batchjobs", BatchJobReconciler(self.site, scheduler), self.site.settings.sync_period_sec),
         ]
 
     def poke(self, task_names: tuple[str, ...] = ("manifests", "jobs", "batchjobs")) -> None:

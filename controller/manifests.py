@@ -14,7 +14,7 @@ from pathlib import Path
 
 from balsamctl.schemas.manifest import ManifestError, parse_documents
 from balsamctl.site.apply import apply_documents, manifest_files
-from balsamctl.site.directory import Site
+from balsamctl.site.directory import SiteDirectory
 from balsamctl.store import Conflict
 
 log = logging.getLogger("balsamctl.controller.manifests")
@@ -30,7 +30,7 @@ NO_CHANGE = frozenset({"unchanged", "deletion already requested", "not found"})
 class ManifestReconciler:
     """Applies what changed in ``manifests/`` since the last pass (everything on the first)."""
 
-    def __init__(self, site: Site) -> None:
+    def __init__(self, site: SiteDirectory) -> None:
         self.site = site
         self.seen: dict[str, Fingerprint] = {}
         self.missing_since: dict[str, float] = {}

@@ -12,14 +12,14 @@ from balsamctl.launcher.nodes import Node, this_node
 from balsamctl.launcher.placement import Placement, Request
 from balsamctl.launcher.process import Pinning, ProcessGroup, Task, shell_argv
 from balsamctl.schemas.objects import AppSpec
-from balsamctl.site.directory import Site
+from balsamctl.site.directory import SiteDirectory
 from balsamctl.store import JobRef
 
 
 class MpiTaskBuilder:
     """Turns an acquired Job into a Task: its App's command, through MPI when it needs more than one rank."""
 
-    def __init__(self, site: Site, nodes: Sequence[Node]) -> None:
+    def __init__(self, site: SiteDirectory, nodes: Sequence[Node]) -> None:
         self.site = site
         self.flavor = site_flavor(site.settings)
         self.mpi_command = site.settings.launcher.mpi_command

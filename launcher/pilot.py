@@ -29,7 +29,7 @@ from balsamctl.launcher.process import NODE_LOST, WORKER_UNREACHABLE, Outcome, T
 from balsamctl.schemas import App, JobState
 from balsamctl.schemas.conditions import Status, set_condition
 from balsamctl.schemas.objects import AppSpec, Partition
-from balsamctl.site.directory import Site, SiteError
+from balsamctl.site.directory import SiteDirectory, SiteError
 from balsamctl.store import JobRef, StoreUnavailable
 
 log = logging.getLogger("balsamctl.launcher")
@@ -143,7 +143,7 @@ class Launcher:
 
     def __init__(
         self,
-        site: Site,
+        site: SiteDirectory,
         batch_job: str,
         partition: Partition,
         partition_index: int,

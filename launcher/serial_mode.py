@@ -38,7 +38,7 @@ from balsamctl.launcher.worker import (
     wait_any,
 )
 from balsamctl.schemas.objects import AppSpec
-from balsamctl.site.directory import Site
+from balsamctl.site.directory import SiteDirectory
 from balsamctl.store import JobRef
 
 log = logging.getLogger("balsamctl.launcher")
@@ -56,7 +56,7 @@ def accepts(req: Request) -> str | None:
 class SerialTaskBuilder:
     """Turns an acquired Job into a Task that a worker runs directly on its node."""
 
-    def __init__(self, site: Site, nodes: Sequence[Node]) -> None:
+    def __init__(self, site: SiteDirectory, nodes: Sequence[Node]) -> None:
         self.site = site
         self.pinning = Pinning(nodes)
         self.gpu_variables = site.settings.launcher.gpu_visible_devices

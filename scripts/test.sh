@@ -4,6 +4,7 @@
 #   1. scripts/setup.sh          .venv with '.[dev,mpi,postgres]' (fast when already set up)
 #   2. ruff check .              lint; ruff format --check . (the code is as ruff formats it)
 #   3. mypy                      type check (packages and options in pyproject.toml)
+#      lint-imports              the layer contracts of pyproject.toml ([tool.importlinter])
 #   4. scripts/slurm-up.sh       real services the tests use: a 4-node emulated Slurm cluster
 #      scripts/pg-up.sh          and a throwaway PostgreSQL (exports BALSAMCTL_TEST_PG_URL)
 #      -- skipped when BALSAMCTL_SERVICES=none; both are reused when already up
@@ -30,6 +31,9 @@ stage "lint: ruff check, ruff format --check"
 
 stage "types: mypy"
 .venv/bin/mypy
+
+stage "layers: lint-imports"
+.venv/bin/lint-imports --no-cache
 
 if [ "${BALSAMCTL_SERVICES:-all}" != none ]; then
   stage "services: slurm (scripts/slurm-up.sh)"

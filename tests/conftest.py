@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from balsamctl.site.directory import Site, init_site
+from balsamctl.site.create import init_site
+from balsamctl.site.directory import SiteDirectory
 from balsamctl.store import Store
 from tests.support.databases import Databases, pg_server_url
 
@@ -61,7 +62,7 @@ def site_id(store: Store, tmp_path: Path) -> int:
 
 
 @pytest.fixture
-def balsam_site(databases: Databases, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
+def balsam_site(databases: Databases, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SiteDirectory]:
     """A real site directory made by ``init_site`` (local scheduler); on PostgreSQL its settings name the store.
 
     The PostgreSQL URL goes into ``settings.yml`` as ``${BALSAMCTL_TEST_STORE_URL}``, as a user would keep
@@ -78,7 +79,7 @@ def balsam_site(databases: Databases, tmp_path: Path, monkeypatch: pytest.Monkey
     settings.write_text(yaml.safe_dump({**body, "store_url": "${BALSAMCTL_TEST_STORE_URL}"}, sort_keys=False))
     with databases.fresh(tmp_path) as url:
         monkeypatch.setenv("BALSAMCTL_TEST_STORE_URL", url)
-        site = Site.load(site.path)
+        site = SiteDirectory.load(site.path)
         yield site
         site.close()
 

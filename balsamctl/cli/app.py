@@ -20,8 +20,10 @@ from balsamctl.schemas import KINDS, BatchJob, BatchJobState, Job, JobState, Man
 from balsamctl.schemas.settings import SchedulerKind
 from balsamctl.site import platforms, registry
 from balsamctl.site.apply import apply_documents, load_paths
-from balsamctl.site.directory import Site, SiteError, init_site, resolve_sites
+from balsamctl.site.create import init_site
+from balsamctl.site.directory import SiteDirectory, SiteError
 from balsamctl.site.joboutput import attempt_files
+from balsamctl.site.lookup import resolve_sites
 from balsamctl.store import ApplyResult, NotFound, Selector, Store, StoredObject
 from balsamctl.store.migrations import SchemaError
 
@@ -99,11 +101,11 @@ def _echo(text: str) -> None:
         typer.echo(text, nl=False)
 
 
-def _sites(spec: str | None) -> list[Site]:
+def _sites(spec: str | None) -> list[SiteDirectory]:
     return resolve_sites(spec, Path.cwd())
 
 
-def _by_store(sites: Sequence[Site]) -> list[tuple[Store, dict[int, str]]]:
+def _by_store(sites: Sequence[SiteDirectory]) -> list[tuple[Store, dict[int, str]]]:
     """The sites grouped by the store they share, as ``(store, {site id: site name})``: one query per store lists
     them all (``--site=all`` over one PostgreSQL store is one query)."""
     groups: dict[str, tuple[Store, dict[int, str]]] = {}
@@ -112,7 +114,7 @@ def _by_store(sites: Sequence[Site]) -> list[tuple[Store, dict[int, str]]]:
     return list(groups.values())
 
 
-def _one_site(spec: str | None) -> Site:
+def _one_site(spec: str | None) -> SiteDirectory:
     sites = _sites(spec)
     if len(sites) != 1:
         raise SiteError(f"this command works on exactly one site, but --site {spec} names {len(sites)}")
@@ -163,7 +165,7 @@ def _pages(store: Store, sel: Selector, limit: int | None) -> Iterator[list[Stor
         limit = None if limit is None else limit - len(page)
 
 
-def _fetch(site: Site, kind: str, name: str) -> StoredObject:
+def _fetch(site: SiteDirectory, kind: str, name: str) -> StoredObject:
     """One object, or kubectl's NotFound message and exit 1."""
     try:
         return site.store.get_object(site.site_id, kind, name)
@@ -230,7 +232,7 @@ def _print_sites(entries: Iterable[tuple[str, Path]], fmt: OutputFormat | None) 
     for name, path in entries:
         site, site_id, unstarted = None, None, None
         try:
-            site = Site.load(path)
+            site = SiteDirectory.load(path)
             site_id = site.site_id  # opens the store
             unstarted = _unstarted(site, site_id)
         except SiteError as exc:
@@ -244,7 +246,7 @@ def _print_sites(entries: Iterable[tuple[str, Path]], fmt: OutputFormat | None) 
     return readable
 
 
-def _unstarted(site: Site, site_id: int) -> int | None:
+def _unstarted(site: SiteDirectory, site_id: int) -> int | None:
     """The site's allocations in a row that never started a launcher; None, with a warning, if its store fails
     to count them (the rest of its row is still shown)."""
     try:
@@ -297,7 +299,7 @@ def apply(
                 _echo(_submit_plan(target, doc.manifest))
 
 
-def _submit_plan(site: Site, bj: BatchJob) -> str:
+def _submit_plan(site: SiteDirectory, bj: BatchJob) -> str:
     """The job script and scheduler command that submitting ``bj`` would use."""
     from balsamctl.schedulers import get_scheduler
     from balsamctl.site.jobscript import render_job_script, submit_request  # jinja2 only when needed
@@ -413,12 +415,12 @@ def _delete_named(refs: Sequence[str], spec: str | None) -> bool:
     return found
 
 
-def _registered_site(name: str) -> Site:
+def _registered_site(name: str) -> SiteDirectory:
     """The registered site named ``name`` (a reference's ``SITE/`` part: a name, never ``all`` or ``this``)."""
     path = registry.load_registry().get(name)
     if path is None:
         raise SiteError(f"no site named {name!r} is registered")
-    return Site.load(path)
+    return SiteDirectory.load(path)
 
 
 @app.command()
@@ -506,7 +508,7 @@ def get(
         _get_objects(sites, sel, fmt or "table", 0 if names else _limit(fmt, limit), many=_many(site, sites))
 
 
-def _many(spec: str | None, sites: Sequence[Site]) -> bool:
+def _many(spec: str | None, sites: Sequence[SiteDirectory]) -> bool:
     """Whether ``--site`` chose many sites, so that listings name each row's site (as kubectl's ``-A`` always shows
     NAMESPACE): ``all``, even with one site registered, or more than one site."""
     return spec == "all" or len({s.name for s in sites}) > 1
@@ -520,7 +522,7 @@ def _limit(fmt: OutputFormat | None, limit: int | None) -> int:
     return DEFAULT_LIMIT if fmt in (None, "wide") else 0
 
 
-def _get_objects(sites: Sequence[Site], sel: Selector, fmt: output.Format, limit: int, *, many: bool) -> None:
+def _get_objects(sites: Sequence[SiteDirectory], sel: Selector, fmt: output.Format, limit: int, *, many: bool) -> None:
     """Stream the objects of ``sel`` at every site, a page at a time; the stderr footer when ``limit`` (0: none)
     cut the listing. ``many``: each row names its site."""
     single = len(sel.names) == 1 and not many
@@ -553,7 +555,13 @@ def _get_objects(sites: Sequence[Site], sel: Selector, fmt: output.Format, limit
 
 
 def _get_events(
-    sites: Sequence[Site], names: Sequence[str], kind: str | None, limit: int, fmt: OutputFormat | None, *, many: bool
+    sites: Sequence[SiteDirectory],
+    names: Sequence[str],
+    kind: str | None,
+    limit: int,
+    fmt: OutputFormat | None,
+    *,
+    many: bool,
 ) -> None:
     """The newest ``limit`` events of the sites (of one object with a NAME), newest last."""
     if fmt not in (None, "wide"):

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 
 from balsamctl.schemas import API_VERSION, App, BatchJob, Job, Manifest
-from balsamctl.site.directory import Site
+from balsamctl.site.directory import SiteDirectory
 from balsamctl.store import StoredObject, redact
 
 Format = Literal["table", "wide", "yaml", "json", "name"]
@@ -172,7 +172,7 @@ def row(obj: StoredObject, now: float, wide: bool) -> list[str]:
 
 
 def site_row(
-    name: str, path: Path, site: Site | None = None, site_id: int | None = None, unstarted: int | None = None
+    name: str, path: Path, site: SiteDirectory | None = None, site_id: int | None = None, unstarted: int | None = None
 ) -> list[str]:
     """One row of the sites table; ``site`` is None when its directory cannot be read. ``unstarted``: the site's
     newest allocations in a row that never started a launcher."""

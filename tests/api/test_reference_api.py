@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from balsamctl.schemas import BatchJobState
-from balsamctl.site.directory import Site, init_site
+from balsamctl.site.create import init_site
+from balsamctl.site.directory import SiteDirectory
 from balsamctl.store import Selector
 
 REFERENCE = Path(__file__).parent / "scheduling-launchers.md"
@@ -21,7 +22,7 @@ def snippets() -> list[str]:
 
 
 @pytest.fixture
-def theta_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Site:
+def theta_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SiteDirectory:
     """The reference text's site: id 123, queue full-node, project datascience, its optional params."""
     site = init_site(tmp_path / "theta-gpu", "myProject-theta-gpu", site_id=123)
     settings = yaml.safe_load((site.path / "settings.yml").read_text())
@@ -32,7 +33,7 @@ def theta_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Site:
     (site.path / "app.yaml").write_text(
         "apiVersion: balsam/v1\nkind: App\nmetadata: {name: simulation-x}\nspec: {command: ./simulate}\n"
     )
-    site = Site.load(site.path)
+    site = SiteDirectory.load(site.path)
     from balsamctl.site.apply import apply_documents, load_paths
 
     apply_documents(site, load_paths([str(site.path / "app.yaml")], False))
@@ -40,11 +41,11 @@ def theta_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Site:
     return site
 
 
-def batchjobs(site: Site) -> list:  # type: ignore[type-arg]
+def batchjobs(site: SiteDirectory) -> list:  # type: ignore[type-arg]
     return [o.manifest for o in site.store.list_objects(Selector("BatchJob", (site.site_id,)))]
 
 
-def test_every_snippet_runs_verbatim(theta_gpu: Site) -> None:
+def test_every_snippet_runs_verbatim(theta_gpu: SiteDirectory) -> None:
     blocks = snippets()
     assert len(blocks) == 7, "the reference text has seven Python snippets"
     namespace: dict[str, object] = {}
@@ -80,7 +81,7 @@ def test_every_snippet_runs_verbatim(theta_gpu: Site) -> None:
     ]
 
 
-def test_querysets_are_lazy_countable_sliceable(theta_gpu: Site) -> None:
+def test_querysets_are_lazy_countable_sliceable(theta_gpu: SiteDirectory) -> None:
     from balsam.api import BatchJob, Job
 
     jobs = Job.objects.bulk_create(

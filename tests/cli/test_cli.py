@@ -20,7 +20,7 @@ from balsamctl.cli import output
 from balsamctl.schemas import App
 from balsamctl.schemas.objects import NAME_PATTERN
 from balsamctl.schemas.settings import SITE_NAME_PATTERN
-from balsamctl.site.directory import Site
+from balsamctl.site.directory import SiteDirectory
 from balsamctl.store import Selector, Store, StoredObject
 from tests.support.databases import Databases
 
@@ -483,7 +483,7 @@ def test_table_pages_align_and_grow() -> None:
 
 
 def test_json_writer_streams_valid_json(applied: str) -> None:
-    site = Site.load(Path.cwd())
+    site = SiteDirectory.load(Path.cwd())
     objs = site.store.list_objects(Selector("Job", (site.site_id,)))
     writer = output.JsonWriter(single=False)
     text = writer.page(objs[:1]) + writer.page(objs[1:]) + writer.end()

@@ -28,7 +28,8 @@ from balsamctl.schedulers.slurm import STATES
 from balsamctl.schemas import BatchJob
 from balsamctl.schemas.objects import Condition
 from balsamctl.site.apply import apply_documents, read_documents
-from balsamctl.site.directory import Site, init_site
+from balsamctl.site.create import init_site
+from balsamctl.site.directory import SiteDirectory
 from balsamctl.store import Selector
 
 HELD_TEMPLATE = "#!/bin/bash\n#SBATCH --hold\n# BatchJob {{ batch_job.name }}: held, it never runs\nsleep 300\n"
@@ -42,7 +43,7 @@ BACKOFF_SEC = 1.1  # the reconciler's first backoff is 1 s
 # ---------------------------------------------------------------- fixtures and helpers
 
 
-def make_site(root: Path, template: str, max_queued_jobs: int = 10) -> Site:
+def make_site(root: Path, template: str, max_queued_jobs: int = 10) -> SiteDirectory:
     """A Slurm site (queue ``debug``, project ``none``) whose job template is ``template``."""
     site = init_site(root / "site", f"rec-{uuid.uuid4().hex[:8]}", "slurm")
     settings = yaml.safe_load((site.path / "settings.yml").read_text())
@@ -52,13 +53,13 @@ def make_site(root: Path, template: str, max_queued_jobs: int = 10) -> Site:
     (site.path / "settings.yml").write_text(yaml.safe_dump(settings, sort_keys=False))
     (site.path / "job-template.sh").write_text(template)
     site.close()
-    return Site.load(site.path)
+    return SiteDirectory.load(site.path)
 
 
 @pytest.fixture
-def sites(cluster: None, tmp_path: Path) -> Iterator[list[Site]]:
+def sites(cluster: None, tmp_path: Path) -> Iterator[list[SiteDirectory]]:
     """The sites a test makes (append them); their Slurm jobs are cancelled and their stores closed after."""
-    made: list[Site] = []
+    made: list[SiteDirectory] = []
     yield made
     for site in made:
         cancel_jobs(f"balsam-{site.name}-")
@@ -103,7 +104,7 @@ def unfake(tmp_path: Path, name: str) -> None:
     (tmp_path / "bin" / name).unlink()
 
 
-def apply_batchjobs(site: Site, *names: str, num_nodes: int = 1) -> None:
+def apply_batchjobs(site: SiteDirectory, *names: str, num_nodes: int = 1) -> None:
     """Apply BatchJobs on queue ``debug``, project ``none``."""
     docs = [
         {
@@ -117,7 +118,7 @@ def apply_batchjobs(site: Site, *names: str, num_nodes: int = 1) -> None:
     apply_documents(site, read_documents([("test", yaml.safe_dump_all(docs))]))
 
 
-def batchjob(site: Site, name: str) -> BatchJob:
+def batchjob(site: SiteDirectory, name: str) -> BatchJob:
     """The stored BatchJob ``name``."""
     obj = site.store.get_object(site.site_id, "BatchJob", name).manifest
     assert isinstance(obj, BatchJob)
@@ -157,7 +158,7 @@ def wait_until(what: str, probe: Any, timeout: float = DEADLINE_SEC) -> Any:
         time.sleep(0.1)
 
 
-def reconciler(site: Site) -> BatchJobReconciler:
+def reconciler(site: SiteDirectory) -> BatchJobReconciler:
     """A fresh reconciler (as after a controller restart) over the real Slurm adapter with a 1 s timeout."""
     return BatchJobReconciler(site, SlurmScheduler(site.path, timeout=TIMEOUT_SEC))
 
@@ -169,7 +170,7 @@ def timed_pass(rec: BatchJobReconciler) -> float:
     return time.monotonic() - t0
 
 
-def events_of(site: Site, name: str) -> list[dict[str, Any]]:
+def events_of(site: SiteDirectory, name: str) -> list[dict[str, Any]]:
     """The events of batchjob/NAME, oldest first."""
     return site.store.events((site.site_id,), kind="BatchJob", name=name, limit=100)
 
@@ -181,8 +182,8 @@ def hanging_sbatch(went_through: bool) -> str:
 
 
 def timed_out_submission(
-    sites: list[Site], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, template: str, name: str
-) -> tuple[Site, str]:
+    sites: list[SiteDirectory], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, template: str, name: str
+) -> tuple[SiteDirectory, str]:
     """A new site whose batchjob/NAME one pass submitted through an sbatch that then hung; the site and the Slurm
     job name the BatchJob recorded. The fake sbatch stays on PATH."""
     site = make_site(tmp_path, template)
@@ -199,7 +200,7 @@ def timed_out_submission(
 
 
 def test_hanging_squeue_becomes_a_condition_and_the_next_pass_recovers(
-    sites: list[Site], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sites: list[SiteDirectory], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     site = make_site(tmp_path, SLEEP_TEMPLATE)
     sites.append(site)
@@ -237,7 +238,7 @@ def test_hanging_squeue_becomes_a_condition_and_the_next_pass_recovers(
 
 @pytest.mark.parametrize("went_through", [True, False], ids=["submitted-then-hung", "hung-before-submitting"])
 def test_hanging_sbatch_stays_pending_and_never_submits_twice(
-    sites: list[Site], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, went_through: bool
+    sites: list[SiteDirectory], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, went_through: bool
 ) -> None:
     site = make_site(tmp_path, HELD_TEMPLATE)
     sites.append(site)
@@ -279,7 +280,7 @@ def test_hanging_sbatch_stays_pending_and_never_submits_twice(
 
 
 def test_timed_out_submit_whose_allocation_already_ended_is_not_submitted_again(
-    sites: list[Site], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sites: list[SiteDirectory], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """sbatch went through but hung; the allocation ran and ended before the controller looked it up by name."""
     site, job_name = timed_out_submission(sites, tmp_path, monkeypatch, QUICK_TEMPLATE, "quick")
@@ -299,7 +300,7 @@ def test_timed_out_submit_whose_allocation_already_ended_is_not_submitted_again(
 
 
 def test_deleting_a_batchjob_whose_submit_timed_out_cancels_its_allocation(
-    sites: list[Site], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sites: list[SiteDirectory], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """sbatch went through but hung; the user deletes the BatchJob before the controller adopted the allocation."""
     site, job_name = timed_out_submission(sites, tmp_path, monkeypatch, HELD_TEMPLATE, "orphan")
@@ -323,7 +324,7 @@ def test_deleting_a_batchjob_whose_submit_timed_out_cancels_its_allocation(
 
 
 def test_allocation_unknown_to_the_scheduler_is_finished_with_a_message(
-    sites: list[Site], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sites: list[SiteDirectory], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     site = make_site(tmp_path, HELD_TEMPLATE)
     sites.append(site)
@@ -347,7 +348,7 @@ def test_allocation_unknown_to_the_scheduler_is_finished_with_a_message(
 
 
 def test_status_of_many_batchjobs_is_one_squeue_call_per_pass(
-    sites: list[Site], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sites: list[SiteDirectory], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     count = 12
     site = make_site(tmp_path, HELD_TEMPLATE, max_queued_jobs=count)

@@ -24,7 +24,7 @@ from balsamctl.schemas import BatchJob, BatchJobState, Job
 from balsamctl.schemas import JobState as S
 from balsamctl.schemas.objects import Condition
 from balsamctl.site.apply import apply_documents, read_documents
-from balsamctl.site.directory import Site
+from balsamctl.site.directory import SiteDirectory
 from tests.support.store_ops import make_runnable, state_events
 
 LEASE = 0.3
@@ -69,7 +69,7 @@ class FakeScheduler(Scheduler):
         self.allocations[sched_id] = replace(self.allocations[sched_id], state="finished", raw_state=raw_state)
 
 
-def apply(site: Site, *docs: dict[str, object]) -> None:
+def apply(site: SiteDirectory, *docs: dict[str, object]) -> None:
     text = yaml.safe_dump_all([{"apiVersion": "balsam/v1", **d} for d in docs])
     apply_documents(site, read_documents([("test.yaml", text)]))
 
@@ -87,13 +87,13 @@ def batchjob(name: str) -> dict[str, object]:
     return {"kind": "BatchJob", "metadata": {"name": name}, "spec": spec}
 
 
-def bj_of(site: Site, name: str) -> BatchJob:
+def bj_of(site: SiteDirectory, name: str) -> BatchJob:
     manifest = site.store.get_object(site.site_id, "BatchJob", name).manifest
     assert isinstance(manifest, BatchJob)
     return manifest
 
 
-def job_of(site: Site, name: str) -> Job:
+def job_of(site: SiteDirectory, name: str) -> Job:
     manifest = site.store.get_object(site.site_id, "Job", name).manifest
     assert isinstance(manifest, Job)
     return manifest
@@ -105,7 +105,7 @@ def condition(bj: BatchJob, type_: str) -> Condition:
     return found[0]
 
 
-def started_batchjob(site: Site, sched: FakeScheduler, name: str, started_ago: float = 0.0) -> str:
+def started_batchjob(site: SiteDirectory, sched: FakeScheduler, name: str, started_ago: float = 0.0) -> str:
     """Apply BatchJob ``name``, let the reconciler submit it and see its allocation run; its scheduler id."""
     apply(site, batchjob(name))
     rec = BatchJobReconciler(site, sched)
@@ -118,7 +118,7 @@ def started_batchjob(site: Site, sched: FakeScheduler, name: str, started_ago: f
     return sched_id
 
 
-def register(site: Site, launcher: str, batch_job: str) -> None:
+def register(site: SiteDirectory, launcher: str, batch_job: str) -> None:
     site.store.register_launcher(
         site.site_id, launcher, batch_job=batch_job, partition=0, job_mode="mpi", host="node-7", pid=1, nodes=["n0"]
     )
@@ -127,7 +127,7 @@ def register(site: Site, launcher: str, batch_job: str) -> None:
 # ---------------------------------------------------------------- a lost launcher is fenced before its Jobs run again
 
 
-def test_a_lost_launchers_running_jobs_wait_for_its_allocation_to_end(balsam_site: Site) -> None:
+def test_a_lost_launchers_running_jobs_wait_for_its_allocation_to_end(balsam_site: SiteDirectory) -> None:
     site, sid = balsam_site, balsam_site.site_id
     store = site.store
     apply(site, app(), job("a"), job("b"), job("c"))
@@ -176,7 +176,7 @@ def test_a_lost_launchers_running_jobs_wait_for_its_allocation_to_end(balsam_sit
     assert {job_of(site, n).status.state for n in "ab"} == {S.RESTART_READY}
 
 
-def test_a_lost_launcher_of_an_ended_allocation_hands_its_jobs_on_at_once(balsam_site: Site) -> None:
+def test_a_lost_launcher_of_an_ended_allocation_hands_its_jobs_on_at_once(balsam_site: SiteDirectory) -> None:
     site, sid = balsam_site, balsam_site.site_id
     store = site.store
     apply(site, app(), job("a"))
@@ -198,7 +198,7 @@ def test_a_lost_launcher_of_an_ended_allocation_hands_its_jobs_on_at_once(balsam
     assert ("RUNNING", "RUN_TIMEOUT", "LeaseExpired") in state_events(store, sid, "a")
 
 
-def test_a_lost_launcher_of_an_allocation_whose_submit_timed_out_keeps_its_jobs(balsam_site: Site) -> None:
+def test_a_lost_launcher_of_an_allocation_whose_submit_timed_out_keeps_its_jobs(balsam_site: SiteDirectory) -> None:
     """A BatchJob still ``pending_submission`` (its submit timed out: the allocation may have gone through and run
     launchers) is live: a lost launcher's Jobs wait for its allocation's end there too."""
     site, sid = balsam_site, balsam_site.site_id
@@ -219,7 +219,7 @@ def test_a_lost_launcher_of_an_allocation_whose_submit_timed_out_keeps_its_jobs(
     assert store.claim(sid, owner="other", batch_job="bj", filter_tags={}, limit=5) == []
 
 
-def test_a_job_lost_with_its_launcher_past_the_crash_limit_fails(balsam_site: Site) -> None:
+def test_a_job_lost_with_its_launcher_past_the_crash_limit_fails(balsam_site: SiteDirectory) -> None:
     site, sid = balsam_site, balsam_site.site_id
     launcher = site.settings.launcher.model_copy(update={"crash_limit": 1})
     site.settings = site.settings.model_copy(update={"launcher": launcher})
@@ -250,14 +250,14 @@ def test_a_job_lost_with_its_launcher_past_the_crash_limit_fails(balsam_site: Si
 # ---------------------------------------------------------------- allocations that never come up
 
 
-def write_output(site: Site, name: str, text: str) -> None:
+def write_output(site: SiteDirectory, name: str, text: str) -> None:
     """The allocation's own output file, where the local scheduler writes it: ``qsubmit/<job name>.out``."""
     job_name = bj_of(site, name).status.job_name
     assert job_name
     (site.qsubmit_dir / f"{job_name}.out").write_text(text)
 
 
-def test_an_allocation_without_a_launcher_heartbeat_is_told_with_its_output(balsam_site: Site) -> None:
+def test_an_allocation_without_a_launcher_heartbeat_is_told_with_its_output(balsam_site: SiteDirectory) -> None:
     site = balsam_site
     sched = FakeScheduler(site.path)
     timeout = site.settings.launcher.start_timeout_sec
@@ -278,7 +278,7 @@ def test_an_allocation_without_a_launcher_heartbeat_is_told_with_its_output(bals
 
 
 def test_an_allocation_whose_start_time_the_scheduler_does_not_give_is_timed_from_when_it_was_seen_running(
-    balsam_site: Site,
+    balsam_site: SiteDirectory,
 ) -> None:
     site = balsam_site
     launcher = site.settings.launcher.model_copy(update={"start_timeout_sec": LEASE})
@@ -303,7 +303,7 @@ def test_an_allocation_whose_start_time_the_scheduler_does_not_give_is_timed_fro
     assert (told.status, told.reason) == ("False", "NoHeartbeat")
 
 
-def test_allocations_that_end_before_a_launcher_starts_are_counted_in_a_row(balsam_site: Site) -> None:
+def test_allocations_that_end_before_a_launcher_starts_are_counted_in_a_row(balsam_site: SiteDirectory) -> None:
     site, sid = balsam_site, balsam_site.site_id
     sched = FakeScheduler(site.path)
     rec = BatchJobReconciler(site, sched)
@@ -329,7 +329,7 @@ def test_allocations_that_end_before_a_launcher_starts_are_counted_in_a_row(bals
     assert site.store.allocations_not_started(sid) == 0
 
 
-def test_an_allocation_whose_launcher_failed_its_preflight_says_so(balsam_site: Site) -> None:
+def test_an_allocation_whose_launcher_failed_its_preflight_says_so(balsam_site: SiteDirectory) -> None:
     """A launcher that fails its preflight never registers: its allocation started no launcher, and says why (the
     preflight's reason and message), not that it ended before any launcher started. It counts in the row."""
     site, sid = balsam_site, balsam_site.site_id
@@ -352,7 +352,7 @@ def test_an_allocation_whose_launcher_failed_its_preflight_says_so(balsam_site: 
     assert site.store.allocations_not_started(sid) == 2  # each an allocation that started no launcher
 
 
-def test_a_finished_batchjob_from_before_the_count_ends_the_row(balsam_site: Site) -> None:
+def test_a_finished_batchjob_from_before_the_count_ends_the_row(balsam_site: SiteDirectory) -> None:
     """A site older than the ``LaunchersStarted`` condition: its finished BatchJobs carry none, and the first one
     met ends the row (what lies before it is not read)."""
     site, sid = balsam_site, balsam_site.site_id
@@ -366,7 +366,7 @@ def test_a_finished_batchjob_from_before_the_count_ends_the_row(balsam_site: Sit
     assert site.store.allocations_not_started(sid) == 1
 
 
-def test_only_the_tail_of_a_big_output_file_is_kept(balsam_site: Site) -> None:
+def test_only_the_tail_of_a_big_output_file_is_kept(balsam_site: SiteDirectory) -> None:
     site = balsam_site
     sched = FakeScheduler(site.path)
     sched_id = started_batchjob(site, sched, "big")

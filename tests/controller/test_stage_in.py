@@ -15,19 +15,20 @@ import pytest
 from balsamctl import controller
 from balsamctl.controller.jobs import JobReconciler
 from balsamctl.schemas import JobState
-from balsamctl.site.directory import Site, init_site
+from balsamctl.site.create import init_site
+from balsamctl.site.directory import SiteDirectory
 from balsamctl.store import Store
 from tests.support.site_ops import app, apply_raws, job, stored_job
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
+def site(tmp_path: Path) -> Iterator[SiteDirectory]:
     s = init_site(tmp_path / "site", "stage-in")
     yield s
     s.close()
 
 
-def passes(site: Site, count: int) -> None:
+def passes(site: SiteDirectory, count: int) -> None:
     """``count`` passes of one controller's Job reconciler (its stage-in remembers where it stopped)."""
     reconciler = JobReconciler(site, lambda: None)
     try:
@@ -37,12 +38,12 @@ def passes(site: Site, count: int) -> None:
         reconciler.close()
 
 
-def states(site: Site, names: list[str]) -> set[JobState | None]:
+def states(site: SiteDirectory, names: list[str]) -> set[JobState | None]:
     return {stored_job(site, n).status.state for n in names}
 
 
 def test_jobs_whose_workdir_cannot_be_made_yet_wait_without_starving_newer_ones(
-    site: Site, monkeypatch: pytest.MonkeyPatch
+    site: SiteDirectory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """More refused Jobs than one pass takes, applied first: the newer Jobs still get staged in, the refused
     ones stay READY (no FAILED: the file system may come back), and are staged in once it does."""
@@ -83,7 +84,7 @@ class Killed(BaseException):
 
 
 def test_a_controller_killed_right_after_staging_in_leaves_no_stale_refusal(
-    site: Site, monkeypatch: pytest.MonkeyPatch
+    site: SiteDirectory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The refusal a Job carried goes in the same transaction as its stage-in: a controller killed just after it
     never leaves a staged Job saying its workdir is refused."""
@@ -108,7 +109,9 @@ def test_a_controller_killed_right_after_staging_in_leaves_no_stale_refusal(
     assert [c for c in staged.status.conditions if c.type == "StagedIn"] == []
 
 
-def test_a_controller_forgets_the_refusals_of_jobs_no_longer_ready(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_controller_forgets_the_refusals_of_jobs_no_longer_ready(
+    site: SiteDirectory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """What a controller remembers having told (so as not to tell it every pass) goes with the Job once it is no
     longer READY (here deleted), over passes that each see only part of the READY Jobs; a Job still refused is
     never forgotten (it would be told again)."""

@@ -21,7 +21,7 @@ from balsamctl.controller.jobs import JobReconciler
 from balsamctl.schemas import App, Job, JobState
 from balsamctl.schemas.manifest import parse_documents
 from balsamctl.site.apply import apply_documents
-from balsamctl.site.directory import init_site
+from balsamctl.site.create import init_site
 from tests.support.e2e import E2ESite, Event, app_doc, batchjob_doc, job_doc, manifest, parse_time
 
 pytestmark = pytest.mark.slow

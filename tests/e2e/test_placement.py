@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from balsamctl.site.directory import Site
+from balsamctl.site.directory import SiteDirectory
 from tests.support.e2e import E2ESite, app_doc, job_doc, manifest
 
 SETTINGS = {
@@ -67,7 +67,7 @@ def test_serial_mode_runs_on_every_node_and_refuses_multi_rank_jobs(site: E2ESit
     )
     names = [f"serial-{i}" for i in range(12)]
     site.wait_jobs(names, {"JOB_FINISHED"})
-    store = Site.load(site.path).store
+    store = SiteDirectory.load(site.path).store
     started = [
         e
         for e in store.events((store.site_id("e2e-placement"),), kind="Job", limit=10_000)
@@ -94,7 +94,7 @@ def test_a_job_runs_on_the_cpus_it_was_given(site: E2ESite, mode: str) -> None:
         )
     )
     site.wait_jobs([one, two], {"JOB_FINISHED"})
-    store = Site.load(site.path).store
+    store = SiteDirectory.load(site.path).store
     for name, threads in ((one, 1), (two, 2)):
         events = store.events((store.site_id("e2e-placement"),), kind="Job", name=name)
         (started,) = [e for e in events if e["reason"] == "Started"]
@@ -121,7 +121,7 @@ def test_a_job_sees_its_gpu_in_the_sites_variables_and_has_it_alone(site: E2ESit
         )
     )
     site.wait_jobs(names, {"JOB_FINISHED"})
-    store = Site.load(site.path).store
+    store = SiteDirectory.load(site.path).store
     started = {
         e["name"]: e["data"]["placement"]["nodes"][0]
         for e in store.events((store.site_id("e2e-placement"),), kind="Job", limit=10_000)

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from balsamctl.site.directory import Site
+from balsamctl.site.directory import SiteDirectory
 from tests.support.e2e import E2EError, E2ESite, Event, app_doc, deep_merge, job_doc, manifest, parse_time
 from tests.support.slurm_site import (
     CLUSTER_NODES,
@@ -180,7 +180,7 @@ def test_two_node_allocation_runs_mpi_and_single_node_jobs_then_ends(site: E2ESi
     assert batchjob_states(events, "life-bj") == ["pending_submission", "queued", "running", "finished"]
 
     # every single-node Job ran on the node its launcher placed it on (SLURMD_NODENAME as Slurm sets it)
-    store_site = Site.load(site.path)
+    store_site = SiteDirectory.load(site.path)
     try:
         wrong = {
             name: (placed_nodes(store_site, name), ran_on(site, name))
@@ -298,7 +298,7 @@ def test_partitions_run_their_own_jobs_on_disjoint_node_slices(site: E2ESite) ->
     assert {launchers[n][1] for n in workers} == {1}, launchers
 
     # the two launchers hold disjoint slices that make up the allocation; each Job was placed in its slice
-    store_site = Site.load(site.path)
+    store_site = SiteDirectory.load(site.path)
     try:
         slices = {
             rec["id"]: (rec["partition"], rec["job_mode"], rec["nodes"])
@@ -342,7 +342,7 @@ def test_serial_mode_fans_jobs_out_to_a_worker_on_each_node_of_the_allocation(si
     assert len(allocation) == 2 and allocation <= CLUSTER_NODES, allocation
 
     # rank 0 placed each Job on a node; the worker of that node (an MPI rank Slurm started there) ran it
-    store_site = Site.load(site.path)
+    store_site = SiteDirectory.load(site.path)
     try:
         placed = {name: placed_nodes(store_site, name) for name in names}
     finally:
@@ -385,7 +385,7 @@ def test_srun_flavor_runs_mpi_jobs_across_and_within_nodes_of_a_two_node_allocat
 
     # the 2-node Job: one rank on each node of the allocation; the other: both ranks on the node it was placed on
     assert sorted(node for *_, node, _, _ in across) == sorted(allocation), (across, allocation)
-    store_site = Site.load(srun_site.path)
+    store_site = SiteDirectory.load(srun_site.path)
     try:
         placed = placed_nodes(store_site, "srun-within")
     finally:

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from balsamctl.site.directory import Site
+from balsamctl.site.directory import SiteDirectory
 from tests.support.e2e import VENV_BIN, E2ESite, app_doc, job_doc, manifest
 from tests.support.slurm_site import CLUSTER_NODES, SLURM_DEADLINE_SEC, controlled, placed_nodes, ran_on, wait_batchjob
 
@@ -103,7 +103,7 @@ def running(
 
 def placements(site: E2ESite, jobs: list[str]) -> dict[str, list[str]]:
     """The nodes each Job was placed on (its RUNNING event's placement)."""
-    store_site = Site.load(site.path)
+    store_site = SiteDirectory.load(site.path)
     try:
         return {job: placed_nodes(store_site, job) for job in jobs}
     finally:

@@ -37,7 +37,7 @@ import pytest
 from balsamctl.schedulers import AllocationStatus, LocalScheduler, SubmitRequest
 from balsamctl.schemas import BatchJob, Job
 from balsamctl.schemas import JobState as S
-from balsamctl.site.directory import Site
+from balsamctl.site.directory import SiteDirectory
 from balsamctl.store import Selector, Store, Transition
 from tests.support import store_ops
 from tests.support.e2e import E2ESite, app_doc, batchjob_doc, job_doc, launchers, manifest
@@ -144,7 +144,7 @@ def test_sigkill_controller_and_launchers_loses_nothing(
     for _ in range(BATCHJOBS):
         apply_batchjob(site, chaos)
     site.start_controller()
-    store_site = Site.load(site.path)
+    store_site = SiteDirectory.load(site.path)
     started = time.monotonic()
     try:
         run_chaos(site, store_site, chaos, started)
@@ -161,7 +161,7 @@ def test_sigkill_controller_and_launchers_loses_nothing(
 # ---------------------------------------------------------------- the chaos loop
 
 
-def run_chaos(site: E2ESite, store_site: Site, chaos: Chaos, started: float) -> None:
+def run_chaos(site: E2ESite, store_site: SiteDirectory, chaos: Chaos, started: float) -> None:
     """Kill and restart (in a thread of its own) and apply at random until every Job is final or time is up."""
     stop = threading.Event()
     errors: list[BaseException] = []
@@ -199,7 +199,7 @@ def kill_at_random(site: E2ESite, chaos: Chaos, stop: threading.Event, errors: l
         errors.append(exc)
 
 
-def unfinished(store_site: Site, keep_busy: E2ESite | None = None) -> int:
+def unfinished(store_site: SiteDirectory, keep_busy: E2ESite | None = None) -> int:
     """How many Jobs are not final yet (with ``keep_busy``, first make sure a BatchJob will run them)."""
     counts = store_site.store.count_by_state(Selector("Job", (store_site.site_id,)))
     left = sum(n for state, n in counts.items() if state not in FINAL)
@@ -208,7 +208,7 @@ def unfinished(store_site: Site, keep_busy: E2ESite | None = None) -> int:
     return left
 
 
-def active_batchjobs(store_site: Site) -> int:
+def active_batchjobs(store_site: SiteDirectory) -> int:
     """BatchJobs that are or will be running."""
     counts = store_site.store.count_by_state(Selector("BatchJob", (store_site.site_id,)))
     return sum(counts.get(state, 0) for state in ACTIVE_BATCHJOB)
@@ -330,7 +330,7 @@ def read_hooks(hook_log: Path) -> dict[str, list[int]]:
     return {name: [pid for _, pid in sorted(runs)] for name, runs in begun.items()}
 
 
-def broken_chains(store_site: Site, states: dict[str, str]) -> list[str]:
+def broken_chains(store_site: SiteDirectory, states: dict[str, str]) -> list[str]:
     """Jobs whose events do not form one chain from creation to their current state."""
     events = store_site.store.events((store_site.site_id,), kind="Job", limit=10_000_000)
     by_job: dict[str, list[dict[str, object]]] = collections.defaultdict(list)
@@ -347,7 +347,7 @@ def broken_chains(store_site: Site, states: dict[str, str]) -> list[str]:
     return broken
 
 
-def history(store_site: Site, name: str) -> str:
+def history(store_site: SiteDirectory, name: str) -> str:
     """One Job's events, one line each, for a failure message."""
     events = store_site.store.events((store_site.site_id,), kind="Job", name=name, limit=1000)
     lines = [f"  {e['from_state']} -> {e['to_state']}  {e['reason']}: {e['message']}" for e in events]
@@ -364,7 +364,7 @@ def allocations(site: E2ESite) -> collections.Counter[str]:
 
 def check_invariants(
     site: E2ESite,
-    store_site: Site,
+    store_site: SiteDirectory,
     chaos: Chaos,
     run_log: Path,
     hook_log: Path,

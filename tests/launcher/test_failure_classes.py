@@ -36,7 +36,8 @@ from balsamctl.launcher.serial_mode import SerialExecutor, SerialTaskBuilder
 from balsamctl.launcher.worker import WorkerLost
 from balsamctl.schemas import JobState
 from balsamctl.schemas.objects import Partition
-from balsamctl.site.directory import Site, init_site
+from balsamctl.site.create import init_site
+from balsamctl.site.directory import SiteDirectory
 from balsamctl.store import StoredObject
 from tests.support.launcher_ops import jobs_of, launcher_on, read_only, running_in_thread, wait_for
 from tests.support.site_ops import advance_to_runnable, app, apply_raws, batchjob, configure, job
@@ -158,17 +159,17 @@ def test_a_place_is_due_to_be_fenced_after_limit_failures_in_a_row(limit: int, e
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Site:
+def site(tmp_path: Path) -> SiteDirectory:
     made = init_site(tmp_path / "site", "classes", register=False)
     return configure(made, {"launcher": {"idle_ttl_sec": 30.0, "poll_interval_sec": 0.05}})
 
 
-def events_of(site: Site, name: str) -> list[dict[str, object]]:
+def events_of(site: SiteDirectory, name: str) -> list[dict[str, object]]:
     return site.store.events((site.site_id,), kind="Job", name=name)
 
 
 @contextlib.contextmanager
-def refused_workdir(site: Site, name: str) -> Iterator[Path]:
+def refused_workdir(site: SiteDirectory, name: str) -> Iterator[Path]:
     """A runnable Job ``name`` of BatchJob ``bj``'s site whose workdir, made by stage-in, then sits on a read-only
     file system while the block runs: the file system refuses its output (EROFS) when a launcher starts it."""
     apply_raws(site, app("a", "true"), job(name, "a", f"w/{name}"), batchjob("bj"))
@@ -177,7 +178,7 @@ def refused_workdir(site: Site, name: str) -> Iterator[Path]:
         yield workdir
 
 
-def test_a_launcher_whose_node_refuses_every_start_drains_and_ends_charging_nothing(site: Site) -> None:
+def test_a_launcher_whose_node_refuses_every_start_drains_and_ends_charging_nothing(site: SiteDirectory) -> None:
     """mpi mode: every Job starts on the head node, so infra_failure_limit refusals in a row there leave the
     launcher no usable node: it hands back what it holds and ends long before its idle TTL. Before failure
     classes the Job was RUN_ERROR, charged, FAILED at once (max_retries 0)."""
@@ -202,7 +203,7 @@ def test_a_launcher_whose_node_refuses_every_start_drains_and_ends_charging_noth
     assert [job_id for job_id, _ in claimable] == [site.store.get_object(site.site_id, "Job", "victim").id]
 
 
-def test_a_job_that_starts_again_loses_its_start_failure_condition(site: Site) -> None:
+def test_a_job_that_starts_again_loses_its_start_failure_condition(site: SiteDirectory) -> None:
     site = configure(site, {"launcher": {"infra_failure_limit": 1}})
     with refused_workdir(site, "j1"):
         first = launcher_on(site, cpus=2, seconds_left=300)
@@ -222,7 +223,7 @@ def test_a_job_that_starts_again_loses_its_start_failure_condition(site: Site) -
     assert [c.type for c in finished.status.conditions if c.type == "StartFailed"] == []
 
 
-def test_a_worker_lost_with_a_running_job_stops_it_and_counts_a_crash_not_a_failure(site: Site) -> None:
+def test_a_worker_lost_with_a_running_job_stops_it_and_counts_a_crash_not_a_failure(site: SiteDirectory) -> None:
     """serial mode: the worker of the launcher's node dies (SIGKILL) while its Job runs. The Job's process must not
     run on unseen (it is stopped), the run counts as lost with its worker (a crash, not a failure), and the node is
     fenced: the launcher has no other, so it ends. Before, the launcher crashed on the dead link and the Job ran on."""
@@ -299,7 +300,7 @@ def test_tasks_that_never_reached_a_lost_worker_could_not_start() -> None:
 
 
 def test_an_app_the_store_cannot_read_yet_delays_its_job_and_leaks_nothing(
-    site: Site, monkeypatch: pytest.MonkeyPatch
+    site: SiteDirectory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The store fails the launcher's first read of a Job's App: the Job waits in the queue (its resources freed)
     and starts on a later turn, once; the launcher goes on. Before, the error left the Job placed but never started

@@ -33,7 +33,8 @@ from balsamctl.launcher.process import CannotStart, Outcome, ProcessGroup, Task
 from balsamctl.schemas import JobState
 from balsamctl.schemas.objects import AppSpec, JobSpec, Partition
 from balsamctl.schemas.settings import LauncherSettings
-from balsamctl.site.directory import Site, init_site
+from balsamctl.site.create import init_site
+from balsamctl.site.directory import SiteDirectory
 from balsamctl.store import JobRef, Selector
 from tests.support.launcher_ops import wait_for
 from tests.support.site_ops import advance_to_runnable, app, apply_raws, job
@@ -194,8 +195,8 @@ def launcher_over(wire: Wire, store: Recorder, nodes: list[Node], depth: int) ->
         return Task(ref.id, ref.name, ("true",), "/w", (), 1, placement.cpu_ids)
 
     launcher = Launcher(
-        cast(Site, site), "bj", Partition(job_mode="serial", num_nodes=len(nodes)), 0, nodes, time.time() + 3600,
-        "l", wire, build,
+        cast(SiteDirectory, site), "bj", Partition(job_mode="serial", num_nodes=len(nodes)), 0, nodes,
+        time.time() + 3600, "l", wire, build,
     )  # fmt: skip
     launcher.apps["a"] = AppSpec(command="true")
     launcher._lane_depth = lambda: depth  # type: ignore[method-assign]  # drawn, not measured

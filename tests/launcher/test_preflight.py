@@ -16,7 +16,8 @@ from balsamctl.launcher import main as launcher_main
 from balsamctl.launcher.nodes import Node
 from balsamctl.launcher.preflight import Problem, check_data_dir, check_mpi_command, check_nodes, first_problem
 from balsamctl.schemas import BatchJob, JobState
-from balsamctl.site.directory import Site, init_site
+from balsamctl.site.create import init_site
+from balsamctl.site.directory import SiteDirectory
 from tests.support.launcher_ops import jobs_of, read_only
 from tests.support.site_ops import advance_to_runnable, app, apply_raws, batchjob, configure, job
 
@@ -71,7 +72,7 @@ def test_the_first_problem_is_the_one_told() -> None:
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Site:
+def site(tmp_path: Path) -> SiteDirectory:
     made = init_site(tmp_path / "site", "preflight", register=False)
     site = configure(made, {"launcher": {"idle_ttl_sec": 1.0}})
     apply_raws(site, app("a", "true"), job("j1", "a", "w/j1"), batchjob("bj"))
@@ -79,7 +80,7 @@ def site(tmp_path: Path) -> Site:
     return site
 
 
-def launcher_ready(site: Site) -> tuple[str, str, str]:
+def launcher_ready(site: SiteDirectory) -> tuple[str, str, str]:
     bj = site.store.get_object(site.site_id, "BatchJob", "bj").manifest
     assert isinstance(bj, BatchJob)
     [ready] = [c for c in bj.status.conditions if c.type == "LauncherReady"]
@@ -87,7 +88,7 @@ def launcher_ready(site: Site) -> tuple[str, str, str]:
 
 
 def test_a_launcher_whose_node_list_does_not_match_ends_at_once_claiming_nothing(
-    site: Site, monkeypatch: pytest.MonkeyPatch
+    site: SiteDirectory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BALSAM_NODES", "n1,n2")  # the allocation's environment names 2 nodes; the BatchJob asked 1
     assert launcher_main.main(["--site", str(site.path), "--batch-job", "bj"]) == 1
@@ -97,7 +98,9 @@ def test_a_launcher_whose_node_list_does_not_match_ends_at_once_claiming_nothing
     assert site.store.launchers_of(site.site_id, "bj") == [], "no launcher registered, nothing claimed"
 
 
-def test_a_launcher_whose_data_directory_is_read_only_ends_at_once(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_launcher_whose_data_directory_is_read_only_ends_at_once(
+    site: SiteDirectory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("BALSAM_NODES", raising=False)
     with read_only(site.data_dir):
         assert launcher_main.main(["--site", str(site.path), "--batch-job", "bj"]) == 1
@@ -105,7 +108,7 @@ def test_a_launcher_whose_data_directory_is_read_only_ends_at_once(site: Site, m
     assert jobs_of(site)["j1"].status.state == JobState.PREPROCESSED
 
 
-def test_a_launcher_that_passes_leaves_a_sibling_partitions_failure_in_place(site: Site) -> None:
+def test_a_launcher_that_passes_leaves_a_sibling_partitions_failure_in_place(site: SiteDirectory) -> None:
     store, sid = site.store, site.site_id
     assert store.set_batchjob_condition(sid, "bj", "LauncherReady", "False", "MPICommandNotFound", "partition 1")
     assert not store.set_batchjob_condition(sid, "bj", "LauncherReady", "True", "PreflightPassed", "p0", unless="False")

@@ -20,7 +20,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from balsamctl.schemas import JobState
-from balsamctl.site.directory import Site, init_site
+from balsamctl.site.create import init_site
+from balsamctl.site.directory import SiteDirectory
 from tests.support.databases import Databases, pg_server_url
 from tests.support.launcher_ops import jobs_of, launcher_on, running_in_thread, wait_for
 from tests.support.site_ops import advance_to_runnable, app, apply_raws, batchjob, job
@@ -29,7 +30,7 @@ LEASE_SEC = 4.0
 
 
 @pytest.fixture
-def pg_site(tmp_path: Path) -> Iterator[tuple[Site, str]]:
+def pg_site(tmp_path: Path) -> Iterator[tuple[SiteDirectory, str]]:
     """A site whose store is a fresh PostgreSQL database; yields it and the database's URL."""
     made = init_site(tmp_path / "site", "fencing", register=False)
     made.close()
@@ -39,7 +40,7 @@ def pg_site(tmp_path: Path) -> Iterator[tuple[Site, str]]:
         body = yaml.safe_load(settings.read_text())
         launcher = {**body.get("launcher", {}), "lease_sec": LEASE_SEC, "idle_ttl_sec": 60.0}
         settings.write_text(yaml.safe_dump({**body, "store_url": url, "launcher": launcher}, sort_keys=False))
-        site = Site.load(made.path)
+        site = SiteDirectory.load(made.path)
         try:
             yield site, url
         finally:
@@ -64,7 +65,7 @@ def refuse_writes(url: str, refuse: bool) -> None:
 
 
 def test_a_launcher_that_cannot_renew_its_lease_stops_its_jobs_before_the_lease_runs_out(
-    pg_site: tuple[Site, str],
+    pg_site: tuple[SiteDirectory, str],
 ) -> None:
     site, url = pg_site
     apply_raws(site, app("long", "sleep 120"), job("j1", "long", "w/j1"), batchjob("bj"))

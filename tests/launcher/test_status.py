@@ -24,7 +24,8 @@ from balsamctl.schedulers import AllocationStatus, get_scheduler
 from balsamctl.schemas import BatchJob, BatchJobState
 from balsamctl.schemas.objects import Condition
 from balsamctl.site.apply import apply_documents, read_documents
-from balsamctl.site.directory import Site, init_site
+from balsamctl.site.create import init_site
+from balsamctl.site.directory import SiteDirectory
 from balsamctl.store import StoredObject
 from tests.support.e2e import E2ESite, app_doc, job_doc, manifest
 
@@ -113,7 +114,7 @@ def test_wide_batchjob_row_has_the_launchers_and_the_plain_one_does_not() -> Non
 
 
 @pytest.fixture
-def local_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
+def local_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SiteDirectory]:
     """A local site (SQLite store), the current directory, with a BatchJob ``alloc`` in state ``running``."""
     site = init_site(tmp_path / "site", "hb-site")
     doc = {
@@ -131,13 +132,13 @@ def local_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site
     site.close()
 
 
-def stored(site: Site) -> BatchJob:
+def stored(site: SiteDirectory) -> BatchJob:
     obj = site.store.get_object(site.site_id, "BatchJob", "alloc").manifest
     assert isinstance(obj, BatchJob)
     return obj
 
 
-def test_report_copies_each_launchers_heartbeat_and_tells_ended_from_lost(local_site: Site) -> None:
+def test_report_copies_each_launchers_heartbeat_and_tells_ended_from_lost(local_site: SiteDirectory) -> None:
     store, sid = local_site.store, local_site.site_id
 
     def register(launcher: str, index: int, node: str) -> None:

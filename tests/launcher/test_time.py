@@ -15,12 +15,12 @@ import pytest
 from balsamctl.launcher.pilot import result_of
 from balsamctl.launcher.process import Outcome
 from balsamctl.schemas import JobState
-from balsamctl.site.directory import Site
+from balsamctl.site.directory import SiteDirectory
 from tests.support.launcher_ops import jobs_of, launcher_on, running_in_thread, wait_for
 from tests.support.site_ops import advance_to_runnable, app, apply_raws, job
 
 
-def test_a_job_longer_than_the_time_left_is_not_started_and_is_told_why(site: Site) -> None:
+def test_a_job_longer_than_the_time_left_is_not_started_and_is_told_why(site: SiteDirectory) -> None:
     apply_raws(
         site,
         app("a", "true"),
@@ -41,7 +41,7 @@ def test_a_job_longer_than_the_time_left_is_not_started_and_is_told_why(site: Si
     assert [ref.name for ref in again] == ["long"], "a Job told so stays claimable by an allocation with the time"
 
 
-def test_claimed_jobs_that_no_longer_fit_the_time_left_are_handed_back(site: Site) -> None:
+def test_claimed_jobs_that_no_longer_fit_the_time_left_are_handed_back(site: SiteDirectory) -> None:
     jobs = [job(f"j{i}", "a", f"w/{i}", wall_time_min=i % 3, node_packing_count=8) for i in range(9)]
     apply_raws(site, app("a", "true"), *jobs)
     advance_to_runnable(site)
@@ -56,7 +56,7 @@ def test_claimed_jobs_that_no_longer_fit_the_time_left_are_handed_back(site: Sit
     assert [ref.name for ref in again] == ["j5", "j8"], "handed back, claimable by another launcher"
 
 
-def test_near_its_end_a_launcher_acquires_nothing_and_stops_what_runs_at_its_end(site: Site) -> None:
+def test_near_its_end_a_launcher_acquires_nothing_and_stops_what_runs_at_its_end(site: SiteDirectory) -> None:
     apply_raws(site, app("sleepy", "sleep 30"), job("running", "sleepy", "w/running", node_packing_count=2))
     advance_to_runnable(site)
     launcher = launcher_on(site, cpus=2, seconds_left=4)
@@ -79,7 +79,7 @@ def test_near_its_end_a_launcher_acquires_nothing_and_stops_what_runs_at_its_end
     ], "nothing is left claimed by the stopped launcher"
 
 
-def test_a_launcher_with_nothing_left_to_run_in_its_last_stretch_ends_at_once(site: Site) -> None:
+def test_a_launcher_with_nothing_left_to_run_in_its_last_stretch_ends_at_once(site: SiteDirectory) -> None:
     launcher = launcher_on(site, cpus=1, seconds_left=600)
     launcher.closing_at = time.time()
     t0 = time.monotonic()
@@ -88,7 +88,7 @@ def test_a_launcher_with_nothing_left_to_run_in_its_last_stretch_ends_at_once(si
     assert time.monotonic() - t0 < 0.5, "it waited out idle_ttl_sec"
 
 
-def test_a_job_that_fits_idle_resources_starts_while_claimed_ones_wait_for_whole_nodes(site: Site) -> None:
+def test_a_job_that_fits_idle_resources_starts_while_claimed_ones_wait_for_whole_nodes(site: SiteDirectory) -> None:
     """Two 1-CPU nodes, one busy: the 2-node Jobs claimed ahead cannot start; a 1-node Job applied later takes the
     idle node at once (it never waits behind what the launcher holds)."""
     apply_raws(

@@ -17,7 +17,7 @@ from balsamctl.cli.app import app
 from balsamctl.schedulers.base import SchedulerError, SubmitRequest, UnsupportedScheduler
 from balsamctl.schedulers.jsonish import Unread, members
 from balsamctl.schedulers.pbs import STATES, PbsScheduler, parse_status
-from balsamctl.site.directory import init_site
+from balsamctl.site.create import init_site
 from tests.schedulers.fakes import JSONISH, Fakes, expected_state, job_script
 
 SCHEDULER = "pbs"  # the fakes fixture (conftest.py) replays this scheduler's programs

@@ -22,7 +22,7 @@ from balsamctl.launcher.nodes import expand_hostlist
 from balsamctl.schedulers.base import AllocationStatus, SchedulerError, SubmitRequest
 from balsamctl.schedulers.slurm import SQUEUE_FORMAT, STATES, SlurmScheduler, parse_squeue, split_id
 from balsamctl.schemas import BatchJob
-from balsamctl.site.directory import init_site
+from balsamctl.site.create import init_site
 from balsamctl.site.jobscript import launcher_command, render_job_script
 from tests.schedulers.fakes import Fakes
 

@@ -43,7 +43,8 @@ from balsamctl.schemas import App, Job
 from balsamctl.schemas.manifest import Document, ManifestError, parse_documents
 from balsamctl.schemas.objects import MAX_WALL_TIME_MIN
 from balsamctl.site.apply import apply_documents
-from balsamctl.site.directory import Site, init_site
+from balsamctl.site.create import init_site
+from balsamctl.site.directory import SiteDirectory
 from balsamctl.store import Selector
 from tests.schemas.test_manifests import JOB_RANGES
 
@@ -72,17 +73,17 @@ Raw = dict[str, Any]
 # ---------------------------------------------------------------- the site
 
 
-def configure(site: Site, extra: dict[str, Any]) -> Site:
+def configure(site: SiteDirectory, extra: dict[str, Any]) -> SiteDirectory:
     """``site`` reloaded with ``extra`` merged into its settings.yml."""
     path = site.path / "settings.yml"
     body = yaml.safe_load(path.read_text())
     path.write_text(yaml.safe_dump({**body, **extra}, sort_keys=False))
     site.close()
-    return Site.load(site.path)
+    return SiteDirectory.load(site.path)
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteDirectory]:
     """One real site for the whole module (SQLite store in its .balsam/), with two queues and two projects."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BALSAMCTL_CONFIG", str(tmp_path_factory.mktemp("config") / "sites.yaml"))
@@ -102,7 +103,7 @@ FINGERPRINT_SQL = (
 )
 
 
-def fingerprint(site: Site) -> tuple[Any, ...]:
+def fingerprint(site: SiteDirectory) -> tuple[Any, ...]:
     """What any write to the store changes: per site, kind and state the count, the largest id, the largest and the
     total resource_version and generation; the rows of events, labels and parent edges. Two queries in all."""
     with site.store.engine.connect() as conn:
@@ -682,7 +683,7 @@ def field_matches(found: str | None, expected: str) -> bool:
     return found is not None and (found == expected or found.startswith((expected + ".", expected + "[")))
 
 
-def apply_text(site: Site, text: str, source: str = SOURCE) -> list[tuple[str, str]]:
+def apply_text(site: SiteDirectory, text: str, source: str = SOURCE) -> list[tuple[str, str]]:
     docs = parse_documents(text, source)
     return [(r.ref, r.action) for r in apply_documents(site, docs)]
 
@@ -697,7 +698,7 @@ def apply_text(site: Site, text: str, source: str = SOURCE) -> list[tuple[str, s
 )
 @given(case=invalid_batches())
 def test_every_invalid_batch_is_refused_naming_source_document_and_field(
-    site: Site, case: tuple[str, set[int] | None, str | None, str]
+    site: SiteDirectory, case: tuple[str, set[int] | None, str | None, str]
 ) -> None:
     text, numbers, field, mutation = case
     before = fingerprint(site)
@@ -722,7 +723,7 @@ def test_every_invalid_batch_is_refused_naming_source_document_and_field(
 # ---------------------------------------------------------------- valid: applied as written, round-trips
 
 
-def dumps(site: Site, docs: list[Document], fmt: output.Format) -> list[str]:
+def dumps(site: SiteDirectory, docs: list[Document], fmt: output.Format) -> list[str]:
     """What ``get KIND NAME... -o FMT`` prints for the objects of ``docs``, one text per kind."""
     texts = []
     for kind in KINDS:
@@ -742,7 +743,7 @@ def dumps(site: Site, docs: list[Document], fmt: output.Format) -> list[str]:
 )
 @given(raws=valid_batches(), data=st.data())
 def test_every_valid_batch_applies_as_written_and_round_trips_unchanged(
-    site: Site, raws: list[Raw], data: st.DataObject
+    site: SiteDirectory, raws: list[Raw], data: st.DataObject
 ) -> None:
     text, _ = dump(raws, data.draw)
     docs = parse_documents(text, SOURCE)
@@ -853,7 +854,7 @@ def test_real_shell_pipeline_get_yaml_into_apply(cli_site: Path, tmp_path: Path)
     assert not (cli_site / "pwned").exists() and not (Path.home() / "pwned").exists()
 
 
-def test_next_line_character_survives_get_o_yaml(site: Site) -> None:
+def test_next_line_character_survives_get_o_yaml(site: SiteDirectory) -> None:
     app = minimal("App", "nel-app")
     app["metadata"]["annotations"] = {"note": f"line one{NEL}line two"}
     app["spec"]["command"] = f"echo a{NEL}b"

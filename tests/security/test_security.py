@@ -46,7 +46,8 @@ from balsamctl.schemas import BatchJob, Job, JobState
 from balsamctl.schemas.manifest import ManifestError
 from balsamctl.schemas.objects import AppSpec
 from balsamctl.site.apply import apply_documents
-from balsamctl.site.directory import LAYOUT, Site, SiteError, init_site
+from balsamctl.site.create import init_site
+from balsamctl.site.directory import LAYOUT, SiteDirectory, SiteError
 from balsamctl.site.jobscript import render_job_script
 from balsamctl.store import NotFound, Selector, redact, sqlite_url
 from tests.support.site_ops import advance_to_runnable, app, apply_raws, batchjob, configure, job, stored_job
@@ -73,7 +74,7 @@ def invoke(*args: str, stdin: str | None = None) -> Result:
     return runner.invoke(cli.app, list(args), input=stdin)
 
 
-def everything(site: Site) -> list[Any]:
+def everything(site: SiteDirectory) -> list[Any]:
     """Every object of ``site`` in full (metadata with resource_version, spec, status)."""
     return [
         o.manifest.model_dump(mode="json")
@@ -92,7 +93,7 @@ def launcher_env() -> dict[str, str]:
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
+def site(tmp_path: Path) -> Iterator[SiteDirectory]:
     """A local site whose launchers stop after 1 s without work, on one emulated node of 4 CPUs."""
     s = configure(
         init_site(tmp_path / "site", "sec-site"),
@@ -117,7 +118,7 @@ def outside(tmp_path: Path) -> Path:
     "workdir",
     ["/etc", "/", "/tmp/x", "..", "../log", "a/..", "a/../../b", "./../x", "x/../../../etc/passwd", "a\\..\\b", ""],
 )
-def test_absolute_and_dotdot_workdirs_are_refused_at_apply(site: Site, workdir: str) -> None:
+def test_absolute_and_dotdot_workdirs_are_refused_at_apply(site: SiteDirectory, workdir: str) -> None:
     before = everything(site)
     with pytest.raises(ManifestError) as info:
         apply_raws(site, app("a", "true"), job("j", "a", workdir))
@@ -125,14 +126,14 @@ def test_absolute_and_dotdot_workdirs_are_refused_at_apply(site: Site, workdir: 
     assert everything(site) == before
 
 
-def test_workdir_words_a_shell_would_expand_stay_literal_inside_data(site: Site) -> None:
+def test_workdir_words_a_shell_would_expand_stay_literal_inside_data(site: SiteDirectory) -> None:
     data = site.data_dir.resolve()
     for literal in ("~/x", "$HOME/x", "$(id)/x", "`id`", "*", "a b/'c'"):
         assert site.workdir(literal) == data / literal
 
 
 def test_launcher_never_starts_a_job_in_a_symlink_out_of_data_nor_crashes_on_hostile_jobs(
-    site: Site, outside: Path
+    site: SiteDirectory, outside: Path
 ) -> None:
     """The real launcher (``python -m balsamctl.launcher``) on one allocation with hostile Jobs in it.
 
@@ -212,7 +213,7 @@ def test_launcher_never_starts_a_job_in_a_symlink_out_of_data_nor_crashes_on_hos
     assert not marker.exists()
 
 
-def test_stage_in_makes_each_workdir_and_its_empty_output_file_inside_data(site: Site, outside: Path) -> None:
+def test_stage_in_makes_each_workdir_and_its_empty_output_file_inside_data(site: SiteDirectory, outside: Path) -> None:
     """The controller's stage-in (READY -> STAGED_IN) makes the workdir and an empty ``job.out``, so that the
     launcher only opens it; a workdir through a symlink out of data/ FAILS there, nothing made outside."""
     (site.data_dir / "evil").symlink_to(outside)
@@ -226,7 +227,7 @@ def test_stage_in_makes_each_workdir_and_its_empty_output_file_inside_data(site:
     assert files_under(outside) == []
 
 
-def test_logs_of_a_job_whose_workdir_leaves_data_is_an_error(site: Site, outside: Path) -> None:
+def test_logs_of_a_job_whose_workdir_leaves_data_is_an_error(site: SiteDirectory, outside: Path) -> None:
     (site.data_dir / "evil").symlink_to(outside)
     (outside / "job.out").write_text("a file outside data/ that logs must not print\n")
     apply_raws(site, app("a", "true"), job("escape", "a", "evil"))
@@ -236,7 +237,7 @@ def test_logs_of_a_job_whose_workdir_leaves_data_is_an_error(site: Site, outside
     assert "must not print" not in result.stdout + result.stderr
 
 
-def _run_reconciler_until(site: Site, done: Any, seconds: float) -> None:
+def _run_reconciler_until(site: SiteDirectory, done: Any, seconds: float) -> None:
     reconciler = JobReconciler(site, lambda: None, workers=2)
     try:
         deadline = time.monotonic() + seconds
@@ -247,7 +248,7 @@ def _run_reconciler_until(site: Site, done: Any, seconds: float) -> None:
         reconciler.close()
 
 
-def _hooked_escape(site: Site, outside: Path) -> None:
+def _hooked_escape(site: SiteDirectory, outside: Path) -> None:
     (site.data_dir / "evil").symlink_to(outside)
     apply_raws(
         site,
@@ -256,7 +257,7 @@ def _hooked_escape(site: Site, outside: Path) -> None:
     )
 
 
-def test_controller_never_runs_a_hook_in_a_symlink_out_of_data(site: Site, outside: Path) -> None:
+def test_controller_never_runs_a_hook_in_a_symlink_out_of_data(site: SiteDirectory, outside: Path) -> None:
     _hooked_escape(site, outside)
     _run_reconciler_until(site, lambda: stored_job(site, "escape").status.state == JobState.FAILED, 1.5)
     assert files_under(outside) == [], "a hook wrote outside data/"
@@ -264,7 +265,7 @@ def test_controller_never_runs_a_hook_in_a_symlink_out_of_data(site: Site, outsi
     assert stored_job(site, "escape").status.state in (JobState.STAGED_IN, JobState.FAILED)
 
 
-def test_a_hooked_job_whose_workdir_leaves_data_fails_with_the_reason(site: Site, outside: Path) -> None:
+def test_a_hooked_job_whose_workdir_leaves_data_fails_with_the_reason(site: SiteDirectory, outside: Path) -> None:
     _hooked_escape(site, outside)
     _run_reconciler_until(site, lambda: stored_job(site, "escape").status.state == JobState.FAILED, 2.0)
     failed = stored_job(site, "escape")
@@ -387,7 +388,7 @@ JOB_TEMPLATE_ESCAPES = [
 
 
 @pytest.mark.parametrize("template", JOB_TEMPLATE_ESCAPES)
-def test_job_templates_render_in_the_sandbox(site: Site, template: str) -> None:
+def test_job_templates_render_in_the_sandbox(site: SiteDirectory, template: str) -> None:
     marker = site.path / "pwned"
     (site.path / "job-template.sh").write_text("#!/bin/bash\n" + template.replace("{marker}", str(marker)) + "\n")
     bj = BatchJob.model_validate(batchjob("b"))
@@ -397,7 +398,7 @@ def test_job_templates_render_in_the_sandbox(site: Site, template: str) -> None:
 
 
 @pytest.mark.parametrize("template", ["{{ 1 // 0 }}", "{{ range(10**7) | list }}", "{% include 'x' %}"])
-def test_a_job_template_runtime_error_is_a_site_error(site: Site, template: str) -> None:
+def test_a_job_template_runtime_error_is_a_site_error(site: SiteDirectory, template: str) -> None:
     (site.path / "job-template.sh").write_text(template)
     with pytest.raises(SiteError, match="cannot render"):
         render_job_script(site, BatchJob.model_validate(batchjob("b")))
@@ -407,7 +408,7 @@ def test_a_job_template_runtime_error_is_a_site_error(site: Site, template: str)
 
 
 @pytest.fixture
-def two_sites(tmp_path: Path) -> Iterator[tuple[Site, Site]]:
+def two_sites(tmp_path: Path) -> Iterator[tuple[SiteDirectory, SiteDirectory]]:
     """Sites A and B whose settings.yml name the same SQLite store; B holds an App, Jobs and a BatchJob."""
     shared = tmp_path / "shared"
     shared.mkdir()
@@ -428,7 +429,7 @@ def two_sites(tmp_path: Path) -> Iterator[tuple[Site, Site]]:
     b.close()
 
 
-def test_a_manifest_for_site_b_is_refused_at_site_a(two_sites: tuple[Site, Site]) -> None:
+def test_a_manifest_for_site_b_is_refused_at_site_a(two_sites: tuple[SiteDirectory, SiteDirectory]) -> None:
     a, b = two_sites
     before = everything(a), everything(b)
     doc = job("sneaky", "b-app", "x")
@@ -440,7 +441,7 @@ def test_a_manifest_for_site_b_is_refused_at_site_a(two_sites: tuple[Site, Site]
     assert (everything(a), everything(b)) == before
 
 
-def test_parents_and_apps_of_site_b_do_not_exist_at_site_a(two_sites: tuple[Site, Site]) -> None:
+def test_parents_and_apps_of_site_b_do_not_exist_at_site_a(two_sites: tuple[SiteDirectory, SiteDirectory]) -> None:
     a, b = two_sites
     before = everything(a), everything(b)
     with pytest.raises(ManifestError) as info:
@@ -456,7 +457,9 @@ def test_parents_and_apps_of_site_b_do_not_exist_at_site_a(two_sites: tuple[Site
     assert (everything(a), everything(b)) == before
 
 
-def test_site_a_cannot_read_modify_delete_or_prune_site_b_objects(two_sites: tuple[Site, Site]) -> None:
+def test_site_a_cannot_read_modify_delete_or_prune_site_b_objects(
+    two_sites: tuple[SiteDirectory, SiteDirectory],
+) -> None:
     a, b = two_sites
     before_b = everything(b)
     # the same names at A are A's own new objects
@@ -484,7 +487,7 @@ def test_site_a_cannot_read_modify_delete_or_prune_site_b_objects(two_sites: tup
     assert stored_job(b, "shared-name").status.batch_job is None
 
 
-def test_the_cli_at_site_a_does_not_see_site_b_objects(two_sites: tuple[Site, Site]) -> None:
+def test_the_cli_at_site_a_does_not_see_site_b_objects(two_sites: tuple[SiteDirectory, SiteDirectory]) -> None:
     _, b = two_sites
     for args in (["get", "jobs", "only-b"], ["describe", "job", "only-b"], ["delete", "job", "only-b"]):
         result = invoke(*args, "--site", "site-a")
@@ -544,7 +547,7 @@ def test_a_store_created_after_init_is_private(tmp_path: Path, umask: int) -> No
     site.close()
     for db in site.state_dir.glob("store.db*"):  # a site directory cloned without its store
         db.unlink()
-    again = Site.load(site.path)
+    again = SiteDirectory.load(site.path)
     try:
         apply_raws(again, app("a", "true"))
         assert_private_store(again.state_dir / "store.db")
@@ -573,7 +576,7 @@ def test_site_init_through_the_cli_is_private(tmp_path: Path, umask: int) -> Non
 
 
 @pytest.fixture(params=["literal", "env-var"])
-def pg_site(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Site:
+def pg_site(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SiteDirectory:
     """A registered site whose store is a PostgreSQL URL with a password (in settings.yml, or ``${VAR}``);
     nothing listens on port 1, so every use of the store fails."""
     monkeypatch.setenv("BALSAMCTL_TEST_SECRET", SECRET)
@@ -583,7 +586,7 @@ def pg_site(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.
     return site
 
 
-def test_site_ls_never_prints_the_password(pg_site: Site) -> None:
+def test_site_ls_never_prints_the_password(pg_site: SiteDirectory) -> None:
     proc = subprocess.run(
         [str(BALSAMCTL), "site", "ls"],
         capture_output=True,
@@ -597,7 +600,7 @@ def test_site_ls_never_prints_the_password(pg_site: Site) -> None:
     assert "Traceback" not in everything_printed, everything_printed
 
 
-def test_site_ls_lists_a_site_whose_store_is_unreachable_with_the_url_redacted(pg_site: Site) -> None:
+def test_site_ls_lists_a_site_whose_store_is_unreachable_with_the_url_redacted(pg_site: SiteDirectory) -> None:
     result = invoke("site", "ls")
     assert result.exit_code == 0, result.stderr
     (row,) = [line for line in result.stdout.splitlines() if line.startswith("pg-site")]
@@ -618,7 +621,9 @@ def test_site_ls_lists_a_site_whose_store_is_unreachable_with_the_url_redacted(p
         ["queue", "ls"],
     ],
 )
-def test_every_verb_on_an_unreachable_store_names_it_without_the_password(pg_site: Site, args: list[str]) -> None:
+def test_every_verb_on_an_unreachable_store_names_it_without_the_password(
+    pg_site: SiteDirectory, args: list[str]
+) -> None:
     stdin = yaml.safe_dump(app("a", "true")) if "-f" in args else None
     result = invoke(*args, "--site", "pg-site", stdin=stdin)
     assert result.exit_code == 1, (result.stdout, result.stderr, result.exception)
@@ -627,7 +632,7 @@ def test_every_verb_on_an_unreachable_store_names_it_without_the_password(pg_sit
     assert f"cannot open its store {REDACTED}" in result.stderr, printed
 
 
-def test_the_controller_log_never_holds_the_password(pg_site: Site) -> None:
+def test_the_controller_log_never_holds_the_password(pg_site: SiteDirectory) -> None:
     log = pg_site.log_dir / "controller.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -685,7 +690,7 @@ DEEP = (
 
 
 @pytest.mark.timeout(120)
-def test_alias_bombs_and_deep_nesting_in_the_watched_folder_do_not_block_it(site: Site) -> None:
+def test_alias_bombs_and_deep_nesting_in_the_watched_folder_do_not_block_it(site: SiteDirectory) -> None:
     """A billion-laughs file used to hang the controller; one nested past 255 levels made apply raise a
     ValueError the reconciler did not catch, so every later file waited forever."""
     files = {"a-bomb.yaml": BOMB, "b-loop.yaml": LOOP, "c-deep.yaml": DEEP}
@@ -714,7 +719,7 @@ def test_alias_bombs_and_deep_nesting_in_the_watched_folder_do_not_block_it(site
 
 
 def test_a_file_the_store_cannot_take_does_not_block_the_folder_and_is_retried(
-    site: Site, monkeypatch: pytest.MonkeyPatch
+    site: SiteDirectory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Not a bad file (those are ApplyFailed until they change) but a failure of the store or of the code: the
     later files are applied in the same pass, and the failed one at a later pass, without being touched."""
@@ -726,7 +731,7 @@ def test_a_file_the_store_cannot_take_does_not_block_the_folder_and_is_retried(
     real_apply = controller.manifests.apply_documents
     outage = {"on": True}
 
-    def flaky(target: Site, docs: Any, **kw: Any) -> Any:
+    def flaky(target: SiteDirectory, docs: Any, **kw: Any) -> Any:
         if outage["on"] and kw.get("source") == "manifests/a-first.yaml":
             raise OperationalError("INSERT", {}, Exception("the store went away"))
         return real_apply(target, docs, **kw)
@@ -751,7 +756,7 @@ def test_a_file_the_store_cannot_take_does_not_block_the_folder_and_is_retried(
         ("data", "spec.data.k[0]"),
     ],
 )
-def test_a_nul_character_is_refused_at_apply_naming_the_field(site: Site, where: str, field: str) -> None:
+def test_a_nul_character_is_refused_at_apply_naming_the_field(site: SiteDirectory, where: str, field: str) -> None:
     """PostgreSQL text, environment variables and command lines cannot carry a NUL: refused before anything."""
     doc = job("j", "a", "w")
     if where == "annotation":

@@ -13,7 +13,7 @@ from balsamctl.schemas import Job
 from balsamctl.schemas import JobState as S
 from balsamctl.schemas.manifest import ManifestError
 from balsamctl.site.apply import apply_documents, load_paths
-from balsamctl.site.directory import Site, SiteError
+from balsamctl.site.directory import SiteDirectory, SiteError
 from balsamctl.store import Conflict, Selector, Transition
 
 KINDS = ("App", "Job", "BatchJob")
@@ -65,12 +65,12 @@ def write(directory: Path, filename: str, *raws: dict[str, Any]) -> str:
     return str(path)
 
 
-def apply_files(site: Site, *paths: str, **kwargs: Any) -> dict[str, str]:
+def apply_files(site: SiteDirectory, *paths: str, **kwargs: Any) -> dict[str, str]:
     docs = load_paths(list(paths), recursive=False)
     return {r.ref: r.action for r in apply_documents(site, docs, **kwargs)}
 
 
-def snapshot(site: Site) -> tuple[Any, ...]:
+def snapshot(site: SiteDirectory) -> tuple[Any, ...]:
     """Everything a user can observe of the store: every object in full, the event log's length and the sources."""
     objects = [
         (o.id, o.manifest.model_dump(mode="json"))
@@ -81,13 +81,13 @@ def snapshot(site: Site) -> tuple[Any, ...]:
     return objects, n_events, sorted(site.store.sources(site.site_id))
 
 
-def stored_job(site: Site, name: str) -> Job:
+def stored_job(site: SiteDirectory, name: str) -> Job:
     manifest = site.store.get_object(site.site_id, "Job", name).manifest
     assert isinstance(manifest, Job)
     return manifest
 
 
-def meta(site: Site, kind: str, name: str) -> tuple[int, int]:
+def meta(site: SiteDirectory, kind: str, name: str) -> tuple[int, int]:
     """``(generation, resource_version)`` of one stored object."""
     m = site.store.get_object(site.site_id, kind, name).manifest.metadata
     assert m.generation is not None and m.resource_version is not None
@@ -95,12 +95,12 @@ def meta(site: Site, kind: str, name: str) -> tuple[int, int]:
 
 
 @pytest.fixture
-def site(balsam_site: Site) -> Site:
+def site(balsam_site: SiteDirectory) -> SiteDirectory:
     return balsam_site
 
 
 @pytest.fixture
-def populated(site: Site, tmp_path: Path) -> Site:
+def populated(site: SiteDirectory, tmp_path: Path) -> SiteDirectory:
     """A site holding an App, a chain of three Jobs (c waits for b, b for a) and a BatchJob."""
     f = write(tmp_path, "base.yaml", app(), job("a"), job("b", parents=["a"]), job("c", parents=["b"]), batchjob())
     apply_files(site, f, source="base.yaml")
@@ -110,7 +110,7 @@ def populated(site: Site, tmp_path: Path) -> Site:
 # ---------------------------------------------------------------- created / unchanged / configured
 
 
-def test_apply_creates_every_object_in_its_initial_state(site: Site, tmp_path: Path) -> None:
+def test_apply_creates_every_object_in_its_initial_state(site: SiteDirectory, tmp_path: Path) -> None:
     f = write(tmp_path, "hello.yaml", app(), job("j1"), job("j2", parents=["j1"]), batchjob())
     assert apply_files(site, f) == {
         "app/sim": "created",
@@ -134,7 +134,7 @@ def test_apply_creates_every_object_in_its_initial_state(site: Site, tmp_path: P
     assert (site.wake_dir / "poke").exists(), "the controller is woken after a change"
 
 
-def test_reapplying_unchanged_manifests_changes_nothing(populated: Site, tmp_path: Path) -> None:
+def test_reapplying_unchanged_manifests_changes_nothing(populated: SiteDirectory, tmp_path: Path) -> None:
     before = snapshot(populated)
     (populated.wake_dir / "poke").unlink()
     f = write(tmp_path, "base.yaml", app(), job("a"), job("b", parents=["a"]), job("c", parents=["b"]), batchjob())
@@ -145,7 +145,7 @@ def test_reapplying_unchanged_manifests_changes_nothing(populated: Site, tmp_pat
     assert not (populated.wake_dir / "poke").exists(), "nothing changed, so the controller is not woken"
 
 
-def test_changing_a_job_spec_configures_it_and_bumps_generation(populated: Site, tmp_path: Path) -> None:
+def test_changing_a_job_spec_configures_it_and_bumps_generation(populated: SiteDirectory, tmp_path: Path) -> None:
     gen, rv = meta(populated, "Job", "b")
     others = {n: meta(populated, "Job", n) for n in ("a", "c")}
     f = write(tmp_path, "b.yaml", job("b", parents=["a"], params={"n": 2}, num_nodes=1, wall_time_min=5))
@@ -159,7 +159,7 @@ def test_changing_a_job_spec_configures_it_and_bumps_generation(populated: Site,
     assert "spec changed" in event["message"]
 
 
-def test_changing_only_labels_configures_without_a_new_generation(populated: Site, tmp_path: Path) -> None:
+def test_changing_only_labels_configures_without_a_new_generation(populated: SiteDirectory, tmp_path: Path) -> None:
     gen, rv = meta(populated, "Job", "a")
     f = write(tmp_path, "a.yaml", job("a", labels={"exp": "b", "tier": "gold"}))
     assert apply_files(populated, f) == {"job/a": "configured"}
@@ -170,7 +170,7 @@ def test_changing_only_labels_configures_without_a_new_generation(populated: Sit
     assert populated.store.count_objects(Selector("Job", (sid,), labels=(("exp", "a"), ("tier", "gold")))) == 0
 
 
-def test_changing_parents_rewires_the_dependency(populated: Site, tmp_path: Path) -> None:
+def test_changing_parents_rewires_the_dependency(populated: SiteDirectory, tmp_path: Path) -> None:
     """c waited for b; after re-apply it waits for a only, so finishing a releases it although b never ran."""
     f = write(tmp_path, "c.yaml", job("c", parents=["a"]))
     assert apply_files(populated, f) == {"job/c": "configured"}
@@ -234,7 +234,7 @@ BAD_CASES: dict[str, tuple[list[dict[str, Any]], int, str, str]] = {
 
 
 @pytest.mark.parametrize("case", list(BAD_CASES))
-def test_bad_input_is_named_and_changes_nothing(populated: Site, tmp_path: Path, case: str) -> None:
+def test_bad_input_is_named_and_changes_nothing(populated: SiteDirectory, tmp_path: Path, case: str) -> None:
     raws, index, ref, field = copy.deepcopy(BAD_CASES[case])
     # a good change rides along: it must not be applied either
     f = write(tmp_path, "bad.yaml", job("ok-extra"), *raws)
@@ -250,7 +250,7 @@ def test_bad_input_is_named_and_changes_nothing(populated: Site, tmp_path: Path,
     assert snapshot(populated) == before
 
 
-def test_recursive_yaml_data_is_a_manifest_error(populated: Site, tmp_path: Path) -> None:
+def test_recursive_yaml_data_is_a_manifest_error(populated: SiteDirectory, tmp_path: Path) -> None:
     """An anchor that contains itself parses, but cannot be stored; it must be reported, not crash apply."""
     text = yaml.safe_dump(job("n1")) + "  data: &loop {self: [*loop]}\n"
     path = tmp_path / "loop.yaml"
@@ -262,7 +262,7 @@ def test_recursive_yaml_data_is_a_manifest_error(populated: Site, tmp_path: Path
     assert snapshot(populated) == before
 
 
-def test_second_file_bad_means_nothing_from_the_first_is_applied(populated: Site, tmp_path: Path) -> None:
+def test_second_file_bad_means_nothing_from_the_first_is_applied(populated: SiteDirectory, tmp_path: Path) -> None:
     good = write(tmp_path, "1-good.yaml", app("tool"), job("g1", app_name="tool"), job("a", params={"n": 9}))
     before = snapshot(populated)
     # a syntax error in the second file
@@ -280,7 +280,7 @@ def test_second_file_bad_means_nothing_from_the_first_is_applied(populated: Site
     assert snapshot(populated) == before
 
 
-def test_a_folder_is_applied_as_one_batch(site: Site, tmp_path: Path) -> None:
+def test_a_folder_is_applied_as_one_batch(site: SiteDirectory, tmp_path: Path) -> None:
     folder = tmp_path / "m"
     folder.mkdir()
     write(folder, "2-jobs.yaml", job("x"), job("y", parents=["x"]))
@@ -289,7 +289,7 @@ def test_a_folder_is_applied_as_one_batch(site: Site, tmp_path: Path) -> None:
     assert apply_files(site, str(folder)) == {"app/sim": "created", "job/x": "created", "job/y": "created"}
 
 
-def test_missing_path_is_a_manifest_error(site: Site, tmp_path: Path) -> None:
+def test_missing_path_is_a_manifest_error(site: SiteDirectory, tmp_path: Path) -> None:
     with pytest.raises(ManifestError) as info:
         load_paths([str(tmp_path / "nope.yaml")], recursive=False)
     assert info.value.problems[0].source == str(tmp_path / "nope.yaml")
@@ -298,7 +298,7 @@ def test_missing_path_is_a_manifest_error(site: Site, tmp_path: Path) -> None:
 # ---------------------------------------------------------------- dry run and prune
 
 
-def test_dry_run_reports_but_changes_nothing(populated: Site, tmp_path: Path) -> None:
+def test_dry_run_reports_but_changes_nothing(populated: SiteDirectory, tmp_path: Path) -> None:
     before = snapshot(populated)
     (populated.wake_dir / "poke").unlink()
     f = write(tmp_path, "base.yaml", app(), job("a", params={"n": 5}), job("b", parents=["a"]), job("new"))
@@ -315,7 +315,7 @@ def test_dry_run_reports_but_changes_nothing(populated: Site, tmp_path: Path) ->
     assert not (populated.wake_dir / "poke").exists()
 
 
-def test_prune_deletes_only_what_left_that_source(populated: Site, tmp_path: Path) -> None:
+def test_prune_deletes_only_what_left_that_source(populated: SiteDirectory, tmp_path: Path) -> None:
     sid = populated.site_id
     other = write(tmp_path, "other.yaml", job("o1", parents=["a"]), job("moved"))
     apply_files(populated, other, source="other.yaml")
@@ -342,7 +342,7 @@ def test_prune_deletes_only_what_left_that_source(populated: Site, tmp_path: Pat
     assert populated.store.sources(sid) == {"base.yaml"}
 
 
-def test_prune_that_would_orphan_jobs_changes_nothing(populated: Site, tmp_path: Path) -> None:
+def test_prune_that_would_orphan_jobs_changes_nothing(populated: SiteDirectory, tmp_path: Path) -> None:
     """The App is still used by a Job from another file: deleting it is refused, and so is the whole apply."""
     other = write(tmp_path, "other.yaml", job("o1"))
     apply_files(populated, other, source="other.yaml")
@@ -355,7 +355,7 @@ def test_prune_that_would_orphan_jobs_changes_nothing(populated: Site, tmp_path:
 # ---------------------------------------------------------------- workdirs
 
 
-def test_workdir_stays_inside_data(site: Site, tmp_path: Path) -> None:
+def test_workdir_stays_inside_data(site: SiteDirectory, tmp_path: Path) -> None:
     data = site.data_dir.resolve()
     assert site.workdir("runs/a") == data / "runs" / "a"
     assert site.workdir(".") == data
@@ -374,7 +374,7 @@ def test_workdir_stays_inside_data(site: Site, tmp_path: Path) -> None:
         site.workdir("../data2")
 
 
-def test_a_stored_object_dumped_as_yaml_reapplies_unchanged(populated: Site, tmp_path: Path) -> None:
+def test_a_stored_object_dumped_as_yaml_reapplies_unchanged(populated: SiteDirectory, tmp_path: Path) -> None:
     """``get -o yaml > f; apply -f f`` is a no-op: read-only metadata and status are ignored."""
     stored = [
         o.manifest.model_dump(mode="json", by_alias=True)

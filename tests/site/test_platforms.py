@@ -25,7 +25,8 @@ from balsamctl.schemas.manifest import ManifestError, parse_documents
 from balsamctl.schemas.settings import SchedulerKind, SiteSettings
 from balsamctl.site import platforms
 from balsamctl.site.apply import apply_documents
-from balsamctl.site.directory import LAYOUT, Site, SiteError, init_site
+from balsamctl.site.create import init_site
+from balsamctl.site.directory import LAYOUT, SiteDirectory, SiteError
 from balsamctl.site.jobscript import launcher_command, render_job_script
 from balsamctl.site.platforms import Platform, PlatformError, load_platform, parse_preset, platform_names
 
@@ -39,7 +40,7 @@ def preset(name: str) -> Platform:
     return load_platform(name)
 
 
-def make_site(tmp_path: Path, name: str, launcher_python: Path | None = None) -> Site:
+def make_site(tmp_path: Path, name: str, launcher_python: Path | None = None) -> SiteDirectory:
     """A site laid out from platform ``name``; with ``launcher_python``, its launcher command starts that program."""
     site = init_site(tmp_path / name, f"site-{name}", platform=name, register=False)
     if launcher_python is None:
@@ -49,7 +50,7 @@ def make_site(tmp_path: Path, name: str, launcher_python: Path | None = None) ->
     raw = yaml.safe_load(settings_file.read_text())
     raw["launcher"]["python"] = str(launcher_python)
     settings_file.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return Site.load(site.path)
+    return SiteDirectory.load(site.path)
 
 
 def batchjob_manifest(settings: SiteSettings, name: str = "bj-1", **optional_params: str) -> str:
@@ -66,14 +67,14 @@ def batchjob_manifest(settings: SiteSettings, name: str = "bj-1", **optional_par
     return yaml.safe_dump({"apiVersion": "balsam/v1", "kind": "BatchJob", "metadata": {"name": name}, "spec": spec})
 
 
-def applied_batchjob(site: Site, **optional_params: str) -> BatchJob:
+def applied_batchjob(site: SiteDirectory, **optional_params: str) -> BatchJob:
     """A BatchJob applied to ``site`` through ``apply_documents`` (so valid for it), as the controller reads it."""
     docs = parse_documents(batchjob_manifest(site.settings, **optional_params), "bj.yaml")
     assert [r.action for r in apply_documents(site, docs)] == ["created"]
     return BatchJob.model_validate(yaml.safe_load(batchjob_manifest(site.settings, **optional_params)))
 
 
-def render_checked(site: Site, bj: BatchJob, tmp_path: Path) -> tuple[Path, list[str]]:
+def render_checked(site: SiteDirectory, bj: BatchJob, tmp_path: Path) -> tuple[Path, list[str]]:
     """The rendered job script, written to a file and checked with ``bash -n``; its lines."""
     script = render_job_script(site, bj)
     path = tmp_path / f"{site.name}-{bj.metadata.name}.sh"
@@ -208,7 +209,7 @@ def test_init_site_lays_out_the_preset(tmp_path: Path, name: str) -> None:
     try:
         p = preset(name)
         assert all((site.path / sub).is_dir() for sub in LAYOUT)
-        assert Site.load(site.path).settings == p.site_settings(site.name) == site.settings
+        assert SiteDirectory.load(site.path).settings == p.site_settings(site.name) == site.settings
         assert site.settings.scheduler == p.scheduler
         assert (site.path / "job-template.sh").read_text() == p.template
     finally:
@@ -267,7 +268,7 @@ def test_a_scheduler_gives_exactly_its_generic_preset(tmp_path: Path, scheduler:
     by_platform = cli_site(tmp_path / "b", "--platform", generic)
     for name in ("settings.yml", "job-template.sh"):
         assert (by_scheduler / name).read_bytes() == (by_platform / name).read_bytes(), name
-    settings = Site.load(by_scheduler).settings
+    settings = SiteDirectory.load(by_scheduler).settings
     assert settings == preset(generic).site_settings("same")
     assert (settings.launcher.mpi_flavor, settings.launcher.mpi_command) == LAUNCH[scheduler]
 
@@ -435,7 +436,7 @@ def run_script(tmp_path: Path, path: Path, env: dict[str, str]) -> tuple[subproc
 
 def polaris_run(
     tmp_path: Path, fakes: Path, mig_count: str
-) -> tuple[Site, list[str], subprocess.CompletedProcess[str]]:
+) -> tuple[SiteDirectory, list[str], subprocess.CompletedProcess[str]]:
     site = make_site(tmp_path, "polaris", launcher_python=fakes / "launcher-python")
     bj = applied_batchjob(site, mig_count=mig_count)
     path, _ = render_checked(site, bj, tmp_path)
@@ -488,7 +489,7 @@ def test_polaris_mig_count_0_renders_none_of_it(tmp_path: Path, fakes: Path) -> 
         site.close()
 
 
-def applied_batchjob_copy(site: Site, **optional_params: str) -> BatchJob:
+def applied_batchjob_copy(site: SiteDirectory, **optional_params: str) -> BatchJob:
     """A BatchJob like :func:`applied_batchjob`'s, not applied (for rendering variants)."""
     return BatchJob.model_validate(yaml.safe_load(batchjob_manifest(site.settings, **optional_params)))
 
@@ -545,7 +546,7 @@ def test_cli_site_init_with_a_platform(tmp_path: Path) -> None:
     result = runner.invoke(cli.app, ["site", "init", str(tmp_path / "pol"), "--platform", "polaris"])
     assert result.exit_code == 0, (result.stdout, result.stderr)
     assert result.stdout.strip() == f"site/pol created at {(tmp_path / 'pol').resolve()}"
-    site = Site.load(tmp_path / "pol")
+    site = SiteDirectory.load(tmp_path / "pol")
     assert site.settings == preset("polaris").site_settings("pol")
     assert (site.path / "job-template.sh").read_text() == preset("polaris").template
     listed = runner.invoke(cli.app, ["site", "ls"])

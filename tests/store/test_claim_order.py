@@ -30,7 +30,7 @@ from balsamctl.launcher.placement import Policy, Request, sort_requests
 from balsamctl.schemas import Job
 from balsamctl.schemas.manifest import Document
 from balsamctl.schemas.objects import Partition
-from balsamctl.site.directory import init_site
+from balsamctl.site.create import init_site
 from balsamctl.store import JobRef, Store
 from tests.support.site_ops import advance_to_runnable, app, apply_raws, configure, job
 from tests.support.store_ops import add, app_doc, make_runnable

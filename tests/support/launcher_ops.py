@@ -13,11 +13,11 @@ from balsamctl.launcher.mpi_mode import LocalExecutor, MpiTaskBuilder
 from balsamctl.launcher.nodes import Node
 from balsamctl.launcher.pilot import Launcher
 from balsamctl.schemas.objects import Job, Partition
-from balsamctl.site.directory import Site
+from balsamctl.site.directory import SiteDirectory
 from balsamctl.store import Selector
 
 
-def launcher_on(site: Site, cpus: int, seconds_left: float, nodes: int = 1) -> Launcher:
+def launcher_on(site: SiteDirectory, cpus: int, seconds_left: float, nodes: int = 1) -> Launcher:
     """A launcher of ``nodes`` nodes of ``cpus`` CPUs on this host, stopping ``seconds_left`` from now."""
     hosts = [Node(f"n{i}", tuple(range(i * cpus, (i + 1) * cpus))) for i in range(nodes)]
     return Launcher(
@@ -26,7 +26,7 @@ def launcher_on(site: Site, cpus: int, seconds_left: float, nodes: int = 1) -> L
     )  # fmt: skip
 
 
-def jobs_of(site: Site) -> dict[str, Job]:
+def jobs_of(site: SiteDirectory) -> dict[str, Job]:
     found = site.store.list_objects(Selector("Job", (site.site_id,)))
     return {o.manifest.metadata.name: o.manifest for o in found if isinstance(o.manifest, Job)}
 

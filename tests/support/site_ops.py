@@ -10,10 +10,10 @@ from balsamctl.controller.jobs import JobReconciler
 from balsamctl.schemas import Job
 from balsamctl.schemas.manifest import parse_documents
 from balsamctl.site.apply import apply_documents
-from balsamctl.site.directory import Site
+from balsamctl.site.directory import SiteDirectory
 
 
-def configure(site: Site, extra: dict[str, Any]) -> Site:
+def configure(site: SiteDirectory, extra: dict[str, Any]) -> SiteDirectory:
     """``site`` reloaded with ``extra`` merged into its settings.yml (nested mappings merged one level deep)."""
     path = site.path / "settings.yml"
     body = yaml.safe_load(path.read_text())
@@ -21,7 +21,7 @@ def configure(site: Site, extra: dict[str, Any]) -> Site:
         body[key] = {**body[key], **value} if isinstance(value, dict) and isinstance(body.get(key), dict) else value
     path.write_text(yaml.safe_dump(body, sort_keys=False))
     site.close()
-    return Site.load(site.path)
+    return SiteDirectory.load(site.path)
 
 
 def app(name: str, command: str, params: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
@@ -39,18 +39,18 @@ def batchjob(name: str) -> dict[str, Any]:
     return {"apiVersion": "balsam/v1", "kind": "BatchJob", "metadata": {"name": name}, "spec": body}
 
 
-def apply_raws(site: Site, *raws: dict[str, Any], source: str = "sec.yaml") -> dict[str, str]:
+def apply_raws(site: SiteDirectory, *raws: dict[str, Any], source: str = "sec.yaml") -> dict[str, str]:
     docs = parse_documents(yaml.safe_dump_all(raws, sort_keys=False), source)
     return {r.ref: r.action for r in apply_documents(site, docs, source=source)}
 
 
-def stored_job(site: Site, name: str) -> Job:
+def stored_job(site: SiteDirectory, name: str) -> Job:
     manifest = site.store.get_object(site.site_id, "Job", name).manifest
     assert isinstance(manifest, Job)
     return manifest
 
 
-def advance_to_runnable(site: Site) -> None:
+def advance_to_runnable(site: SiteDirectory) -> None:
     """The controller's Job reconciler, in process, until nothing moves (Apps without hooks: to PREPROCESSED)."""
     reconciler = JobReconciler(site, lambda: None)
     try:

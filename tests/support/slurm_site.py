@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from balsamctl.site.directory import Site
+from balsamctl.site.directory import SiteDirectory
 from tests.support.e2e import VENV_BIN, E2EError, E2ESite
 
 SETTINGS: dict[str, Any] = {
@@ -79,7 +79,7 @@ def wait_batchjob(site: E2ESite, name: str, states: set[str], timeout: float = S
     return site.wait_for(f"batchjob/{name} to reach {sorted(states)}", probe, timeout)
 
 
-def placed_nodes(store_site: Site, job: str) -> list[str]:
+def placed_nodes(store_site: SiteDirectory, job: str) -> list[str]:
     """The nodes the launcher placed ``job`` on (the placement recorded with its RUNNING event)."""
     for event in reversed(store_site.store.events((store_site.site_id,), kind="Job", name=job, limit=50)):
         placement = (event.get("data") or {}).get("placement")

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from balsamctl.schedulers.base import SchedulerError
 from balsamctl.schemas import BatchJob
 from balsamctl.schemas.settings import SchedulerKind
-from balsamctl.site.directory import init_site
+from balsamctl.site.create import init_site
 from balsamctl.site.jobscript import launcher_command, render_job_script
 
 FAKES = Path(__file__).parent

@@ -1,0 +1,76 @@
+"""Making a new site: its directory laid out from a platform preset, its id in the store, its registry entry."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+from balsamctl.schedulers import UnsupportedScheduler, check_scheduler
+from balsamctl.schemas.settings import SchedulerKind, is_valid_site_name
+from balsamctl.site import platforms, registry
+from balsamctl.site.directory import LAYOUT, SiteDirectory, SiteError
+
+
+def init_site(
+    path: Path,
+    name: str,
+    scheduler: SchedulerKind | None = None,
+    *,
+    register: bool = True,
+    site_id: int | None = None,
+    platform: str | None = None,
+) -> SiteDirectory:
+    """Lay out a new site at ``path`` (private to its owner) and register it (with ``site_id`` if free).
+
+    Its scheduler, settings and job template come from a platform preset (``balsamctl/site/platforms/``): ``platform``,
+    else ``scheduler``'s generic one (``generic-<scheduler>``; ``local``, the default). A ``scheduler`` given with
+    a ``platform`` must be the preset's.
+    """
+    path = path.resolve()
+    if (path / "settings.yml").exists():
+        raise SiteError(f"{path} is already a site")
+    registered = registry.load_registry().get(name)
+    if registered is not None and registered != path:
+        raise SiteError(f"a site named {name!r} is already registered at {registered}")
+    if not is_valid_site_name(name):
+        raise SiteError(f"invalid site name {name!r}: use letters, digits, '-', '_' and '.'")
+    preset = _site_preset(platform, scheduler)
+    try:  # a scheduler version its adapter cannot read is refused here, with the version found
+        check_scheduler(preset.scheduler)
+    except UnsupportedScheduler as exc:
+        raise SiteError(f"scheduler {preset.scheduler!r}: {exc}") from None
+    settings, template_text = preset.site_settings(name), preset.template
+    body = settings.model_dump(mode="json", exclude={"store_url"})
+    old_umask = os.umask(0o077)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        for sub in LAYOUT:
+            (path / sub).mkdir(exist_ok=True)
+        (path / "job-template.sh").write_text(template_text)
+        (path / "settings.yml").write_text(_SETTINGS_HEADER + yaml.safe_dump(body, sort_keys=False))
+    finally:
+        os.umask(old_umask)
+    site = SiteDirectory.load(path)
+    site_id = site.store.ensure_site(name, str(path), preferred_id=site_id or registry.next_id())
+    if register:
+        registry.register(name, path, site_id)
+    return site
+
+
+def _site_preset(platform: str | None, scheduler: SchedulerKind | None) -> platforms.Platform:
+    """The preset a new site is made from: ``platform``, else ``scheduler``'s generic one (``local`` by default)."""
+    try:
+        preset = platforms.load_platform(platform or platforms.scheduler_platform(scheduler or "local"))
+    except platforms.PlatformError as exc:
+        raise SiteError(str(exc)) from None
+    if scheduler is not None and scheduler != preset.scheduler:
+        raise SiteError(f"platform {preset.name!r} uses scheduler {preset.scheduler!r}, not {scheduler!r}")
+    return preset
+
+
+_SETTINGS_HEADER = """\
+# balsamctl site settings. store_url: set to a PostgreSQL URL (e.g. postgresql+psycopg://user@host/db,
+# credentials as ${ENV_VARS}) when launchers on other hosts or many sites share one store.
+"""
