@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
 from collections import deque
 from collections.abc import Hashable, Mapping
+from enum import StrEnum
 from itertools import pairwise, product
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -278,3 +282,22 @@ def test_batchjob_walks_never_leave_finished(requests: list[BatchJobState]) -> N
         assert dst in BATCHJOB_TRANSITIONS[state]
         state = dst
     assert B.finished in reachable(BATCHJOB_TRANSITIONS, state)
+
+
+@pytest.mark.parametrize("enum", [JobState, BatchJobState])
+def test_every_state_says_what_it_means_and_who_moves_it_on(enum: type[StrEnum]) -> None:
+    """Each member of the state enums is followed by its docstring (the README and the architecture rely on them)."""
+    source = Path(inspect.getfile(enum)).read_text()
+    [cls] = [n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == enum.__name__]
+    documented = {
+        target.id
+        for stmt, after in pairwise(cls.body)
+        if isinstance(stmt, ast.Assign)
+        for target in stmt.targets
+        if isinstance(target, ast.Name)
+        and isinstance(after, ast.Expr)
+        and isinstance(after.value, ast.Constant)
+        and isinstance(after.value.value, str)
+        and len(after.value.value.split()) >= 5
+    }
+    assert documented == {member.name for member in enum}
