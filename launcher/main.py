@@ -68,7 +68,7 @@ def main(argv: Sequence[str]) -> int:
     assert isinstance(bj, BatchJob)
     deadline = args.deadline or time.time() + bj.spec.wall_time_min * 60 - stop_margin_sec(bj.spec.wall_time_min)
     sizes = site.settings.launcher
-    nodes = nodes_from_environment(os.environ, site.settings.local_nodes, sizes.cpus_per_node, sizes.gpus_per_node)
+    nodes = nodes_from_environment(os.environ, site.settings)
     partitions = bj.spec.launcher_partitions()
     where = f"batchjob/{args.batch_job}"
     if args.partition is None and len(partitions) > 1:

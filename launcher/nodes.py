@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 import socket
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from pathlib import Path
 
-from balsamctl.schemas.settings import LocalNodes
+from balsamctl.schedulers import Host, scheduler_class
+from balsamctl.schedulers.hostlist import expand_hostlist
+from balsamctl.schemas.settings import SiteSettings
 
 JobId = Hashable
 """What identifies a placed Job (the launcher uses the Job's database id)."""
-
-_BRACKET_ITEM = re.compile(r"\[([^\[\]]*)\]|([^\[\],]+)")
-_RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
 
 
 @dataclass(frozen=True)
@@ -82,116 +79,27 @@ class Node:
         self.occupancy -= share.occupancy
 
 
-def expand_hostlist(text: str) -> list[str]:
-    """Expand a Slurm host list (``nid[0001-0003,0007]``, ``a1,b[2-3],c``, ``r[1-2]n[1-2]``); ``ValueError`` if bad.
-
-    Numbers keep the width of a range's lower bound (``[08-10]`` gives ``08, 09, 10``); several bracket groups in
-    one name expand as a cartesian product, the first group varying slowest.
+def nodes_from_environment(env: Mapping[str, str], settings: SiteSettings) -> list[Node]:
+    """The nodes of this allocation: the hosts the site's scheduler names in its environment (its
+    ``hosts_from_environment``; the local scheduler's are emulated), with ``launcher.cpus_per_node`` CPUs, else as
+    many as the scheduler gives the job there, else this host's CPU count, and ``launcher.gpus_per_node`` GPUs, else
+    as many as the scheduler gives, else 0. ``BALSAM_NODES`` (a host list), if set, names the nodes instead: a
+    partition's launcher gets its slice of the allocation that way (a name the scheduler does not list gets the
+    sizes of the first one it does).
     """
-    text = text.strip()
-    if not text:
-        raise ValueError("empty host list")
-    hosts: list[str] = []
-    for name in _split_top_level(text):
-        parts = _BRACKET_ITEM.findall(name)
-        if "".join(f"[{group}]" if group else literal for group, literal in parts) != name:
-            raise ValueError(f"malformed host list entry {name!r} in {text!r}")
-        choices = [_expand_group(group, text) if group else [literal] for group, literal in parts]
-        hosts.extend("".join(combo) for combo in itertools.product(*choices))
-    return hosts
-
-
-def _split_top_level(text: str) -> list[str]:
-    """Split at commas outside brackets; ``ValueError`` on empty entries or unbalanced brackets."""
-    items, depth, start = [], 0, 0
-    for i, char in enumerate(text):
-        if char == "[":
-            depth += 1
-        elif char == "]":
-            depth -= 1
-        if depth not in (0, 1):
-            raise ValueError(f"unbalanced or nested brackets in host list {text!r}")
-        if char == "," and depth == 0:
-            items.append(text[start:i])
-            start = i + 1
-    items.append(text[start:])
-    if depth or any(not item for item in items):
-        raise ValueError(f"malformed host list {text!r}")
-    return items
-
-
-def _expand_group(group: str, text: str) -> list[str]:
-    """The numbers of one bracket group such as ``0001-0003,0007``, zero padded like each range's lower bound."""
-    numbers: list[str] = []
-    for item in group.split(","):
-        match = _RANGE.match(item)
-        if match is None:
-            raise ValueError(f"malformed range {item!r} in host list {text!r}")
-        low, high = match.group(1), match.group(2) or match.group(1)
-        if int(high) < int(low):
-            raise ValueError(f"descending range {item!r} in host list {text!r}")
-        numbers.extend(f"{n:0{len(low)}d}" for n in range(int(low), int(high) + 1))
-    return numbers
-
-
-def read_nodefile(path: str) -> list[str]:
-    """The unique host names of a PBS node file, in order (it lists a host once per slot)."""
-    lines = Path(path).read_text().split()
-    return list(dict.fromkeys(lines))
-
-
-def nodes_from_environment(
-    env: Mapping[str, str], local: LocalNodes, cpus_per_node: int | None = None, gpus_per_node: int | None = None
-) -> list[Node]:
-    """The nodes of this allocation, from the batch scheduler's environment (Slurm, PBS, LSF, Cobalt) or emulated.
-
-    CPUs per node: ``cpus_per_node``, else what the scheduler says (``SLURM_CPUS_ON_NODE``, the LSF slot count),
-    else this host's CPU count; GPUs per node: ``gpus_per_node``, else ``SLURM_GPUS_ON_NODE`` under Slurm, else 0.
-    Without a scheduler: the allocation's ``BALSAM_NUM_NODES`` of the site's ``local.count`` emulated nodes
-    ``local0..`` (``localhost`` if the site has one), with ``local``'s CPUs and GPUs. ``BALSAM_NODES`` (a host
-    list), if set, replaces the node names: a partition's launcher gets its slice of the allocation that way.
-    """
-    slots: dict[str, int] = {}
-    gpus = gpus_per_node or 0
-    if "SLURM_JOB_NODELIST" in env or "SLURM_NODELIST" in env:
-        names = expand_hostlist(env.get("SLURM_JOB_NODELIST") or env["SLURM_NODELIST"])
-        cpus = cpus_per_node or int(env.get("SLURM_CPUS_ON_NODE") or 0) or os.cpu_count() or 1
-        gpus = gpus_per_node if gpus_per_node is not None else int(env.get("SLURM_GPUS_ON_NODE") or 0)
-    elif "PBS_NODEFILE" in env:
-        names = read_nodefile(env["PBS_NODEFILE"])
-        cpus = cpus_per_node or os.cpu_count() or 1
-    elif "LSB_MCPU_HOSTS" in env:
-        hosts = _lsf_hosts(env["LSB_MCPU_HOSTS"], env.get("LSB_HOSTS", ""))
-        names = list(hosts)
-        slots = {} if cpus_per_node else hosts
-        cpus = cpus_per_node or os.cpu_count() or 1
-    elif "COBALT_PARTNAME" in env:
-        names = [str(int(n)) for n in _expand_group(env["COBALT_PARTNAME"].strip(), env["COBALT_PARTNAME"])]
-        cpus = cpus_per_node or os.cpu_count() or 1
-    else:
-        count = min(local.count, int(env.get("BALSAM_NUM_NODES") or local.count))  # the allocation's share
-        names = ["localhost"] if local.count == 1 else [f"local{i}" for i in range(count)]
-        cpus = cpus_per_node or local.cpus_per_node
-        gpus = gpus_per_node if gpus_per_node is not None else local.gpus_per_node
+    hosts = scheduler_class(settings.scheduler).hosts_from_environment(env, settings.local_nodes)
     if env.get("BALSAM_NODES"):
-        names = expand_hostlist(env["BALSAM_NODES"])
-    return [Node(name, tuple(range(slots.get(name, cpus))), tuple(str(g) for g in range(gpus))) for name in names]
-
-
-def _lsf_hosts(mcpu_hosts: str, lsb_hosts: str) -> dict[str, int]:
-    """Host name -> slots from ``LSB_MCPU_HOSTS`` (``"host1 n1 host2 n2"``).
-
-    LSF lists the launch (batch) host first, which runs the job script but no Job: when ``LSB_HOSTS`` starts with
-    that host and other hosts follow, it is dropped.
-    """
-    words = mcpu_hosts.split()
-    if len(words) % 2 or not words:
-        raise ValueError(f"malformed LSB_MCPU_HOSTS {mcpu_hosts!r}")
-    pairs = [(words[i], int(words[i + 1])) for i in range(0, len(words), 2)]
-    first = lsb_hosts.split()[:1]
-    if len(pairs) > 1 and first == [pairs[0][0]]:
-        pairs = pairs[1:]
-    return dict(pairs)
+        by_name, like = {host.name: host for host in hosts}, hosts[0] if hosts else Host("")
+        hosts = [by_name.get(name) or replace(like, name=name) for name in expand_hostlist(env["BALSAM_NODES"])]
+    cpus, gpus = settings.launcher.cpus_per_node, settings.launcher.gpus_per_node
+    return [
+        Node(
+            host.name,
+            tuple(range(cpus or host.cpus or os.cpu_count() or 1)),
+            tuple(str(g) for g in range(gpus if gpus is not None else host.gpus or 0)),
+        )
+        for host in hosts
+    ]
 
 
 def split_nodes(nodes: Sequence[Node], sizes: Sequence[int]) -> list[list[Node]]:

@@ -1,10 +1,12 @@
-"""Scheduler adapters: how to get an allocation from a batch scheduler (one module per scheduler)."""
+"""Scheduler adapters: how to get an allocation from a batch scheduler, and which nodes it holds (one module per
+scheduler). :data:`SCHEDULERS` is the one list of them: a site's ``scheduler`` setting names one of its kinds."""
 
 from pathlib import Path
 
 from balsamctl.schedulers.base import (
     AllocationState,
     AllocationStatus,
+    Host,
     Scheduler,
     SchedulerError,
     SubmitRequest,
@@ -22,19 +24,23 @@ SCHEDULERS: dict[str, type[Scheduler]] = {
 }
 
 
-def get_scheduler(kind: str, site_path: Path) -> Scheduler:
-    """The scheduler adapter for ``kind`` at this site; ValueError naming the known kinds if there is none."""
+def scheduler_class(kind: str) -> type[Scheduler]:
+    """The scheduler adapter class of ``kind``; ValueError naming the known kinds if there is none."""
     try:
-        cls = SCHEDULERS[kind]
+        return SCHEDULERS[kind]
     except KeyError:
         raise ValueError(f"unknown scheduler kind {kind!r}; known kinds: {', '.join(sorted(SCHEDULERS))}") from None
-    return cls(site_path)
+
+
+def get_scheduler(kind: str, site_path: Path) -> Scheduler:
+    """The scheduler adapter for ``kind`` at this site; ValueError naming the known kinds if there is none."""
+    return scheduler_class(kind)(site_path)
 
 
 def check_scheduler(kind: str) -> str | None:
     """The version of the ``kind`` scheduler found on this machine (None if its programs are not here or do not
     say); UnsupportedScheduler, naming the version found, if its adapter cannot read that one."""
-    return SCHEDULERS[kind].check_version()
+    return scheduler_class(kind).check_version()
 
 
 __all__ = [
@@ -42,6 +48,7 @@ __all__ = [
     "AllocationState",
     "AllocationStatus",
     "CobaltScheduler",
+    "Host",
     "LocalScheduler",
     "LsfScheduler",
     "PbsScheduler",
@@ -53,4 +60,5 @@ __all__ = [
     "check_scheduler",
     "get_scheduler",
     "run_command",
+    "scheduler_class",
 ]

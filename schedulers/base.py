@@ -1,4 +1,4 @@
-"""The scheduler adapter interface: how to get, watch and give back an allocation."""
+"""The scheduler adapter interface: how to get, watch and give back an allocation, and which nodes it holds."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ import shlex
 import signal
 import subprocess
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+if TYPE_CHECKING:
+    from balsamctl.schemas.settings import LocalNodes
 
 AllocationState = Literal["queued", "running", "finished"]
 
@@ -48,6 +51,16 @@ class AllocationStatus:
     message: str = ""
 
 
+@dataclass(frozen=True)
+class Host:
+    """One node of the allocation a process runs in, as its scheduler's environment names it, with the CPUs and
+    GPUs the scheduler gives the job there (None: it does not say)."""
+
+    name: str
+    cpus: int | None = None
+    gpus: int | None = None
+
+
 class SchedulerError(Exception):
     """A scheduler command failed, was refused (``returncode`` set) or timed out (``returncode`` None)."""
 
@@ -69,7 +82,9 @@ class UnsupportedScheduler(Exception):
 
 
 class Scheduler(ABC):
-    """A batch scheduler as seen by the controller; one instance per site."""
+    """A batch scheduler as seen by the controller (one instance per site), and by a launcher inside one of its
+    allocations (:meth:`hosts_from_environment`). A scheduler is one module of this package, its class listed in
+    ``balsamctl.schedulers.SCHEDULERS`` under its ``kind``."""
 
     kind: ClassVar[str]
 
@@ -81,6 +96,12 @@ class Scheduler(ABC):
         """The version of the scheduler found on this machine, None if its programs are not here or do not say;
         UnsupportedScheduler if it is one this adapter cannot read."""
         return None
+
+    @classmethod
+    @abstractmethod
+    def hosts_from_environment(cls, env: Mapping[str, str], local: LocalNodes) -> list[Host]:
+        """The nodes of the allocation whose job script runs with ``env``, as the scheduler names them there (none
+        outside an allocation); ``local``: the site's emulated nodes. ValueError if the names cannot be read."""
 
     @abstractmethod
     def submit_command(self, req: SubmitRequest) -> list[str]:

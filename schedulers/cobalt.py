@@ -31,11 +31,12 @@ import getpass
 import itertools
 import re
 import stat
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from balsamctl.schedulers.base import AllocationState, AllocationStatus, SubmitRequest
+from balsamctl.schedulers.base import AllocationState, AllocationStatus, Host, SubmitRequest
 from balsamctl.schedulers.common import (
     DEFAULT_TIMEOUT_S,
     Answer,
@@ -47,6 +48,9 @@ from balsamctl.schedulers.common import (
     sequence,
 )
 from balsamctl.schedulers.jsonish import Unread
+
+if TYPE_CHECKING:
+    from balsamctl.schemas.settings import LocalNodes
 
 STATES: dict[str, AllocationState] = {
     "queued": "queued",
@@ -67,8 +71,8 @@ HEADER = ("JobID", "JobName", "State", "StartTime", "Location")  # qstat --heade
 _START = "%a %b %d %H:%M:%S %Y %z"  # "Thu Nov 05 17:29:30 2020 +0000", then " (UTC)"
 _ZONE_NAME = re.compile(r"\s*\([^()]*\)$")
 _ID = re.compile(r"\d+")
-_RANGE = re.compile(r"(\d+)-(\d+)")
-_MAX_RANGE = 100_000  # nodes in one Location range; a longer one is kept as written
+_RANGE = re.compile(r"(\d+)(?:-(\d+))?")
+_MAX_RANGE = 100_000  # nodes in one range of a Location or partition; a longer one is not read
 
 
 class CobaltScheduler(CommandScheduler):
@@ -83,6 +87,20 @@ class CobaltScheduler(CommandScheduler):
     def __init__(self, site_path: Path, timeout: float = DEFAULT_TIMEOUT_S, user: str | None = None) -> None:
         super().__init__(site_path, timeout)
         self.user = user or getpass.getuser()
+
+    @classmethod
+    def hosts_from_environment(cls, env: Mapping[str, str], local: LocalNodes) -> list[Host]:
+        """The nodes of ``COBALT_PARTNAME`` (``1-3,7``: node numbers and ranges of them)."""
+        partition = env.get("COBALT_PARTNAME")
+        if partition is None:
+            return []
+        names: list[str] = []
+        for item in partition.strip().split(","):
+            nodes = _numbers(item)
+            if nodes is None:
+                raise ValueError(f"malformed COBALT_PARTNAME {partition!r}: {item!r} is not a node or a range")
+            names += nodes
+        return [Host(name) for name in names]
 
     def submit_command(self, req: SubmitRequest) -> list[str]:
         """``qsub -n N -t MINUTES -q QUEUE -A PROJECT --jobname NAME -O OUTPUT_PREFIX [extra] SCRIPT``."""
@@ -163,15 +181,19 @@ def _status(row: dict[str, str]) -> AllocationStatus:
 
 
 def _nodes(row: dict[str, str]) -> list[str]:
-    """The nodes of a Location such as ``3824-3827,3830``; none for ``None``, ``N/A`` or ``-``."""
+    """The nodes of a Location such as ``3824-3827,3830`` (an item that is not read is kept as written); none for
+    ``None``, ``N/A`` or ``-``."""
     location = row.get("location", "")
     if location in ("", "None", "N/A", "-"):
         return []
-    nodes: list[str] = []
-    for item in location.split(","):
-        match = _RANGE.fullmatch(item)
-        if match and 0 <= int(match[2]) - int(match[1]) < _MAX_RANGE:
-            nodes += [str(n) for n in range(int(match[1]), int(match[2]) + 1)]
-        else:
-            nodes.append(item)
-    return nodes
+    return [node for item in location.split(",") for node in _numbers(item) or [item]]
+
+
+def _numbers(item: str) -> list[str] | None:
+    """The nodes of one item of a Location or partition: a node number (``0007`` is node ``7``) or an ascending
+    range of them (``3824-3827``); None if it is neither, or a range of ``_MAX_RANGE`` nodes or more."""
+    match = _RANGE.fullmatch(item)
+    if match is None:
+        return None
+    low, high = int(match[1]), int(match[2] or match[1])
+    return [str(n) for n in range(low, high + 1)] if 0 <= high - low < _MAX_RANGE else None

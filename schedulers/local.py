@@ -10,15 +10,18 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import psutil
 
-from balsamctl.schedulers.base import AllocationStatus, Scheduler, SchedulerError, SubmitRequest
+from balsamctl.schedulers.base import AllocationStatus, Host, Scheduler, SchedulerError, SubmitRequest
+
+if TYPE_CHECKING:
+    from balsamctl.schemas.settings import LocalNodes
 
 # The allocation wrapper, `bash <state dir>/allocation.sh <script> <state dir>`: it runs the script, records its exit
 # code in <state dir>/<pid>.exit (a stale one from an earlier process with this pid is removed first), then ends
@@ -94,6 +97,14 @@ class LocalScheduler(Scheduler):
         super().__init__(site_path)
         self.clock = clock
         self.state_dir = site_path / "qsubmit" / ".local"
+
+    @classmethod
+    def hosts_from_environment(cls, env: Mapping[str, str], local: LocalNodes) -> list[Host]:
+        """The allocation's ``BALSAM_NUM_NODES`` of the site's ``local.count`` emulated nodes ``local0..``
+        (``localhost`` if the site has one), each with ``local``'s CPUs and GPUs."""
+        count = min(local.count, int(env.get("BALSAM_NUM_NODES") or local.count))  # the allocation's share
+        names = ["localhost"] if local.count == 1 else [f"local{i}" for i in range(count)]
+        return [Host(name, local.cpus_per_node, local.gpus_per_node) for name in names]
 
     def submit_command(self, req: SubmitRequest) -> list[str]:
         """``bash <state dir>/allocation.sh <script> <state dir>``: the wrapper runs the script, records its exit

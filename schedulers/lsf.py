@@ -29,12 +29,14 @@ normal end of a pilot); LSF's exit reason becomes the message.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from balsamctl.schedulers.base import (
     AllocationState,
     AllocationStatus,
+    Host,
     SubmitRequest,
     UnsupportedScheduler,
     program_says,
@@ -49,6 +51,9 @@ from balsamctl.schedulers.common import (
     text_field,
 )
 from balsamctl.schedulers.jsonish import Unread, members
+
+if TYPE_CHECKING:
+    from balsamctl.schemas.settings import LocalNodes
 
 STATES: dict[str, AllocationState] = {
     "PEND": "queued",
@@ -82,6 +87,25 @@ class LsfScheduler(CommandScheduler):
     cancel_program = "bkill"
     gone = re.compile(r"already finished|No matching job")
     program = "bjobs"
+
+    @classmethod
+    def hosts_from_environment(cls, env: Mapping[str, str], local: LocalNodes) -> list[Host]:
+        """The hosts of ``LSB_MCPU_HOSTS`` (``"host1 n1 host2 n2"``), each with its slot count as CPUs.
+
+        LSF lists the launch (batch) host first, which runs the job script but no Job: when ``LSB_HOSTS`` starts
+        with that host and other hosts follow, it is dropped.
+        """
+        mcpu_hosts = env.get("LSB_MCPU_HOSTS")
+        if mcpu_hosts is None:
+            return []
+        words = mcpu_hosts.split()
+        if len(words) % 2 or not words:
+            raise ValueError(f"malformed LSB_MCPU_HOSTS {mcpu_hosts!r}")
+        hosts = [Host(words[i], int(words[i + 1])) for i in range(0, len(words), 2)]
+        first = env.get("LSB_HOSTS", "").split()[:1]
+        if len(hosts) > 1 and first == [hosts[0].name]:
+            hosts = hosts[1:]
+        return list({host.name: host for host in hosts}.values())
 
     def submit_command(self, req: SubmitRequest) -> list[str]:
         """``bsub -J NAME -nnodes N -W MINUTES -q QUEUE -P PROJECT -o OUT [extra]``; the script goes on stdin."""

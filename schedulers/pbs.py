@@ -30,11 +30,14 @@ when PBS ended the job; -29 (JOB_EXEC_KILL_WALLTIME) is the walltime running out
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from balsamctl.schedulers.base import (
     AllocationState,
     AllocationStatus,
+    Host,
     SubmitRequest,
     UnsupportedScheduler,
     program_says,
@@ -49,6 +52,9 @@ from balsamctl.schedulers.common import (
     text_field,
 )
 from balsamctl.schedulers.jsonish import Unread, members
+
+if TYPE_CHECKING:
+    from balsamctl.schemas.settings import LocalNodes
 
 STATES: dict[str, AllocationState] = {
     "Q": "queued",
@@ -80,6 +86,12 @@ class PbsScheduler(CommandScheduler):
     cancel_program = "qdel"
     gone = re.compile(r"Unknown Job Id|Job has finished")
     program = "qstat"
+
+    @classmethod
+    def hosts_from_environment(cls, env: Mapping[str, str], local: LocalNodes) -> list[Host]:
+        """The hosts of ``PBS_NODEFILE``, each once, in order (the file lists a host once per chunk or slot)."""
+        path = env.get("PBS_NODEFILE")
+        return [Host(name) for name in dict.fromkeys(Path(path).read_text().split())] if path else []
 
     def submit_command(self, req: SubmitRequest) -> list[str]:
         """``qsub -N NAME -l select=N -l walltime=HH:MM:SS -q QUEUE -A PROJECT -j oe -o OUT [extra] SCRIPT``."""

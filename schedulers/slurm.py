@@ -12,16 +12,16 @@ import os
 import re
 import subprocess
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from balsamctl.launcher.nodes import expand_hostlist
 from balsamctl.schedulers.base import (
     AllocationState,
     AllocationStatus,
+    Host,
     Scheduler,
     SchedulerError,
     SubmitRequest,
@@ -29,7 +29,11 @@ from balsamctl.schedulers.base import (
     run_command,
 )
 from balsamctl.schedulers.common import newest_called
+from balsamctl.schedulers.hostlist import expand_hostlist
 from balsamctl.schedulers.jsonish import Unread
+
+if TYPE_CHECKING:
+    from balsamctl.schemas.settings import LocalNodes
 
 DEFAULT_TIMEOUT_S = 30.0
 NO_PROJECT = "none"  # a site's placeholder project: sbatch gets no -A (the user's default account is charged)
@@ -92,6 +96,17 @@ class SlurmScheduler(Scheduler):
         """``sbatch --version``: every Slurm version that has ``squeue -O`` is read."""
         found = re.search(r"slurm(?:-wlm)?\s+(\S+)", program_says(["sbatch", "--version"]) or "")
         return f"Slurm {found[1]}" if found else None
+
+    @classmethod
+    def hosts_from_environment(cls, env: Mapping[str, str], local: LocalNodes) -> list[Host]:
+        """``SLURM_JOB_NODELIST`` (``SLURM_NODELIST`` of older Slurm) expanded, each node with the job's
+        ``SLURM_CPUS_ON_NODE`` CPUs and ``SLURM_GPUS_ON_NODE`` GPUs (0 when unset)."""
+        nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
+        if not nodelist:
+            return []
+        cpus = int(env.get("SLURM_CPUS_ON_NODE") or 0) or None
+        gpus = int(env.get("SLURM_GPUS_ON_NODE") or 0)
+        return [Host(name, cpus, gpus) for name in expand_hostlist(nodelist)]
 
     def submit_command(self, req: SubmitRequest) -> list[str]:
         """``sbatch --parsable``; no ``-p`` for the ``default`` queue, no ``-A`` for the ``none`` project."""

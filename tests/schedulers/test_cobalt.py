@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from balsamctl.schedulers.base import SchedulerError, SubmitRequest
+from balsamctl.schedulers.base import Host, SchedulerError, SubmitRequest
 from balsamctl.schedulers.cobalt import HEADER, STATES, CobaltScheduler, parse_status
 from balsamctl.schedulers.jsonish import Unread
+from balsamctl.schemas.settings import LocalNodes
 from tests.schedulers.fakes import Fakes, expected_state, job_script
 
 SCHEDULER = "cobalt"  # the fakes fixture (conftest.py) replays this scheduler's programs
@@ -222,3 +223,15 @@ def test_parser_never_raises_on_garbage(text: str) -> None:
     statuses, unread = parse_status(text)
     assert all(status.state in ("queued", "running", "finished") for status in statuses.values())
     assert all(isinstance(record, Unread) for record in unread)
+
+
+# --- the allocation's nodes, from the job's environment ---
+
+
+def test_hosts_from_the_cobalt_partition() -> None:
+    hosts = CobaltScheduler.hosts_from_environment({"COBALT_PARTNAME": "1-3,0007"}, LocalNodes())
+    assert hosts == [Host("1"), Host("2"), Host("3"), Host("7")]
+    assert CobaltScheduler.hosts_from_environment({}, LocalNodes()) == [], "not inside an allocation"
+    for bad in ("3-1", "1-3,x", "", "1,,2"):
+        with pytest.raises(ValueError, match="malformed COBALT_PARTNAME"):
+            CobaltScheduler.hosts_from_environment({"COBALT_PARTNAME": bad}, LocalNodes())

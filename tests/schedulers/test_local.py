@@ -15,12 +15,14 @@ import pytest
 
 from balsamctl.schedulers import (
     AllocationStatus,
+    Host,
     LocalScheduler,
     SchedulerError,
     SubmitRequest,
     get_scheduler,
     run_command,
 )
+from balsamctl.schemas.settings import LocalNodes
 
 DEADLINE_S = 2.5
 # A script that blocks until the test creates its "go" file, so the running state can be observed.
@@ -296,3 +298,16 @@ def test_run_command_reports_failure_and_timeout() -> None:
     with pytest.raises(SchedulerError) as missing:
         run_command(["no-such-scheduler-command"])
     assert missing.value.returncode == 127
+
+
+# --- the allocation's nodes: emulated on this machine ---
+
+
+def test_hosts_are_the_sites_emulated_nodes() -> None:
+    three = LocalNodes(count=3, cpus_per_node=4, gpus_per_node=2)
+    assert LocalScheduler.hosts_from_environment({}, three) == [Host(f"local{i}", 4, 2) for i in range(3)]
+    assert LocalScheduler.hosts_from_environment({"BALSAM_NUM_NODES": "2"}, three) == [  # the allocation's share
+        Host("local0", 4, 2),
+        Host("local1", 4, 2),
+    ]
+    assert LocalScheduler.hosts_from_environment({}, LocalNodes()) == [Host("localhost", 2, 0)]

@@ -11,9 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from balsamctl.schedulers.base import SchedulerError, SubmitRequest, UnsupportedScheduler
+from balsamctl.schedulers.base import Host, SchedulerError, SubmitRequest, UnsupportedScheduler
 from balsamctl.schedulers.jsonish import Unread
 from balsamctl.schedulers.lsf import FIELDS, STATES, LsfScheduler, parse_status
+from balsamctl.schemas.settings import LocalNodes
 from tests.schedulers.fakes import JSONISH, Fakes, expected_state, job_script
 
 SCHEDULER = "lsf"  # the fakes fixture (conftest.py) replays this scheduler's programs
@@ -242,3 +243,16 @@ def test_parser_never_raises_on_garbage(text: str) -> None:
     statuses, unread = parse_status(text, now=NOW)
     assert all(status.state in ("queued", "running", "finished") for status in statuses.values())
     assert all(isinstance(record, Unread) for record in unread)
+
+
+# --- the allocation's nodes, from the job's environment ---
+
+
+def test_hosts_from_the_lsf_environment_skip_the_launch_host() -> None:
+    env = {"LSB_MCPU_HOSTS": "batch1 1 a01 42 a02 40", "LSB_HOSTS": "batch1 a01 a01 a02"}
+    assert LsfScheduler.hosts_from_environment(env, LocalNodes()) == [Host("a01", 42), Host("a02", 40)]
+    alone = {"LSB_MCPU_HOSTS": "h1 4 h2 4"}  # no LSB_HOSTS to tell the launch host: every host is kept
+    assert LsfScheduler.hosts_from_environment(alone, LocalNodes()) == [Host("h1", 4), Host("h2", 4)]
+    assert LsfScheduler.hosts_from_environment({}, LocalNodes()) == [], "not inside an allocation"
+    with pytest.raises(ValueError, match="malformed LSB_MCPU_HOSTS"):
+        LsfScheduler.hosts_from_environment({"LSB_MCPU_HOSTS": "h1 4 h2"}, LocalNodes())

@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from balsamctl.cli.app import app
-from balsamctl.schedulers.base import SchedulerError, SubmitRequest, UnsupportedScheduler
+from balsamctl.schedulers.base import Host, SchedulerError, SubmitRequest, UnsupportedScheduler
 from balsamctl.schedulers.jsonish import Unread, members
 from balsamctl.schedulers.pbs import STATES, PbsScheduler, parse_status
+from balsamctl.schemas.settings import LocalNodes
 from balsamctl.site.create import init_site
 from tests.schedulers.fakes import JSONISH, Fakes, expected_state, job_script
 
@@ -438,3 +439,14 @@ def test_a_job_name_cut_short_is_not_taken_for_a_shorter_one() -> None:
     text, _ = as_pbs_prints({"12.pbs01": ("R", {}), "1.pbs01": ("R", {})})
     with pytest.raises(SchedulerError, match="cannot tell whether an allocation is called job-1: "):
         Printing(text[: text.index('"job-12"') + len('"job-1')]).find_by_name("job-1")
+
+
+# --- the allocation's nodes, from the job's environment ---
+
+
+def test_hosts_from_the_pbs_node_file(tmp_path: Path) -> None:
+    nodefile = tmp_path / "nodes"
+    nodefile.write_text("x1.local\nx1.local\nx2.local\nx1.local\n")  # a host once per chunk or slot
+    hosts = PbsScheduler.hosts_from_environment({"PBS_NODEFILE": str(nodefile)}, LocalNodes())
+    assert hosts == [Host("x1.local"), Host("x2.local")]
+    assert PbsScheduler.hosts_from_environment({}, LocalNodes()) == [], "not inside an allocation"

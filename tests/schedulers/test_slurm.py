@@ -1,4 +1,5 @@
-"""SlurmScheduler against the real Slurm cluster of scripts/slurm-up.sh, and its squeue parser."""
+"""SlurmScheduler against the real Slurm cluster of scripts/slurm-up.sh, its squeue parser, and the allocation's
+nodes read from a job's environment."""
 
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from balsamctl.launcher.nodes import expand_hostlist
-from balsamctl.schedulers.base import AllocationStatus, SchedulerError, SubmitRequest
+from balsamctl.schedulers.base import AllocationStatus, Host, SchedulerError, SubmitRequest
+from balsamctl.schedulers.hostlist import expand_hostlist
 from balsamctl.schedulers.slurm import SQUEUE_FORMAT, STATES, SlurmScheduler, parse_squeue, split_id
 from balsamctl.schemas import BatchJob
+from balsamctl.schemas.settings import LocalNodes
 from balsamctl.site.create import init_site
 from balsamctl.site.jobscript import launcher_command, render_job_script
 from tests.schedulers.fakes import Fakes
@@ -481,3 +483,16 @@ def test_parse_garbage_bytes_never_raise(lines: list[tuple[str, ...]], garbage: 
     for line in text.split("\n"):
         assert not line.strip() or line in unparsed or parse_squeue(line)[0] or line.startswith("CLUSTER: ")
     assert all(line in noise for line in unparsed)
+
+
+# --- the allocation's nodes, from the job's environment ---
+
+
+def test_hosts_from_the_slurm_environment() -> None:
+    env = {"SLURM_JOB_NODELIST": "nid[001-002]", "SLURM_CPUS_ON_NODE": "64", "SLURM_GPUS_ON_NODE": "4"}
+    assert SlurmScheduler.hosts_from_environment(env, LocalNodes()) == [Host("nid001", 64, 4), Host("nid002", 64, 4)]
+    older = {"SLURM_NODELIST": "c[1-2]"}  # no CPU count: the launcher's setting, else the node's CPUs
+    assert SlurmScheduler.hosts_from_environment(older, LocalNodes()) == [Host("c1", None, 0), Host("c2", None, 0)]
+    assert SlurmScheduler.hosts_from_environment({}, LocalNodes()) == [], "not inside an allocation"
+    with pytest.raises(ValueError, match="n\\[1-"):
+        SlurmScheduler.hosts_from_environment({"SLURM_JOB_NODELIST": "n[1-"}, LocalNodes())
