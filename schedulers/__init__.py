@@ -24,12 +24,13 @@ SCHEDULERS: dict[str, type[Scheduler]] = {
 }
 
 
-def scheduler_class(kind: str) -> type[Scheduler]:
-    """The scheduler adapter class of ``kind``; ValueError naming the known kinds if there is none."""
-    try:
-        return SCHEDULERS[kind]
-    except KeyError:
-        raise ValueError(f"unknown scheduler kind {kind!r}; known kinds: {', '.join(sorted(SCHEDULERS))}") from None
+def scheduler_class(kind: object) -> type[Scheduler]:
+    """The scheduler adapter class of ``kind``; ValueError naming the known kinds if there is none (``kind`` may be
+    anything a file held)."""
+    found = SCHEDULERS.get(kind) if isinstance(kind, str) else None
+    if found is None:
+        raise ValueError(f"{kind!r} is not one of the known kinds: {', '.join(sorted(SCHEDULERS))}")
+    return found
 
 
 def get_scheduler(kind: str, site_path: Path) -> Scheduler:

@@ -12,7 +12,10 @@ from balsamctl.schemas.objects import EnvName, Identifier, Strict
 SITE_NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$"
 SiteName = Annotated[str, StringConstraints(pattern=SITE_NAME_PATTERN)]
 
-SchedulerKind = Literal["local", "slurm", "pbs", "lsf", "cobalt"]
+SchedulerKind = str
+"""The ``kind`` of a scheduler adapter: a key of ``balsamctl.schedulers.SCHEDULERS``, the one list of them. Schemas
+lie below the schedulers and do not read it: the site layer checks the name wherever it reads one (settings.yml, a
+platform preset, ``site init``)."""
 MpiFlavor = Literal["mpich", "openmpi", "srun", "aprun"]
 
 
@@ -81,7 +84,9 @@ class SiteSettings(Strict):
     """The contents of a site's ``settings.yml``."""
 
     name: SiteName
-    scheduler: SchedulerKind = "local"
+    scheduler: SchedulerKind = Field(
+        default="local", description="The batch scheduler: the kind of one of balsamctl.schedulers' adapters."
+    )
     store_url: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite in .balsam/.")
     sync_period_sec: float = Field(default=5.0, gt=0)
     job_template_path: str = "job-template.sh"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from balsamctl.schedulers import UnsupportedScheduler, check_scheduler
+from balsamctl.schedulers import UnsupportedScheduler, check_scheduler, scheduler_class
 from balsamctl.schemas.settings import SchedulerKind, is_valid_site_name
 from balsamctl.site import platforms, registry
 from balsamctl.site.directory import LAYOUT, SiteDirectory, SiteError
@@ -61,6 +61,11 @@ def init_site(
 
 def _site_preset(platform: str | None, scheduler: SchedulerKind | None) -> platforms.Platform:
     """The preset a new site is made from: ``platform``, else ``scheduler``'s generic one (``local`` by default)."""
+    if scheduler is not None:
+        try:
+            scheduler_class(scheduler)
+        except ValueError as exc:
+            raise SiteError(f"scheduler: {exc}") from None
     try:
         preset = platforms.load_platform(platform or platforms.scheduler_platform(scheduler or "local"))
     except platforms.PlatformError as exc:

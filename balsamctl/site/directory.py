@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+from balsamctl.schedulers import scheduler_class
 from balsamctl.schemas.settings import SiteSettings
 from balsamctl.store import Store, redact, sqlite_url
 
@@ -45,6 +46,10 @@ class SiteDirectory:
         except ValidationError as exc:
             lines = [f"{settings_file}: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
             raise SiteError("\n".join(lines)) from None
+        try:
+            scheduler_class(settings.scheduler)
+        except ValueError as exc:
+            raise SiteError(f"{settings_file}: scheduler: {exc}") from None
         return cls(path, settings)
 
     @property

@@ -15,11 +15,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast, get_args
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
+from balsamctl.schedulers import scheduler_class
 from balsamctl.schemas.settings import SchedulerKind, SiteSettings
 
 PLATFORMS_DIR = Path(__file__).parent / "platforms"
@@ -73,9 +74,10 @@ def parse_preset(name: str, text: str, template: str | None) -> Platform:
     description = raw.get("description")
     if not isinstance(description, str) or not description.strip():
         raise PlatformError(f"{where}: description: a non-empty string is required")
-    scheduler = raw.get("scheduler")
-    if scheduler not in get_args(SchedulerKind):
-        raise PlatformError(f"{where}: scheduler: {scheduler!r} is not one of {', '.join(get_args(SchedulerKind))}")
+    try:
+        scheduler = scheduler_class(raw.get("scheduler")).kind
+    except ValueError as exc:
+        raise PlatformError(f"{where}: scheduler: {exc}") from None
     settings = raw.get("settings") or {}
     if not isinstance(settings, dict):
         raise PlatformError(f"{where}: settings: expected a mapping of SiteSettings fields")
@@ -88,7 +90,7 @@ def parse_preset(name: str, text: str, template: str | None) -> Platform:
         template = _read(name, GENERIC_TEMPLATES / f"{scheduler}.sh")
     if not template.strip():
         raise PlatformError(f"{where}: the job template is empty")
-    platform = Platform(name, description.strip(), cast(SchedulerKind, scheduler), settings, template)
+    platform = Platform(name, description.strip(), scheduler, settings, template)
     try:
         platform.site_settings(CHECK_NAME)
     except ValidationError as exc:

@@ -12,13 +12,13 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
-from typing import get_args
 
 import pytest
 import yaml
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
+from balsamctl import schedulers
 from balsamctl.cli import app as cli
 from balsamctl.schemas import BatchJob
 from balsamctl.schemas.manifest import ManifestError, parse_documents
@@ -242,7 +242,7 @@ def test_init_site_refuses_an_unknown_platform_or_another_scheduler(tmp_path: Pa
 
 # ---------------------------------------------------------------- --scheduler X is --platform generic-X
 
-SCHEDULERS: list[SchedulerKind] = list(get_args(SchedulerKind))
+SCHEDULERS: list[SchedulerKind] = list(schedulers.SCHEDULERS)
 LAUNCH = {  # what each scheduler's sites start Jobs with, nothing edited: the launcher its clusters offer
     "local": ("mpich", "mpiexec"),
     "slurm": ("srun", "srun"),
