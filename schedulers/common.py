@@ -1,4 +1,5 @@
-"""What the PBS, LSF and Cobalt adapters share: running their programs and reading what the programs print."""
+"""What the adapters of batch schedulers driven through their programs share (Slurm, PBS, LSF, Cobalt): running
+their programs and reading what the programs print."""
 
 from __future__ import annotations
 
@@ -39,9 +40,10 @@ class Answer:
 class CommandScheduler(Scheduler):
     """A batch scheduler driven through its programs, each call bounded by ``timeout`` seconds.
 
-    A subclass names the submit program's words for the new id (``submitted``, group ``id``), the cancel program,
-    the cancel program's words for a job that has already gone (``gone``), the status program (``program``) and how
-    one status call is made and read (:meth:`_ask`).
+    A subclass names the submit program's words for the new id (``submitted``, group ``id``; or reads it its own way,
+    :meth:`_submitted_id`), the cancel program (or its whole command, :meth:`_cancel_command`), the cancel
+    program's words for a job that has already gone (``gone``), the status program (``program``) and how one status
+    call is made and read (:meth:`_ask`).
     """
 
     submitted: ClassVar[re.Pattern[str]]
@@ -60,10 +62,10 @@ class CommandScheduler(Scheduler):
             raise SchedulerError(argv, 1, f"job script not found: {req.script_path}")
         req.output_dir.mkdir(parents=True, exist_ok=True)
         stdout = self._run(argv, self._script_input(req))
-        match = self.submitted.search(stdout)
-        if match is None:
-            raise SchedulerError(argv, 0, f"no job id in the output: {clip(stdout.strip())!r}")
-        return match["id"]
+        scheduler_id = self._submitted_id(stdout)
+        if scheduler_id is None:
+            raise SchedulerError(argv, 0, f"unexpected {argv[0]} output, no job id in it: {clip(stdout.strip())!r}")
+        return scheduler_id
 
     def status(self, scheduler_ids: Sequence[str]) -> dict[str, AllocationStatus]:
         """One status call for every id. An id missing from its answer is absent only once the scheduler confirms it
@@ -91,8 +93,8 @@ class CommandScheduler(Scheduler):
         return found
 
     def cancel(self, scheduler_id: str) -> None:
-        """``<cancel program> ID``; a job the scheduler reports gone already is a no-op."""
-        self._run_unless([self.cancel_program, scheduler_id], self.gone)
+        """:meth:`_cancel_command`; a job the scheduler reports gone already is a no-op."""
+        self._run_unless(self._cancel_command(scheduler_id), self.gone)
 
     @abstractmethod
     def _ask(self, scheduler_ids: list[str]) -> Answer:
@@ -107,6 +109,15 @@ class CommandScheduler(Scheduler):
             [unread for answer in answers for unread in answer.unread],
             frozenset().union(*(answer.gone for answer in answers)),
         )
+
+    def _submitted_id(self, stdout: str) -> str | None:
+        """The new allocation's id in what the submit program printed (``submitted``'s group ``id``), None if none."""
+        match = self.submitted.search(stdout)
+        return match["id"] if match else None
+
+    def _cancel_command(self, scheduler_id: str) -> list[str]:
+        """``<cancel program> ID``."""
+        return [self.cancel_program, scheduler_id]
 
     def _script_input(self, req: SubmitRequest) -> str | None:
         """Make the job script ready for the submit program; what goes on the program's stdin (default: nothing)."""

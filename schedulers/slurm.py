@@ -10,32 +10,27 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from balsamctl.schedulers.base import (
     AllocationState,
     AllocationStatus,
     Host,
-    Scheduler,
     SchedulerError,
     SubmitRequest,
     program_says,
-    run_command,
 )
-from balsamctl.schedulers.common import newest_called
+from balsamctl.schedulers.common import Answer, CommandScheduler, newest_called, sequence
 from balsamctl.schedulers.hostlist import expand_hostlist
 from balsamctl.schedulers.jsonish import Unread
 
 if TYPE_CHECKING:
     from balsamctl.schemas.settings import LocalNodes
 
-DEFAULT_TIMEOUT_S = 30.0
 NO_PROJECT = "none"  # a site's placeholder project: sbatch gets no -A (the user's default account is charged)
 DEFAULT_QUEUE = "default"  # sbatch gets no -p (Slurm's default partition)
 
@@ -78,18 +73,17 @@ _CLUSTER_LINE = re.compile(r"CLUSTER: \S+")  # before each cluster's lines, in s
 # sbatch --parsable: "JOB" or "JOB;CLUSTER"; a site's sbatch wrapper may print the sentence of plain sbatch
 _SBATCH_ID = re.compile(r"(?:Submitted batch job )?(?P<job>\d+)(?:(?:;| on cluster )(?P<cluster>[^\s;]+))?")
 _TEMPLATE_CLUSTERS = re.compile(r"^#SBATCH[ \t]+(?:-M[ \t]*|--clusters?[= \t]+)([^\s{}]+)", re.MULTILINE)
-_INVALID = "Invalid job id"
-_GONE = (_INVALID, "already completing or completed")  # scancel of a job Slurm no longer runs
+_INVALID = "Invalid job id"  # squeue's and scancel's words for a job Slurm no longer knows
+_INVALID_ID = re.compile(_INVALID)
 
 
-class SlurmScheduler(Scheduler):
+class SlurmScheduler(CommandScheduler):
     """Submits with sbatch, follows with squeue (finished jobs stay visible for Slurm's MinJobAge), cancels."""
 
     kind: ClassVar[str] = "slurm"
-
-    def __init__(self, site_path: Path, timeout: float = DEFAULT_TIMEOUT_S) -> None:
-        super().__init__(site_path)
-        self.timeout = timeout
+    cancel_program = "scancel"
+    gone = re.compile(rf"{_INVALID}|already completing or completed")  # scancel of a job Slurm no longer runs
+    program = "squeue"
 
     @classmethod
     def check_version(cls) -> str | None:
@@ -119,44 +113,6 @@ class SlurmScheduler(Scheduler):
         argv += ["--output", str(req.output_dir / f"{req.job_name}.%j.out"), *req.extra_args, str(req.script_path)]
         return argv
 
-    def submit(self, req: SubmitRequest) -> str:
-        """Submit the job script and return its id, ``JOB;CLUSTER`` when sbatch names a cluster; SchedulerError
-        carries sbatch's own words when it refuses."""
-        argv = self.submit_command(req)
-        req.output_dir.mkdir(parents=True, exist_ok=True)
-        stdout = self._run(argv).stdout
-        lines = stdout.strip().splitlines()
-        match = _SBATCH_ID.fullmatch(lines[-1].strip()) if lines else None
-        if match is None:
-            raise SchedulerError(argv, 0, f"unexpected sbatch output: {stdout!r}")
-        return allocation_id(match["job"], match["cluster"])
-
-    def status(self, scheduler_ids: Sequence[str]) -> dict[str, AllocationStatus]:
-        """One ``squeue -t all -j ...`` per cluster. An id missing from the answer is asked for alone: absent only
-        when squeue says ``Invalid job id``; SchedulerError if it is still neither listed nor refused, or if its line
-        cannot be parsed: an allocation never seems to end because of what squeue printed."""
-        wanted = list(dict.fromkeys(scheduler_ids))
-        by_cluster: dict[str | None, dict[str, str]] = {}
-        for sid in wanted:
-            job, cluster = split_id(sid)
-            by_cluster.setdefault(cluster, {})[sid] = job
-        found: dict[str, AllocationStatus] = {}
-        for cluster, jobs in by_cluster.items():
-            statuses = self._confirmed(cluster, list(dict.fromkeys(jobs.values())))
-            found.update(
-                {sid: replace(statuses[job], scheduler_id=sid) for sid, job in jobs.items() if job in statuses}
-            )
-        return found
-
-    def cancel(self, scheduler_id: str) -> None:
-        """``scancel [-M CLUSTER] JOB``; a job Slurm no longer knows or that already ends is a no-op."""
-        job, cluster = split_id(scheduler_id)
-        try:
-            self._run(["scancel", *_on(cluster), job])
-        except SchedulerError as exc:
-            if exc.returncode is None or not any(words in exc.stderr for words in _GONE):
-                raise
-
     def find_by_name(self, job_name: str) -> str | None:
         """The newest allocation called ``job_name`` that Slurm still shows, finished ones included, in the form
         sbatch gave it: on every cluster the site submits to (``SBATCH_CLUSTERS``, ``SLURM_CLUSTERS``, ``#SBATCH
@@ -166,40 +122,49 @@ class SlurmScheduler(Scheduler):
         unread: list[Unread] = []
         clusters: list[str | None] = [*self._clusters()] or [None]
         for cluster in clusters:
-            stdout = self._run(["squeue", *_on(cluster), "-h", "-n", job_name, "-o", "%i", "-t", "all"]).stdout
+            stdout = self._run(["squeue", *_on(cluster), "-h", "-n", job_name, "-o", "%i", "-t", "all"])
             jobs, unreadable = _listed(stdout)
             ids.update({int(job): allocation_id(job, cluster) for job in jobs})
             unread += unreadable
         return newest_called(job_name, list(ids.values()), unread, "squeue")
 
-    def _confirmed(self, cluster: str | None, jobs: list[str]) -> dict[str, AllocationStatus]:
-        """The statuses of ``jobs`` on ``cluster``; each one missing from the answer is asked for alone."""
-        first = self._squeue(cluster, jobs)
-        if first is None and len(jobs) == 1:  # "Invalid job id": Slurm no longer knows it
-            return {}
-        statuses = first or {}
-        for job in [job for job in jobs if job not in statuses]:
-            alone = self._squeue(cluster, [job])
-            if alone is None:  # "Invalid job id": Slurm no longer knows it
+    def _submitted_id(self, stdout: str) -> str | None:
+        """The id on sbatch's last line, ``JOB;CLUSTER`` when it names a cluster."""
+        lines = stdout.strip().splitlines()
+        match = _SBATCH_ID.fullmatch(lines[-1].strip()) if lines else None
+        return allocation_id(match["job"], match["cluster"]) if match else None
+
+    def _cancel_command(self, scheduler_id: str) -> list[str]:
+        """``scancel [-M CLUSTER] JOB``."""
+        job, cluster = split_id(scheduler_id)
+        return ["scancel", *_on(cluster), job]
+
+    def _ask(self, scheduler_ids: list[str]) -> Answer:
+        """One ``squeue -t all -j JOB,...`` per cluster. Slurm refuses an id it no longer knows as an invalid job
+        id: asked alone, that is its word that the job is gone; asked with others, they are asked for alone.
+        SchedulerError if a line about a job asked for cannot be parsed."""
+        by_cluster: dict[str | None, dict[str, str]] = {}
+        for sid in scheduler_ids:
+            job, cluster = split_id(sid)
+            by_cluster.setdefault(cluster, {})[sid] = job
+        found: dict[str, AllocationStatus] = {}
+        gone: set[str] = set()
+        for cluster, jobs in by_cluster.items():
+            statuses = self._squeue(cluster, list(dict.fromkeys(jobs.values())))
+            if statuses is None:
+                if len(set(jobs.values())) == 1:
+                    gone.update(sequence(sid) for sid in jobs)
                 continue
-            if job not in alone:
-                raise SchedulerError(
-                    ["squeue", *_on(cluster), "-j", job],
-                    0,
-                    f"squeue did not list job {job} when asked twice, and did not say it is an invalid job id: "
-                    "not taken as ended",
-                )
-            statuses[job] = alone[job]
-        return statuses
+            found.update(
+                {sid: replace(statuses[job], scheduler_id=sid) for sid, job in jobs.items() if job in statuses}
+            )
+        return Answer(found, gone=frozenset(gone))
 
     def _squeue(self, cluster: str | None, jobs: list[str]) -> dict[str, AllocationStatus] | None:
         """The statuses squeue gives for ``jobs``, or None when it refuses them as invalid job ids."""
         argv = ["squeue", *_on(cluster), "-h", "-t", "all", "-j", ",".join(jobs), "-O", SQUEUE_FORMAT]
-        try:
-            text = self._run(argv).stdout
-        except SchedulerError as exc:
-            if exc.returncode is None or _INVALID not in exc.stderr:
-                raise
+        text = self._run_unless(argv, _INVALID_ID)
+        if text is None:
             return None
         statuses, unparsed = parse_squeue(text)
         for line in unparsed:
@@ -215,9 +180,6 @@ class SlurmScheduler(Scheduler):
         if template.is_file():
             named += _TEMPLATE_CLUSTERS.findall(template.read_text())
         return list(dict.fromkeys(name for names in named for name in names.split(",") if name))
-
-    def _run(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
-        return run_command(argv, timeout=self.timeout)
 
 
 def allocation_id(job: str, cluster: str | None) -> str:

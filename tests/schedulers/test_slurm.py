@@ -235,6 +235,7 @@ def test_hanging_squeue_times_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 def test_sbatch_and_squeue_output_edge_cases(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     req = SubmitRequest(tmp_path / "bj.sh", "bj", 1, 5, "debug", "none", tmp_path / "out")
+    req.script_path.write_text("#!/bin/bash\n")
     fake_on_path(tmp_path, monkeypatch, "echo 'Submitted batch job 4242'", name="sbatch")  # a wrapper's words
     assert SlurmScheduler(tmp_path).submit(req) == "4242"
     fake_on_path(tmp_path, monkeypatch, "echo 'Job 4242 is queued'", name="sbatch")
