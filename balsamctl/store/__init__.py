@@ -1,17 +1,22 @@
-"""The state store: the only code in balsamctl that speaks SQL (SQLite by default, PostgreSQL by URL)."""
+"""The state store: the only code in balsamctl that speaks SQL (SQLite by default, PostgreSQL by URL).
 
-from balsamctl.store.batchjobs import BatchJobStore
-from balsamctl.store.engine import StoreUnavailable, redact, sqlite_url
-from balsamctl.store.events import EventStore
-from balsamctl.store.jobs import JobRef, JobStore, Transition
-from balsamctl.store.leases import LeaseStore, SweepResult
-from balsamctl.store.objects import ApplyResult, Conflict, NotFound, ObjectStore, Selector
-from balsamctl.store.rows import StoredObject, to_datetime
+Its names are imported on first use (PEP 562): importing ``balsamctl.store.fastread``, which the CLI's fast paths
+read with, runs this file and must cost no SQLAlchemy and no pydantic.
+"""
 
+from __future__ import annotations
 
-class Store(ObjectStore, JobStore, BatchJobStore, EventStore, LeaseStore):
-    """One store: objects, Job lifecycle, BatchJobs, launchers and their leases, events."""
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:
+    from balsamctl.store.engine import StoreUnavailable, redact
+    from balsamctl.store.facade import Store
+    from balsamctl.store.fastread import Selector, sqlite_url, to_datetime
+    from balsamctl.store.jobs import JobRef, Transition
+    from balsamctl.store.leases import SweepResult
+    from balsamctl.store.objects import ApplyResult, Conflict, NotFound
+    from balsamctl.store.rows import StoredObject
 
 __all__ = [
     "ApplyResult",
@@ -28,3 +33,29 @@ __all__ = [
     "sqlite_url",
     "to_datetime",
 ]
+_HOMES = {
+    "ApplyResult": "objects",
+    "Conflict": "objects",
+    "JobRef": "jobs",
+    "NotFound": "objects",
+    "Selector": "fastread",
+    "Store": "facade",
+    "StoreUnavailable": "engine",
+    "StoredObject": "rows",
+    "SweepResult": "leases",
+    "Transition": "jobs",
+    "redact": "engine",
+    "sqlite_url": "fastread",
+    "to_datetime": "fastread",
+}
+"""The module of each name of ``__all__``."""
+
+
+def __getattr__(name: str) -> Any:
+    """Import an exported name from its module on first use."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value

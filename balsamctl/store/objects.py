@@ -15,6 +15,7 @@ from balsamctl.schemas.objects import AppSpec
 from balsamctl.schemas.states import RUNNABLE_STATES
 from balsamctl.store.base import StoreBase, add_events, chunks, job_event
 from balsamctl.store.engine import is_postgres, read_tx, write_tx
+from balsamctl.store.fastread import Selector
 from balsamctl.store.rows import StoredObject, now, row_to_object
 from balsamctl.store.tables import labels, objects, parents, sites
 
@@ -39,19 +40,6 @@ class ApplyResult:
 
     ref: str
     action: str
-
-
-@dataclass(frozen=True)
-class Selector:
-    """Which objects a query means."""
-
-    kind: str
-    site_ids: tuple[int, ...]
-    names: tuple[str, ...] = ()
-    labels: tuple[tuple[str, str], ...] = ()
-    states: tuple[str, ...] = ()
-    scheduler_ids: tuple[str, ...] = ()
-    apps: tuple[str, ...] = ()
 
 
 def _job_columns(spec: Any) -> dict[str, Any]:

@@ -10,8 +10,10 @@ an up-to-date store costs one ``SELECT`` and Alembic is not even imported.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, inspect, text
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 SCRIPTS = Path(__file__).resolve().parent
 #: The schema of stores made before migrations existed.
@@ -35,6 +37,7 @@ def upgrade(conn: Connection, scripts: Path = SCRIPTS) -> None:
     from alembic.config import Config
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
+    from sqlalchemy import inspect, text
 
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
