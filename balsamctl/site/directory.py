@@ -14,13 +14,11 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from balsamctl.schedulers import scheduler_class
 from balsamctl.schemas.settings import SiteSettings
-from balsamctl.store import Store, redact, sqlite_url
+from balsamctl.site import light_settings
+from balsamctl.site.light_settings import SiteError
+from balsamctl.store import Store, redact
 
 LAYOUT = ("manifests", "data", "log", "qsubmit", ".balsam")
-
-
-class SiteError(Exception):
-    """A site that cannot be found, created or read."""
 
 
 @dataclass
@@ -33,13 +31,15 @@ class SiteDirectory:
 
     @classmethod
     def load(cls, path: Path) -> SiteDirectory:
-        """Read the site at ``path``; :class:`SiteError` names the file and field when settings are invalid."""
+        """Read the site at ``path``; :class:`SiteError` names the file and field when settings are invalid. Valid
+        settings are recorded for the CLI's fast paths (:mod:`balsamctl.site.light_settings`)."""
         path = path.resolve()
         settings_file = path / "settings.yml"
         if not settings_file.is_file():
             raise SiteError(f"{path} is not a site directory (no settings.yml)")
         try:
-            raw = yaml.safe_load(settings_file.read_text()) or {}
+            text = settings_file.read_text()
+            raw = yaml.safe_load(text) or {}
             settings = SiteSettings.model_validate(raw)
         except yaml.YAMLError as exc:
             raise SiteError(f"{settings_file}: invalid YAML: {exc}") from None
@@ -50,6 +50,7 @@ class SiteDirectory:
             scheduler_class(settings.scheduler)
         except ValueError as exc:
             raise SiteError(f"{settings_file}: scheduler: {exc}") from None
+        light_settings.remember(path, text, settings.name, settings.store_url)
         return cls(path, settings)
 
     @property
@@ -60,9 +61,7 @@ class SiteDirectory:
     @property
     def store_url(self) -> str:
         """The store's SQLAlchemy URL (``${VAR}`` expanded, so credentials can stay in the environment)."""
-        if self.settings.store_url:
-            return os.path.expandvars(self.settings.store_url)
-        return sqlite_url(self.path / ".balsam" / "store.db")
+        return light_settings.store_url(self.path, self.settings.store_url)
 
     @property
     def store(self) -> Store:

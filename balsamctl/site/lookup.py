@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from balsamctl.site import registry
-from balsamctl.site.directory import SiteDirectory, SiteError
+from balsamctl.site.light_settings import SiteError
+
+if TYPE_CHECKING:
+    from balsamctl.site.directory import SiteDirectory
 
 
 def find_site_dir(start: Path) -> Path | None:
@@ -16,23 +21,31 @@ def find_site_dir(start: Path) -> Path | None:
     return None
 
 
-def resolve_sites(spec: str | None, cwd: Path) -> list[SiteDirectory]:
-    """The sites named by ``--site``: ``NAME``, ``a,b``, ``all``, ``this`` (default: the site containing cwd)."""
+def site_paths(spec: str | None, cwd: Path) -> Iterator[Path]:
+    """The directories of the sites named by ``--site``: ``NAME``, ``a,b``, ``all``, ``this`` (default: the site
+    containing cwd), in order; :class:`SiteError` for a name not registered, once the sites before it are given."""
     if spec in (None, "", "this"):
         here = find_site_dir(cwd)
         if here is None:
             known = ", ".join(sorted(registry.load_registry())) or "none registered"
             raise SiteError(f"not inside a site directory; pass --site NAME or --site all (sites: {known})")
-        return [SiteDirectory.load(here)]
+        yield here
+        return
     entries = registry.load_registry()
     if spec == "all":
-        return [SiteDirectory.load(p) for _, p in sorted(entries.items())]
-    sites = []
+        yield from (p for _, p in sorted(entries.items()))
+        return
     for name in spec.split(","):
         if name == "this":
-            sites += resolve_sites("this", cwd)
+            yield from site_paths("this", cwd)
         elif name in entries:
-            sites.append(SiteDirectory.load(entries[name]))
+            yield entries[name]
         else:
             raise SiteError(f"no site named {name!r} (registered: {', '.join(sorted(entries)) or 'none'})")
-    return sites
+
+
+def resolve_sites(spec: str | None, cwd: Path) -> list[SiteDirectory]:
+    """The sites named by ``--site`` (see :func:`site_paths`), loaded."""
+    from balsamctl.site.directory import SiteDirectory
+
+    return [SiteDirectory.load(path) for path in site_paths(spec, cwd)]
