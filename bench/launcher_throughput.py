@@ -84,7 +84,7 @@ def sample_launcher(site: Path, stop: threading.Event, samples: list[float], cpu
             found = {
                 proc.pid: proc
                 for proc in psutil.process_iter(["cmdline", "ppid"])
-                if "launcher" in (proc.info["cmdline"] or []) and str(site) in proc.info["cmdline"]
+                if "balsamctl.launcher" in (proc.info["cmdline"] or []) and str(site) in proc.info["cmdline"]
             }
             launchers = [proc for proc in found.values() if proc.info["ppid"] not in found]
         parts = [("launcher", proc) for proc in launchers] + [("worker", w) for p in launchers for w in _workers(p)]

@@ -170,7 +170,7 @@ def _launcher_argv(site_path: Path, batch_job: str, index: int, deadline: float,
     return [
         sys.executable,
         "-m",
-        "launcher",
+        "balsamctl.launcher",
         "--site",
         str(site_path),
         "--batch-job",

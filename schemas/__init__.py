@@ -1,5 +1,8 @@
 """Pure pydantic models and state machines of balsamctl: no I/O lives here."""
 
+if __name__ != "balsamctl.schemas":  # the folder is also importable from the repository root: refuse a 2nd copy
+    raise ImportError(f"import balsamctl.schemas, not {__name__}: one package, one copy of each class")
+
 from balsamctl.schemas.objects import (
     API_VERSION,
     KINDS,

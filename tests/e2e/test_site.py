@@ -251,7 +251,7 @@ def _controllers(site_path: Path) -> list[int]:
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         cmd = proc.info["cmdline"] or []
-        if "controller" in cmd and "--site" in cmd and str(site_path) in cmd:
+        if "balsamctl.controller" in cmd and "--site" in cmd and str(site_path) in cmd:
             found.append(proc.pid)
     return found
 

@@ -201,7 +201,7 @@ def test_opening_an_up_to_date_sqlite_store_does_not_load_alembic(tmp_path: Path
     url = f"sqlite:///{tmp_path / 'store.db'}"
     make_engine(url).dispose()
     code = (
-        "import sys; from store.engine import make_engine; make_engine(sys.argv[1]);"
+        "import sys; from balsamctl.store.engine import make_engine; make_engine(sys.argv[1]);"
         "assert 'alembic' not in sys.modules, 'alembic was imported'"
     )
     subprocess.run([sys.executable, "-c", code, url], check=True)
