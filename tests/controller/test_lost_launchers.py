@@ -1,4 +1,4 @@
-"""Lost launchers and allocations that never come up, seen by the controller (real store, scheduler faked).
+"""Lost launchers and allocations that never come up, seen by the controller (real store, FakeScheduler).
 
 A launcher declared lost (its lease ran out) may only be frozen while its Jobs' processes run on: its RUNNING Jobs
 stay RUNNING while its allocation lives, the controller cancels that allocation, and they are handed on (a crash
@@ -9,64 +9,20 @@ BatchJob (``LaunchersStarted``), and the site counts such allocations in a row.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import ClassVar
 
 import yaml
 
 from balsamctl.controller.batchjobs import BatchJobReconciler
 from balsamctl.controller.jobs import JobReconciler
-from balsamctl.schedulers import AllocationStatus, Scheduler, SubmitRequest
 from balsamctl.schemas import BatchJob, BatchJobState, Job
 from balsamctl.schemas import JobState as S
 from balsamctl.schemas.objects import Condition
 from balsamctl.site.apply import apply_documents, read_documents
 from balsamctl.site.directory import SiteDirectory
+from tests.support.fake_scheduler import FakeScheduler
 from tests.support.store_ops import make_runnable, state_events
 
 LEASE = 0.3
-
-
-class FakeScheduler(Scheduler):
-    """Allocations that the test starts and ends; cancels are recorded, not acted on."""
-
-    kind: ClassVar[str] = "local"
-
-    def __init__(self, site_path: Path) -> None:
-        super().__init__(site_path)
-        self.allocations: dict[str, AllocationStatus] = {}
-        self.names: dict[str, str] = {}
-        self.cancelled: list[str] = []
-
-    def submit_command(self, req: SubmitRequest) -> list[str]:
-        return ["fake-submit", str(req.script_path)]
-
-    def submit(self, req: SubmitRequest) -> str:
-        sched_id = str(100 + len(self.allocations))
-        self.allocations[sched_id] = AllocationStatus(sched_id, "queued", "PENDING")
-        self.names[req.job_name] = sched_id
-        return sched_id
-
-    def status(self, scheduler_ids: Sequence[str]) -> dict[str, AllocationStatus]:
-        return {i: self.allocations[i] for i in scheduler_ids if i in self.allocations}
-
-    def cancel(self, scheduler_id: str) -> None:
-        self.cancelled.append(scheduler_id)
-
-    def find_by_name(self, job_name: str) -> str | None:
-        return self.names.get(job_name)
-
-    def run(self, sched_id: str, started_ago: float = 0.0) -> None:
-        start = datetime.now(UTC) - timedelta(seconds=started_ago)
-        self.allocations[sched_id] = replace(
-            self.allocations[sched_id], state="running", raw_state="RUNNING", start_time=start, nodes=("n0",)
-        )
-
-    def end(self, sched_id: str, raw_state: str = "COMPLETED") -> None:
-        self.allocations[sched_id] = replace(self.allocations[sched_id], state="finished", raw_state=raw_state)
 
 
 def apply(site: SiteDirectory, *docs: dict[str, object]) -> None:
@@ -148,7 +104,7 @@ def test_a_lost_launchers_running_jobs_wait_for_its_allocation_to_end(balsam_sit
     assert store.claim(sid, owner="other", batch_job="bj", filter_tags={}, limit=5) == []
 
     rec()  # the allocation of the lost launcher is cancelled, and the BatchJob says why
-    assert sched.cancelled == [sched_id]
+    assert sched.cancels == [sched_id]
     lost = condition(bj_of(site, "bj"), "LaunchersHealthy")
     assert (lost.status, lost.reason) == ("False", "LauncherLost")
     assert "frozen" in lost.message and "node-7" in lost.message and "2 RUNNING and 1 claimed" in lost.message
@@ -289,8 +245,7 @@ def test_an_allocation_whose_start_time_the_scheduler_does_not_give_is_timed_fro
     rec()
     sched_id = bj_of(site, "no-start-time").status.scheduler_id
     assert sched_id is not None
-    sched.run(sched_id)
-    sched.allocations[sched_id] = replace(sched.allocations[sched_id], start_time=None)  # the scheduler says none
+    sched.run(sched_id, started_ago=None)  # the scheduler gives no start time
     rec()
     bj = bj_of(site, "no-start-time")
     assert (bj.status.state, bj.status.start_time) == (BatchJobState.running, None)

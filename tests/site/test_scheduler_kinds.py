@@ -11,9 +11,11 @@ import yaml
 from typer.testing import CliRunner
 
 from balsamctl.cli import app as cli
+from balsamctl.schedulers import SCHEDULERS
 from balsamctl.site.create import init_site
 from balsamctl.site.directory import SiteDirectory, SiteError
 from balsamctl.site.platforms import PlatformError, parse_preset
+from tests.support.fake_scheduler import FakeScheduler
 
 KNOWN = "is not one of the known kinds: cobalt, local, lsf, pbs, slurm"
 
@@ -39,3 +41,16 @@ def test_site_init_refuses_a_scheduler_that_is_none_of_the_kinds(tmp_path: Path)
     result = CliRunner().invoke(cli.app, ["site", "init", str(tmp_path / "s"), "--scheduler", "moab"])
     assert (result.exit_code, result.stderr.strip()) == (1, f"error: scheduler: 'moab' {KNOWN}")
     assert not (tmp_path / "s").exists()
+
+
+def test_a_scheduler_added_to_the_registry_is_a_kind_sites_may_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(SCHEDULERS, FakeScheduler.kind, FakeScheduler)
+    init_site(tmp_path / "s", "s", register=False).close()
+    settings = tmp_path / "s" / "settings.yml"
+    settings.write_text(yaml.safe_dump({**yaml.safe_load(settings.read_text()), "scheduler": "fake"}))
+    site = SiteDirectory.load(tmp_path / "s")
+    assert site.settings.scheduler == "fake"
+    site.close()
+    assert parse_preset("p", "description: d\nscheduler: fake\n", "#!/bin/bash\n").scheduler == "fake"
