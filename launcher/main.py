@@ -34,7 +34,7 @@ from balsamctl.launcher.preflight import Problem, check_data_dir, check_mpi_comm
 from balsamctl.launcher.worker import MpiLink, work
 from balsamctl.schemas import BatchJob
 from balsamctl.schemas.objects import Partition
-from balsamctl.site.directory import Site, SiteError
+from balsamctl.site.directory import SiteDirectory, SiteError
 from balsamctl.store import NotFound, StoreUnavailable
 
 log = logging.getLogger("balsamctl.launcher")
@@ -60,7 +60,7 @@ def main(argv: Sequence[str]) -> int:
         work(MpiLink(comm, 0))
         return 0
     try:
-        site = Site.load(args.site)
+        site = SiteDirectory.load(args.site)
         bj = site.store.get_object(site.site_id, "BatchJob", args.batch_job).manifest
     except (SiteError, NotFound, *StoreUnavailable) as exc:  # no store to say it in: the allocation's output says it
         log.error("preflight failed (LauncherReady=False, StoreUnreachable): %s", exc)
@@ -110,7 +110,7 @@ def main(argv: Sequence[str]) -> int:
     return _run(launcher, part, nodes)
 
 
-def _not_ready(site: Site, batch_job: str, problem: Problem) -> int:
+def _not_ready(site: SiteDirectory, batch_job: str, problem: Problem) -> int:
     """Record a failed preflight on the BatchJob (``LauncherReady=False``) and end: nothing was claimed."""
     log.error("preflight failed (LauncherReady=False, %s): %s", problem.reason, problem.message)
     try:
@@ -143,7 +143,7 @@ def _world() -> Any:
     return MPI.COMM_WORLD
 
 
-def _relaunch_under_mpi(site: Site, batch_job: str, index: int, nodes: list[Node], deadline: float) -> int:
+def _relaunch_under_mpi(site: SiteDirectory, batch_job: str, index: int, nodes: list[Node], deadline: float) -> int:
     """Start this partition again as one rank per node (rank 0 the launcher, the rest workers)."""
     req = Request(num_nodes=len(nodes))
     placement = NodePool(nodes).place("workers", req)
