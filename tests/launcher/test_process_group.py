@@ -202,7 +202,7 @@ def test_a_serial_mode_worker_rank_never_opens_the_site_or_its_store(monkeypatch
 
     monkeypatch.setattr(launcher_main, "_world", Rank1)
     monkeypatch.setattr(launcher_main, "work", lambda link: served.append(link.peer))
-    monkeypatch.setattr(launcher_main.Site, "load", no_site)
+    monkeypatch.setattr(launcher_main.SiteDirectory, "load", no_site)
     monkeypatch.setattr(launcher_worker.MpiLink, "__init__", lambda self, comm, peer: setattr(self, "peer", peer))
     argv = ["--site", "/nonexistent", "--batch-job", "bj", "--partition", "0", "--serial-ranks"]
     assert launcher_main.main(argv) == 0
