@@ -15,7 +15,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from balsamctl.schedulers import scheduler_class
 from balsamctl.schemas.settings import SiteSettings
 from balsamctl.site import light_settings
-from balsamctl.site.light_settings import SiteError
+from balsamctl.site.light_settings import SiteError as SiteError  # re-exported: SiteDirectory.load raises it
 from balsamctl.store import Store, redact
 
 LAYOUT = ("manifests", "data", "log", "qsubmit", ".balsam")
