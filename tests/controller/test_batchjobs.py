@@ -186,13 +186,20 @@ def test_status_of_many_batchjobs_is_one_call_per_pass(site: SiteDirectory, sche
     assert len(sched.submits) == count
 
 
-def test_the_queue_limit_holds_a_submission_back_until_a_place_frees(site: SiteDirectory, sched: FakeScheduler) -> None:
+def held_back(site: SiteDirectory, sched: FakeScheduler, name: str) -> tuple[SiteDirectory, BatchJobReconciler]:
+    """``site`` with one place in its queue, taken by batchjob/first, and batchjob/NAME held back by the limit; the
+    reconciler that passed over both (NAME applied after the first pass: see the xfail test below)."""
     site = configure(site, {"allowed_queues": {"local": {"max_queued_jobs": 1}}})
     apply_batchjobs(site, "first")
     rec = BatchJobReconciler(site, sched)
     rec()
-    apply_batchjobs(site, "second")
+    apply_batchjobs(site, name)
     rec()
+    return site, rec
+
+
+def test_the_queue_limit_holds_a_submission_back_until_a_place_frees(site: SiteDirectory, sched: FakeScheduler) -> None:
+    site, rec = held_back(site, sched, "second")
     assert (batchjob(site, "first").status.state, batchjob(site, "second").status.state) == (
         B.queued,
         B.pending_submission,
@@ -257,12 +264,7 @@ def test_a_refused_cancel_is_told_and_tried_again(site: SiteDirectory, sched: Fa
 
 
 def test_deleting_a_batchjob_never_submitted_calls_no_scheduler(site: SiteDirectory, sched: FakeScheduler) -> None:
-    site = configure(site, {"allowed_queues": {"local": {"max_queued_jobs": 1}}})
-    apply_batchjobs(site, "first")
-    rec = BatchJobReconciler(site, sched)
-    rec()
-    apply_batchjobs(site, "waiting")
-    rec()  # held back by the queue limit: no job name, no allocation
+    site, rec = held_back(site, sched, "waiting")  # no job name, no allocation
     assert batchjob(site, "waiting").status.job_name is None
     calls = len(sched.calls)
     site.store.delete(site.site_id, [("BatchJob", "waiting")])
