@@ -1,6 +1,9 @@
 """Scheduler adapters: how to get an allocation from a batch scheduler, and which nodes it holds (one module per
 scheduler). :data:`SCHEDULERS` is the one list of them: a site's ``scheduler`` setting names one of its kinds."""
 
+if __name__ != "balsamctl.schedulers":  # the folder is also importable from the repository root: refuse a 2nd copy
+    raise ImportError(f"import balsamctl.schedulers, not {__name__}: one package, one copy of each class")
+
 from pathlib import Path
 
 from balsamctl.schedulers.base import (
