@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -77,10 +78,12 @@ class BatchJobReconciler:
         objs = store.list_objects(Selector("BatchJob", (sid,), states=tuple(s.value for s in active)))
         bjs = [o.manifest for o in objs if isinstance(o.manifest, BatchJob)]
         statuses = self._observe(bjs)
+        # Allocations per queue, kept up to date through the pass: those it submits count against the next ones.
+        in_queue = Counter(bj.spec.queue for bj in bjs if bj.status.state in (B.queued, B.running))
         changed = False
         for bj in bjs:
             try:
-                changed |= self._reconcile(bj, statuses, bjs)
+                changed |= self._reconcile(bj, statuses, in_queue)
             except Exception as exc:
                 delay = self.backoff.failed(bj.metadata.name)
                 log.exception("batchjob/%s: reconcile failed; retrying in %.0f s", bj.metadata.name, delay)
@@ -107,10 +110,10 @@ class BatchJobReconciler:
                 self._condition(bj, "SchedulerReachable", "True", "StatusOk", "the scheduler answers again")
         return statuses
 
-    def _reconcile(self, bj: BatchJob, statuses: dict[str, AllocationStatus] | None, bjs: Sequence[BatchJob]) -> bool:
+    def _reconcile(self, bj: BatchJob, statuses: dict[str, AllocationStatus] | None, in_queue: Counter[str]) -> bool:
         state = bj.status.state
         if state == B.pending_submission:
-            return self._submit(bj, bjs)
+            return self._submit(bj, in_queue)
         if statuses is None:  # the scheduler could not be asked this pass
             return False
         sched_id = bj.status.scheduler_id
@@ -239,7 +242,9 @@ class BatchJobReconciler:
             return f"no output file {self.site.qsubmit_dir / name}.* found"
         return "\n".join(f"last lines of {path}:\n{_tail(path)}" for path in files[-OUTPUT_FILES:])
 
-    def _submit(self, bj: BatchJob, bjs: Sequence[BatchJob]) -> bool:
+    def _submit(self, bj: BatchJob, in_queue: Counter[str]) -> bool:
+        """Submit ``bj`` (or adopt the allocation a crashed pass submitted), within its queue's limit; ``in_queue``
+        counts the queue's allocations, this one included once it may exist."""
         name = bj.metadata.name
         store, sid = self.site.store, self.site.site_id
         if not self.backoff.ready(name):
@@ -247,6 +252,7 @@ class BatchJobReconciler:
         req = submit_request(self.site, bj)
         adopted = self.scheduler.find_by_name(req.job_name) if bj.status.job_name else None
         if adopted is not None:
+            in_queue[bj.spec.queue] += 1
             return store.set_batchjob_status(
                 sid,
                 name,
@@ -258,14 +264,14 @@ class BatchJobReconciler:
                 message=f"found allocation {adopted} submitted before a controller restart",
             )
         limits = self.site.settings.allowed_queues.get(bj.spec.queue)
-        in_queue = sum(1 for b in bjs if b.spec.queue == bj.spec.queue and b.status.state in (B.queued, B.running))
-        if limits is not None and in_queue >= limits.max_queued_jobs:
+        queued = in_queue[bj.spec.queue]
+        if limits is not None and queued >= limits.max_queued_jobs:
             self._condition(
                 bj,
                 "Submitted",
                 "False",
                 "QueueLimit",
-                f"queue {bj.spec.queue!r} already has {in_queue} (max_queued_jobs {limits.max_queued_jobs})",
+                f"queue {bj.spec.queue!r} already has {queued} (max_queued_jobs {limits.max_queued_jobs})",
             )
             return False
         try:
@@ -291,6 +297,7 @@ class BatchJobReconciler:
             sched_id = self.scheduler.submit(req)
         except SchedulerError as exc:
             if exc.returncode is None:  # timed out: it may have gone through; look it up by name next time
+                in_queue[bj.spec.queue] += 1
                 delay = self.backoff.failed(name)
                 self._condition(bj, "Submitted", "Unknown", "SubmitTimeout", f"{exc} (retry in {delay:.0f} s)")
                 return False
@@ -305,6 +312,7 @@ class BatchJobReconciler:
                 message=words,
             )
         self.backoff.succeeded(name)
+        in_queue[bj.spec.queue] += 1
         return store.set_batchjob_status(
             sid,
             name,

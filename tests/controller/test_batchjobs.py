@@ -214,16 +214,14 @@ def test_the_queue_limit_holds_a_submission_back_until_a_place_frees(site: SiteD
     assert len(sched.submits) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="controller/batchjobs.py counts a queue's BatchJobs from the pass's first listing: those it submits "
-    "during the pass are not counted, so BatchJobs applied together all go past max_queued_jobs",
-)
 def test_batchjobs_applied_together_keep_to_the_queue_limit(site: SiteDirectory, sched: FakeScheduler) -> None:
-    site = configure(site, {"allowed_queues": {"local": {"max_queued_jobs": 1}}})
-    apply_batchjobs(site, "first", "second")
+    """Those a pass submits count against the next ones of the same pass."""
+    site = configure(site, {"allowed_queues": {"local": {"max_queued_jobs": 2}}})
+    apply_batchjobs(site, "first", "second", "third")
     BatchJobReconciler(site, sched)()
-    assert len(sched.submits) == 1
+    assert len(sched.submits) == 2
+    held = condition(batchjob(site, "third"), "Submitted")
+    assert held is not None and (held.status, held.reason) == ("False", "QueueLimit")
 
 
 # ---------------------------------------------------------------- deletion
