@@ -277,15 +277,7 @@ class BatchJobReconciler:
         try:
             script = render_job_script(self.site, bj)
         except SiteError as exc:
-            return store.set_batchjob_status(
-                sid,
-                name,
-                src=B.pending_submission,
-                dst=B.submit_failed,
-                status={"message": str(exc)},
-                reason="TemplateError",
-                message=str(exc),
-            )
+            return self._refused(bj, "TemplateError", str(exc))
         req.script_path.write_text(script)
         store.set_batchjob_status(
             sid,
@@ -301,16 +293,7 @@ class BatchJobReconciler:
                 delay = self.backoff.failed(name)
                 self._condition(bj, "Submitted", "Unknown", "SubmitTimeout", f"{exc} (retry in {delay:.0f} s)")
                 return False
-            words = exc.stderr.strip() or str(exc)
-            return store.set_batchjob_status(
-                sid,
-                name,
-                src=B.pending_submission,
-                dst=B.submit_failed,
-                status={"message": words},
-                reason="SubmitFailed",
-                message=words,
-            )
+            return self._refused(bj, "SubmitFailed", exc.stderr.strip() or str(exc))
         self.backoff.succeeded(name)
         in_queue[bj.spec.queue] += 1
         return store.set_batchjob_status(
@@ -324,6 +307,18 @@ class BatchJobReconciler:
             reason="Submitted",
             message=f"submitted as {sched_id}: {' '.join(self.scheduler.submit_command(req))}",
         )
+
+    def _refused(self, bj: BatchJob, reason: str, message: str) -> bool:
+        """``bj`` can never be submitted as it is: submit_failed, with ``Submitted=False`` saying why."""
+        name = bj.metadata.name
+        store, sid = self.site.store, self.site.site_id
+        status = {"message": message}
+        if not store.set_batchjob_status(
+            sid, name, src=B.pending_submission, dst=B.submit_failed, status=status, reason=reason, message=message
+        ):
+            return False
+        self._condition(bj, "Submitted", "False", reason, message)
+        return True
 
     def _cancel(self, bj: BatchJob, sched_id: str) -> None:
         last = self.cancel_sent.get(bj.metadata.name)

@@ -284,6 +284,8 @@ def test_a_refused_submit_is_submit_failed_with_the_schedulers_words(site: SiteD
     assert (bj.status.state, bj.status.message, bj.status.scheduler_id) == (B.submit_failed, words, None)
     assert moves(site, "bj") == [("pending_submission", "submit_failed", "SubmitFailed")]
     assert events_of(site, "bj")[-1]["message"] == words
+    told = condition(bj, "Submitted")
+    assert told is not None and (told.status, told.reason, told.message) == ("False", "SubmitFailed", words)
     assert not rec() and len(sched.submits) == 1, "a failed submission is not tried again"
 
 
@@ -296,6 +298,8 @@ def test_a_template_that_does_not_render_is_submit_failed_without_a_submit(
     bj = batchjob(site, "bj")
     assert bj.status.state == B.submit_failed and "cannot render" in (bj.status.message or "")
     assert moves(site, "bj") == [("pending_submission", "submit_failed", "TemplateError")]
+    told = condition(bj, "Submitted")
+    assert told is not None and (told.status, told.reason) == ("False", "TemplateError")
     assert sched.calls == []
 
 
