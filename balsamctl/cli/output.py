@@ -1,22 +1,31 @@
-"""What the CLI prints: tables, ages, YAML/JSON/name output, ``describe`` and ``diff`` text. Pure functions."""
+"""What the CLI prints: tables, ages, YAML/JSON/name output, ``describe`` and ``diff`` text. Pure functions.
+
+``get`` formats objects in their JSON form (dicts, as ``-o json`` prints them): the fast path reads them so from
+the store, the typer path dumps its models (:func:`data_of`); both print through these writers. Importing this
+module costs no pydantic, SQLAlchemy or YAML: the fast path prints with it.
+"""
 
 from __future__ import annotations
 
-import difflib
 import json
 import shlex
 import textwrap
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Literal
+from functools import cache
+from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
+from balsamctl.store.fastread import ObjectData, json_form
 
-from balsamctl.schemas import API_VERSION, App, BatchJob, Job, Manifest
-from balsamctl.site.directory import SiteDirectory
-from balsamctl.store import StoredObject, redact
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import yaml
+
+    from balsamctl.schemas import Manifest
+    from balsamctl.site.directory import SiteDirectory
+    from balsamctl.store import StoredObject
 
 Format = Literal["table", "wide", "yaml", "json", "name"]
 NONE = "<none>"
@@ -48,8 +57,10 @@ def short_duration(seconds: float) -> str:
     return "0s"
 
 
-def age(created: datetime | None, now: float) -> str:
-    """How long ago ``created`` was."""
+def age(created: datetime | str | None, now: float) -> str:
+    """How long ago ``created`` (a datetime, or its JSON form) was."""
+    if isinstance(created, str):
+        created = datetime.fromisoformat(created)
     return NONE if created is None else short_duration(now - created.timestamp())
 
 
@@ -113,26 +124,26 @@ def headers(kind: str, wide: bool) -> list[str]:
     return base + extra if wide else list(base)
 
 
-def _job_cells(job: Job, now: float) -> tuple[Sequence[object], Sequence[object]]:
-    spec, status = job.spec, job.status
-    ranks = spec.num_nodes * spec.ranks_per_node
-    base = [job.metadata.name, spec.app, status.state, spec.num_nodes, status.batch_job, status.attempts]
-    extra = [ranks, ranks * spec.gpus_per_rank, status.return_code, spec.workdir, labels_text(job.metadata.labels)]
-    return [*base, age(job.metadata.creation_timestamp, now)], extra
+def _job_cells(job: Mapping[str, Any], now: float) -> tuple[Sequence[object], Sequence[object]]:
+    meta, spec, status = job["metadata"], job["spec"], job["status"]
+    ranks = spec["num_nodes"] * spec["ranks_per_node"]
+    base = [meta["name"], spec["app"], status["state"], spec["num_nodes"], status["batch_job"], status["attempts"]]
+    extra = [ranks, ranks * spec["gpus_per_rank"], status["return_code"], spec["workdir"], labels_text(meta["labels"])]
+    return [*base, age(meta["creation_timestamp"], now)], extra
 
 
-def _batchjob_cells(bj: BatchJob, now: float) -> tuple[Sequence[object], Sequence[object]]:
-    spec, status = bj.spec, bj.status
-    base = [bj.metadata.name, status.state, status.scheduler_id, spec.num_nodes, spec.queue, spec.project]
-    base += [f"{spec.wall_time_min}m", spec.job_mode, age(bj.metadata.creation_timestamp, now)]
-    partitions = ",".join(f"{p.job_mode}:{p.num_nodes}" for p in spec.partitions)
-    return base, [partitions, launchers_text(status.partitions, now), conditions_text(bj), status.message]
+def _batchjob_cells(bj: Mapping[str, Any], now: float) -> tuple[Sequence[object], Sequence[object]]:
+    meta, spec, status = bj["metadata"], bj["spec"], bj["status"]
+    base = [meta["name"], status["state"], status["scheduler_id"], spec["num_nodes"], spec["queue"], spec["project"]]
+    base += [f"{spec['wall_time_min']}m", spec["job_mode"], age(meta["creation_timestamp"], now)]
+    partitions = ",".join(f"{p['job_mode']}:{p['num_nodes']}" for p in spec["partitions"])
+    return base, [partitions, launchers_text(status["partitions"], now), conditions_text(bj), status["message"]]
 
 
-def conditions_text(bj: BatchJob) -> str:
-    """The CONDITIONS cell: what is wrong, as ``Type=Reason`` for every condition whose status is not True
-    (``LauncherReady=MPICommandNotFound``); ``describe`` shows their messages."""
-    return ",".join(f"{c.type}={c.reason}" for c in bj.status.conditions if c.status != "True")
+def conditions_text(bj: Mapping[str, Any]) -> str:
+    """The CONDITIONS cell of a BatchJob (its JSON form): what is wrong, as ``Type=Reason`` for every condition
+    whose status is not True (``LauncherReady=MPICommandNotFound``); ``describe`` shows their messages."""
+    return ",".join(f"{c['type']}={c['reason']}" for c in bj["status"]["conditions"] if c["status"] != "True")
 
 
 def launcher_text(report: Mapping[str, Any], now: float) -> str:
@@ -145,9 +156,7 @@ def launcher_text(report: Mapping[str, Any], now: float) -> str:
         state = "ended"
     else:
         state = f"{report['running_jobs']}run/{round(report['occupancy'] * 100)}%"
-    heartbeat = report.get("last_heartbeat")
-    beat = age(datetime.fromisoformat(heartbeat) if heartbeat else None, now)
-    return f"{report['job_mode']}:{len(report['nodes'])}n/{state}/hb:{beat}"
+    return f"{report['job_mode']}:{len(report['nodes'])}n/{state}/hb:{age(report.get('last_heartbeat'), now)}"
 
 
 def launchers_text(reports: Sequence[Mapping[str, Any]], now: float) -> str:
@@ -155,19 +164,18 @@ def launchers_text(reports: Sequence[Mapping[str, Any]], now: float) -> str:
     return ",".join(launcher_text(r, now) for r in reports)
 
 
-def _app_cells(app: App, now: float) -> tuple[Sequence[object], Sequence[object]]:
-    return [app.metadata.name, ",".join(app.spec.parameters), age(app.metadata.creation_timestamp, now)], []
+def _app_cells(app: Mapping[str, Any], now: float) -> tuple[Sequence[object], Sequence[object]]:
+    meta = app["metadata"]
+    return [meta["name"], ",".join(app["spec"]["parameters"]), age(meta["creation_timestamp"], now)], []
 
 
-def row(obj: StoredObject, now: float, wide: bool) -> list[str]:
+_CELLS = {"Job": _job_cells, "BatchJob": _batchjob_cells, "App": _app_cells}
+
+
+def row(obj: StoredObject | ObjectData, now: float, wide: bool) -> list[str]:
     """The cells of one object in ``get`` (matching :func:`headers`)."""
-    m = obj.manifest
-    if isinstance(m, Job):
-        base, extra = _job_cells(m, now)
-    elif isinstance(m, BatchJob):
-        base, extra = _batchjob_cells(m, now)
-    else:
-        base, extra = _app_cells(m, now)
+    data = data_of(obj)
+    base, extra = _CELLS[data["kind"]](data, now)
     return [cell(v) for v in ([*base, *extra] if wide else base)]
 
 
@@ -178,6 +186,8 @@ def site_row(
     newest allocations in a row that never started a launcher."""
     if site is None:
         return [name, NONE, str(path), NONE, NONE, NONE]
+    from balsamctl.store import redact
+
     return [site.name, cell(site_id), str(site.path), site.settings.scheduler, redact(site.store_url), cell(unstarted)]
 
 
@@ -191,13 +201,18 @@ def event_row(event: Mapping[str, Any], *, with_object: bool = True) -> list[str
 # ---------------------------------------------------------------- object output
 
 
-def to_dict(obj: StoredObject) -> dict[str, Any]:
+def to_dict(obj: StoredObject) -> ObjectData:
     """The full object (metadata, spec, status) as JSON-ready data; ``apply -f`` takes it back."""
-    return obj.manifest.model_dump(mode="json", by_alias=True)
+    return json_form(obj.manifest)
 
 
-class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]  # libyaml's emitter when built
-    """Block-style YAML that reads back as written (``apply -f`` of ``get -o yaml`` is ``unchanged``)."""
+def data_of(obj: StoredObject | ObjectData) -> ObjectData:
+    """An object in its JSON form: as given (the fast path reads it so), or a stored model's, with its site."""
+    if isinstance(obj, Mapping):
+        return obj
+    data = to_dict(obj)
+    data["metadata"]["site"] = obj.site_name
+    return data
 
 
 _LINE_BREAKS_YAML_FOLDS = frozenset("\x85\u2028\u2029")
@@ -210,20 +225,32 @@ def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 
-_Dumper.add_representer(str, _represent_str)
+@cache
+def _dumper() -> type[yaml.SafeDumper]:
+    """Block-style YAML that reads back as written (``apply -f`` of ``get -o yaml`` is ``unchanged``), with libyaml's
+    emitter when built (made on first use: YAML is not imported for tables)."""
+    import yaml
+
+    class Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+        """Strings as :func:`_represent_str` writes them."""
+
+    Dumper.add_representer(str, _represent_str)
+    return Dumper
 
 
 def to_yaml(data: Any) -> str:
     """Block-style YAML, keys in model order."""
-    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+    import yaml
+
+    return yaml.dump(data, Dumper=_dumper(), sort_keys=False, allow_unicode=True)
 
 
 class Writer(ABC):
     """Renders a stream of objects page by page: each call returns the text to print next."""
 
     @abstractmethod
-    def page(self, objs: Sequence[StoredObject]) -> str:
-        """The text of one page of objects."""
+    def page(self, objs: Sequence[StoredObject | ObjectData]) -> str:
+        """The text of one page of objects (stored ones, or in their JSON form)."""
 
     def end(self) -> str:
         """What follows the last page."""
@@ -237,15 +264,19 @@ class TableWriter(Writer):
         self.wide, self.with_site, self.now = wide, with_site, now
         self.table = Table((["SITE"] if with_site else []) + headers(kind, wide))
 
-    def page(self, objs: Sequence[StoredObject]) -> str:
+    def page(self, objs: Sequence[StoredObject | ObjectData]) -> str:
         """Rows of ``objs``."""
-        site = [[o.site_name] if self.with_site else [] for o in objs]
-        return self.table.render([s + row(o, self.now, self.wide) for s, o in zip(site, objs, strict=True)])
+        rows = []
+        for o in map(data_of, objs):
+            rows.append(([o["metadata"]["site"]] if self.with_site else []) + row(o, self.now, self.wide))
+        return self.table.render(rows)
 
 
-def object_name(obj: StoredObject, *, with_site: bool) -> str:
+def object_name(obj: StoredObject | ObjectData, *, with_site: bool) -> str:
     """``-o name``'s form of an object: ``job/hello-1``, or ``SITE/job/hello-1`` when many sites are listed."""
-    return f"{obj.site_name}/{obj.ref}" if with_site else obj.ref
+    data = data_of(obj)
+    ref = f"{data['kind'].lower()}/{data['metadata']['name']}"
+    return f"{data['metadata']['site']}/{ref}" if with_site else ref
 
 
 def parse_name(text: str) -> tuple[str | None, str, str]:
@@ -263,7 +294,7 @@ class NameWriter(Writer):
     def __init__(self, *, with_site: bool) -> None:
         self.with_site = with_site
 
-    def page(self, objs: Sequence[StoredObject]) -> str:
+    def page(self, objs: Sequence[StoredObject | ObjectData]) -> str:
         """One reference per line."""
         return "".join(object_name(o, with_site=self.with_site) + "\n" for o in objs)
 
@@ -274,11 +305,11 @@ class YamlWriter(Writer):
     def __init__(self) -> None:
         self.first = True
 
-    def page(self, objs: Sequence[StoredObject]) -> str:
+    def page(self, objs: Sequence[StoredObject | ObjectData]) -> str:
         """The documents of ``objs``."""
         parts = []
         for o in objs:
-            parts.append(("" if self.first else "---\n") + to_yaml(to_dict(o)))
+            parts.append(("" if self.first else "---\n") + to_yaml(data_of(o)))
             self.first = False
         return "".join(parts)
 
@@ -290,15 +321,15 @@ class JsonWriter(Writer):
         self.single = single
         self.count = 0
 
-    def page(self, objs: Sequence[StoredObject]) -> str:
+    def page(self, objs: Sequence[StoredObject | ObjectData]) -> str:
         """Items of ``objs``."""
         parts = []
         for o in objs:
-            body = json.dumps(to_dict(o), indent=2)
+            body = json.dumps(data_of(o), indent=2)
             if self.single:
                 parts.append(body + "\n")
             else:
-                head = f'{{\n  "apiVersion": "{API_VERSION}",\n  "kind": "List",\n  "items": [\n'
+                head = f'{{\n  "apiVersion": "{_api_version()}",\n  "kind": "List",\n  "items": [\n'
                 parts.append((head if self.count == 0 else ",\n") + textwrap.indent(body, "    "))
             self.count += 1
         return "".join(parts)
@@ -308,8 +339,15 @@ class JsonWriter(Writer):
         if self.single:
             return ""
         if self.count == 0:
-            return json.dumps({"apiVersion": API_VERSION, "kind": "List", "items": []}, indent=2) + "\n"
+            return json.dumps({"apiVersion": _api_version(), "kind": "List", "items": []}, indent=2) + "\n"
         return "\n  ]\n}\n"
+
+
+def _api_version() -> str:
+    """The API version a ``List`` names (the schemas' constant, imported only for JSON output)."""
+    from balsamctl.schemas.objects import API_VERSION
+
+    return API_VERSION
 
 
 def writer(kind: str, fmt: Format, *, with_site: bool, single: bool, now: float) -> Writer:
@@ -364,11 +402,15 @@ def diffable(manifest: Manifest) -> str:
         "metadata": {"name": meta.name, "labels": meta.labels, "annotations": meta.annotations},
         "spec": manifest.spec.model_dump(mode="json"),
     }
+    import yaml
+
     return yaml.safe_dump(body, sort_keys=True, allow_unicode=True)
 
 
 def unified_diff(ref: str, live: Manifest | None, desired: Manifest) -> str:
     """A unified diff from the live object (empty if there is none) to the desired one; empty if equal."""
+    import difflib
+
     before = diffable(live).splitlines(keepends=True) if live is not None else []
     after = diffable(desired).splitlines(keepends=True)
     return "".join(difflib.unified_diff(before, after, f"live/{ref}", f"file/{ref}"))

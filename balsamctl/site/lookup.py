@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from balsamctl.site import registry
 from balsamctl.site.light_settings import SiteError
 
 if TYPE_CHECKING:
@@ -23,14 +22,19 @@ def find_site_dir(start: Path) -> Path | None:
 
 def site_paths(spec: str | None, cwd: Path) -> Iterator[Path]:
     """The directories of the sites named by ``--site``: ``NAME``, ``a,b``, ``all``, ``this`` (default: the site
-    containing cwd), in order; :class:`SiteError` for a name not registered, once the sites before it are given."""
+    containing cwd), in order; :class:`SiteError` for a name not registered, once the sites before it are given.
+    The registry (YAML) is read only when needed: the CLI's fast paths find the site around cwd with this."""
     if spec in (None, "", "this"):
         here = find_site_dir(cwd)
         if here is None:
+            from balsamctl.site import registry
+
             known = ", ".join(sorted(registry.load_registry())) or "none registered"
             raise SiteError(f"not inside a site directory; pass --site NAME or --site all (sites: {known})")
         yield here
         return
+    from balsamctl.site import registry
+
     entries = registry.load_registry()
     if spec == "all":
         yield from (p for _, p in sorted(entries.items()))

@@ -17,10 +17,9 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from balsamctl.schemas import Manifest
@@ -33,8 +32,7 @@ _LAST_CHAR = "\U0010ffff"
 """Sorts after every character: ``prefix <= x < prefix + _LAST_CHAR`` is a prefix match an index serves."""
 
 
-@dataclass(frozen=True)
-class Selector:
+class Selector(NamedTuple):
     """Which objects a query means."""
 
     kind: str

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from typer.testing import CliRunner, Result
 
 from balsamctl.cli import app as cli
-from balsamctl.cli import output
+from balsamctl.cli import listing, output
 from balsamctl.schemas import App
 from balsamctl.schemas.objects import NAME_PATTERN
 from balsamctl.schemas.settings import SITE_NAME_PATTERN
@@ -269,7 +269,7 @@ def test_get_limit_and_pages(applied: str, monkeypatch: pytest.MonkeyPatch) -> N
     assert lines(cut) == JOBS[:2]
     assert cut.stderr == "(showing 2 of 3 jobs: 1 left out; use --limit 0 for all)\n"
     assert run("get", "jobs", "--limit", "3").stderr == ""
-    monkeypatch.setattr(cli, "PAGE", 2)
+    monkeypatch.setattr(listing, "PAGE", 2)
     assert lines(run("get", "jobs", "--limit", "0", "-o", "name")) == JOBS
     table = lines(run("get", "jobs", "--limit", "0"))
     assert [r.split()[0] for r in table] == ["NAME", "hello-1", "hello-2", "hello-3"]
@@ -320,7 +320,7 @@ def test_machine_output_returns_every_match_the_table_pages(site: Path, monkeypa
     count = cli.DEFAULT_LIMIT + 1
     docs = [MANIFEST.split("---\n")[0]] + [job(f"j-{i}", f"{{app: hello, workdir: j/{i}}}") for i in range(count)]
     run("apply", "-f", "-", stdin="---\n".join(docs))
-    monkeypatch.setattr(cli, "PAGE", 100)
+    monkeypatch.setattr(listing, "PAGE", 100)
     asked: list[int | None] = []
     list_objects = Store.list_objects
 

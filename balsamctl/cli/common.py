@@ -1,0 +1,220 @@
+"""What the typer commands share: the root group and its error reporting, the common options (with their shell
+completion), printing, and finding sites and objects."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import typer
+from typer.core import TyperGroup
+
+from balsamctl.cli import complete, listing, output
+from balsamctl.site.lookup import resolve_sites
+
+if TYPE_CHECKING:
+    from balsamctl.site.directory import SiteDirectory
+    from balsamctl.store import ApplyResult, Selector, Store, StoredObject
+
+MAX_ERROR_LINES = 50
+
+
+def expected_errors() -> tuple[type[Exception], ...]:
+    """Errors reported as ``error: ...`` without a traceback (ValueError covers ManifestError and Conflict).
+    Imported when one is raised: a verb loads only what it uses."""
+    from balsamctl.site.light_settings import SiteError
+    from balsamctl.store import NotFound
+    from balsamctl.store.migrations import SchemaError
+
+    return (SiteError, NotFound, ValueError, OSError, SchemaError)
+
+
+@contextmanager
+def reported(code: int) -> Iterator[None]:
+    """Turn expected errors into ``error: ...`` lines on stderr and exit ``code``."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise  # the reader went away (``| head``): typer exits quietly
+    except Exception as exc:
+        if not isinstance(exc, expected_errors()):
+            raise
+        lines = str(exc).splitlines() or [type(exc).__name__]
+        for line in lines[:MAX_ERROR_LINES]:
+            err(f"error: {line}")
+        if len(lines) > MAX_ERROR_LINES:
+            err(f"error: ... and {len(lines) - MAX_ERROR_LINES} more")
+        raise typer.Exit(code) from None
+
+
+class Root(TyperGroup):
+    """The root command: every expected error of every subcommand exits 1 with ``error: ...``."""
+
+    def invoke(self, ctx: Any) -> Any:
+        """Run the subcommand, reporting expected errors."""
+        with reported(1):
+            return super().invoke(ctx)
+
+
+# ---------------------------------------------------------------- shell completion of the common options
+
+
+def _site_of(ctx: typer.Context) -> str | None:
+    """The ``--site`` given so far (or ``$BALSAM_SITE``)."""
+    site = ctx.params.get("site")
+    return site if isinstance(site, str) else None
+
+
+def complete_kinds(ctx: typer.Context, incomplete: str) -> list[str]:
+    """The kind words of this verb."""
+    return complete.kinds(ctx.info_name or "", incomplete)
+
+
+def complete_names(ctx: typer.Context, incomplete: str) -> list[str]:
+    """The names of the objects of the KIND given, at the sites of ``--site``."""
+    kind = ctx.params.get("kind")
+    return complete.object_names(kind, _site_of(ctx), incomplete) if isinstance(kind, str) else []
+
+
+def complete_job_names(ctx: typer.Context, incomplete: str) -> list[str]:
+    """The names of the Jobs at the sites of ``--site``."""
+    return complete.object_names("jobs", _site_of(ctx), incomplete)
+
+
+def complete_selector(ctx: typer.Context, incomplete: str) -> list[str]:
+    """``-l``: the label keys of the KIND given (``key=``), after the terms already typed."""
+    kind = ctx.params.get("kind")
+    return complete.label_terms(kind, _site_of(ctx), incomplete) if isinstance(kind, str) else []
+
+
+def complete_sites(incomplete: str) -> list[str]:
+    """``--site``: registered site names, ``all`` and ``this``."""
+    return complete.site_names(incomplete)
+
+
+OutputFormat = Literal["wide", "yaml", "json", "name"]
+SiteOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--site",
+        envvar="BALSAM_SITE",
+        help="NAME, a,b, 'all' or 'this' (default: $BALSAM_SITE, else the site containing the current directory).",
+        autocompletion=complete_sites,
+    ),
+]
+FilesOpt = Annotated[list[str], typer.Option("-f", "--filename", help="A manifest file, a folder, or - for stdin.")]
+RecursiveOpt = Annotated[bool, typer.Option("-R", "--recursive", help="Also read the subfolders of -f folders.")]
+SelectorOpt = Annotated[
+    str | None,
+    typer.Option("-l", "--selector", help="Labels: key=value[,key=value...].", autocompletion=complete_selector),
+]
+
+
+# ---------------------------------------------------------------- printing
+
+
+def echo(text: str) -> None:
+    """Print ``text`` as it is (nothing if empty)."""
+    if text:
+        typer.echo(text, nl=False)
+
+
+def err(message: str) -> None:
+    """Print a line on stderr."""
+    typer.echo(message, err=True)
+
+
+def print_results(results: Iterable[ApplyResult], suffix: str = "", prefix: str = "") -> bool:
+    """Print ``job/x created`` style lines (kubectl's message for ``not found``), each after ``prefix`` (a site's
+    ``SITE/``); whether all were found."""
+    all_found = True
+    for r in results:
+        if r.action == "not found":
+            err(output.not_found(r.ref))
+            all_found = False
+        else:
+            typer.echo(f"{prefix}{r.ref} {r.action}{suffix}")
+    return all_found
+
+
+# ---------------------------------------------------------------- sites and objects
+
+
+def sites(spec: str | None) -> list[SiteDirectory]:
+    """The sites ``--site`` names, loaded."""
+    return resolve_sites(spec, Path.cwd())
+
+
+def one_site(spec: str | None) -> SiteDirectory:
+    """The one site ``--site`` names; :class:`SiteError` if it names several."""
+    from balsamctl.site.light_settings import SiteError
+
+    found = sites(spec)
+    if len(found) != 1:
+        raise SiteError(f"this command works on exactly one site, but --site {spec} names {len(found)}")
+    return found[0]
+
+
+def registered_site(name: str) -> SiteDirectory:
+    """The registered site named ``name`` (a reference's ``SITE/`` part: a name, never ``all`` or ``this``)."""
+    from balsamctl.site import registry
+    from balsamctl.site.directory import SiteDirectory, SiteError
+
+    path = registry.load_registry().get(name)
+    if path is None:
+        raise SiteError(f"no site named {name!r} is registered")
+    return SiteDirectory.load(path)
+
+
+def by_store(found: Sequence[SiteDirectory]) -> list[tuple[Store, dict[int, str]]]:
+    """The sites grouped by the store they share, as ``(store, {site id: site name})``: one query per store lists
+    them all (``--site=all`` over one PostgreSQL store is one query)."""
+    groups: dict[str, tuple[Store, dict[int, str]]] = {}
+    for s in found:
+        groups.setdefault(s.store_url, (s.store, {}))[1][s.site_id] = s.name
+    return list(groups.values())
+
+
+def stdin(files: Sequence[str]) -> str | None:
+    """Standard input, if ``-f -`` reads it."""
+    return sys.stdin.read() if "-" in files else None
+
+
+def states(kind: str, values: Sequence[str]) -> tuple[str, ...]:
+    """``--state`` values (repeatable, comma-separated, any case) as the kind's state names."""
+    from balsamctl.schemas import BatchJobState, JobState
+
+    words = [w for v in values for w in v.split(",") if w]
+    if not words:
+        return ()
+    by_kind: dict[str, type[JobState] | type[BatchJobState]] = {"Job": JobState, "BatchJob": BatchJobState}
+    if kind not in by_kind:
+        raise ValueError(f"--state: {kind}s have no state")
+    known = {s.value.lower(): s.value for s in by_kind[kind]}
+    unknown = [w for w in words if w.lower() not in known]
+    if unknown:
+        raise ValueError(f"--state: unknown {kind} state {unknown[0]!r}; expected one of {', '.join(known.values())}")
+    return tuple(known[w.lower()] for w in words)
+
+
+def store_pages(store: Store, sel: Selector, limit: int | None) -> Iterator[list[StoredObject]]:
+    """The objects of ``sel`` page by page, at most ``limit`` of them (None: all)."""
+
+    def fetch(after_id: int, size: int) -> list[tuple[int, StoredObject]]:
+        return [(o.id, o) for o in store.list_objects(sel, limit=size, after_id=after_id)]
+
+    return listing.pages(fetch, limit)
+
+
+def fetch(site: SiteDirectory, kind: str, name: str) -> StoredObject:
+    """One object, or kubectl's NotFound message and exit 1."""
+    from balsamctl.store import NotFound
+
+    try:
+        return site.store.get_object(site.site_id, kind, name)
+    except NotFound:
+        err(output.not_found(f"{kind.lower()}/{name}"))
+        raise typer.Exit(1) from None
