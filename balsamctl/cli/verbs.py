@@ -81,12 +81,10 @@ def build(names: Iterable[str] | None = None) -> typer.Typer:
     from balsamctl.cli.common import Root
 
     wanted = set(verb_names() if names is None else names)
+    root_only = {"help_option_names": ["--help", "-h"]}  # -h at the root; the verbs keep --help alone
+    verb_settings = {"help_option_names": ["--help"]}
     app = typer.Typer(
-        cls=Root,
-        no_args_is_help=True,
-        pretty_exceptions_enable=False,
-        context_settings={"help_option_names": ["-h", "--help"]},
-        help=ROOT_HELP,
+        cls=Root, no_args_is_help=True, pretty_exceptions_enable=False, context_settings=root_only, help=ROOT_HELP
     )
     app.callback(help=ROOT_HELP)(_root)  # a group even when it holds one verb
     for name, short_help, target in VERBS:
@@ -95,9 +93,9 @@ def build(names: Iterable[str] | None = None) -> typer.Typer:
         module, _, attribute = target.partition(":")
         found = getattr(import_module(module), attribute)
         if isinstance(found, typer.Typer):
-            app.add_typer(found, name=name, help=short_help, short_help=short_help)
+            app.add_typer(found, name=name, help=short_help, short_help=short_help, context_settings=verb_settings)
         else:
-            app.command(name, short_help=short_help)(found)
+            app.command(name, short_help=short_help, context_settings=verb_settings)(found)
     return app
 
 
@@ -109,12 +107,13 @@ def run(args: list[str]) -> None:
     """Run ``balsamctl ARGS`` through typer (it exits): a call that names its verb (on its line, or on the line a
     shell asks to complete) loads that verb's module only."""
     from balsamctl.cli import complete
+    from balsamctl.cli.fastpath import Handoff
 
     words = args
     if complete.COMPLETE_VAR in os.environ:
         try:
             words = complete.request(os.environ)[1]
-        except complete.Handoff:
+        except Handoff:
             words = []
     verb = words[0] if words and words[0] in verb_names() else None
     build(None if verb is None else [verb])(args=args)

@@ -179,6 +179,42 @@ def _where(sel: Selector) -> tuple[str, list[Any]]:
     return " AND ".join(terms), params
 
 
+Query = tuple[str, list[Any]]
+"""A query in SQLite's SQL and its parameters."""
+
+
+def page_query(sel: Selector, after_id: int, limit: int) -> Query:
+    """``ObjectStore.list_objects``: up to ``limit`` objects of ``sel`` after ``after_id``, in id order."""
+    where, params = _where(sel)
+    sql = f"SELECT * FROM objects WHERE {where} AND objects.id > ? ORDER BY objects.id LIMIT ?"
+    return sql, [*params, after_id, limit]
+
+
+def count_query(sel: Selector) -> Query:
+    """``ObjectStore.count_objects``: how many objects match ``sel``."""
+    where, params = _where(sel)
+    return f"SELECT count(*) FROM (SELECT objects.id AS id FROM objects WHERE {where})", params
+
+
+def names_query(kind: str, site_ids: Sequence[int], prefix: str, limit: int) -> Query:
+    """The names of the sites' objects of ``kind`` starting with ``prefix`` (the unique index on site, kind, name)."""
+    sql = (
+        f"SELECT DISTINCT objects.name FROM objects WHERE objects.kind = ? AND objects.site_id IN "
+        f"({_marks(site_ids)}) AND objects.name >= ? AND objects.name < ? ORDER BY objects.name LIMIT ?"
+    )
+    return sql, [kind, *site_ids, prefix, prefix + _LAST_CHAR, limit]
+
+
+def label_keys_query(kind: str, site_ids: Sequence[int], prefix: str, limit: int) -> Query:
+    """The label keys of the sites' objects of ``kind`` starting with ``prefix`` (the labels' key index)."""
+    sql = (
+        'SELECT DISTINCT labels."key" FROM labels JOIN objects ON objects.id = labels.object_id '
+        f"WHERE objects.kind = ? AND objects.site_id IN ({_marks(site_ids)}) "
+        'AND labels."key" >= ? AND labels."key" < ? ORDER BY labels."key" LIMIT ?'
+    )
+    return sql, [kind, *site_ids, prefix, prefix + _LAST_CHAR, limit]
+
+
 class SqliteReader:
     """A SQLite store read with ``sqlite3`` on a read-only connection."""
 
@@ -212,11 +248,9 @@ class SqliteReader:
 
     def objects(self, sel: Selector, after_id: int, limit: int, *, full: bool) -> list[tuple[int, ObjectData]]:
         """Objects of ``sel`` (see :class:`Reader`)."""
-        where, params = _where(sel)
-        sql = f"SELECT * FROM objects WHERE {where} AND objects.id > ? ORDER BY objects.id LIMIT ?"
         names = self._sites()
         out = []
-        for row in self.conn.execute(sql, [*params, after_id, limit]):
+        for row in self.conn.execute(*page_query(sel, after_id, limit)):
             columns = dict(zip(row.keys(), row, strict=True))
             for key in _JSON_COLUMNS:
                 if columns[key] is not None:
@@ -227,26 +261,15 @@ class SqliteReader:
 
     def count(self, sel: Selector) -> int:
         """How many objects match ``sel``."""
-        where, params = _where(sel)
-        sql = f"SELECT count(*) FROM (SELECT objects.id AS id FROM objects WHERE {where})"
-        return int(self.conn.execute(sql, params).fetchone()[0])
+        return int(self.conn.execute(*count_query(sel)).fetchone()[0])
 
     def names(self, kind: str, site_ids: Sequence[int], prefix: str, limit: int) -> list[str]:
         """Names of ``kind`` starting with ``prefix`` (see :class:`Reader`)."""
-        sql = (
-            f"SELECT DISTINCT objects.name FROM objects WHERE objects.kind = ? AND objects.site_id IN "
-            f"({_marks(site_ids)}) AND objects.name >= ? AND objects.name < ? ORDER BY objects.name LIMIT ?"
-        )
-        return [r[0] for r in self.conn.execute(sql, [kind, *site_ids, prefix, prefix + _LAST_CHAR, limit])]
+        return [r[0] for r in self.conn.execute(*names_query(kind, site_ids, prefix, limit))]
 
     def label_keys(self, kind: str, site_ids: Sequence[int], prefix: str, limit: int) -> list[str]:
         """Label keys starting with ``prefix`` (see :class:`Reader`)."""
-        sql = (
-            'SELECT DISTINCT labels."key" FROM labels JOIN objects ON objects.id = labels.object_id '
-            f"WHERE objects.kind = ? AND objects.site_id IN ({_marks(site_ids)}) "
-            'AND labels."key" >= ? AND labels."key" < ? ORDER BY labels."key" LIMIT ?'
-        )
-        return [r[0] for r in self.conn.execute(sql, [kind, *site_ids, prefix, prefix + _LAST_CHAR, limit])]
+        return [r[0] for r in self.conn.execute(*label_keys_query(kind, site_ids, prefix, limit))]
 
     def close(self) -> None:
         """Close the connection."""
