@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from balsamctl.schemas import App, Job, JobState
 from balsamctl.schemas.manifest import Document
-from balsamctl.store import Store, sqlite_url
+from balsamctl.store import RunResult, RunStart, Store, sqlite_url
 from bench.common import median
 
 PG_URL = os.environ.get("BALSAMCTL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:55432/postgres")
@@ -84,11 +84,11 @@ def launcher(url: str, site_id: int, owner: str, barrier: Barrier, out: Queue[tu
     t0 = time.perf_counter()
     started = []
     while refs := store.claim(site_id, owner=owner, batch_job="bench", filter_tags={}, limit=BATCH):
-        ok = store.record(site_id, owner=owner, started=[(ref, {}) for ref in refs])
+        ok = store.record(site_id, owner=owner, started=[RunStart(ref) for ref in refs])
         started += [ref for ref in refs if ref.id in ok]
     t1 = time.perf_counter()
     barrier.wait()
-    done = [{"job_id": r.id, "name": r.name, "state": JobState.RUN_DONE, "return_code": 0} for r in started]
+    done = [RunResult(r.id, r.name, JobState.RUN_DONE, return_code=0) for r in started]
     t2 = time.perf_counter()
     for i in range(0, len(done), BATCH):
         store.record_results(site_id, done[i : i + BATCH])

@@ -20,6 +20,7 @@ from typing import Any
 from balsamctl.schedulers import AllocationStatus, Scheduler, SchedulerError
 from balsamctl.schemas import BatchJob, BatchJobState
 from balsamctl.schemas.conditions import Status, condition_of, condition_status
+from balsamctl.schemas.objects import PartitionStatus
 from balsamctl.site.directory import SiteDirectory, SiteError
 from balsamctl.site.joboutput import read_tail
 from balsamctl.site.jobscript import render_job_script, submit_request
@@ -153,7 +154,7 @@ class BatchJobReconciler:
         partitions = _launcher_reports(rows)
         if partitions != bj.status.partitions:
             self.site.store.set_batchjob_status(
-                self.site.site_id, bj.metadata.name, src=B.running, status={"partitions": partitions}
+                self.site.site_id, bj.metadata.name, src=B.running, status={"partitions": _as_stored(partitions)}
             )
         if rows:
             self._launchers_started(bj, rows)
@@ -352,7 +353,7 @@ class BatchJobReconciler:
                 f"allocation {bj.status.scheduler_id} ended before any launcher started ({what})",
             )
         # the launchers' last word; one that never said it ended went down with the allocation
-        last = [{**r, "ended": True, "lost": r["lost"] or not r["ended"]} for r in _launcher_reports(rows)]
+        last = [p.model_copy(update={"ended": True, "lost": p.lost or not p.ended}) for p in _launcher_reports(rows)]
         done = store.set_batchjob_status(
             sid,
             name,
@@ -360,7 +361,11 @@ class BatchJobReconciler:
             dst=B.finished,
             reason="Finished",
             message=what,
-            status={"end_time": _iso(alloc.end_time if alloc else None), "message": what, "partitions": last},
+            status={
+                "end_time": _iso(alloc.end_time if alloc else None),
+                "message": what,
+                "partitions": _as_stored(last),
+            },
         )
         if leftovers:
             log.info("batchjob/%s: %d running Job(s) marked RUN_TIMEOUT", name, leftovers)
@@ -373,24 +378,29 @@ class BatchJobReconciler:
         self.site.store.set_batchjob_condition(self.site.site_id, bj.metadata.name, type_, status, reason, message)
 
 
-def _launcher_reports(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def _launcher_reports(rows: Sequence[Mapping[str, Any]]) -> list[PartitionStatus]:
     """What each launcher (its row in the store) said in its last heartbeat. A launcher that ended on its own sent
     its last heartbeat as it ended; one ended later (by the lease sweep) was ``lost``."""
     return [
-        {
-            "launcher": r["id"],
-            "partition": r["partition"],
-            "job_mode": r["job_mode"],
-            "nodes": r["nodes"],
-            "running_jobs": r["status"].get("running_jobs", 0),
-            "claimed_jobs": r["status"].get("claimed_jobs", 0),
-            "occupancy": r["status"].get("occupancy", 0.0),
-            "last_heartbeat": _iso(to_datetime(r["heartbeat_at"])),
-            "ended": r["ended_at"] is not None,
-            "lost": _lost(r),
-        }
+        PartitionStatus(
+            launcher=r["id"],
+            partition=r["partition"],
+            job_mode=r["job_mode"],
+            nodes=r["nodes"],
+            running_jobs=r["status"].get("running_jobs", 0),
+            claimed_jobs=r["status"].get("claimed_jobs", 0),
+            occupancy=r["status"].get("occupancy", 0.0),
+            last_heartbeat=to_datetime(r["heartbeat_at"]),
+            ended=r["ended_at"] is not None,
+            lost=_lost(r),
+        )
         for r in rows
     ]
+
+
+def _as_stored(partitions: Sequence[PartitionStatus]) -> list[dict[str, Any]]:
+    """``status.partitions`` as the store keeps it (JSON)."""
+    return [p.model_dump(mode="json") for p in partitions]
 
 
 def _lost(row: Mapping[str, Any]) -> bool:

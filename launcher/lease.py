@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
-from balsamctl.store import Store, StoreUnavailable
+from balsamctl.store import Heartbeat, Store, StoreUnavailable
 
 log = logging.getLogger("balsamctl.launcher")
 HEARTBEAT_SEC = 10.0
@@ -30,7 +29,7 @@ class Lease:
         self.fence_after = lease_sec / 2
         self.renewed = self.tried = time.monotonic()  # registering the launcher took the lease
 
-    def keep(self, status: Callable[[], Mapping[str, Any]]) -> str | None:
+    def keep(self, status: Callable[[], Heartbeat]) -> str | None:
         """Renew the lease when due, with the launcher's ``status``; why the launcher must stop now, or None."""
         now = time.monotonic()
         overdue = now - self.renewed >= self.fence_after

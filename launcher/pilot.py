@@ -17,7 +17,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from datetime import UTC, datetime
+from typing import Protocol
 
 from balsamctl.launcher.command import CommandError
 from balsamctl.launcher.health import FailureStreaks
@@ -28,9 +29,9 @@ from balsamctl.launcher.placement import NodePool, Placement, Request, place_in_
 from balsamctl.launcher.process import NODE_LOST, WORKER_UNREACHABLE, Outcome, Task
 from balsamctl.schemas import App, JobState
 from balsamctl.schemas.conditions import Status, set_condition
-from balsamctl.schemas.objects import AppSpec, Partition
+from balsamctl.schemas.objects import AppSpec, Condition, Partition
 from balsamctl.site.directory import SiteDirectory, SiteError
-from balsamctl.store import JobRef, StoreUnavailable
+from balsamctl.store import Heartbeat, JobRef, RunResult, RunStart, StoreUnavailable
 
 log = logging.getLogger("balsamctl.launcher")
 STOP_GRACE_SEC = 10.0
@@ -74,36 +75,36 @@ class Executor(Protocol):
 TaskBuilder = Callable[[JobRef, AppSpec, Placement], Task]
 
 
-def result_of(outcome: Outcome, stopping: str = "", where: str = "") -> dict[str, Any]:
+def result_of(outcome: Outcome, stopping: str = "", where: str = "", finish: bool = False) -> RunResult:
     """The store result of one Outcome: RUN_DONE, RUN_ERROR, or RUN_TIMEOUT when the launcher stopped it. While the
     launcher is ``stopping`` (why: its allocation ends, and the scheduler signals every process in it), a run that
     ended badly was ended with it: RUN_TIMEOUT too, never charged to the Job. A run that never started because of
     the node or site (``outcome.cause``, an infrastructure failure) goes straight back to RESTART_READY, uncharged
-    and with no hook run, with a ``StartFailed`` condition saying what happened ``where``."""
+    and with no hook run, with a ``StartFailed`` condition saying what happened ``where``. ``finish``: a RUN_DONE
+    goes on to JOB_FINISHED (its App has no postprocess hook)."""
     if outcome.cause == NODE_LOST:  # it may have run: a run lost with its worker, a crash (launcher.crash_limit)
-        return {
-            "job_id": outcome.job_id,
-            "name": outcome.name,
-            "state": JobState.RUN_TIMEOUT,
-            "return_code": None,
-            "output_tail": None,
-            "message": outcome.tail,
-            "end_time": outcome.end_time,
-            "crashed": True,
-        }
+        return RunResult(
+            outcome.job_id,
+            outcome.name,
+            JobState.RUN_TIMEOUT,
+            message=outcome.tail,
+            end_time=outcome.end_time,
+            crashed=True,
+        )
     if outcome.cause:
         message = f"{outcome.tail} on {where or 'this node'} ({outcome.cause}: not the Job's fault, not charged)"
-        return {
-            "job_id": outcome.job_id,
-            "name": outcome.name,
-            "state": JobState.RESTART_READY,
-            "return_code": None,
-            "output_tail": None,
-            "message": message,
-            "end_time": outcome.end_time,
-            "reason": "StartFailed",
-            "condition": set_condition([], "StartFailed", "True", outcome.cause, message)[0],
-        }
+        failed = Condition(
+            type="StartFailed", reason=outcome.cause, message=message, last_transition_time=datetime.now(UTC)
+        )
+        return RunResult(
+            outcome.job_id,
+            outcome.name,
+            JobState.RESTART_READY,
+            message=message,
+            end_time=outcome.end_time,
+            reason="StartFailed",
+            condition=failed,
+        )
     if outcome.killed or (stopping and outcome.return_code not in (0, None)):
         state = JobState.RUN_TIMEOUT
         message = outcome.killed or f"{stopping}: exited with return code {outcome.return_code}"
@@ -113,15 +114,16 @@ def result_of(outcome: Outcome, stopping: str = "", where: str = "") -> dict[str
         state, message = JobState.RUN_DONE, ""
     else:
         state, message = JobState.RUN_ERROR, f"exited with return code {outcome.return_code}"
-    return {
-        "job_id": outcome.job_id,
-        "name": outcome.name,
-        "state": state,
-        "return_code": outcome.return_code,
-        "output_tail": outcome.tail or None,
-        "message": message or None,
-        "end_time": outcome.end_time,
-    }
+    return RunResult(
+        outcome.job_id,
+        outcome.name,
+        state,
+        return_code=outcome.return_code,
+        output_tail=outcome.tail or None,
+        message=message or None,
+        end_time=outcome.end_time,
+        finish=finish,
+    )
 
 
 def stopped_for(reason: str) -> str:
@@ -165,7 +167,7 @@ class Launcher:
         self.build_task = build_task
         self.accepts = accepts
         self.settings = site.settings.launcher
-        self.results: list[dict[str, Any]] = []
+        self.results: list[RunResult] = []
         self.apps: dict[str, AppSpec] = {}
         self.stopping = threading.Event()
         self.queue: list[tuple[JobRef, Request]] = []  # claimed, in the policy's order
@@ -174,7 +176,7 @@ class Launcher:
         self.ended = 0  # Jobs ended so far: their rate sizes the claims and the lanes
         self.rate = 0.0  # Jobs ended per second, recently (see _measure_rate)
         self.rate_since = (time.monotonic(), 0)
-        self.started: list[tuple[JobRef, dict[str, Any]]] = []
+        self.started: list[RunStart] = []
         self.not_started: list[tuple[JobRef, str]] = []
         self.dropped: set[int] = set()
         self.finishes: set[int] = set()  # running Jobs whose App has no postprocess hook: finished here on success
@@ -276,15 +278,15 @@ class Launcher:
         """Ask the loop to stop (signal handlers call this)."""
         self.stopping.set()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> Heartbeat:
         """What the launcher reports in its heartbeat."""
-        return {
-            "job_mode": self.partition.job_mode,
-            "nodes": [n.name for n in self.pool.nodes],
-            "running_jobs": len(self.pool.placements),
-            "claimed_jobs": len(self.queue) + self.lanes.waiting,
-            "occupancy": self.pool.occupancy(),
-        }
+        return Heartbeat(
+            job_mode=self.partition.job_mode,
+            nodes=tuple(n.name for n in self.pool.nodes),
+            running_jobs=len(self.pool.placements),
+            claimed_jobs=len(self.queue) + self.lanes.waiting,
+            occupancy=self.pool.occupancy(),
+        )
 
     # ------------------------------------------------------------------ claim and start
     def _claim_ahead(self) -> int:
@@ -456,7 +458,7 @@ class Launcher:
     def _record_start(self, ref: JobRef, placement: Placement, at: float) -> None:
         """Note a Job's start for the next flush."""
         data, summary = _where(placement.shares)
-        self.started.append((ref, {"start_time": at, "data": data, "where": summary}))
+        self.started.append(RunStart(ref, at, data, summary))
         if self._app(ref.app).postprocess is None:
             self.finishes.add(ref.id)
 
@@ -493,7 +495,7 @@ class Launcher:
             if job_id in self.dropped:
                 self.dropped.discard(job_id)
             else:
-                self.results.append({**result_of(event, stopping, node), "finish": finish})
+                self.results.append(result_of(event, stopping, node, finish))
             if event.cause in (NODE_LOST, WORKER_UNREACHABLE):
                 self._fence(node, event, "as its worker was lost")
             elif event.cause:
@@ -552,10 +554,11 @@ class Launcher:
             self._announce()
             return
         # a Job that could not start still has to pass through RUNNING to record its RUN_ERROR
-        self.started += [(ref, {"start_time": time.time()}) for ref, _ in self.not_started]
+        at = time.time()
+        self.started += [RunStart(ref, at) for ref, _ in self.not_started]
         self.results += [result_of(Outcome(ref.id, ref.name, None, why)) for ref, why in self.not_started]
         self.not_started = []
-        started_ids = {ref.id for ref, _ in self.started}
+        started_ids = {s.ref.id for s in self.started}
         confirmed = self.site.store.record(self.site.site_id, owner=self.id, started=self.started, results=self.results)
         for job_id in started_ids - confirmed:  # its deletion was requested before it could be recorded
             self.dropped.add(job_id)

@@ -289,6 +289,26 @@ class BatchJobSpec(Strict):
         return [Partition(job_mode=self.job_mode, num_nodes=self.num_nodes, filter_tags=self.filter_tags)]
 
 
+class PartitionStatus(Strict):
+    """One launcher of a BatchJob's allocation as its last heartbeat told it (``status.partitions``, copied by the
+    controller from the store's launcher records)."""
+
+    launcher: str
+    partition: int
+    """The index of its partition in the BatchJob's ``spec.partitions`` (0 for the whole allocation)."""
+    job_mode: JobMode
+    nodes: list[str]
+    running_jobs: int = 0
+    claimed_jobs: int = 0
+    """Claimed and not started yet: queued, or waiting in a lane."""
+    occupancy: float = 0.0
+    """The share of its nodes' CPUs its running Jobs hold (0..1)."""
+    last_heartbeat: datetime | None = None
+    ended: bool = False
+    lost: bool = False
+    """Ended by the lease sweep, silent since its last heartbeat (a record written before this field: False)."""
+
+
 class BatchJobStatus(Status):
     """A BatchJob's observed state."""
 
@@ -300,7 +320,7 @@ class BatchJobStatus(Status):
     start_time: datetime | None = None
     end_time: datetime | None = None
     message: str | None = None
-    partitions: list[dict[str, Any]] = Field(default_factory=list)
+    partitions: list[PartitionStatus] = Field(default_factory=list)
 
 
 class BatchJob(Strict):

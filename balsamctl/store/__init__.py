@@ -10,10 +10,11 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from balsamctl.store.batchjobs import Heartbeat
     from balsamctl.store.engine import StoreUnavailable, redact
     from balsamctl.store.facade import Store
     from balsamctl.store.fastread import Selector, sqlite_url, to_datetime
-    from balsamctl.store.jobs import JobRef, Transition
+    from balsamctl.store.jobs import JobRef, RunResult, RunStart, Transition
     from balsamctl.store.leases import SweepResult
     from balsamctl.store.objects import ApplyResult, Conflict, NotFound
     from balsamctl.store.rows import StoredObject
@@ -21,8 +22,11 @@ if TYPE_CHECKING:
 __all__ = [
     "ApplyResult",
     "Conflict",
+    "Heartbeat",
     "JobRef",
     "NotFound",
+    "RunResult",
+    "RunStart",
     "Selector",
     "Store",
     "StoreUnavailable",
@@ -36,8 +40,11 @@ __all__ = [
 _HOMES = {
     "ApplyResult": "objects",
     "Conflict": "objects",
+    "Heartbeat": "batchjobs",
     "JobRef": "jobs",
     "NotFound": "objects",
+    "RunResult": "jobs",
+    "RunStart": "jobs",
     "Selector": "fastread",
     "Store": "facade",
     "StoreUnavailable": "engine",

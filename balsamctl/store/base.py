@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from operator import itemgetter
-from typing import Any, TypeVar, cast
+from typing import Any, NotRequired, TypedDict, TypeVar, cast
 
 from sqlalchemy import Connection, Engine, bindparam, insert
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -23,6 +23,26 @@ def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
     """``items`` in slices of at most ``size`` (keeps ``IN (...)`` lists bounded)."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+EventData = str | Mapping[str, Any] | None
+"""An event's data: JSON text, or a JSON-ready mapping."""
+
+
+class EventRow(TypedDict):
+    """One event to insert (:func:`add_events`): a state change of an object, or something that happened to it."""
+
+    site_id: int
+    kind: str
+    name: str
+    reason: str
+    message: str | None
+    object_id: NotRequired[int | None]
+    from_state: NotRequired[str | None]
+    to_state: NotRequired[str | None]
+    time: NotRequired[float]
+    """Epoch seconds; the time of the write when absent."""
+    data: NotRequired[EventData]
 
 
 class StoreBase:
@@ -48,10 +68,11 @@ def job_event(
     dst: str | None,
     reason: str,
     message: str | None,
-    **extra: Any,
-) -> dict[str, Any]:
-    """An event row about a Job (for :func:`add_events`); ``extra``: ``time``, ``data``."""
-    return {
+    time: float | None = None,
+    data: EventData = None,
+) -> EventRow:
+    """An event row about a Job (for :func:`add_events`); ``time``: None for the time of the write."""
+    row: EventRow = {
         "site_id": site_id,
         "object_id": job_id,
         "kind": "Job",
@@ -60,8 +81,12 @@ def job_event(
         "to_state": dst,
         "reason": reason,
         "message": message,
-        **extra,
     }
+    if time is not None:
+        row["time"] = time
+    if data is not None:
+        row["data"] = data
+    return row
 
 
 def executemany(conn: Connection, stmt: ClauseElement, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -98,14 +123,13 @@ _EVENT_COLUMNS = ("site_id", "object_id", "kind", "name", "from_state", "to_stat
 _INSERT_EVENT = insert(events).values({c: bindparam(c) for c in _EVENT_COLUMNS})
 
 
-def _json(data: Any) -> str | None:
+def _json(data: EventData) -> str | None:
     """An event's data as JSON text (given as text: as is)."""
     return data if data is None or isinstance(data, str) else json.dumps(data)
 
 
-def add_events(conn: Connection, rows: Iterable[dict[str, Any]]) -> None:
-    """Insert event rows (site_id, object_id, kind, name, from_state, to_state, reason, message[, data, time]);
-    ``data``: a JSON-ready value, or JSON text."""
+def add_events(conn: Connection, rows: Iterable[EventRow]) -> None:
+    """Insert event rows."""
     t = now()
     batch = [
         {

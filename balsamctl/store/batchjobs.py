@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, delete, insert, select, update
@@ -17,6 +18,21 @@ from balsamctl.store.tables import launchers, objects
 #: The BatchJob condition that says whether any launcher of its allocation started (registered with the store).
 LAUNCHERS_STARTED = "LaunchersStarted"
 _PAGE = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """What a launcher reports with each heartbeat (its row's ``status``; the controller copies it into its
+    BatchJob's ``status.partitions``)."""
+
+    job_mode: str = ""
+    nodes: tuple[str, ...] = ()
+    """The nodes it still uses (not fenced off)."""
+    running_jobs: int = 0
+    claimed_jobs: int = 0
+    """Claimed and not started yet: queued, or waiting in a lane."""
+    occupancy: float = 0.0
+    """The share of its nodes' CPUs its running Jobs hold."""
 
 
 class BatchJobStore(StoreBase):
@@ -167,11 +183,11 @@ class BatchJobStore(StoreBase):
                 )
             )
 
-    def heartbeat(self, launcher_id: str, status: Mapping[str, Any], *, ended: bool = False) -> bool:
-        """Refresh a launcher's heartbeat and status (nodes, running Jobs, occupancy); False if it was declared
-        lost (its lease expired): such a launcher must stop, it is never revived."""
+    def heartbeat(self, launcher_id: str, status: Heartbeat, *, ended: bool = False) -> bool:
+        """Refresh a launcher's heartbeat and status; False if it was declared lost (its lease expired): such a
+        launcher must stop, it is never revived."""
         t = now()
-        values: dict[str, Any] = {"heartbeat_at": t, "status": dict(status)}
+        values: dict[str, Any] = {"heartbeat_at": t, "status": asdict(status)}
         if ended:
             values["ended_at"] = t
         with write_tx(self.engine) as conn:

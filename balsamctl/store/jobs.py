@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import (
     ColumnElement,
@@ -23,10 +23,10 @@ from sqlalchemy import (
 )
 
 from balsamctl.schemas import JobState, check_job_transition
-from balsamctl.schemas.objects import JobSpec
+from balsamctl.schemas.objects import Condition, JobSpec
 from balsamctl.schemas.retries import crashed
 from balsamctl.schemas.states import FINAL_JOB_STATES, FINISHING_STEPS, RUNNABLE_STATES, check_run_outcome
-from balsamctl.store.base import StoreBase, add_events, chunks, executemany, job_event
+from balsamctl.store.base import EventRow, StoreBase, add_events, chunks, executemany, job_event
 from balsamctl.store.engine import is_postgres, read_tx, write_tx
 from balsamctl.store.rows import now
 from balsamctl.store.tables import CLAIMABLE, labels, launchers, objects
@@ -81,6 +81,47 @@ class JobRef:
     spec: JobSpec
     attempts: int
     deletion_requested: bool = False
+
+
+# The records a launcher writes per Job (thousands a second): slotted, not frozen (a frozen dataclass's __init__ sets
+# each field through object.__setattr__: six times the cost of building a RunResult).
+
+
+@dataclass(slots=True)
+class RunStart:
+    """A claimed Job that a launcher started (:meth:`JobStore.record`)."""
+
+    ref: JobRef
+    time: float | None = None
+    """When it started (epoch seconds); None: when written."""
+    data: str | None = None
+    """The JSON text of its ``Started`` event's data (the placement)."""
+    where: str = ""
+    """Where it runs, for people (the ``Started`` event's message)."""
+
+
+@dataclass(slots=True)
+class RunResult:
+    """How one run ended, as a launcher records it (:meth:`JobStore.record`, :meth:`JobStore.record_results`)."""
+
+    job_id: int
+    name: str
+    state: JobState
+    """RUN_DONE, RUN_ERROR, RUN_TIMEOUT, or RESTART_READY for a start the node or site failed."""
+    return_code: int | None = None
+    output_tail: str | None = None
+    message: str | None = None
+    end_time: float | None = None
+    """When it ended (epoch seconds); None: when written."""
+    finish: bool = False
+    """A RUN_DONE goes on to JOB_FINISHED through the FINISHING_STEPS in the same write (an App without a
+    postprocess hook)."""
+    crashed: bool = False
+    """Lost with its worker: one more crash (``status.crashes``, against ``launcher.crash_limit``)."""
+    reason: str = "Ran"
+    """The reason of its event."""
+    condition: Condition | None = None
+    """A condition it sets on the Job (a start that failed, and why)."""
 
 
 @dataclass(frozen=True)
@@ -326,24 +367,23 @@ class JobStore(StoreBase):
         site_id: int,
         *,
         owner: str,
-        started: Sequence[tuple[JobRef, Mapping[str, Any]]] = (),
-        results: Sequence[Mapping[str, Any]] = (),
+        started: Sequence[RunStart] = (),
+        results: Sequence[RunResult] = (),
     ) -> set[int]:
         """One launcher's transitions in one transaction, durable on return; the ids of the Jobs now started.
 
-        ``started``: claimed Jobs that moved to RUNNING, each with its ``start_time`` (epoch seconds), ``where``
-        (for people) and ``data`` (the Started event's: the placement; JSON-ready, or JSON text); a Job whose
-        deletion was requested meanwhile is not recorded (the launcher stops it).
-        ``results``: outcomes of RUNNING Jobs (see :meth:`record_results`), written after the starts. A Job that
-        starts and ends in the same call (short Jobs, most of them) is written once, start and end in one row.
+        ``started``: claimed Jobs that moved to RUNNING; a Job whose deletion was requested meanwhile is not
+        recorded (the launcher stops it). ``results``: outcomes of RUNNING Jobs (see :meth:`record_results`),
+        written after the starts. A Job that starts and ends in the same call (short Jobs, most of them) is written
+        once, start and end in one row.
         """
         t = now()
-        starting = {ref.id for ref, _ in started}
+        starting = {s.ref.id for s in started}
         with write_tx(self.engine) as conn:
             confirmed, again = self._write_started(
-                conn, site_id, owner, started, t, [r for r in results if r["job_id"] in starting]
+                conn, site_id, owner, started, t, [r for r in results if r.job_id in starting]
             )
-            ends = [r for r in results if r["job_id"] not in starting or r["job_id"] in again]
+            ends = [r for r in results if r.job_id not in starting or r.job_id in again]
             self._write_results(conn, site_id, ends, t, owner)
         return confirmed
 
@@ -352,35 +392,32 @@ class JobStore(StoreBase):
         conn: Connection,
         site_id: int,
         owner: str,
-        started: Sequence[tuple[JobRef, Mapping[str, Any]]],
+        started: Sequence[RunStart],
         t: float,
-        ended: Sequence[Mapping[str, Any]] = (),
+        ended: Sequence[RunResult] = (),
     ) -> tuple[set[int], set[int]]:
         """The starts; of those that also ended (``ended``: their results), the whole run in one row. Returns the
         Jobs started, and of those the ones whose start this launcher had recorded already (a write retried after
         its commit went through unacknowledged: not written again; their results are written as any others)."""
-        for ref, _ in started:
-            check_job_transition(ref.name, ref.state, JobState.RUNNING)
+        for s in started:
+            check_job_transition(s.ref.name, s.ref.state, JobState.RUNNING)
         for r in ended:
-            check_run_outcome(r["name"], r["state"])
-        ours = self._rows_where(conn, [ref.id for ref, _ in started], objects.c.owner == owner)
+            check_run_outcome(r.name, r.state)
+        ours = self._rows_where(conn, [s.ref.id for s in started], objects.c.owner == owner)
         live = {r.id for r in ours if r.state in _RUNNABLE and r.deletion_timestamp is None}
         again = {r.id for r in ours if r.state == JobState.RUNNING.value}
-        go = [(ref, data) for ref, data in started if ref.id in live]
-        outcome = {r["job_id"]: r for r in ended}
+        go = [s for s in started if s.ref.id in live]
+        outcome = {r.job_id: r for r in ended}
         if go:
-            starts = [{"b_id": ref.id, "b_start": data.get("start_time", t), "b_t": t} for ref, data in go]
-            executemany(conn, _START, [row for row in starts if row["b_id"] not in outcome])
+            executemany(conn, _START, [_start_row(s, t) for s in go if s.ref.id not in outcome])
             executemany(
-                conn, _RAN, [{**row, **_end_row(outcome[row["b_id"]], t)} for row in starts if row["b_id"] in outcome]
+                conn, _RAN, [{**_start_row(s, t), **_end_row(outcome[s.ref.id], t)} for s in go if s.ref.id in outcome]
             )
-            add_events(
-                conn, (event for ref, data in go for event in _start_events(site_id, owner, ref, data, outcome, t))
-            )
+            add_events(conn, (event for s in go for event in _start_events(site_id, owner, s, outcome, t)))
             # why it could not run, or did not start last time: it runs now
-            _drop_conditions(conn, [ref.id for ref, _ in go], _UNTIL_STARTED)
-            _result_status(conn, [outcome[ref.id] for ref, _ in go if ref.id in outcome])
-        return {ref.id for ref, _ in go} | again, again
+            _drop_conditions(conn, [s.ref.id for s in go], _UNTIL_STARTED)
+            _result_status(conn, [outcome[s.ref.id] for s in go if s.ref.id in outcome])
+        return {s.ref.id for s in go} | again, again
 
     def _ids_where(self, conn: Connection, ids: Sequence[int], *conds: Any) -> set[int]:
         return {row.id for row in self._rows_where(conn, ids, *conds)}
@@ -398,36 +435,31 @@ class JobStore(StoreBase):
             found.extend(conn.execute(q).all())
         return found
 
-    def record_results(self, site_id: int, results: Sequence[Mapping[str, Any]]) -> int:
-        """Write many run outcomes in one transaction, durable on return; returns how many applied.
-
-        Each result has ``job_id``, ``name``, ``state`` (RUN_DONE, RUN_ERROR or RUN_TIMEOUT), ``return_code``,
-        ``output_tail``, ``message`` and optionally ``end_time`` (epoch seconds; default: now) and ``finish``
-        (a RUN_DONE goes on to JOB_FINISHED through the FINISHING_STEPS, in the same write: for Apps without a
-        postprocess hook); it applies only while the Job is still RUNNING.
-        """
+    def record_results(self, site_id: int, results: Sequence[RunResult]) -> int:
+        """Write many run outcomes in one transaction, durable on return; returns how many applied (each applies
+        only while its Job is still RUNNING)."""
         with write_tx(self.engine) as conn:
             return self._write_results(conn, site_id, results, now())
 
     def _write_results(
-        self, conn: Connection, site_id: int, results: Sequence[Mapping[str, Any]], t: float, owner: str | None = None
+        self, conn: Connection, site_id: int, results: Sequence[RunResult], t: float, owner: str | None = None
     ) -> int:
         for r in results:
-            check_run_outcome(r["name"], r["state"])
+            check_run_outcome(r.name, r.state)
         if not results:
             return 0
         conds = [_of_site(site_id), objects.c.state == JobState.RUNNING.value]
         if owner is not None:  # only the run this launcher started: not a later run elsewhere
             conds.append(objects.c.owner == owner)
-        live = self._ids_where(conn, [r["job_id"] for r in results], *conds)
-        once = {r["job_id"]: r for r in results}  # one outcome per run
+        live = self._ids_where(conn, [r.job_id for r in results], *conds)
+        once = {r.job_id: r for r in results}  # one outcome per run
         kept = [r for job_id, r in once.items() if job_id in live]
         if not kept:
             return 0
         executemany(
             conn,
             _END,
-            [{"b_id": r["job_id"], **_end_row(r, t)} for r in kept],
+            [{"b_id": r.job_id, **_end_row(r, t)} for r in kept],
         )
         add_events(conn, (event for r in kept for event in _result_events(site_id, r, t)))
         _result_status(conn, kept)
@@ -493,17 +525,17 @@ def _drop_conditions(conn: Connection, job_ids: Sequence[int], types: Sequence[s
             )
 
 
-def _result_status(conn: Connection, results: Sequence[Mapping[str, Any]]) -> None:
+def _result_status(conn: Connection, results: Sequence[RunResult]) -> None:
     """Write what run outcomes add to their Jobs' status: a ``condition`` (a start that failed, and why) and, for a
     run lost with its worker (``crashed``), one more crash (``status.crashes``, against ``launcher.crash_limit``)."""
-    marked = {r["job_id"]: r for r in results if r.get("condition") or r.get("crashed")}
+    marked = {r.job_id: r for r in results if r.condition is not None or r.crashed}
     for part in chunks(list(marked)):
         for row in conn.execute(select(objects.c.id, objects.c.status).where(objects.c.id.in_(part))).all():
             r = marked[row.id]
-            status = crashed(row.status) if r.get("crashed") else dict(row.status or {})
-            if r.get("condition"):
-                kept = [c for c in status.get("conditions", []) if c.get("type") != r["condition"]["type"]]
-                status["conditions"] = [*kept, dict(r["condition"])]
+            status = crashed(row.status) if r.crashed else dict(row.status or {})
+            if r.condition is not None:
+                kept = [c for c in status.get("conditions", []) if c.get("type") != r.condition.type]
+                status["conditions"] = [*kept, r.condition.model_dump(mode="json")]
             conn.execute(
                 update(objects)
                 .where(objects.c.id == row.id)
@@ -579,32 +611,53 @@ def _text(value: str | None) -> str | None:
     return None if value is None else value.replace("\x00", "\ufffd")
 
 
-def _end_row(r: Mapping[str, Any], t: float) -> dict[str, Any]:
+class _StartBinds(TypedDict):
+    b_id: int
+    b_start: float
+    b_t: float
+
+
+class _EndBinds(TypedDict):
+    b_state: str
+    b_rc: int | None
+    b_tail: str | None
+    b_msg: str | None
+    b_end: float
+    b_t: float
+
+
+def _start_row(s: RunStart, t: float) -> _StartBinds:
+    """The bind values of one start (``_START``, ``_RAN``)."""
+    return {"b_id": s.ref.id, "b_start": t if s.time is None else s.time, "b_t": t}
+
+
+def _end_row(r: RunResult, t: float) -> _EndBinds:
     """The bind values of one run outcome (``_END``, ``_RAN``)."""
     return {
         "b_state": _final_state(r),
-        "b_rc": r.get("return_code"),
-        "b_tail": _text(r.get("output_tail")),
-        "b_msg": _text(r.get("message")),
-        "b_end": r.get("end_time", t),
+        "b_rc": r.return_code,
+        "b_tail": _text(r.output_tail),
+        "b_msg": _text(r.message),
+        "b_end": t if r.end_time is None else r.end_time,
         "b_t": t,
     }
 
 
-def _final_state(result: Mapping[str, Any]) -> str:
+def _final_state(result: RunResult) -> str:
     """Where a run outcome leaves its Job: its state, or JOB_FINISHED for a RUN_DONE marked ``finish``."""
-    return JobState.JOB_FINISHED.value if _finishes(result) else str(result["state"])
+    return JobState.JOB_FINISHED.value if _finishes(result) else result.state.value
 
 
-def _finishes(result: Mapping[str, Any]) -> bool:
-    return bool(result.get("finish")) and result["state"] == JobState.RUN_DONE
+def _finishes(result: RunResult) -> bool:
+    return result.finish and result.state == JobState.RUN_DONE
 
 
 def _start_events(
-    site_id: int, owner: str, ref: JobRef, data: Mapping[str, Any], outcome: Mapping[int, Mapping[str, Any]], t: float
-) -> list[dict[str, Any]]:
+    site_id: int, owner: str, start: RunStart, outcome: Mapping[int, RunResult], t: float
+) -> list[EventRow]:
     """The events of one start: ``Started`` (where, with the placement as data), then its outcome's when the run
     also ended (:func:`_result_events`)."""
+    ref = start.ref
     started = job_event(
         site_id,
         ref.id,
@@ -612,30 +665,30 @@ def _start_events(
         ref.state,
         "RUNNING",
         "Started",
-        f"launched by {owner}" + (f" on {data['where']}" if data.get("where") else ""),
-        time=data.get("start_time", t),
-        data=data.get("data"),
+        f"launched by {owner}" + (f" on {start.where}" if start.where else ""),
+        time=t if start.time is None else start.time,
+        data=start.data,
     )
     ended = outcome.get(ref.id)
     return [started] if ended is None else [started, *_result_events(site_id, ended, t)]
 
 
-def _result_events(site_id: int, r: Mapping[str, Any], t: float) -> list[dict[str, Any]]:
+def _result_events(site_id: int, r: RunResult, t: float) -> list[EventRow]:
     """The events of one run outcome: ``Ran``, then each finishing step when the launcher finishes the Job."""
-    at = r.get("end_time", t)
+    at = t if r.end_time is None else r.end_time
     ran = job_event(
         site_id,
-        r["job_id"],
-        r["name"],
+        r.job_id,
+        r.name,
         "RUNNING",
-        str(r["state"]),
-        r.get("reason", "Ran"),
-        _text(r.get("message")) or f"return code {r.get('return_code')}",
+        r.state.value,
+        r.reason,
+        _text(r.message) or f"return code {r.return_code}",
         time=at,
     )
     if not _finishes(r):
         return [ran]
-    steps = [job_event(site_id, r["job_id"], r["name"], src, dst, why, "", time=at) for src, dst, why in _FINISHING]
+    steps = [job_event(site_id, r.job_id, r.name, src, dst, why, "", time=at) for src, dst, why in _FINISHING]
     return [ran, *steps]
 
 

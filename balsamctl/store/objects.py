@@ -13,7 +13,7 @@ from balsamctl.schemas import App, BatchJob, BatchJobState, Job, JobState
 from balsamctl.schemas.manifest import Document, ManifestError, Problem
 from balsamctl.schemas.objects import AppSpec
 from balsamctl.schemas.states import RUNNABLE_STATES
-from balsamctl.store.base import StoreBase, add_events, chunks, job_event
+from balsamctl.store.base import EventRow, StoreBase, add_events, chunks, job_event
 from balsamctl.store.engine import is_postgres, read_tx, write_tx
 from balsamctl.store.fastread import Selector
 from balsamctl.store.rows import StoredObject, now, row_to_object
@@ -559,6 +559,6 @@ class ObjectStore(StoreBase):
         return out
 
 
-def _event(site_id: int, row: Any, reason: str, message: str, to_state: str | None = None) -> dict[str, Any]:
+def _event(site_id: int, row: Any, reason: str, message: str, to_state: str | None = None) -> EventRow:
     """An event row about a Job row (``id``, ``name``, ``state``)."""
     return job_event(site_id, row.id, row.name, row.state if to_state else None, to_state, reason, message)

@@ -19,6 +19,7 @@ from balsamctl.schemas import JobState as S
 from balsamctl.schemas.objects import Condition
 from balsamctl.site.apply import apply_documents, read_documents
 from balsamctl.site.directory import SiteDirectory
+from balsamctl.store import RunResult, RunStart
 from tests.support.fake_scheduler import FakeScheduler
 from tests.support.store_ops import make_runnable, state_events
 
@@ -93,7 +94,8 @@ def test_a_lost_launchers_running_jobs_wait_for_its_allocation_to_end(balsam_sit
     rec = BatchJobReconciler(site, sched)
     register(site, "frozen", "bj")
     refs = {r.name: r for r in store.claim(sid, owner="frozen", batch_job="bj", filter_tags={}, limit=3)}
-    assert store.record(sid, owner="frozen", started=[(refs["a"], {}), (refs["b"], {})]) == {refs["a"].id, refs["b"].id}
+    started = [RunStart(refs["a"]), RunStart(refs["b"])]
+    assert store.record(sid, owner="frozen", started=started) == {refs["a"].id, refs["b"].id}
     time.sleep(LEASE * 2)
 
     swept = store.sweep_lost_launchers(sid, lease_sec=LEASE)
@@ -111,7 +113,7 @@ def test_a_lost_launchers_running_jobs_wait_for_its_allocation_to_end(balsam_sit
     assert {job_of(site, n).status.state for n in "ab"} == {S.RUNNING}, "handed on before the scheduler said so"
 
     # woken by the cancel, the launcher stops and records one of its runs itself (its own RUN_TIMEOUT: free) ...
-    stopped = {"job_id": refs["a"].id, "name": "a", "state": S.RUN_TIMEOUT, "return_code": -15, "message": "stopped"}
+    stopped = RunResult(refs["a"].id, "a", S.RUN_TIMEOUT, return_code=-15, message="stopped")
     store.record(sid, owner="frozen", results=[stopped])
     sched.end(sched_id, "CANCELLED")  # ... and the allocation ends before it records the other
     rec()
@@ -141,7 +143,7 @@ def test_a_lost_launcher_of_an_ended_allocation_hands_its_jobs_on_at_once(balsam
     started_batchjob(site, sched, "bj")
     register(site, "gone", "bj")
     [ref] = store.claim(sid, owner="gone", batch_job="bj", filter_tags={}, limit=1)
-    store.record(sid, owner="gone", started=[(ref, {})])
+    store.record(sid, owner="gone", started=[RunStart(ref)])
     # the BatchJob is seen finished (by a controller that did not see this run yet): nothing can still run it
     store.set_batchjob_status(sid, "bj", src=BatchJobState.running, dst=BatchJobState.finished)
     time.sleep(LEASE * 2)
@@ -163,7 +165,7 @@ def test_a_lost_launcher_of_an_allocation_whose_submit_timed_out_keeps_its_jobs(
     make_runnable(store, sid)
     register(site, "frozen", "bj")
     refs = store.claim(sid, owner="frozen", batch_job="bj", filter_tags={}, limit=2)
-    assert store.record(sid, owner="frozen", started=[(refs[0], {})]) == {refs[0].id}
+    assert store.record(sid, owner="frozen", started=[RunStart(refs[0])]) == {refs[0].id}
     time.sleep(LEASE * 2)
 
     swept = store.sweep_lost_launchers(sid, lease_sec=LEASE)
@@ -189,7 +191,7 @@ def test_a_job_lost_with_its_launcher_past_the_crash_limit_fails(balsam_site: Si
             sched_id = started_batchjob(site, sched, f"bj-{attempt}")
             register(site, f"l-{attempt}", f"bj-{attempt}")
             refs = store.claim(sid, owner=f"l-{attempt}", batch_job=f"bj-{attempt}", filter_tags={}, limit=1)
-            assert store.record(sid, owner=f"l-{attempt}", started=[(refs[0], {})])
+            assert store.record(sid, owner=f"l-{attempt}", started=[RunStart(refs[0])])
             sched.end(sched_id, "NODE_FAIL")
             BatchJobReconciler(site, sched)()
             jobs()

@@ -38,7 +38,7 @@ from balsamctl.schedulers import AllocationStatus, LocalScheduler, SubmitRequest
 from balsamctl.schemas import BatchJob, Job
 from balsamctl.schemas import JobState as S
 from balsamctl.site.directory import SiteDirectory
-from balsamctl.store import Selector, Store, Transition
+from balsamctl.store import Heartbeat, RunResult, Selector, Store, Transition
 from tests.support import store_ops
 from tests.support.e2e import E2ESite, app_doc, batchjob_doc, job_doc, launchers, manifest
 from tests.support.store_ops import acquire, add, make_runnable, register, state_events, state_of
@@ -605,8 +605,8 @@ def test_a_run_outcome_applies_once_and_only_to_its_own_run(store: Store, site_i
     make_runnable(store, site_id)
     register(store, site_id, "a")
     twice, late = acquire(store, site_id, "a")
-    done = {"job_id": twice.id, "name": twice.name, "state": S.RUN_DONE, "return_code": 0}
-    store.record(site_id, owner="a", results=[done, dict(done)])
+    done = RunResult(twice.id, twice.name, S.RUN_DONE, return_code=0)
+    store.record(site_id, owner="a", results=[done, done])
     ran = [e for e in state_events(store, site_id, "twice") if e[1] == "RUN_DONE"]
     assert ran == [("RUNNING", "RUN_DONE", "Ran")]
 
@@ -615,7 +615,7 @@ def test_a_run_outcome_applies_once_and_only_to_its_own_run(store: Store, site_i
     store.transition(site_id, [Transition(late.id, S.RUN_TIMEOUT, S.RESTART_READY, "Retry")])
     register(store, site_id, "b")
     assert [r.name for r in acquire(store, site_id, "b")] == ["late"]  # run 2, by launcher b
-    stale = {"job_id": late.id, "name": late.name, "state": S.RUN_DONE, "return_code": 0}
+    stale = RunResult(late.id, late.name, S.RUN_DONE, return_code=0)
     store.record(site_id, owner="a", results=[stale])  # launcher a's outcome of run 1, late
     assert state_of(store, site_id, "late") == S.RUNNING
 
@@ -633,7 +633,7 @@ def test_a_launcher_swept_as_lost_stays_lost(store: Store, site_id: int) -> None
     register(store, site_id, "slow")
     time.sleep(0.05)
     assert store.sweep_lost_launchers(site_id, lease_sec=0.01).launchers == ["slow"]
-    store.heartbeat("slow", {"running_jobs": 0})
+    store.heartbeat("slow", Heartbeat())
     [row] = [r for r in store.launchers_of(site_id, "bj") if r["id"] == "slow"]
     assert row["ended_at"] is not None, "a heartbeat brought a lost launcher back"
     assert store.claim(site_id, owner="slow", batch_job="bj", filter_tags={}, limit=5) == []

@@ -137,12 +137,13 @@ def test_a_node_that_cannot_fork_is_the_allocations_failure(tmp_path: Path, how:
 def test_an_infrastructure_failure_goes_back_uncharged_and_says_where() -> None:
     outcome = Outcome(7, "j", None, "could not start: [Errno 11] Resource temporarily unavailable", cause="ForkRefused")
     result = result_of(outcome, where="n2")
-    assert result["state"] == JobState.RESTART_READY and result["reason"] == "StartFailed"
-    assert result["condition"]["type"] == "StartFailed" and result["condition"]["reason"] == "ForkRefused"
-    assert "on n2" in result["message"] and "not charged" in result["message"]
-    assert result_of(outcome, stopping="launcher stopped (signal)", where="n2")["state"] == JobState.RESTART_READY
+    assert result.state == JobState.RESTART_READY and result.reason == "StartFailed"
+    assert result.condition is not None
+    assert result.condition.type == "StartFailed" and result.condition.reason == "ForkRefused"
+    assert result.message is not None and "on n2" in result.message and "not charged" in result.message
+    assert result_of(outcome, stopping="launcher stopped (signal)", where="n2").state == JobState.RESTART_READY
     own = result_of(Outcome(7, "j", None, "could not start: [Errno 2] No such file or directory: 'sim'"))
-    assert own["state"] == JobState.RUN_ERROR and "condition" not in own  # the Job's own: charged
+    assert own.state == JobState.RUN_ERROR and own.condition is None  # the Job's own: charged
 
 
 @given(st.integers(1, 5), st.lists(st.tuples(st.sampled_from("abc"), st.booleans()), max_size=60))
@@ -198,7 +199,7 @@ def test_a_launcher_whose_node_refuses_every_start_drains_and_ends_charging_noth
     [fenced] = [c for c in bj.status.conditions if c.type == "NodesHealthy"]
     assert fenced.status == "False" and fenced.reason == "NoUsableNode"
     assert "WorkdirRefused" in fenced.message and "drains and ends" in fenced.message
-    assert launcher.status()["claimed_jobs"] == 0
+    assert launcher.status().claimed_jobs == 0
     claimable = site.store.claimable_wall_times(site.site_id, {}, longer_than=-1)
     assert [job_id for job_id, _ in claimable] == [site.store.get_object(site.site_id, "Job", "victim").id]
 
@@ -296,7 +297,8 @@ def test_tasks_that_never_reached_a_lost_worker_could_not_start() -> None:
     outcomes = {o.job_id: o for o in executor.poll() if isinstance(o, Outcome)}
     assert outcomes[1].cause == WORKER_UNREACHABLE and outcomes[2].killed and not outcomes[2].cause
     result = result_of(outcomes[1], where="n0")
-    assert result["state"] == JobState.RESTART_READY and result["condition"]["reason"] == WORKER_UNREACHABLE
+    assert result.state == JobState.RESTART_READY
+    assert result.condition is not None and result.condition.reason == WORKER_UNREACHABLE
 
 
 def test_an_app_the_store_cannot_read_yet_delays_its_job_and_leaks_nothing(

@@ -14,7 +14,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -31,7 +31,7 @@ from balsamctl.launcher.pilot import Launcher
 from balsamctl.launcher.placement import NodePool, Placement, Request
 from balsamctl.launcher.process import CannotStart, Outcome, ProcessGroup, Task
 from balsamctl.schemas import JobState
-from balsamctl.schemas.objects import AppSpec, JobSpec, Partition
+from balsamctl.schemas.objects import AppSpec, Job, JobSpec, Partition
 from balsamctl.schemas.settings import LauncherSettings
 from balsamctl.site.create import init_site
 from balsamctl.site.directory import SiteDirectory
@@ -60,7 +60,8 @@ def test_jobs_queue_on_lanes_of_the_same_request_shortest_first_up_to_the_depth(
     ]  # fmt: skip
     assert (left, looked) == ([5], 6), "the fifth small Job finds no room: both small lanes hold two"
     assert book.waiting == 5
-    no_more_room = ([(Rec(16), lanes[2])], [], 1)  # the big lane is full too: looking stops there
+    # the big lane is full too: looking stops there
+    no_more_room: tuple[list[tuple[Rec, int]], list[int], int] = ([(Rec(16), lanes[2])], [], 1)
     assert book.fill([(Rec(16), big), (Rec(17), small), (Rec(18), big)], depth=2) == no_more_room
 
 
@@ -139,7 +140,7 @@ class Wire:
     up: deque[list[Event]] = field(default_factory=deque)  # to the launcher
     killed: set[int] = field(default_factory=set)  # Jobs the launcher asked to stop
 
-    def start(self, batch: list[tuple[str, Assignment]]) -> None:
+    def start(self, batch: Sequence[tuple[str, Assignment]]) -> None:
         if batch:
             self.down.append(("tasks", [assignment for _, assignment in batch]))
 
@@ -258,16 +259,16 @@ def test_whatever_the_interleaving_no_cpu_runs_two_jobs_and_every_run_is_recorde
             wire.report()
         assert not launcher.queue
         assert not processes.alive and not launcher.pool.placements and not launcher.lanes.queued
-        recorded = [ref.id for ref, _ in launcher.started]
+        recorded = [start.ref.id for start in launcher.started]
         handed = store.handed_back + launcher.handed_back  # the last ones go with the launcher's next flush
         assert sorted(recorded + handed) == list(range(jobs)), "a Job neither run nor handed back"
         if depth and not mixed and jobs - len(store.doomed) > 2 * packing:  # more Jobs than the nodes hold at once
             assert most_waiting, "no Job was ever queued on a lane"
     ran = processes.ran
-    recorded = [ref.id for ref, _ in launcher.started]
+    recorded = [start.ref.id for start in launcher.started]
     assert sorted(recorded) == sorted(set(recorded)), "a Job recorded started twice"
     assert sorted(ran) == sorted(recorded), "a Job ran without its start recorded, or was recorded and never ran"
-    ended = [result["job_id"] for result in launcher.results]
+    ended = [result.job_id for result in launcher.results]
     assert sorted(ended) == sorted(set(ended)), "a Job recorded ended twice"
     assert set(recorded) == set(ended), "a run without its end"
     assert not set(store.handed_back + launcher.handed_back) & set(recorded), "a Job taken out of its lane ran"
@@ -299,7 +300,8 @@ def test_a_stopped_launcher_hands_back_the_jobs_still_queued_on_its_lanes(tmp_pa
     assert not runner.is_alive() and not crashed, crashed
     queued_at_stop = {ref.id for lane in launcher.lanes.queued.values() for ref in lane} | set(launcher.lanes.next_up)
     assert queued_at_stop, "no Job was queued on a lane when the launcher stopped"
-    rows = {o.id: o.manifest.status for o in site.store.list_objects(Selector("Job", (site.site_id,)))}
+    stored = site.store.list_objects(Selector("Job", (site.site_id,)))
+    rows = {o.id: o.manifest.status for o in stored if isinstance(o.manifest, Job)}
     states = {status.state for status in rows.values()}
     assert states <= {JobState.JOB_FINISHED, JobState.RUN_TIMEOUT, JobState.PREPROCESSED}, states
     waiting = {job_id for job_id, status in rows.items() if status.state == JobState.PREPROCESSED}
@@ -308,7 +310,7 @@ def test_a_stopped_launcher_hands_back_the_jobs_still_queued_on_its_lanes(tmp_pa
     again = site.store.claim(site.site_id, owner="next", batch_job="bj2", filter_tags={}, limit=1000)
     assert {ref.id for ref in again} == waiting, "a Job not run was left claimed by the stopped launcher"
     runs_by_cpu: dict[int, list[tuple[float, float]]] = {}  # as recorded: Started's placement, start and end times
-    names = {o.manifest.metadata.name: o.id for o in site.store.list_objects(Selector("Job", (site.site_id,)))}
+    names = {o.manifest.metadata.name: o.id for o in stored}
     for event in site.store.events((site.site_id,), kind="Job", limit=100_000):
         status = rows[names[event["name"]]]
         if event["reason"] == "Started" and status.state in (JobState.JOB_FINISHED, JobState.RUN_TIMEOUT):

@@ -26,7 +26,7 @@ from balsamctl.schemas.objects import Condition
 from balsamctl.site.apply import apply_documents, read_documents
 from balsamctl.site.create import init_site
 from balsamctl.site.directory import SiteDirectory
-from balsamctl.store import StoredObject
+from balsamctl.store import Heartbeat, StoredObject
 from tests.support.e2e import E2ESite, app_doc, job_doc, manifest
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC).timestamp()
@@ -150,41 +150,60 @@ def test_report_copies_each_launchers_heartbeat_and_tells_ended_from_lost(local_
     time.sleep(1.0)
     register("live", 1, "n1")
     register("done", 2, "n2")
-    beat = {"job_mode": "mpi", "nodes": ["n1"], "running_jobs": 2, "claimed_jobs": 3, "occupancy": 0.75}
+    beat = Heartbeat(job_mode="mpi", nodes=("n1",), running_jobs=2, claimed_jobs=3, occupancy=0.75)
     assert store.heartbeat("live", beat)
-    assert store.heartbeat("done", {"running_jobs": 0, "claimed_jobs": 0, "occupancy": 0.0}, ended=True)
+    assert store.heartbeat("done", Heartbeat(job_mode="mpi", nodes=("n2",)), ended=True)
     assert store.sweep_lost_launchers(sid, lease_sec=0.5).launchers == ["gone"]
 
     reconciler = BatchJobReconciler(local_site, get_scheduler("local", local_site.path))
     running = AllocationStatus("1", "running", "RUNNING", start_time=datetime.now(UTC))
     assert reconciler._watch_launchers(stored(local_site), running) is False
-    parts = {p["launcher"]: p for p in stored(local_site).status.partitions}
+    parts = {p.launcher: p for p in stored(local_site).status.partitions}
     assert set(parts) == {"gone", "live", "done"}
-    assert {k: parts["live"][k] for k in ("partition", "nodes", "running_jobs", "claimed_jobs", "occupancy")} == {
-        "partition": 1,
-        "nodes": ["n1"],
-        "running_jobs": 2,
-        "claimed_jobs": 3,
-        "occupancy": 0.75,
-    }
-    assert [(parts[n]["ended"], parts[n]["lost"]) for n in ("live", "done", "gone")] == [
+    live = parts["live"]
+    assert (live.partition, live.nodes, live.running_jobs, live.claimed_jobs, live.occupancy) == (1, ["n1"], 2, 3, 0.75)
+    assert [(parts[n].ended, parts[n].lost) for n in ("live", "done", "gone")] == [
         (False, False),
         (True, False),
         (True, True),
     ]
     for p in parts.values():
-        assert abs(datetime.fromisoformat(p["last_heartbeat"]).timestamp() - time.time()) < 60
+        assert p.last_heartbeat is not None and abs(p.last_heartbeat.timestamp() - time.time()) < 60
 
     result = CliRunner().invoke(cli.app, ["get", "batchjobs", "-o", "wide"])
     assert result.exit_code == 0, result.stdout
     header, line = result.stdout.splitlines()
     cells = line[header.index("LAUNCHERS") :].split()[0].split(",")
     patterns = {"live": r"mpi:1n/2run/75%/hb:\d+s", "done": r"mpi:1n/ended/hb:\d+s", "gone": r"mpi:1n/lost/hb:\d+s"}
-    by_launcher = dict(zip([p["launcher"] for p in stored(local_site).status.partitions], cells, strict=True))
+    by_launcher = dict(zip([p.launcher for p in stored(local_site).status.partitions], cells, strict=True))
     for launcher, pattern in patterns.items():
         assert re.fullmatch(pattern, by_launcher[launcher]), (launcher, by_launcher)
     plain = CliRunner().invoke(cli.app, ["get", "batchjobs"])
     assert plain.stdout.splitlines()[0].split() == BASE
+
+
+def test_partitions_stored_before_lost_and_last_heartbeat_existed_still_load_and_show(
+    local_site: SiteDirectory,
+) -> None:
+    """``status.partitions`` is stored as JSON; a record an older controller wrote (no ``lost``, no
+    ``last_heartbeat``) reads into the typed model with their defaults, and ``get -o wide`` shows it."""
+    legacy = {k: v for k, v in report("serial", 2, 4, 0.5, 3).items() if k not in ("lost", "last_heartbeat")}
+    B = BatchJobState
+    assert local_site.store.set_batchjob_status(
+        local_site.site_id, "alloc", src=B.running, status={"partitions": [legacy]}
+    )
+    [part] = stored(local_site).status.partitions
+    assert (part.launcher, part.job_mode, part.nodes, part.running_jobs) == (
+        legacy["launcher"],
+        "serial",
+        ["n0", "n1"],
+        4,
+    )
+    assert (part.occupancy, part.ended, part.lost, part.last_heartbeat) == (0.5, False, False, None)
+    result = CliRunner().invoke(cli.app, ["get", "batchjobs", "-o", "wide"])
+    assert result.exit_code == 0, result.stdout
+    header, line = result.stdout.splitlines()
+    assert line[header.index("LAUNCHERS") :].split()[0] == "serial:2n/4run/50%/hb:<none>"
 
 
 # ---------------------------------------------------------------- a real launcher on a local site

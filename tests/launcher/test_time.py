@@ -132,6 +132,6 @@ def test_how_a_run_ended_while_its_launcher_stops(
     return_code: int | None, killed: str, stopping: str, state: JobState
 ) -> None:
     result = result_of(Outcome(1, "j", return_code, "tail", killed), stopping)
-    assert result["state"] == state
+    assert result.state == state
     if state == JobState.RUN_TIMEOUT:
-        assert result["message"] == killed or result["message"] == f"{stopping}: exited with return code {return_code}"
+        assert result.message == killed or result.message == f"{stopping}: exited with return code {return_code}"

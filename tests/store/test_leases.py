@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 from balsamctl.schemas import JobState as S
-from balsamctl.store import Store
+from balsamctl.store import Heartbeat, RunResult, RunStart, Store
 from tests.support.store_ops import acquire, add, app_doc, job_doc, make_runnable, register, state_of, stored_job
 
 LEASE = 0.3
@@ -22,7 +22,7 @@ def test_a_silent_launcher_loses_its_jobs_and_a_live_one_keeps_them(store: Store
     dead_claimed = store.claim(site_id, owner="dead", batch_job="bj", filter_tags={}, limit=1)
     alive_running = acquire(store, site_id, "alive", limit=2)
     time.sleep(LEASE * 2)
-    store.heartbeat("alive", {"running_jobs": 2})  # "dead" stays silent
+    store.heartbeat("alive", Heartbeat(running_jobs=2))  # "dead" stays silent
 
     swept = store.sweep_lost_launchers(site_id, lease_sec=LEASE)
 
@@ -38,9 +38,9 @@ def test_a_silent_launcher_loses_its_jobs_and_a_live_one_keeps_them(store: Store
         "j5",
     ]
     # a late write of the lost launcher changes nothing
-    late = [{"job_id": dead_running[0].id, "name": dead_running[0].name, "state": S.RUN_DONE, "return_code": 0}]
+    late = [RunResult(dead_running[0].id, dead_running[0].name, S.RUN_DONE, return_code=0)]
     assert store.record_results(site_id, late) == 0
-    assert store.record(site_id, owner="dead", started=[(dead_claimed[0], {})]) == set()
+    assert store.record(site_id, owner="dead", started=[RunStart(dead_claimed[0])]) == set()
     events = [e for e in store.events((site_id,), name=dead_running[0].name) if e["reason"] == "LeaseExpired"]
     assert len(events) == 1 and "dead" in events[0]["message"]
     # sweeping again finds nothing new: the lost launcher is marked ended

@@ -14,9 +14,9 @@ from typing import Any
 
 from sqlalchemy import event
 
-from balsamctl.schemas import App, Job, JobState
+from balsamctl.schemas import App, Job, JobState, Manifest
 from balsamctl.schemas.manifest import Document
-from balsamctl.store import Selector, Store
+from balsamctl.store import RunResult, RunStart, Selector, Store
 
 S = JobState
 #: Indexes whose use for these queries means reading every Job of the site (or of an App).
@@ -54,7 +54,8 @@ def sqlite_store(tmp_path: Path, jobs: int = 50) -> tuple[Store, int]:
         Job.model_validate({"metadata": {"name": f"j{i}"}, "spec": {"app": "noop", "workdir": f"w{i}"}})
         for i in range(jobs)
     ]
-    store.apply(site_id, [Document(m, "f.yaml", 1) for m in (app, *docs)], check=lambda _a, _p: [])
+    manifests: list[Manifest] = [app, *docs]
+    store.apply(site_id, [Document(m, "f.yaml", 1) for m in manifests], check=lambda _a, _p: [])
     for src, dst in ((S.CREATED, S.READY), (S.READY, S.STAGED_IN), (S.STAGED_IN, S.PREPROCESSED)):
         store.advance(site_id, src, dst, reason="test")
     return store, site_id
@@ -73,8 +74,8 @@ def test_a_launchers_claim_record_and_unclaim_find_their_jobs_by_id_or_owner(tmp
 
     def launcher_calls() -> None:
         refs = store.claim(site_id, owner="l", batch_job="bj", filter_tags={}, limit=4)
-        started = store.record(site_id, owner="l", started=[(r, {"start_time": 1.0}) for r in refs[:2]])
-        done = [{"job_id": i, "name": "j", "state": S.RUN_DONE, "return_code": 0} for i in started]
+        started = store.record(site_id, owner="l", started=[RunStart(r, 1.0) for r in refs[:2]])
+        done = [RunResult(i, "j", S.RUN_DONE, return_code=0) for i in started]
         store.record(site_id, owner="l", results=done)
         store.record_results(site_id, done)
         store.unclaim(site_id, "l", [refs[2].id])

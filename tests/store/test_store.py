@@ -17,7 +17,17 @@ from hypothesis import strategies as st
 from balsamctl.schemas import BatchJob, InvalidTransition, Job
 from balsamctl.schemas import JobState as S
 from balsamctl.schemas.manifest import Document
-from balsamctl.store import Conflict, JobRef, Selector, Store, StoredObject, Transition, sqlite_url
+from balsamctl.store import (
+    Conflict,
+    JobRef,
+    RunResult,
+    RunStart,
+    Selector,
+    Store,
+    StoredObject,
+    Transition,
+    sqlite_url,
+)
 from tests.support.databases import Databases
 from tests.support.store_ops import (
     TO_RUNNABLE,
@@ -361,7 +371,7 @@ def test_claimed_jobs_are_handed_back_and_never_claimed_twice(store: Store, site
     mine = store.claim(site_id, owner="l1", batch_job="bj", filter_tags={}, limit=5)
     assert [r.name for r in mine] == ["a", "b"]
     assert store.claim(site_id, owner="l2", batch_job="bj", filter_tags={}, limit=5) == []
-    assert store.record(site_id, owner="l2", started=[(mine[0], {})]) == set(), "only the claimer starts a Job"
+    assert store.record(site_id, owner="l2", started=[RunStart(mine[0])]) == set(), "only the claimer starts a Job"
     assert store.unclaim(site_id, "l1") == 2
     assert [r.name for r in store.claim(site_id, owner="l2", batch_job="bj", filter_tags={}, limit=5)] == ["a", "b"]
 
@@ -379,16 +389,9 @@ def test_record_results_moves_running_jobs_and_ignores_the_rest(store: Store, si
     n = store.record_results(
         site_id,
         [
-            {"job_id": got["ok"].id, "name": "ok", "state": S.RUN_DONE, "return_code": 0},
-            {
-                "job_id": got["err"].id,
-                "name": "err",
-                "state": S.RUN_ERROR,
-                "return_code": 3,
-                "output_tail": "Traceback ...",
-                "message": "exit 3",
-            },
-            {"job_id": got["gone"].id, "name": "gone", "state": S.RUN_DONE, "return_code": 0},
+            RunResult(got["ok"].id, "ok", S.RUN_DONE, return_code=0),
+            RunResult(got["err"].id, "err", S.RUN_ERROR, return_code=3, output_tail="Traceback ...", message="exit 3"),
+            RunResult(got["gone"].id, "gone", S.RUN_DONE, return_code=0),
         ],
     )
     ok = stored_job(store, site_id, "ok").status
@@ -413,8 +416,8 @@ def test_a_finished_run_goes_on_to_job_finished_in_the_same_write_with_every_ste
     make_runnable(store, site_id)
     got = {r.name: r for r in acquire(store, site_id, "l")}
     results = [
-        {"job_id": got["done"].id, "name": "done", "state": S.RUN_DONE, "return_code": 0, "finish": True},
-        {"job_id": got["failed"].id, "name": "failed", "state": S.RUN_ERROR, "return_code": 1, "finish": True},
+        RunResult(got["done"].id, "done", S.RUN_DONE, return_code=0, finish=True),
+        RunResult(got["failed"].id, "failed", S.RUN_ERROR, return_code=1, finish=True),
     ]
     assert store.record(site_id, owner="l", results=results) == set()
     done = stored_job(store, site_id, "done").status
@@ -437,10 +440,9 @@ def test_a_run_started_and_ended_in_one_record_is_stored_whole_with_both_events(
     refs = {r.name: r for r in store.claim(site_id, owner="l", batch_job="bj", filter_tags={}, limit=10)}
     store.delete(site_id, [("Job", "doomed")])
     t0 = time.time()
-    started = [(refs[n], {"start_time": t0, "where": "n0 cpus 0"}) for n in ("short", "doomed")]
+    started = [RunStart(refs[n], t0, where="n0 cpus 0") for n in ("short", "doomed")]
     results = [
-        {"job_id": refs[n].id, "name": n, "state": S.RUN_ERROR, "return_code": 2, "end_time": t0 + 1, "message": "x"}
-        for n in ("short", "doomed")
+        RunResult(refs[n].id, n, S.RUN_ERROR, return_code=2, end_time=t0 + 1, message="x") for n in ("short", "doomed")
     ]
     assert store.record(site_id, owner="l", started=started, results=results) == {refs["short"].id}
     short = stored_job(store, site_id, "short").status
@@ -478,7 +480,7 @@ def test_why_a_job_could_not_run_is_taken_off_when_it_starts_and_nothing_else(st
     assert store.set_job_condition(site_id, list(ids.values()), why) == 2
     assert {c.type for c in stored_job(store, site_id, "told").status.conditions} == {"Reviewed", "Schedulable"}
     refs = {r.name: r for r in store.claim(site_id, owner="m", batch_job="bj2", filter_tags={}, limit=10)}
-    store.record(site_id, owner="m", started=[(refs["told"], {"start_time": time.time()})])
+    store.record(site_id, owner="m", started=[RunStart(refs["told"], time.time())])
     assert [c.type for c in stored_job(store, site_id, "told").status.conditions] == ["Reviewed"]
     assert [c.reason for c in stored_job(store, site_id, "other").status.conditions] == ["DoesNotFit"], "not started"
 
@@ -488,7 +490,7 @@ def test_record_results_refuses_an_impossible_outcome(store: Store, site_id: int
     make_runnable(store, site_id)
     ref, *_ = acquire(store, site_id, "l")
     with pytest.raises(InvalidTransition):
-        store.record_results(site_id, [{"job_id": ref.id, "name": "j", "state": S.JOB_FINISHED, "return_code": 0}])
+        store.record_results(site_id, [RunResult(ref.id, "j", S.JOB_FINISHED, return_code=0)])
     assert state_of(store, site_id, "j") == "RUNNING"
 
 
@@ -627,7 +629,7 @@ def test_a_parent_deleted_while_running_fails_its_waiting_children_once_purged(s
     store.advance(site_id, S.STAGED_IN, S.PREPROCESSED, reason="test")
     acquire(store, site_id, "l")
     store.delete(site_id, [("Job", "p")])
-    store.record_results(site_id, [{"job_id": ids["p"], "name": "p", "state": S.RUN_ERROR, "return_code": -15}])
+    store.record_results(site_id, [RunResult(ids["p"], "p", S.RUN_ERROR, return_code=-15)])
     assert store.purge_deleted_jobs(site_id) == 1
     assert {o.name for o in jobs(store, site_id)} == {"c"}
     # the parent never finished: c must not be released as if it had no parents
@@ -653,8 +655,8 @@ def test_output_with_nul_bytes_is_recorded(store: Store, site_id: int) -> None:
     add(store, site_id, [app_doc(), job_doc("j")])
     make_runnable(store, site_id)
     (ref,) = acquire(store, site_id, "l")
-    result = {"job_id": ref.id, "name": "j", "state": S.RUN_ERROR, "return_code": 1}
-    assert store.record_results(site_id, [{**result, "output_tail": "a\x00b", "message": "x\x00"}]) == 1
+    result = RunResult(ref.id, "j", S.RUN_ERROR, return_code=1, output_tail="a\x00b", message="x\x00")
+    assert store.record_results(site_id, [result]) == 1
     status = stored_job(store, site_id, "j").status
     assert (status.state, status.output_tail, status.message) == ("RUN_ERROR", "a\ufffdb", "x\ufffd")
     assert store.transition(site_id, [Transition(ref.id, S.RUN_ERROR, S.FAILED, "Hook", message="hook: \x00")]) == 1
@@ -688,9 +690,9 @@ def test_a_start_whose_commit_went_through_unacknowledged_is_confirmed_when_writ
     add(store, site_id, [app_doc(), job_doc("j1"), job_doc("j2")])
     make_runnable(store, site_id)
     refs = {ref.name: ref for ref in store.claim(site_id, owner="l1", batch_job="bj", filter_tags={}, limit=2)}
-    started = [(refs["j1"], {"start_time": 1.0}), (refs["j2"], {"start_time": 1.0})]
+    started = [RunStart(refs["j1"], 1.0), RunStart(refs["j2"], 1.0)]
     assert store.record(site_id, owner="l1", started=started) == {refs["j1"].id, refs["j2"].id}
-    done = {"job_id": refs["j1"].id, "name": "j1", "state": S.RUN_DONE, "return_code": 0}
+    done = RunResult(refs["j1"].id, "j1", S.RUN_DONE, return_code=0)
     again = store.record(site_id, owner="l1", started=started, results=[done])
     assert again == {refs["j1"].id, refs["j2"].id}
     assert (state_of(store, site_id, "j1"), state_of(store, site_id, "j2")) == (S.RUN_DONE, S.RUNNING)

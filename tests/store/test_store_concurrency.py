@@ -10,9 +10,10 @@ from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from typing import Any
 
-from balsamctl.schemas import App, BatchJob, BatchJobState, Job, JobState
+from balsamctl.schemas import App, BatchJob, BatchJobState, Job, JobState, Manifest
 from balsamctl.schemas.manifest import Document
-from balsamctl.store import Selector, Store
+from balsamctl.schemas.objects import PartitionStatus
+from balsamctl.store import RunResult, RunStart, Selector, Store
 from tests.support.store_ops import add, at_once
 
 JOBS = 10_000
@@ -33,11 +34,9 @@ def launcher(url: str, site_id: int, owner: str, barrier: Barrier, out: Queue[An
         t0 = time.perf_counter()
         started: list[int] = []
         while refs := store.claim(site_id, owner=owner, batch_job="bj", filter_tags={}, limit=BATCH):
-            ok = store.record(site_id, owner=owner, started=[(ref, {}) for ref in refs])
+            ok = store.record(site_id, owner=owner, started=[RunStart(ref) for ref in refs])
             done = [r for r in refs if r.id in ok]
-            store.record_results(
-                site_id, [{"job_id": r.id, "name": r.name, "state": JobState.RUN_DONE, "return_code": 0} for r in done]
-            )
+            store.record_results(site_id, [RunResult(r.id, r.name, JobState.RUN_DONE, return_code=0) for r in done])
             started += [r.id for r in done]
         store.close()
         out.put((owner, started, t0, time.perf_counter(), None))
@@ -51,7 +50,8 @@ def test_four_launcher_processes_run_every_job_exactly_once(store: Store, site_i
         Job.model_validate({"metadata": {"name": f"j{i:05d}"}, "spec": {"app": "noop", "workdir": f"w{i}"}})
         for i in range(JOBS)
     )
-    store.apply(site_id, [Document(m, "gen.yaml", 1) for m in (app, *jobs)], check=lambda _apps, _parents: [])
+    manifests: list[Manifest] = [app, *jobs]
+    store.apply(site_id, [Document(m, "gen.yaml", 1) for m in manifests], check=lambda _apps, _parents: [])
     for src, dst in TO_RUNNABLE:
         assert store.advance(site_id, src, dst, reason="Test") == JOBS
     ctx = mp.get_context("spawn")
@@ -95,11 +95,15 @@ def test_batchjob_status_and_condition_writes_at_once_lose_nothing(store: Store,
     raw = {"metadata": {"name": "bj"}, "spec": {"num_nodes": 1, "wall_time_min": 5, "queue": "q", "project": "p"}}
     add(store, site_id, [Document(BatchJob.model_validate(raw), "gen.yaml", 1)])
 
+    def report(n: int) -> PartitionStatus:
+        return PartitionStatus(launcher="l", partition=0, job_mode="mpi", nodes=["n0"], running_jobs=n)
+
     def work(i: int, s: Store) -> None:
         for n in range(ROUNDS):
             if i == 0:  # the controller
+                partitions = [report(n).model_dump(mode="json")]
                 s.set_batchjob_status(
-                    site_id, "bj", src=BatchJobState.pending_submission, status={"partitions": [{"round": n}]}
+                    site_id, "bj", src=BatchJobState.pending_submission, status={"partitions": partitions}
                 )
             else:  # a launcher
                 s.set_batchjob_condition(site_id, "bj", f"Launcher{i}Round{n}", "True", "Ready", f"round {n}")
@@ -109,6 +113,6 @@ def test_batchjob_status_and_condition_writes_at_once_lose_nothing(store: Store,
     assert errors == []
     bj = store.get_object(site_id, "BatchJob", "bj").manifest
     assert isinstance(bj, BatchJob)
-    assert bj.status.partitions == [{"round": ROUNDS - 1}], "a condition write put back an older status"
+    assert bj.status.partitions == [report(ROUNDS - 1)], "a condition write put back an older status"
     written = {f"Launcher{i}Round{n}" for i in (1, 2) for n in range(ROUNDS)}
     assert written - {c.type for c in bj.status.conditions} == set(), "a status write dropped conditions"

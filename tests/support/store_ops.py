@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -10,8 +11,9 @@ from balsamctl.schemas import App, Job
 from balsamctl.schemas import JobState as S
 from balsamctl.schemas.manifest import Document, Problem
 from balsamctl.schemas.objects import AppSpec
-from balsamctl.store import JobRef, Store
+from balsamctl.store import JobRef, RunStart, Store
 
+PLACEMENT = json.dumps({"nodes": ["n0"]})  # the data of the Started events of acquire()
 TO_RUNNABLE = [(S.CREATED, S.READY), (S.READY, S.STAGED_IN), (S.STAGED_IN, S.PREPROCESSED)]
 
 
@@ -67,7 +69,7 @@ def acquire(s: Store, site_id: int, owner: str, *, limit: int = 1000, **claim: A
     """What a launcher does: claim Jobs, then record them started; the Jobs now RUNNING."""
     claim.setdefault("filter_tags", {})
     refs = s.claim(site_id, owner=owner, batch_job="bj", limit=limit, **claim)
-    started = s.record(site_id, owner=owner, started=[(r, {"data": {"nodes": ["n0"]}}) for r in refs])
+    started = s.record(site_id, owner=owner, started=[RunStart(r, data=PLACEMENT) for r in refs])
     return [r for r in refs if r.id in started]
 
 
