@@ -11,7 +11,7 @@ import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, overload
 
 from balsamctl.schemas import JobState
 from balsamctl.schemas.manifest import Document, ManifestError, validate_document
@@ -315,7 +315,14 @@ class QuerySet(Generic[M]):
 
     __len__ = count
 
-    def __getitem__(self, key: int | slice) -> Any:
+    @overload
+    def __getitem__(self, key: int) -> M: ...
+
+    @overload
+    def __getitem__(self, key: slice) -> QuerySet[M]: ...
+
+    def __getitem__(self, key: int | slice) -> M | QuerySet[M]:
+        """The match at ``key``, or the matches of a forward slice (a QuerySet: nothing is read yet)."""
         if isinstance(key, int):
             if key < 0:
                 raise IndexError("negative indexing is not supported")

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import psutil
 import yaml
@@ -34,7 +37,7 @@ spec: {num_nodes: 1, wall_time_min: 30, queue: local, project: local}
 """
 
 
-def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -42,8 +45,16 @@ def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-u
         time.sleep(0.05)
 
 
-def job_status(site: Path, config: Path, name: str) -> dict:  # type: ignore[type-arg]
-    return json.loads(cli(["get", "jobs", name, "-o", "json"], site, config).stdout)
+def job_status(site: Path, config: Path, name: str) -> dict[str, Any]:
+    """One Job as ``get jobs NAME -o json`` prints it."""
+    job: dict[str, Any] = json.loads(cli(["get", "jobs", name, "-o", "json"], site, config).stdout)
+    return job
+
+
+def start_time(site: Path, config: Path, name: str) -> str | None:
+    """When a Job started (ISO text), if it did."""
+    started: str | None = job_status(site, config, name)["status"].get("start_time")
+    return started
 
 
 def main() -> None:
@@ -82,7 +93,7 @@ def main() -> None:
                 )
                 (base / "probe.yaml").write_text(doc)
                 cli(["apply", "-f", str(base / "probe.yaml")], site, config)
-                wait_for(lambda i=i: job_status(site, config, f"probe-{i}")["status"]["start_time"], 30, "RUNNING")
+                wait_for(functools.partial(start_time, site, config, f"probe-{i}"), 30, "RUNNING")
                 job = job_status(site, config, f"probe-{i}")
                 created = datetime.fromisoformat(job["metadata"]["creation_timestamp"])
                 started = datetime.fromisoformat(job["status"]["start_time"])

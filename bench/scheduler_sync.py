@@ -25,24 +25,24 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from balsamctl.controller.batchjobs import BatchJobReconciler
-from balsamctl.schedulers import SlurmScheduler
+from balsamctl.schedulers import AllocationStatus, SlurmScheduler
 from balsamctl.schedulers.slurm import SQUEUE_FORMAT
 from balsamctl.schemas import BatchJobState
 from balsamctl.site.apply import apply_documents, read_documents
 from balsamctl.site.create import init_site
 from balsamctl.site.directory import SiteDirectory
-from balsamctl.store import Selector
+from balsamctl.store import Selector, Store
 from bench.common import median
 
 # Recorded on this project's test cluster (Slurm 22.05.8) with `squeue -h -t all -j ID -O SQUEUE_FORMAT`;
@@ -97,17 +97,18 @@ def instrument(site: SiteDirectory, scheduler: SlurmScheduler, clock: Clock) -> 
     """Time the scheduler's commands ("command"), its status call as a whole ("status") and the store."""
     run, status = scheduler._run, scheduler.status
 
-    def timed_run(argv: list[str]) -> Any:
+    def timed_run(argv: list[str], input: str | None = None) -> str:
         with clock.timing("command"):
-            return run(argv)
+            return run(argv, input)
 
-    def timed_status(ids: Any) -> Any:
+    def timed_status(scheduler_ids: Sequence[str]) -> dict[str, AllocationStatus]:
         with clock.timing("status"):
-            return status(ids)
+            return status(scheduler_ids)
 
+    # instrumented in place: each wrapper has its method's signature
     scheduler._run = timed_run  # type: ignore[method-assign]
-    scheduler.status = timed_status  # type: ignore[method-assign,assignment]
-    site._store = TimedStore(site.store, clock)  # type: ignore[assignment]
+    scheduler.status = timed_status  # type: ignore[method-assign]
+    site._store = cast(Store, TimedStore(site.store, clock))  # a proxy with every method of the Store
 
 
 # ---------------------------------------------------------------- sites, fakes, Slurm

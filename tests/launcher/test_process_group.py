@@ -15,6 +15,7 @@ from balsamctl.launcher import main as launcher_main
 from balsamctl.launcher import worker as launcher_worker
 from balsamctl.launcher.process import CannotStart, Outcome, ProcessGroup, Task
 from balsamctl.launcher.worker import TAG_FINAL, TAG_KILL, TAG_OUTCOMES, TAG_READY, TAG_STOP, TAG_TASKS, start_local
+from balsamctl.site.directory import SiteDirectory
 
 
 @pytest.fixture(params=["popen", "posix_spawn"])
@@ -202,7 +203,7 @@ def test_a_serial_mode_worker_rank_never_opens_the_site_or_its_store(monkeypatch
 
     monkeypatch.setattr(launcher_main, "_world", Rank1)
     monkeypatch.setattr(launcher_main, "work", lambda link: served.append(link.peer))
-    monkeypatch.setattr(launcher_main.SiteDirectory, "load", no_site)
+    monkeypatch.setattr(SiteDirectory, "load", no_site)
     monkeypatch.setattr(launcher_worker.MpiLink, "__init__", lambda self, comm, peer: setattr(self, "peer", peer))
     argv = ["--site", "/nonexistent", "--batch-job", "bj", "--partition", "0", "--serial-ranks"]
     assert launcher_main.main(argv) == 0

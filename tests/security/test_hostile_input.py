@@ -27,7 +27,7 @@ import random
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pytest
 import yaml
@@ -68,6 +68,7 @@ REPO = Path(__file__).resolve().parents[2]
 BALSAMCTL = REPO / ".venv" / "bin" / "balsamctl"
 
 Raw = dict[str, Any]
+T = TypeVar("T")
 
 
 # ---------------------------------------------------------------- the site
@@ -236,7 +237,15 @@ for _ in range(100):
     BATCHJOB_SPECS.append(bj)
 
 
-def choose(draw: st.DrawFn, options: Sequence[Any]) -> Any:
+class Draw(Protocol):
+    """What draws a value: ``@st.composite``'s ``draw`` or ``st.data()``'s ``data.draw``."""
+
+    def __call__(self, strategy: st.SearchStrategy[T], label: object = None, /) -> T:
+        """A value of ``strategy``."""
+        ...
+
+
+def choose(draw: Draw, options: Sequence[T]) -> T:
     """One of ``options``: ``st.sampled_from`` rebuilt for every draw validates the whole list; an index does not."""
     return options[draw(st.integers(0, len(options) - 1))]
 
@@ -303,7 +312,7 @@ def valid_batches(draw: st.DrawFn, max_apps: int = 2, max_jobs: int = 4, max_bjs
     return draw(st.permutations(batch)) if len(batch) > 1 else batch
 
 
-def dump(raws: list[Any], draw: st.DrawFn) -> tuple[str, bool]:
+def dump(raws: list[Any], draw: Draw) -> tuple[str, bool]:
     """The batch as text: YAML documents, or one JSON ``List`` (then every object is document 1)."""
     style = choose(draw, ["yaml", "yaml-unicode", "json-list"])
     if style == "json-list":
@@ -319,12 +328,12 @@ Mutation = Callable[[list[Any], st.DrawFn], Blame]
 
 
 def minimal(kind: str, name: str, app: str = "") -> Raw:
-    spec: dict[str, Any] = {
+    specs: dict[str, Raw] = {
         "App": {"command": "true"},
         "Job": {"app": app, "workdir": f"w/{name}"},
         "BatchJob": {"num_nodes": 1, "wall_time_min": 5, "queue": "local", "project": "local"},
-    }[kind]
-    return {"apiVersion": "balsam/v1", "kind": kind, "metadata": {"name": name}, "spec": spec}
+    }
+    return {"apiVersion": "balsam/v1", "kind": kind, "metadata": {"name": name}, "spec": specs[kind]}
 
 
 def pick(raws: list[Any], kind: str | None, draw: st.DrawFn) -> Raw:

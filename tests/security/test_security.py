@@ -728,13 +728,12 @@ def test_a_file_the_store_cannot_take_does_not_block_the_folder_and_is_retried(
         path = site.manifests_dir / name
         path.write_text(yaml.safe_dump_all([app("steady", "true"), doc], sort_keys=False))
         os.utime(path, (past, past))
-    real_apply = controller.manifests.apply_documents
     outage = {"on": True}
 
     def flaky(target: SiteDirectory, docs: Any, **kw: Any) -> Any:
         if outage["on"] and kw.get("source") == "manifests/a-first.yaml":
             raise OperationalError("INSERT", {}, Exception("the store went away"))
-        return real_apply(target, docs, **kw)
+        return apply_documents(target, docs, **kw)
 
     monkeypatch.setattr(controller.manifests, "apply_documents", flaky)
     reconcile = ManifestReconciler(site)

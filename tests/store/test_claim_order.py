@@ -26,10 +26,11 @@ from sqlalchemy import text
 from balsamctl.launcher import pilot
 from balsamctl.launcher.mpi_mode import LocalExecutor
 from balsamctl.launcher.nodes import Node
-from balsamctl.launcher.placement import Policy, Request, sort_requests
+from balsamctl.launcher.placement import Placement, Policy, Request, sort_requests
+from balsamctl.launcher.process import Task
 from balsamctl.schemas import Job
 from balsamctl.schemas.manifest import Document
-from balsamctl.schemas.objects import Partition
+from balsamctl.schemas.objects import AppSpec, Partition
 from balsamctl.site.create import init_site
 from balsamctl.store import JobRef, Store
 from tests.support.site_ops import advance_to_runnable, app, apply_raws, configure, job
@@ -39,6 +40,11 @@ POLICIES: tuple[Policy, ...] = ("small_first", "long_large_first")
 
 # (num_nodes, node_packing_count, wall_time_min) of one Job
 Shape = tuple[int, int, int]
+
+
+def no_task(_ref: JobRef, _app: AppSpec, _placement: Placement) -> Task:
+    """The Task builder of a launcher that only claims: it never starts a Job."""
+    raise AssertionError("this launcher only claims")
 
 
 @pytest.mark.parametrize(
@@ -72,7 +78,7 @@ def test_the_launcher_claims_what_fits_now_and_what_it_will_soon_start_in_the_si
         time.time() + 3600,
         "l",
         LocalExecutor(),
-        lambda *_: None,
+        no_task,
     )
     launcher.rate = rate
     assert launcher._claim_ahead() == len(queued)

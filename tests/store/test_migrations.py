@@ -17,7 +17,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, inspect, select, text
 
-from balsamctl.schemas import App, Job
+from balsamctl.schemas import App, Job, Manifest
 from balsamctl.schemas.manifest import Document
 from balsamctl.store import Selector, Store
 from balsamctl.store.engine import make_engine, write_tx
@@ -52,7 +52,8 @@ def fill(url: str) -> None:
         )
         for n, p in (("j1", []), ("j2", ["j1"]))
     ]
-    store.apply(site, [Document(m, "f.yaml", 1) for m in (app, *jobs)], check=lambda _a, _p: [])
+    manifests: list[Manifest] = [app, *jobs]
+    store.apply(site, [Document(m, "f.yaml", 1) for m in manifests], check=lambda _a, _p: [])
     store.close()
 
 
