@@ -95,7 +95,7 @@ def test_bad_inputs() -> None:
     with pytest.raises(ValueError):
         build_mpi_command("mpich", "mpiexec", TWO_NODES, REQ, "app", {}, {"A=B": "1"})
     with pytest.raises(ValueError):
-        build("mvapich")  # type: ignore[arg-type]
+        build("mvapich")  # type: ignore[arg-type]  # a flavor the type refuses is refused at run time too
 
 
 def test_needs_mpi() -> None:

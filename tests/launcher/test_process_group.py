@@ -13,6 +13,7 @@ import pytest
 
 from balsamctl.launcher import main as launcher_main
 from balsamctl.launcher import worker as launcher_worker
+from balsamctl.launcher.lanes import Event
 from balsamctl.launcher.process import CannotStart, Outcome, ProcessGroup, Task
 from balsamctl.launcher.worker import TAG_FINAL, TAG_KILL, TAG_OUTCOMES, TAG_READY, TAG_STOP, TAG_TASKS, start_local
 from balsamctl.site.directory import SiteDirectory
@@ -170,7 +171,7 @@ def test_the_local_worker_runs_a_lanes_tasks_one_after_another_and_reports_each_
             ],
         )
         link.send(TAG_KILL, (3, "deleted"))
-        events: list[object] = []
+        events: list[Event] = []
         while sum(isinstance(e, Outcome) for e in events) < 5:
             tag, batch = link.receive_wait()
             assert tag == TAG_OUTCOMES
@@ -180,13 +181,13 @@ def test_the_local_worker_runs_a_lanes_tasks_one_after_another_and_reports_each_
     finally:
         link.conn.close()
         proc.wait(timeout=10)
-    lane_one = [(type(e).__name__, e.job_id) for e in events if getattr(e, "job_id", 0) != 9]  # type: ignore[attr-defined]
+    lane_one = [(type(e).__name__, e.job_id) for e in events if e.job_id != 9]
     assert lane_one == [("Outcome", 3), ("Outcome", 1), ("Began", 2), ("Outcome", 2), ("Began", 4), ("Outcome", 4)]
     withdrawn = next(e for e in events if isinstance(e, Outcome) and e.job_id == 3)
     assert (withdrawn.return_code, withdrawn.killed) == (None, "deleted")
     assert log.read_text().split("\n")[:-1] == ["start 1", "end 1", "start 2", "end 2", "start 4", "end 4"]
     assert not (tmp_path / "3" / "job.out").exists(), "a Task taken out of its lane ran"
-    other_lane = [(type(e).__name__, e.job_id) for e in events if getattr(e, "job_id", 0) == 9]  # type: ignore[attr-defined]
+    other_lane = [(type(e).__name__, e.job_id) for e in events if e.job_id == 9]
     assert other_lane == [("Outcome", 9)], "a Task of another lane waited"
 
 
