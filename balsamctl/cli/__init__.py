@@ -30,6 +30,8 @@ def _fast(args: list[str]) -> int | None:
     """The exit code of a call the fast paths answered; None if typer must answer it (nothing was printed). Each
     path imports what it needs only."""
     try:
+        if "_BALSAMCTL_COMPLETE" in os.environ or args[:1] == ["get"]:
+            return _fast_read(args)
         if args == ["version"]:
             from balsamctl import __version__
 
@@ -38,8 +40,6 @@ def _fast(args: list[str]) -> int | None:
             from balsamctl.cli.verbs import top_help
 
             return _print(top_help(), 0 if args else 2)  # no arguments: the help, as a usage error (as typer does)
-        if "_BALSAMCTL_COMPLETE" in os.environ or args[0] == "get":
-            return _fast_read(args)
     except BrokenPipeError:  # the reader went away (| head): quietly, as typer does
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (nothing to flush into the closed pipe at exit)
         return 1

@@ -3,6 +3,7 @@ completion), printing, and finding sites and objects."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -87,7 +88,9 @@ def complete_job_names(ctx: typer.Context, incomplete: str) -> list[str]:
 def complete_selector(ctx: typer.Context, incomplete: str) -> list[str]:
     """``-l``: the label keys of the KIND given (``key=``), after the terms already typed."""
     kind = ctx.params.get("kind")
-    return complete.label_terms(kind, _site_of(ctx), incomplete) if isinstance(kind, str) else []
+    if not isinstance(kind, str):
+        kind = complete.kind_on_line(os.environ)
+    return complete.label_terms(kind, _site_of(ctx), incomplete)
 
 
 def complete_sites(incomplete: str) -> list[str]:

@@ -15,6 +15,7 @@ import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from balsamctl.cli import fastpath, verbs
 from balsamctl.cli.fastpath import Handoff
@@ -144,20 +145,34 @@ def request(environ: Mapping[str, str]) -> tuple[str, list[str], str]:
     return shell, args, ""
 
 
-def completions(args: Sequence[str], incomplete: str) -> list[tuple[str, str | None]]:
-    """What a TAB offers after ``balsamctl ARGS`` for ``incomplete``, as ``(value, help)``, for the requests this
-    module knows (verbs, kinds, names, ``--site`` and ``-l`` values); :class:`Handoff` for any other."""
-    if incomplete.startswith("-") or incomplete == "=" or "--" in args or "=" in args:
-        raise Handoff("an option, or a line the shell split at '='")
-    if not args:
-        if incomplete and not incomplete[0].isalnum():
-            raise Handoff("options of the root")
-        return [(name, text) for name, text, _ in verbs.VERBS if name.startswith(incomplete)]
-    verb, rest = args[0], list(args[1:])
+class Line(NamedTuple):
+    """A verb's line as far as it is typed: its positional words, the options given (``--site`` and the like, each
+    with its value) and the option still waiting for its value (the word being completed), if any."""
+
+    verb: str
+    positional: list[str]
+    given: dict[str, str]
+    pending: str | None
+
+    @property
+    def kind(self) -> str | None:
+        """The KIND typed."""
+        return self.positional[0] if self.positional else None
+
+    @property
+    def site(self) -> str | None:
+        """The sites the line names, as ``--site`` (else ``$BALSAM_SITE``)."""
+        return self.given.get("--site", os.environ.get("BALSAM_SITE") or None)
+
+
+def parse_line(args: Sequence[str]) -> Line:
+    """The words after ``balsamctl`` of a line to complete, read as typer reads them for the verbs whose objects a
+    TAB completes; :class:`Handoff` for any other verb, or an option this does not read."""
+    verb, rest = (args[0], args[1:]) if args else ("", [])
     options = VALUE_OPTIONS.get(verb)
-    if options is None:
-        raise Handoff(f"verb {verb!r}")
-    positional, given, pending = [], dict[str, str](), None
+    if options is None or "--" in rest or "=" in rest:
+        raise Handoff(f"the line {list(args)}")
+    positional, given, pending = [], {}, None
     for arg in rest:
         if pending is not None:
             given[pending], pending = arg, None
@@ -167,20 +182,40 @@ def completions(args: Sequence[str], incomplete: str) -> list[tuple[str, str | N
             raise Handoff(f"option {arg!r}")
         else:
             positional.append(arg)
-    site = given.get("--site", os.environ.get("BALSAM_SITE") or None)
-    kind = positional[0] if positional else None
-    if pending == "--site":
+    return Line(verb, positional, given, pending)
+
+
+def kind_on_line(environ: Mapping[str, str]) -> str | None:
+    """The KIND typed on the line a shell asks to complete (typer's parse loses it when an option waits for its
+    value, as ``get jobs -l <TAB>`` does); None if there is none, or no such request."""
+    try:
+        return parse_line(request(environ)[1]).kind
+    except Handoff:
+        return None
+
+
+def completions(args: Sequence[str], incomplete: str) -> list[tuple[str, str | None]]:
+    """What a TAB offers after ``balsamctl ARGS`` for ``incomplete``, as ``(value, help)``, for the requests this
+    module knows (verbs, kinds, names, ``--site`` and ``-l`` values); :class:`Handoff` for any other."""
+    if incomplete.startswith("-") or incomplete == "=":
+        raise Handoff("an option")
+    if not args:
+        if incomplete and not incomplete[0].isalnum():
+            raise Handoff("options of the root")
+        return [(name, text) for name, text, _ in verbs.VERBS if name.startswith(incomplete)]
+    line = parse_line(args)
+    if line.pending == "--site":
         values = site_names(incomplete)
-    elif pending in ("-l", "--selector"):
-        values = label_terms(kind, site, incomplete)
-    elif pending is not None:
-        raise Handoff(f"the value of {pending}")
-    elif kind is None:
-        values = kinds(verb, incomplete)
-    elif verb in ONE_NAME and len(positional) > 1:
+    elif line.pending in ("-l", "--selector"):
+        values = label_terms(line.kind, line.site, incomplete)
+    elif line.pending is not None:
+        raise Handoff(f"the value of {line.pending}")
+    elif line.kind is None:
+        values = kinds(line.verb, incomplete)
+    elif line.verb in ONE_NAME and len(line.positional) > 1:
         raise Handoff("no more arguments")
     else:
-        values = object_names(kind, site, incomplete)
+        values = object_names(line.kind, line.site, incomplete)
     return [(v, None) for v in values]
 
 

@@ -4,6 +4,10 @@ call ``balsamctl`` in-process through its entry point with or without the fast p
 from __future__ import annotations
 
 import gc
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -168,3 +172,30 @@ class Caller:
         gc.collect()  # the typer path's stores, opened per call, release their connections
         captured = self.capsys.readouterr()
         return Called(code, captured.out, captured.err, fast=not handed)
+
+
+_LEAN = """\
+import json, sys
+from balsamctl.cli import main
+try:
+    main()
+finally:
+    print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})), file=sys.stderr)
+"""
+HEAVY = {"typer", "click", "sqlalchemy", "pydantic", "yaml", "rich"}
+
+
+def heavy_modules(args: list[str], env: dict[str, str] | None = None) -> list[str]:
+    """The heavy packages (typer, click, SQLAlchemy, pydantic, YAML, rich) a ``balsamctl ARGS`` process loads, in
+    the current directory (it must succeed and print something)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _LEAN, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout
+    return sorted(HEAVY.intersection(json.loads(proc.stderr.splitlines()[-1])))
