@@ -23,6 +23,22 @@ fi
 exec 9>"$VENV/.setup.lock"
 flock 9
 
+# The shells the completion tests type a TAB into (tests/cli/test_completion.py, under tmux).
+APT_PKGS="tmux zsh fish"
+missing=""
+for pkg in $APT_PKGS; do command -v "$pkg" >/dev/null || missing="$missing $pkg"; done
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" = 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get -o DPkg::Lock::Timeout=300 update -qq
+    # shellcheck disable=SC2086
+    apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends $missing >/dev/null
+    echo "setup: installed$missing"
+  else
+    echo "setup: not root, not installing$missing (the completion tests skip those shells outside CI)" >&2
+  fi
+fi
+
 fingerprint="editable_mode=compat"
 
 if [ -f "$STAMP" ] && [ "$STAMP" -nt pyproject.toml ] && [ "$(cat "$STAMP")" = "$fingerprint" ]; then
