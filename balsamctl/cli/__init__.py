@@ -13,11 +13,16 @@ import os
 import sys
 from collections.abc import Sequence
 
+NO_FASTPATH = "BALSAMCTL_NO_FASTPATH"
+"""Set (non-empty), every call goes through typer: what the conformance tests compare the fast paths with."""
+COMPLETE_VAR = "_BALSAMCTL_COMPLETE"
+"""Set by the completion scripts of ``--show-completion``: the shell asks what a TAB offers."""
+
 
 def main(argv: Sequence[str] | None = None) -> None:
     """The ``balsamctl`` entry point (``argv``: the arguments, default ``sys.argv[1:]``); it exits."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not os.environ.get("BALSAMCTL_NO_FASTPATH"):
+    if not os.environ.get(NO_FASTPATH):
         code = _fast(args)
         if code is not None:
             sys.exit(code)
@@ -30,7 +35,7 @@ def _fast(args: list[str]) -> int | None:
     """The exit code of a call the fast paths answered; None if typer must answer it (nothing was printed). Each
     path imports what it needs only."""
     try:
-        if "_BALSAMCTL_COMPLETE" in os.environ or args[:1] == ["get"]:
+        if COMPLETE_VAR in os.environ or args[:1] == ["get"]:
             return _fast_read(args)
         if args == ["version"]:
             from balsamctl import __version__
@@ -57,7 +62,7 @@ def _fast_read(args: list[str]) -> int | None:
     from balsamctl.cli.fastpath import Handoff, get
 
     try:
-        if "_BALSAMCTL_COMPLETE" in os.environ:
+        if COMPLETE_VAR in os.environ:
             from balsamctl.cli.complete import answer
 
             return answer(os.environ)

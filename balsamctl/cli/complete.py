@@ -17,11 +17,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from balsamctl.cli import fastpath, verbs
+from balsamctl.cli import COMPLETE_VAR, fastpath, verbs
 from balsamctl.cli.fastpath import Handoff
 from balsamctl.store.fastread import Reader
 
-COMPLETE_VAR = "_BALSAMCTL_COMPLETE"
 MAX_COMPLETIONS = 1000
 """Names offered at most: type a few more letters to see the rest."""
 KIND_WORDS = {

@@ -23,8 +23,6 @@ from balsamctl.site import light_settings
 from balsamctl.site.lookup import site_paths
 from balsamctl.store.fastread import ObjectData, Reader, Selector, open_reader
 
-NO_FASTPATH = "BALSAMCTL_NO_FASTPATH"
-"""Set (non-empty), every call goes through typer: what the conformance tests compare the fast paths with."""
 KIND_WORDS = {
     "app": "App",
     "apps": "App",
@@ -50,11 +48,6 @@ _ANSI = re.compile(r"\033\[[;?0-9]*[a-zA-Z]")
 
 class Handoff(Exception):
     """Not the fast path's call to answer (nothing was printed): typer and the full store must."""
-
-
-def enabled() -> bool:
-    """Whether the fast paths may answer (``$BALSAMCTL_NO_FASTPATH`` unset or empty)."""
-    return not os.environ.get(NO_FASTPATH)
 
 
 def write(stream: TextIO, text: str) -> None:

@@ -106,11 +106,11 @@ def _root() -> None:
 def run(args: list[str]) -> None:
     """Run ``balsamctl ARGS`` through typer (it exits): a call that names its verb (on its line, or on the line a
     shell asks to complete) loads that verb's module only."""
-    from balsamctl.cli import complete
+    from balsamctl.cli import COMPLETE_VAR, complete
     from balsamctl.cli.fastpath import Handoff
 
     words = args
-    if complete.COMPLETE_VAR in os.environ:
+    if COMPLETE_VAR in os.environ:
         try:
             words = complete.request(os.environ)[1]
         except Handoff:

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from balsamctl.cli import main, verbs
-from balsamctl.cli.fastpath import NO_FASTPATH
+from balsamctl.cli import NO_FASTPATH, main, verbs
 from balsamctl.schemas.manifest import parse_documents
 from balsamctl.site.apply import apply_documents
 from balsamctl.site.create import init_site

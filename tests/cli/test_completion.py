@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from balsamctl.cli import complete
+from balsamctl.cli import COMPLETE_VAR
 from tests.cli.conftest import Called, Caller, Sites, heavy_modules
 
 LINES = [
@@ -71,7 +71,7 @@ SHELLS = {
 def request(shell: str, line: str) -> dict[str, str]:
     """The environment of the completion script of ``shell`` asking to complete ``line``."""
     name = shell.split("-")[0]
-    env = {complete.COMPLETE_VAR: f"complete_{name}", **SHELLS[shell]}
+    env = {COMPLETE_VAR: f"complete_{name}", **SHELLS[shell]}
     if name == "bash":
         words = line.split()
         env |= {"COMP_WORDS": " ".join(words), "COMP_CWORD": str(len(words) - (0 if line.endswith(" ") else 1))}
