@@ -98,6 +98,11 @@ def complete_sites(incomplete: str) -> list[str]:
     return complete.site_names(incomplete)
 
 
+def complete_registered(incomplete: str) -> list[str]:
+    """A registered site's name."""
+    return complete.site_names(incomplete, spec=False)
+
+
 OutputFormat = Literal["wide", "yaml", "json", "name"]
 SiteOpt = Annotated[
     str | None,

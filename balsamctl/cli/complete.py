@@ -54,16 +54,17 @@ def kinds(verb: str, incomplete: str) -> list[str]:
     return [w for w in KIND_WORDS.get(verb, ()) if w.startswith(incomplete)]
 
 
-def site_names(incomplete: str) -> list[str]:
-    """``--site`` values: the registered sites, ``all`` and ``this``; the last of a comma-separated list."""
+def site_names(incomplete: str, *, spec: bool = True) -> list[str]:
+    """The registered sites that start with ``incomplete``; with ``spec`` (a ``--site`` value), ``all`` and
+    ``this`` too, completing the last name of a comma-separated list."""
     from balsamctl.site import registry
 
-    head, comma, last = incomplete.rpartition(",")
+    head, comma, last = incomplete.rpartition(",") if spec else ("", "", incomplete)
     try:
         names = sorted(registry.load_registry())
     except Exception:  # an unreadable registry offers nothing: a TAB never prints an error into the line
         names = []
-    return [f"{head}{comma}{n}" for n in [*names, "all", "this"] if n.startswith(last)]
+    return [f"{head}{comma}{n}" for n in [*names, *(("all", "this") if spec else ())] if n.startswith(last)]
 
 
 def object_names(kind_word: str, site: str | None, incomplete: str) -> list[str]:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from balsamctl.cli import output
-from balsamctl.cli.common import OutputFormat, complete_sites, echo, err
+from balsamctl.cli.common import OutputFormat, complete_registered, echo, err
 from balsamctl.schemas.settings import SchedulerKind
 from balsamctl.site import platforms, registry
 from balsamctl.site.create import init_site
@@ -98,7 +98,7 @@ def site_ls() -> None:
 
 @site_app.command("rm")
 def site_rm(
-    name: Annotated[str, typer.Argument(help="The site to forget.", autocompletion=complete_sites)],
+    name: Annotated[str, typer.Argument(help="The site to forget.", autocompletion=complete_registered)],
 ) -> None:
     """Unregister a site; its directory and store are left untouched."""
     path = registry.load_registry().get(name)
