@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from balsamctl.cli import COMPLETE_VAR
+from balsamctl.cli import COMPLETE_VAR, verbs
 from tests.cli.conftest import Called, Caller, Sites, heavy_modules
 
 LINES = [
@@ -283,3 +283,23 @@ def test_a_tab_in_bash_with_the_shown_script(
     pane.wait_for("balsamctl describe jobs hello-", "hello-1", "hello-3")
     pane.keys("C-c", "clear", "Enter", "balsamctl get jobs --site oth", "Tab", "-l ex", "Tab")
     pane.wait_for("balsamctl get jobs --site other-site -l exp=")
+
+
+def test_the_line_reader_knows_each_verbs_options_and_arguments() -> None:
+    """The options :func:`complete.parse_line` reads on a verb's line are that verb's options taking a value, its
+    verbs with one NAME take one, and every kind word offered is one ``get`` takes."""
+    import typer
+
+    from balsamctl.cli import complete
+    from balsamctl.schemas import kind_of
+
+    root = typer.main.get_command(verbs.build())
+    for verb, options in complete.VALUE_OPTIONS.items():
+        command = root.commands[verb]  # type: ignore[attr-defined]
+        params = {opt: p for p in command.params for opt in p.opts}
+        for option in options:
+            assert option in params and not getattr(params[option], "is_flag", True), (verb, option)
+        names = [p for p in command.params if p.name in ("name", "names")]
+        assert [p.nargs for p in names] == ([1] if verb in complete.ONE_NAME else [-1]), verb
+        for word in complete.KIND_WORDS[verb]:
+            assert word in ("sites", "events") or kind_of(word), (verb, word)
