@@ -10,6 +10,7 @@ import typer
 
 from balsamctl.cli import output
 from balsamctl.cli.common import OutputFormat, complete_registered, echo, err
+from balsamctl.schedulers import SCHEDULERS
 from balsamctl.schemas.settings import SchedulerKind
 from balsamctl.site import platforms, registry
 from balsamctl.site.create import init_site
@@ -26,6 +27,7 @@ def site_init(
         SchedulerKind | None,
         typer.Option(
             "--scheduler",
+            metavar="|".join(sorted(SCHEDULERS)),
             help="The batch scheduler: the site is made from its preset, as with --platform generic-X (local: "
             "the local preset). Jobs start with srun under slurm, mpiexec under pbs, mpirun under lsf, aprun under "
             "cobalt. Default: local.",
