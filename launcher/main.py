@@ -78,7 +78,7 @@ def main(argv: Sequence[str]) -> int:
         return _fan_out(args.site, args.batch_job, [p.num_nodes for p in partitions], nodes, deadline)
     index = args.partition or 0
     part = partitions[index]
-    elsewhere = site.settings.scheduler != "local" and [n.name for n in nodes] != [this_node(os.environ)]
+    elsewhere = site.settings.scheduler != "local" and [n.name for n in nodes] != [this_node(os.environ, site.settings)]
     relaunch = part.job_mode == "serial" and (len(nodes) > 1 or elsewhere) and not args.serial_ranks
     uses_mpi = relaunch or (part.job_mode == "mpi" and site_flavor(site.settings) != "local")
     problem = first_problem(

@@ -23,7 +23,7 @@ class MpiTaskBuilder:
         self.site = site
         self.flavor = site_flavor(site.settings)
         self.mpi_command = site.settings.launcher.mpi_command
-        self.here = this_node(os.environ)
+        self.here = this_node(os.environ, site.settings)
         self.pinning = Pinning(nodes)
         self.gpu_variables = site.settings.launcher.gpu_visible_devices
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import socket
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -110,6 +109,7 @@ def split_nodes(nodes: Sequence[Node], sizes: Sequence[int]) -> list[list[Node]]
     return [list(nodes[start:end]) for start, end in itertools.pairwise(bounds)]
 
 
-def this_node(env: Mapping[str, str]) -> str:
-    """The name of the node this process runs on, as the allocation's node list names it."""
-    return env.get("SLURMD_NODENAME") or socket.gethostname().split(".")[0]
+def this_node(env: Mapping[str, str], settings: SiteSettings) -> str:
+    """The name of the node this process runs on, as the allocation's node list names it (the site's scheduler
+    knows how)."""
+    return scheduler_class(settings.scheduler).this_host(env)

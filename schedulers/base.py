@@ -6,6 +6,7 @@ import contextlib
 import os
 import shlex
 import signal
+import socket
 import subprocess
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -102,6 +103,11 @@ class Scheduler(ABC):
     def hosts_from_environment(cls, env: Mapping[str, str], local: LocalNodes) -> list[Host]:
         """The nodes of the allocation whose job script runs with ``env``, as the scheduler names them there (none
         outside an allocation); ``local``: the site's emulated nodes. ValueError if the names cannot be read."""
+
+    @classmethod
+    def this_host(cls, env: Mapping[str, str]) -> str:
+        """The name of the node a process with ``env`` runs on, as :meth:`hosts_from_environment` names it."""
+        return socket.gethostname().split(".")[0]
 
     @abstractmethod
     def submit_command(self, req: SubmitRequest) -> list[str]:

@@ -92,6 +92,11 @@ class SlurmScheduler(CommandScheduler):
         return f"Slurm {found[1]}" if found else None
 
     @classmethod
+    def this_host(cls, env: Mapping[str, str]) -> str:
+        """``SLURMD_NODENAME``: the node's name in the allocation's node list (the host name may differ)."""
+        return env.get("SLURMD_NODENAME") or super().this_host(env)
+
+    @classmethod
     def hosts_from_environment(cls, env: Mapping[str, str], local: LocalNodes) -> list[Host]:
         """``SLURM_JOB_NODELIST`` (``SLURM_NODELIST`` of older Slurm) expanded, each node with the job's
         ``SLURM_CPUS_ON_NODE`` CPUs and ``SLURM_GPUS_ON_NODE`` GPUs (0 when unset)."""
