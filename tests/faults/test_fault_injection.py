@@ -552,6 +552,7 @@ def test_the_jobs_of_a_sigkilled_launcher_die_with_it_before_they_run_again(tmp_
         site.start_controller()
         pid_file = site.path / "data" / "o-1" / "pids"
         site.wait_for("job/o-1 to start", lambda: pid_file.exists() and pid_file.read_text().strip())
+        site.wait_jobs(["o-1"], ["RUNNING"], timeout=15)  # its start recorded (a launcher writes starts in batches)
         job_pid = int(pid_file.read_text().split()[0])
         [launcher] = launchers(site)
         launcher.kill()
