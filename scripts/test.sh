@@ -8,8 +8,8 @@
 #   4. scripts/slurm-up.sh       real services the tests use: a 4-node emulated Slurm cluster
 #      scripts/pg-up.sh          and a throwaway PostgreSQL (exports BALSAMCTL_TEST_PG_URL)
 #      -- skipped when BALSAMCTL_SERVICES=none; both are reused when already up
-#   5. pytest -q -n 2 "$@"       with .venv/bin first on PATH (balsamctl, mpiexec, python); two workers
-#                                (BALSAMCTL_TEST_WORKERS), the real-Slurm tests one at a time on one of them
+#   5. pytest -q -n 3 "$@"       with .venv/bin first on PATH (balsamctl, mpiexec, python); three workers on
+#                                2 cores (BALSAMCTL_TEST_WORKERS), the real-Slurm tests one at a time on one of them
 #
 # Exits with pytest's exit code; "no tests collected" (pytest's 5) counts as a failure.
 # The services are left running: stop them with scripts/slurm-down.sh and scripts/pg-down.sh.
@@ -51,7 +51,7 @@ else
   stage "services: skipped (BALSAMCTL_SERVICES=none)"
 fi
 
-workers=${BALSAMCTL_TEST_WORKERS:-2}
+workers=${BALSAMCTL_TEST_WORKERS:-3}
 stage "tests: pytest -q -n $workers --dist loadgroup $*"
 rc=0
 .venv/bin/pytest -q -n "$workers" --dist loadgroup "$@" || rc=$?
