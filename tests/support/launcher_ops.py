@@ -1,4 +1,4 @@
-"""Shared test helpers."""
+"""Launcher helpers: a real pilot Launcher on a site, run in a thread; its Jobs; waiting; read-only mounts."""
 
 from __future__ import annotations
 

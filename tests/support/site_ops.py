@@ -1,4 +1,4 @@
-"""Shared test helpers."""
+"""Site helpers: raw App/Job/BatchJob documents, applying them to a site, settings edits, Jobs made runnable."""
 
 from __future__ import annotations
 

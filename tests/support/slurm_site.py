@@ -1,4 +1,4 @@
-"""Shared test helpers."""
+"""The real Slurm cluster's e2e site: its settings, its creation and control, and where its Jobs ran."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Shared test helpers."""
+"""Store helpers: documents added to a bare store, Jobs made runnable and acquired, states and events read."""
 
 from __future__ import annotations
 
