@@ -1,4 +1,4 @@
-"""Objects of every kind: sites, apply (all or nothing), get/list/count with pagination, delete."""
+"""Objects of every kind: apply (all or nothing), get/list/count with pagination, delete."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from balsamctl.schemas import App, BatchJob, BatchJobState, Job, JobState
 from balsamctl.schemas.manifest import Document, ManifestError, Problem
 from balsamctl.schemas.objects import AppSpec
 from balsamctl.schemas.states import RUNNABLE_STATES
-from balsamctl.store.base import EventRow, StoreBase, add_events, chunks, job_event
+from balsamctl.store.base import EventRow, add_events, chunks, job_event
 from balsamctl.store.engine import is_postgres, read_tx, write_tx
 from balsamctl.store.fastread import Selector
 from balsamctl.store.rows import StoredObject, now, row_to_object
-from balsamctl.store.tables import labels, objects, parents, sites
+from balsamctl.store.sites import SiteStore
+from balsamctl.store.tables import labels, objects, parents
 
 CheckFn = Callable[[Mapping[str, AppSpec], Mapping[str, Sequence[str]]], list[Problem]]
 #: Objects created by one apply from which PostgreSQL's planner statistics are refreshed at once (not by autovacuum).
@@ -59,52 +60,8 @@ def _initial_state(manifest: App | Job | BatchJob) -> str | None:
     return None
 
 
-class ObjectStore(StoreBase):
-    """Sites and the generic object operations."""
-
-    # ------------------------------------------------------------------ sites
-    def ensure_site(self, name: str, path: str, preferred_id: int | None = None) -> int:
-        """The id of site ``name``, registering it (or updating its path) as needed.
-
-        A new site takes ``preferred_id`` when no other site of this store has it (ids unique across stores).
-        """
-        with read_tx(self.engine) as conn:
-            row = conn.execute(select(sites.c.id, sites.c.path).where(sites.c.name == name)).first()
-        if row is not None and row.path == path:
-            return int(row.id)
-        with write_tx(self.engine) as conn:
-            if is_postgres(self.engine):  # one registration at a time, as SQLite's write lock does
-                conn.exec_driver_sql("LOCK TABLE sites IN SHARE ROW EXCLUSIVE MODE")
-            row = conn.execute(select(sites.c.id, sites.c.path).where(sites.c.name == name)).first()
-            if row is None:
-                values: dict[str, Any] = {"name": name, "path": path, "created_at": now()}
-                taken = conn.execute(select(sites.c.id).where(sites.c.id == preferred_id)).first()
-                if preferred_id is not None and taken is None:
-                    values["id"] = preferred_id
-                new_id = conn.execute(insert(sites).values(**values).returning(sites.c.id)).scalar_one()
-                if "id" in values and is_postgres(self.engine):  # an explicit id bypasses the sequence: catch it up
-                    conn.exec_driver_sql("SELECT setval(pg_get_serial_sequence('sites', 'id'), max(id)) FROM sites")
-                return int(new_id)
-            if row.path != path:
-                conn.execute(update(sites).where(sites.c.id == row.id).values(path=path))
-            return int(row.id)
-
-    def site_id(self, name: str) -> int:
-        """The id of a site by name; :class:`NotFound` if none."""
-        with read_tx(self.engine) as conn:
-            sid = conn.execute(select(sites.c.id).where(sites.c.name == name)).scalar()
-        if sid is None:
-            raise NotFound(f"no site named {name!r} in this store")
-        return int(sid)
-
-    def sites(self) -> list[dict[str, Any]]:
-        """Every site in this store: id, name, path."""
-        with read_tx(self.engine) as conn:
-            rows = conn.execute(select(sites.c.id, sites.c.name, sites.c.path).order_by(sites.c.id)).all()
-        return [dict(r._mapping) for r in rows]
-
-    def _site_names(self, conn: Connection) -> dict[int, str]:
-        return {r.id: r.name for r in conn.execute(select(sites.c.id, sites.c.name))}
+class ObjectStore(SiteStore):
+    """Sites (:class:`SiteStore`) and the generic object operations."""
 
     # ------------------------------------------------------------------ apply
     def apply(

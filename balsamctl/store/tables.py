@@ -34,6 +34,27 @@ sites = Table(
     Column("name", String(253), nullable=False, unique=True),
     Column("path", Text, nullable=False),
     Column("created_at", Float, nullable=False),
+    # Identity: kept in the site's directory too (.balsam/uuid); the role (PostgreSQL) or user that made it.
+    Column("uuid", String(36)),
+    Column("owner", String(128)),
+    # What the site's controller publishes: where it lives and what it runs, and when it was last alive.
+    Column("host", String(253)),
+    Column("scheduler", String(32)),
+    Column("platform", String(64)),
+    Column("settings", Text),
+    Column("job_template", Text),
+    Column("published_at", Float),
+    Column("heartbeat_at", Float),
+)
+Index("ux_sites_uuid", sites.c.uuid, unique=True)
+
+site_grants = Table(
+    "site_grants",
+    metadata,
+    Column("site_id", Integer, ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True),
+    Column("role", String(128), primary_key=True),
+    Column("access", String(8), nullable=False),
+    Column("granted_at", Float, nullable=False),
 )
 
 objects = Table(
