@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from balsamctl.store.fastread import Selector, sqlite_url, to_datetime
     from balsamctl.store.jobs import JobRef, RunResult, RunStart, Transition
     from balsamctl.store.leases import SweepResult
+    from balsamctl.store.notify import Listener, runnable_channel, site_channel
     from balsamctl.store.objects import ApplyResult, Conflict, NotFound
     from balsamctl.store.rows import StoredObject
 
@@ -24,6 +25,7 @@ __all__ = [
     "Conflict",
     "Heartbeat",
     "JobRef",
+    "Listener",
     "NotFound",
     "RunResult",
     "RunStart",
@@ -34,6 +36,8 @@ __all__ = [
     "SweepResult",
     "Transition",
     "redact",
+    "runnable_channel",
+    "site_channel",
     "sqlite_url",
     "to_datetime",
 ]
@@ -42,6 +46,7 @@ _HOMES = {
     "Conflict": "objects",
     "Heartbeat": "batchjobs",
     "JobRef": "jobs",
+    "Listener": "notify",
     "NotFound": "objects",
     "RunResult": "jobs",
     "RunStart": "jobs",
@@ -52,6 +57,8 @@ _HOMES = {
     "SweepResult": "leases",
     "Transition": "jobs",
     "redact": "engine",
+    "runnable_channel": "notify",
+    "site_channel": "notify",
     "sqlite_url": "fastread",
     "to_datetime": "fastread",
 }

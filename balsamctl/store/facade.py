@@ -6,8 +6,9 @@ from balsamctl.store.batchjobs import BatchJobStore
 from balsamctl.store.events import EventStore
 from balsamctl.store.jobs import JobStore
 from balsamctl.store.leases import LeaseStore
+from balsamctl.store.notify import NotifyStore
 from balsamctl.store.objects import ObjectStore
 
 
-class Store(ObjectStore, JobStore, BatchJobStore, EventStore, LeaseStore):
-    """One store: objects, Job lifecycle, BatchJobs, launchers and their leases, events."""
+class Store(ObjectStore, JobStore, BatchJobStore, EventStore, LeaseStore, NotifyStore):
+    """One store: objects, Job lifecycle, BatchJobs, launchers and their leases, events, wake-ups."""

@@ -28,6 +28,7 @@ from balsamctl.schemas.retries import crashed
 from balsamctl.schemas.states import FINAL_JOB_STATES, FINISHING_STEPS, RUNNABLE_STATES, check_run_outcome
 from balsamctl.store.base import EventRow, StoreBase, add_events, chunks, executemany, job_event
 from balsamctl.store.engine import is_postgres, read_tx, write_tx
+from balsamctl.store.notify import notify_runnable
 from balsamctl.store.rows import now
 from balsamctl.store.tables import CLAIMABLE, labels, launchers, objects
 from balsamctl.store.tables import parents as parent_links
@@ -208,6 +209,8 @@ class JobStore(StoreBase):
                 )
                 if drop_condition is not None:
                     _drop_conditions(conn, [r.id for r in rows], (drop_condition,))
+            if moved and dst in RUNNABLE_STATES:
+                notify_runnable(conn, site_id)
             return moved
 
     def jobs_in_state(
@@ -246,6 +249,7 @@ class JobStore(StoreBase):
     def transition(self, site_id: int, items: Sequence[Transition]) -> int:
         """Apply single-Job transitions in one transaction; each applies only if the Job is still in its ``src``."""
         done = 0
+        runnable = False
         t = now()
         with write_tx(self.engine) as conn:
             statuses = self._statuses(conn, [tr.job_id for tr in items if tr.status])
@@ -271,6 +275,7 @@ class JobStore(StoreBase):
                 if name is None:
                     continue
                 done += 1
+                runnable = runnable or tr.dst in RUNNABLE_STATES
                 if tr.status:  # a later Transition of the same Job merges into this status
                     statuses[tr.job_id] = values["status"]
                 data = dict(tr.data) if tr.data else None
@@ -289,6 +294,8 @@ class JobStore(StoreBase):
                         )
                     ],
                 )
+            if runnable:
+                notify_runnable(conn, site_id)
         return done
 
     def _statuses(self, conn: Connection, job_ids: Sequence[int]) -> dict[int, Any]:
@@ -385,6 +392,7 @@ class JobStore(StoreBase):
             )
             ends = [r for r in results if r.job_id not in starting or r.job_id in again]
             self._write_results(conn, site_id, ends, t, owner)
+            _notify_restarts(conn, site_id, results)
         return confirmed
 
     def _write_started(
@@ -439,7 +447,9 @@ class JobStore(StoreBase):
         """Write many run outcomes in one transaction, durable on return; returns how many applied (each applies
         only while its Job is still RUNNING)."""
         with write_tx(self.engine) as conn:
-            return self._write_results(conn, site_id, results, now())
+            written = self._write_results(conn, site_id, results, now())
+            _notify_restarts(conn, site_id, results)
+            return written
 
     def _write_results(
         self, conn: Connection, site_id: int, results: Sequence[RunResult], t: float, owner: str | None = None
@@ -579,7 +589,17 @@ def hand_back(conn: Connection, site_id: int, owners: Sequence[str], job_ids: Se
     conds = [_of_site(site_id), objects.c.owner.in_(list(owners)), objects.c.state.in_(_RUNNABLE)]
     if job_ids is not None:
         conds.append(objects.c.id.in_(list(job_ids)))
-    return conn.execute(update(objects).where(*conds).values(owner=None)).rowcount
+    released = conn.execute(update(objects).where(*conds).values(owner=None)).rowcount
+    if released:
+        notify_runnable(conn, site_id)
+    return released
+
+
+def _notify_restarts(conn: Connection, site_id: int, results: Sequence[RunResult]) -> None:
+    """Wake the site's launchers if some of these run outcomes put their Job back to RESTART_READY (a start the node
+    or site failed): runnable again, and unclaimed."""
+    if any(r.state == JobState.RESTART_READY for r in results):
+        notify_runnable(conn, site_id)
 
 
 _RUNNABLE = sorted(s.value for s in RUNNABLE_STATES)
