@@ -1,4 +1,5 @@
-"""The controller's loop: woken by watchdog file events and its own timers, it runs each reconciler.
+"""The controller's loop: woken by watchdog file events, its site's store (PostgreSQL: a notification on the site's
+channel, :mod:`balsamctl.store.notify`) and its own timers, it runs each reconciler.
 
 Level-triggered (controller-runtime style): a reconciler reads desired and observed state, acts, and says
 whether it changed anything; one that changed something runs again at once, one that raised backs off
@@ -23,12 +24,14 @@ from balsamctl.controller.jobs import JobReconciler
 from balsamctl.controller.manifests import ManifestReconciler
 from balsamctl.schedulers import get_scheduler
 from balsamctl.site.directory import SiteDirectory
+from balsamctl.store import site_channel
 
 log = logging.getLogger("balsamctl.controller")
 MAX_ROUNDS = 50
 JOB_PERIOD_SEC = 5.0
 MANIFEST_RESYNC_SEC = 30.0
 LEASE_SWEEP_SEC = 5.0
+WOKEN_TASKS = ("jobs", "batchjobs")  # what a wake-up (the poke file, the site's channel) runs at once
 
 
 @dataclass
@@ -116,12 +119,16 @@ class Controller:
         self.site.wake_dir.mkdir(exist_ok=True)
         observer = Observer()
         observer.schedule(_Wake(self, ("manifests",)), str(self.site.manifests_dir), recursive=True)
-        observer.schedule(_Wake(self, ("jobs", "batchjobs")), str(self.site.wake_dir), recursive=False)
+        observer.schedule(_Wake(self, WOKEN_TASKS), str(self.site.wake_dir), recursive=False)
         observer.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         sweeper = threading.Thread(target=self.sweep_leases, name="lease-sweep", daemon=True)
         sweeper.start()
+        # a write for the site from anywhere (another host's CLI): as the wake-up file's poke, which it cannot touch
+        listener = self.site.store.listen(site_channel(self.site.site_id))
+        if listener is not None:
+            listener.start(lambda: self.poke(WOKEN_TASKS), "push")
         log.info("controller of site %s started (scheduler %s)", self.site.name, self.site.settings.scheduler)
         try:
             while not self.stopping.is_set():
@@ -132,6 +139,8 @@ class Controller:
         finally:
             observer.stop()
             observer.join(timeout=5)
+            if listener is not None:
+                listener.close()
             sweeper.join(timeout=5)
             self.jobs.close()
             log.info("controller of site %s stopped", self.site.name)

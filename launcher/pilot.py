@@ -4,7 +4,8 @@ It claims ahead what could run here, starts what fits its idle resources now and
 next ones on the lanes of running Jobs (:mod:`balsamctl.launcher.lanes`); it writes starts and outcomes back in batches,
 heartbeats, and stops at its wall time, on SIGTERM, or after ``idle_ttl_sec`` with nothing to do: running Jobs are
 then terminated and recorded RUN_TIMEOUT, queued ones handed back. How a Job is started (an MPI launch on the head
-node, or a worker on its node) is the job mode's :class:`Executor`.
+node, or a worker on its node) is the job mode's :class:`Executor`. On PostgreSQL an idle launcher is woken by its
+site's store when Jobs become runnable (:mod:`balsamctl.store.notify`); ``poll_interval_sec`` stays the safety net.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from balsamctl.schemas import App, JobState
 from balsamctl.schemas.conditions import Status, set_condition
 from balsamctl.schemas.objects import AppSpec, Condition, Partition
 from balsamctl.site.directory import SiteDirectory, SiteError
-from balsamctl.store import Heartbeat, JobRef, RunResult, RunStart, StoreUnavailable
+from balsamctl.store import Heartbeat, JobRef, Listener, RunResult, RunStart, StoreUnavailable, runnable_channel
 
 log = logging.getLogger("balsamctl.launcher")
 STOP_GRACE_SEC = 10.0
@@ -170,6 +171,8 @@ class Launcher:
         self.results: list[RunResult] = []
         self.apps: dict[str, AppSpec] = {}
         self.stopping = threading.Event()
+        self.bell = threading.Event()  # rung when the site has new runnable Jobs (push: ``listener``) and on stop
+        self.listener: Listener | None = None
         self.queue: list[tuple[JobRef, Request]] = []  # claimed, in the policy's order
         self.lanes: LaneBook[JobRef] = LaneBook()
         self.capacity = max(1, sum(len(n.cpu_ids) for n in nodes))
@@ -204,62 +207,14 @@ class Launcher:
             pid=os.getpid(),
             nodes=[n.name for n in self.pool.nodes],
         )
-        lease = Lease(store, self.id, self.settings.lease_sec)
-        idle_since = time.monotonic()
-        last_deletion_check = last_claim = last_time_check = 0.0
-        found_work = True
-        reason = "idle"
-        while True:
-            now = time.monotonic()
-            lost = lease.keep(self.status)  # first: a launcher that slept (SIGSTOP, a hung node) starts nothing
-            if lost:
-                reason = lost
-                break
-            if self.stopping.is_set():
-                reason = "signal"
-                break
-            if time.time() >= self.deadline:
-                reason = "wall time"
-                break
-            self._reap(self.executor.poll())
-            self._measure_rate()
-            try:
-                if (self.pool.placements or self.queue) and now - last_deletion_check >= DELETION_CHECK_SEC:
-                    self._stop_deleted()
-                    self._hand_back_late()
-                    last_deletion_check = now
-                closing = time.time() >= self.closing_at
-                started = self._start_queued()  # first: what is already claimed need not wait for the store
-                if (
-                    not closing
-                    and self.pool.nodes
-                    and (self.pool.has_idle() or len(self.queue) < self._claim_ahead() // 2)
-                    and (found_work or now - last_claim >= self.settings.poll_interval_sec)
-                ):
-                    placed, claimed = self._claim()
-                    found_work, last_claim = claimed > 0, now
-                    started += self._start_queued(placed)
-                    if not claimed and not self.pool.placements and now - last_time_check >= TIME_CHECK_SEC:
-                        self._tell_too_long()
-                        last_time_check = now
-                self._flush()
-                if (closing or not self.pool.nodes) and self.queue:
-                    self._hand_back_late(every=True)
-            except StoreUnavailable as exc:  # kept in memory and written when the store answers again, or fenced
-                log.warning("launcher %s: the store failed (%s); trying again", self.id, _first_line(exc))
-                started = 0
-            if not self.pool.nodes and not self.pool.placements:
-                reason = "no usable node"
-                break
-            if self.pool.placements or self.queue:
-                idle_since = now
-            elif time.time() >= self.closing_at:
-                reason = "wall time: nothing more fits"
-                break
-            elif now - idle_since >= self.settings.idle_ttl_sec:
-                break
-            if not started:
-                self.executor.wait(FLUSH_EVERY_SEC if self.started or self.results else self.settings.poll_interval_sec)
+        self.listener = store.listen(runnable_channel(sid))
+        if self.listener is not None:
+            self.listener.start(self.bell.set, "push")
+        try:
+            reason = self._loop(Lease(store, self.id, self.settings.lease_sec))
+        finally:
+            if self.listener is not None:
+                self.listener.close()
         log.info("launcher %s stopping (%s) with %d running Job(s)", self.id, reason, len(self.pool.placements))
         self._reap(self.executor.terminate_all(stopped_for(reason), STOP_GRACE_SEC))
         try:
@@ -274,9 +229,76 @@ class Launcher:
                 _first_line(exc),
             )
 
+    def _loop(self, lease: Lease) -> str:
+        """The main loop, until something ends the launcher; why it ends."""
+        idle_since = time.monotonic()
+        last_deletion_check = last_claim = last_time_check = 0.0
+        found_work = True
+        pushed = False  # the store said that the site has new runnable Jobs: claim without waiting for the poll
+        while True:
+            now = time.monotonic()
+            lost = lease.keep(self.status)  # first: a launcher that slept (SIGSTOP, a hung node) starts nothing
+            if lost:
+                return lost
+            if self.stopping.is_set():
+                return "signal"
+            if time.time() >= self.deadline:
+                return "wall time"
+            self._reap(self.executor.poll())
+            self._measure_rate()
+            try:
+                if (self.pool.placements or self.queue) and now - last_deletion_check >= DELETION_CHECK_SEC:
+                    self._stop_deleted()
+                    self._hand_back_late()
+                    last_deletion_check = now
+                closing = time.time() >= self.closing_at
+                started = self._start_queued()  # first: what is already claimed need not wait for the store
+                if (
+                    not closing
+                    and self.pool.nodes
+                    and (self.pool.has_idle() or len(self.queue) < self._claim_ahead() // 2)
+                    and (found_work or pushed or now - last_claim >= self.settings.poll_interval_sec)
+                ):
+                    placed, claimed = self._claim()
+                    found_work, last_claim, pushed = claimed > 0, now, False
+                    started += self._start_queued(placed)
+                    if not claimed and not self.pool.placements and now - last_time_check >= TIME_CHECK_SEC:
+                        self._tell_too_long()
+                        last_time_check = now
+                self._flush()
+                if (closing or not self.pool.nodes) and self.queue:
+                    self._hand_back_late(every=True)
+            except StoreUnavailable as exc:  # kept in memory and written when the store answers again, or fenced
+                log.warning("launcher %s: the store failed (%s); trying again", self.id, _first_line(exc))
+                started = 0
+            if not self.pool.nodes and not self.pool.placements:
+                return "no usable node"
+            if self.pool.placements or self.queue:
+                idle_since = now
+            elif time.time() >= self.closing_at:
+                return "wall time: nothing more fits"
+            elif now - idle_since >= self.settings.idle_ttl_sec:
+                return "idle"
+            if not started:
+                pending = self.started or self.results
+                pushed = self._wait(FLUSH_EVERY_SEC if pending else self.settings.poll_interval_sec) or pushed
+
+    def _wait(self, timeout: float) -> bool:
+        """Until a Task ends or ``timeout`` passes; whether the bell rang meanwhile. A launcher that listens to its
+        store and has nothing running (nothing for the executor to report) waits for the bell instead: it claims
+        the moment the site has new runnable Jobs."""
+        if self.listener is None or self.pool.placements:
+            self.executor.wait(timeout)
+        else:
+            self.bell.wait(timeout)
+        rang = self.bell.is_set()
+        self.bell.clear()  # before the claim that follows: a Job made runnable after it rings again
+        return rang
+
     def stop(self) -> None:
         """Ask the loop to stop (signal handlers call this)."""
         self.stopping.set()
+        self.bell.set()
 
     def status(self) -> Heartbeat:
         """What the launcher reports in its heartbeat."""
