@@ -18,9 +18,10 @@ from balsamctl.schemas.manifest import Document, ManifestError, validate_documen
 from balsamctl.schemas.objects import API_VERSION, Manifest
 from balsamctl.site import registry
 from balsamctl.site.apply import apply_documents
-from balsamctl.site.directory import SiteDirectory as SiteDir
 from balsamctl.site.directory import SiteError
-from balsamctl.site.lookup import resolve_sites
+from balsamctl.site.handle import Site as Site_
+from balsamctl.site.lookup import open_entry, resolve_sites, selected
+from balsamctl.site.registry import Entry
 from balsamctl.store import NotFound, Selector, StoredObject, Transition
 
 M = TypeVar("M", bound="Model")
@@ -31,37 +32,44 @@ class MultipleObjectsReturned(LookupError):
     """``get()`` matched more than one object."""
 
 
-_OPEN: dict[Path, SiteDir] = {}
+_OPEN: dict[str, Site_] = {}
 
 
-def _open(site: SiteDir) -> SiteDir:
-    """One open site (and store) per directory for the life of the process."""
-    return _OPEN.setdefault(site.path, site)
+def _open(found: Entry | Path) -> Site_:
+    """One open site (and store) per site for the life of the process: a registry entry (by its name) or the
+    directory around the current one."""
+    if isinstance(found, Path):
+        loaded = open_entry(found)
+        return _OPEN.setdefault(loaded.name, loaded)
+    if found.name not in _OPEN:
+        _OPEN[found.name] = open_entry(found)
+    return _OPEN[found.name]
 
 
-def _site_by_id(site_id: int) -> SiteDir:
+def _site_by_id(site_id: int) -> Site_:
     for site in _open_all():
         if site.site_id == site_id:
             return site
     raise NotFound(f"no registered site has id {site_id}")
 
 
-def _open_all() -> list[SiteDir]:
-    return [_OPEN.get(e.path) or _open(SiteDir.load(e.path)) for e in registry.entries()]
+def _open_all() -> list[Site_]:
+    return [_open(e) for e in registry.entries()]
 
 
-def _target_site(site_id: int | None = None, site_name: str | None = None) -> SiteDir:
+def _target_site(site_id: int | None = None, site_name: str | None = None) -> Site_:
     """The one site a write goes to."""
     if site_id is not None:
         return _site_by_id(site_id)
     return _filter_sites(None, site_name or "this")[0]
 
 
-def _filter_sites(site_id: int | Sequence[int] | None, site_name: str | None) -> list[SiteDir]:
-    """The sites a query spans: the named ones, or every registered site."""
+def _filter_sites(site_id: int | Sequence[int] | None, site_name: str | None) -> list[Site_]:
+    """The sites a query spans: the named ones (``--site``'s forms), or every registered site."""
+    if site_name == "active":
+        return [_OPEN.setdefault(s.name, s) for s in resolve_sites("active", Path.cwd())]
     if site_name is not None:
-        wanted = [s.path for s in resolve_sites(site_name, Path.cwd())]
-        return [_OPEN.get(p) or _open(SiteDir.load(p)) for p in wanted]
+        return [_open(found) for found in selected(site_name, Path.cwd())]
     sites = _open_all()
     if site_id is None:
         return sites
@@ -82,7 +90,7 @@ class Model:
         self._fields = fields
 
     @classmethod
-    def _from_stored(cls: type[M], site: SiteDir, stored: StoredObject) -> M:
+    def _from_stored(cls: type[M], site: Site_, stored: StoredObject) -> M:
         obj = cls.__new__(cls)
         obj._site, obj._stored, obj._fields = site, stored, {}
         return obj
@@ -159,7 +167,7 @@ class Model:
 class Site:
     """A registered site: ``id``, ``name``, ``path``."""
 
-    def __init__(self, site: SiteDir) -> None:
+    def __init__(self, site: Site_) -> None:
         self._site = site
         self.id = site.site_id
         self.name = site.name
@@ -227,12 +235,12 @@ def _camel_to_kebab(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])([A-Z])", r"-\1", name).lower()
 
 
-_APPS: dict[tuple[Path, str | int], str] = {}
+_APPS: dict[tuple[str, str | int], str] = {}
 
 
-def _resolve_app(site: SiteDir, app: str | int) -> str:
+def _resolve_app(site: Site_, app: str | int) -> str:
     """The name of the App meant by ``app_id`` (an id, a name, or a Python-style class name)."""
-    key = (site.path, app)
+    key = (site.name, app)
     if key not in _APPS:
         apps = site.store.list_objects(Selector("App", (site.site_id,)))
         for candidate in (str(app), _camel_to_kebab(str(app)), str(app).lower()):
@@ -257,7 +265,7 @@ class QuerySet(Generic[M]):
         """A narrower query."""
         return QuerySet(self.model, {**self.filters, **filters}, self.start, self.stop)
 
-    def _selectors(self) -> Iterator[tuple[SiteDir, Selector]]:
+    def _selectors(self) -> Iterator[tuple[Site_, Selector]]:
         f = dict(self.filters)
         sites = _filter_sites(f.pop("site_id", None), f.pop("site_name", None))
 
@@ -399,11 +407,11 @@ class QuerySet(Generic[M]):
             site.poke()
         return count
 
-    def _by_site(self) -> Iterable[tuple[SiteDir, list[StoredObject]]]:
-        groups: dict[Path, tuple[SiteDir, list[StoredObject]]] = {}
+    def _by_site(self) -> Iterable[tuple[Site_, list[StoredObject]]]:
+        groups: dict[str, tuple[Site_, list[StoredObject]]] = {}
         for obj in self:
             assert obj._stored is not None
-            groups.setdefault(obj._site.path, (obj._site, []))[1].append(obj._stored)
+            groups.setdefault(obj._site.name, (obj._site, []))[1].append(obj._stored)
         return groups.values()
 
 
@@ -441,9 +449,9 @@ class Manager(Generic[M]):
 
     def bulk_create(self, objs: Sequence[M]) -> list[M]:
         """Create many objects: one transaction per site, all or nothing."""
-        by_site: dict[Path, list[M]] = {}
+        by_site: dict[str, list[M]] = {}
         for obj in objs:
-            by_site.setdefault(obj._site.path, []).append(obj)
+            by_site.setdefault(obj._site.name, []).append(obj)
         for group in by_site.values():
             site = group[0]._site
             docs = [obj._document(i) for i, obj in enumerate(group, 1)]

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import psutil
 
 from balsamctl.controller.loop import Controller
+from balsamctl.controller.publish import heartbeat
 from balsamctl.site.directory import SiteDirectory, SiteError
 
 
@@ -50,9 +52,12 @@ def run(site: SiteDirectory) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True
     )
+    stopping = threading.Event()
+    threading.Thread(target=heartbeat, args=(site, stopping), name="site-heartbeat", daemon=True).start()
     try:
         Controller(site).run()
     finally:
+        stopping.set()
         _pid_file(site).unlink(missing_ok=True)
         lock.close()
 

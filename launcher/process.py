@@ -32,6 +32,9 @@ if TYPE_CHECKING:  # the local worker imports this module: it stays free of pyda
     from balsamctl.launcher.placement import Placement
 
 TAIL_BYTES = 2000
+"""The end of a failed run's output kept in the store (its message, ``describe job``)."""
+DONE_TAIL_BYTES = 512
+"""The end of a successful run's output kept in the store: ``logs`` of a site on another machine shows it."""
 _SHELL_SYNTAX = re.compile(r"[|&;<>()$`\\*?\[\]~{}#\n]|^\s*\w+=")
 
 
@@ -331,7 +334,7 @@ class ProcessGroup:
         self.poller.unregister(run.pidfd)
         del self.job_of[run.pidfd]
         os.close(run.pidfd)
-        tail = _tail(run.output) if rc != 0 else ""
+        tail = _tail(run.output, TAIL_BYTES if rc != 0 else DONE_TAIL_BYTES)
         return Outcome(job_id, run.task.name, rc, tail, killed)
 
 
@@ -345,9 +348,9 @@ def _open_output(workdir: str, output: str) -> int:
         return os.open(output, _OUTPUT_FLAGS, 0o666)
 
 
-def _tail(path: str) -> str:
+def _tail(path: str, size: int) -> str:
     try:
-        return read_tail(path, TAIL_BYTES)
+        return read_tail(path, size)
     except OSError:
         return ""
 

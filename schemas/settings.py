@@ -88,6 +88,7 @@ class SiteSettings(Strict):
         default="local", description="The batch scheduler: the kind of one of balsamctl.schedulers' adapters."
     )
     store_url: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite in .balsam/.")
+    platform: str | None = Field(default=None, description="The platform preset the site was made from.")
     sync_period_sec: float = Field(default=5.0, gt=0)
     job_template_path: str = "job-template.sh"
     allowed_queues: dict[str, QueueLimits] = Field(default_factory=lambda: {"local": QueueLimits()})

@@ -27,7 +27,7 @@ from balsamctl.cli.common import (
 from balsamctl.cli.listing import parse_labels
 from balsamctl.schemas import BatchJob, Manifest, kind_of
 from balsamctl.site.apply import apply_documents, load_paths
-from balsamctl.site.directory import SiteDirectory
+from balsamctl.site.handle import Site
 from balsamctl.store import Selector
 
 
@@ -51,7 +51,7 @@ def apply(
                 echo(_submit_plan(target, doc.manifest))
 
 
-def _submit_plan(site: SiteDirectory, bj: BatchJob) -> str:
+def _submit_plan(site: Site, bj: BatchJob) -> str:
     """The job script and scheduler command that submitting ``bj`` would use."""
     from balsamctl.schedulers import get_scheduler
     from balsamctl.site.jobscript import render_job_script, submit_request  # jinja2 only when needed

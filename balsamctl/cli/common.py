@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import typer
 from typer.core import TyperGroup
@@ -18,6 +18,7 @@ from balsamctl.site.lookup import resolve_sites
 
 if TYPE_CHECKING:
     from balsamctl.site.directory import SiteDirectory
+    from balsamctl.site.handle import Site
     from balsamctl.store import ApplyResult, Selector, Store, StoredObject
 
 MAX_ERROR_LINES = 50
@@ -109,7 +110,8 @@ SiteOpt = Annotated[
     typer.Option(
         "--site",
         envvar="BALSAM_SITE",
-        help="NAME, a,b, 'all' or 'this' (default: $BALSAM_SITE, else the site containing the current directory).",
+        help="NAME, ID, a,b, 'all', 'active' (a live controller) or 'this' (default: $BALSAM_SITE, else the site "
+        "containing the current directory).",
         autocompletion=complete_sites,
     ),
 ]
@@ -151,33 +153,58 @@ def print_results(results: Iterable[ApplyResult], suffix: str = "", prefix: str 
 # ---------------------------------------------------------------- sites and objects
 
 
-def sites(spec: str | None) -> list[SiteDirectory]:
+def sites(spec: str | None) -> list[Site]:
     """The sites ``--site`` names, loaded."""
     return resolve_sites(spec, Path.cwd())
 
 
-def one_site(spec: str | None) -> SiteDirectory:
+def one_site(spec: str | None) -> Site:
     """The one site ``--site`` names; :class:`SiteError` if it names several."""
+    return only(sites(spec), spec)
+
+
+S = TypeVar("S")
+
+
+def only(found: list[S], spec: str | None) -> S:
+    """The one site of ``found``; :class:`SiteError` if ``--site`` named several (or none)."""
     from balsamctl.site.light_settings import SiteError
 
-    found = sites(spec)
     if len(found) != 1:
         raise SiteError(f"this command works on exactly one site, but --site {spec} names {len(found)}")
     return found[0]
 
 
-def registered_site(name: str) -> SiteDirectory:
-    """The registered site named ``name`` (a reference's ``SITE/`` part: a name, never ``all`` or ``this``)."""
-    from balsamctl.site import registry
+def local_sites(spec: str | None) -> list[SiteDirectory]:
+    """The sites ``--site`` names, each of which must have its directory on this machine (a controller runs there)."""
     from balsamctl.site.directory import SiteDirectory, SiteError
 
-    path = registry.load_registry().get(name)
-    if path is None:
+    found = sites(spec)
+    for site in found:
+        if not isinstance(site, SiteDirectory):
+            raise SiteError(f"site {site.name} lives on another machine ({site.path}): run this there")
+    return [s for s in found if isinstance(s, SiteDirectory)]
+
+
+def one_local_site(spec: str | None) -> SiteDirectory:
+    """The one site ``--site`` names, with its directory on this machine."""
+
+    return only(local_sites(spec), spec)
+
+
+def registered_site(name: str) -> Site:
+    """The registered site named ``name`` (a reference's ``SITE/`` part: a name, never ``all`` or ``this``)."""
+    from balsamctl.site import registry
+    from balsamctl.site.directory import SiteError
+    from balsamctl.site.lookup import open_entry
+
+    entry = registry.entry(name)
+    if entry is None:
         raise SiteError(f"no site named {name!r} is registered")
-    return SiteDirectory.load(path)
+    return open_entry(entry)
 
 
-def by_store(found: Sequence[SiteDirectory]) -> list[tuple[Store, dict[int, str]]]:
+def by_store(found: Sequence[Site]) -> list[tuple[Store, dict[int, str]]]:
     """The sites grouped by the store they share, as ``(store, {site id: site name})``: one query per store lists
     them all (``--site=all`` over one PostgreSQL store is one query)."""
     groups: dict[str, tuple[Store, dict[int, str]]] = {}
@@ -217,7 +244,7 @@ def store_pages(store: Store, sel: Selector, limit: int | None) -> Iterator[list
     return listing.pages(fetch, limit)
 
 
-def fetch(site: SiteDirectory, kind: str, name: str) -> StoredObject:
+def fetch(site: Site, kind: str, name: str) -> StoredObject:
     """One object, or kubectl's NotFound message and exit 1."""
     from balsamctl.store import NotFound
 

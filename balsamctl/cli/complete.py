@@ -56,7 +56,7 @@ def kinds(verb: str, incomplete: str) -> list[str]:
 
 def site_names(incomplete: str, *, spec: bool = True) -> list[str]:
     """The registered sites that start with ``incomplete``; with ``spec`` (a ``--site`` value), ``all`` and
-    ``this`` too, completing the last name of a comma-separated list."""
+    ``active`` and ``this`` too, completing the last name of a comma-separated list."""
     from balsamctl.site import registry
 
     head, comma, last = incomplete.rpartition(",") if spec else ("", "", incomplete)
@@ -64,7 +64,7 @@ def site_names(incomplete: str, *, spec: bool = True) -> list[str]:
         names = sorted(registry.load_registry())
     except Exception:  # an unreadable registry offers nothing: a TAB never prints an error into the line
         names = []
-    return [f"{head}{comma}{n}" for n in [*names, *(("all", "this") if spec else ())] if n.startswith(last)]
+    return [f"{head}{comma}{n}" for n in [*names, *(("all", "active", "this") if spec else ())] if n.startswith(last)]
 
 
 def object_names(kind_word: str, site: str | None, incomplete: str) -> list[str]:

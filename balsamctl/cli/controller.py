@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from balsamctl.cli import output
-from balsamctl.cli.common import SiteOpt, echo, one_site, sites
+from balsamctl.cli.common import SiteOpt, echo, local_sites, one_local_site
 
 controller_app = typer.Typer(no_args_is_help=True)
 
@@ -15,7 +15,7 @@ def controller_run(site: SiteOpt = None) -> None:
     """Run the site's controller in the foreground."""
     from balsamctl.controller import daemon
 
-    daemon.run(one_site(site))
+    daemon.run(one_local_site(site))
 
 
 @controller_app.command("start")
@@ -23,7 +23,7 @@ def controller_start(site: SiteOpt = None) -> None:
     """Start the controller of each site in the background."""
     from balsamctl.controller import daemon
 
-    for s in sites(site):
+    for s in local_sites(site):
         pid = daemon.start(s)
         typer.echo(f"controller of site/{s.name} started (pid {pid}, log {daemon.status(s)['log']})")
 
@@ -33,7 +33,7 @@ def controller_stop(site: SiteOpt = None) -> None:
     """Stop the controller of each site."""
     from balsamctl.controller import daemon
 
-    for s in sites(site):
+    for s in local_sites(site):
         typer.echo(f"controller of site/{s.name} {'stopped' if daemon.stop(s) else 'was not running'}")
 
 
@@ -43,7 +43,7 @@ def controller_status(site: SiteOpt = None) -> None:
     from balsamctl.controller import daemon
 
     rows = []
-    for s in sites(site):
+    for s in local_sites(site):
         st = daemon.status(s)
         rows.append([s.name, "running" if st["running"] else "stopped", output.cell(st["pid"]), str(st["log"])])
     echo(output.table(["SITE", "STATUS", "PID", "LOG"], rows))

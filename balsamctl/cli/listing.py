@@ -56,8 +56,8 @@ def parse_labels(selector: str | None) -> tuple[tuple[str, str], ...]:
 
 def many_sites(spec: str | None, site_names: Sequence[str]) -> bool:
     """Whether ``--site`` chose many sites, so that listings name each row's site (as kubectl's ``-A`` always shows
-    NAMESPACE): ``all``, even with one site registered, or more than one site."""
-    return spec == "all" or len(set(site_names)) > 1
+    NAMESPACE): ``all`` or ``active``, even with one site registered, or more than one site."""
+    return spec in ("all", "active") or len(set(site_names)) > 1
 
 
 def default_limit(fmt: str | None, limit: int | None) -> int:

@@ -24,12 +24,12 @@ if TYPE_CHECKING:
     import yaml
 
     from balsamctl.schemas import Manifest
-    from balsamctl.site.directory import SiteDirectory
     from balsamctl.store import StoredObject
 
 Format = Literal["table", "wide", "yaml", "json", "name"]
 NONE = "<none>"
-SITE_HEADERS = ["NAME", "ID", "PATH", "SCHEDULER", "STORE", "UNSTARTED"]
+SITE_HEADERS = ["NAME", "ID", "HOST", "SCHEDULER", "ACTIVE", "JOBS", "BATCHJOBS", "UNSTARTED"]
+SITE_WIDE_HEADERS = ["PATH", "OWNER", "STORE"]
 EVENT_HEADERS = ["TIME", "OBJECT", "FROM", "TO", "REASON", "MESSAGE"]
 _COLUMNS: dict[str, tuple[list[str], list[str]]] = {
     "App": (["NAME", "PARAMETERS", "AGE"], []),
@@ -179,16 +179,30 @@ def row(obj: StoredObject | ObjectData, now: float, wide: bool) -> list[str]:
     return [cell(v) for v in ([*base, *extra] if wide else base)]
 
 
-def site_row(
-    name: str, path: Path, site: SiteDirectory | None = None, site_id: int | None = None, unstarted: int | None = None
-) -> list[str]:
-    """One row of the sites table; ``site`` is None when its directory cannot be read. ``unstarted``: the site's
-    newest allocations in a row that never started a launcher."""
-    if site is None:
-        return [name, NONE, str(path), NONE, NONE, NONE]
-    from balsamctl.store import redact
+def counts_text(counts: Mapping[str, int]) -> str:
+    """``STATE=n,...`` of a site's objects by state, most first (``0`` when there are none)."""
+    if not counts:
+        return "0"
+    return ",".join(f"{state or NONE}={n}" for state, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
-    return [site.name, cell(site_id), str(site.path), site.settings.scheduler, redact(site.store_url), cell(unstarted)]
+
+def site_row(summary: Mapping[str, Any], wide: bool) -> list[str]:
+    """One row of the sites table from a site's summary (``get sites -o json`` prints the same dicts)."""
+    jobs, batchjobs = summary.get("jobs"), summary.get("batchjobs")
+    active = summary.get("active")
+    cells = [
+        summary["name"],
+        cell(summary.get("id")),
+        cell(summary.get("host")),
+        cell(summary.get("scheduler")),
+        NONE if active is None else ("yes" if active else "no"),
+        NONE if jobs is None else counts_text(jobs),
+        NONE if batchjobs is None else counts_text(batchjobs),
+        cell(summary.get("unstarted")),
+    ]
+    if wide:
+        cells += [cell(summary.get("path")), cell(summary.get("owner")), cell(summary.get("store"))]
+    return cells
 
 
 def event_row(event: Mapping[str, Any], *, with_object: bool = True) -> list[str]:

@@ -27,7 +27,8 @@ from balsamctl.cli.common import (
     states,
 )
 from balsamctl.schemas import KINDS, Job, kind_of
-from balsamctl.site.directory import SiteDirectory, SiteError
+from balsamctl.site.directory import SiteError
+from balsamctl.site.handle import Site
 from balsamctl.site.joboutput import attempt_files
 from balsamctl.store import Selector, Store
 from balsamctl.store.fastread import ObjectData
@@ -80,12 +81,12 @@ def get(
     if word != "events" and event_kind:
         raise ValueError("--kind applies to events only")
     if word == "sites":
-        from balsamctl.cli.sites import print_sites
+        from balsamctl.cli.sites import PARTIAL, print_sites
 
         if names:
             raise ValueError("get sites takes no NAME; choose sites with --site")
-        if not print_sites(((s.name, s.path) for s in sites(site)), fmt):
-            raise typer.Exit(1)  # the sites asked for by name could not all be read
+        if not print_sites(site or "all", fmt):
+            raise typer.Exit(PARTIAL)  # what could be read was printed, with a warning naming each site that could not
     elif word == "events":
         found = sites(site)
         limit = DEFAULT_EVENT_LIMIT if limit is None else limit
@@ -112,7 +113,7 @@ def get(
 
 
 def _get_events(
-    found: Sequence[SiteDirectory],
+    found: Sequence[Site],
     names: Sequence[str],
     kind: str | None,
     limit: int,
@@ -165,7 +166,14 @@ def logs(
     target = one_site(site)
     job = fetch(target, "Job", name).manifest
     assert isinstance(job, Job)
-    workdir = target.workdir(job.spec.workdir)
+    try:
+        workdir = target.workdir(job.spec.workdir)
+    except SiteError as exc:
+        if target.local:
+            raise
+        err(f"{exc}; the end of its last output, as kept in the store:")
+        echo(job.status.output_tail or "")
+        return
     files = attempt_files(workdir)
     if not files:
         raise SiteError(f"job/{name} has no output yet (no job.out in {workdir})")

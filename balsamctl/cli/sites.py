@@ -1,10 +1,12 @@
-"""``balsamctl site``: create, list and forget sites; the sites table ``get sites`` prints too."""
+"""``balsamctl site``: create, add, move, list and forget sites; the sites table ``get sites`` prints too."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -14,9 +16,23 @@ from balsamctl.schedulers import SCHEDULERS
 from balsamctl.schemas.settings import SchedulerKind
 from balsamctl.site import platforms, registry
 from balsamctl.site.create import init_site
-from balsamctl.site.directory import SiteDirectory, SiteError
+from balsamctl.site.directory import SiteDirectory, SiteError, said
+from balsamctl.site.lookup import resolve_sites
+
+if TYPE_CHECKING:
+    from balsamctl.site.handle import Site
 
 site_app = typer.Typer(no_args_is_help=True)
+
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        metavar="URL",
+        help="A shared PostgreSQL store (postgresql+psycopg://USER@HOST/DB; a password as ${VAR}, or in PGPASSWORD or "
+        "~/.pgpass). Default: SQLite in the site's .balsam/.",
+    ),
+]
 
 
 @site_app.command("init")
@@ -43,67 +59,201 @@ def site_init(
             + ".",
         ),
     ] = None,
+    store: StoreOpt = None,
 ) -> None:
-    """Lay out a new site directory and register it.
+    """Lay out a new site directory, give it its identity and register it.
 
     Its scheduler, settings.yml and job-template.sh come from a platform preset (balsamctl/site/platforms/);
-    --scheduler X gives exactly what --platform generic-X gives.
+    --scheduler X gives exactly what --platform generic-X gives. With --store, the site lives in a shared
+    PostgreSQL store, where collaborators and the site's own launchers on other hosts reach it.
     """
-    site = init_site(path, name or path.resolve().name, scheduler, platform=platform)
+    site = init_site(path, name or path.resolve().name, scheduler, platform=platform, store_url=store)
     typer.echo(f"site/{site.name} created at {site.path}")
 
 
-def print_sites(entries: Iterable[tuple[str, Path]], fmt: OutputFormat | None) -> bool:
-    """The sites table (or names); sites whose directory or store cannot be read are listed with a warning.
-    Whether every site could be read."""
-    if fmt in ("yaml", "json"):
-        raise ValueError(f"-o {fmt} is not supported for sites")
-    rows, readable = [], True
-    for name, path in entries:
-        site, site_id, unstarted = None, None, None
-        try:
-            site = SiteDirectory.load(path)
-            site_id = site.site_id  # opens the store
-            unstarted = _unstarted(site, site_id)
-        except SiteError as exc:
-            err(f"warning: {exc}" if site else f"warning: site {name}: {exc}")
-            readable = False
-        rows.append(output.site_row(name, path, site, site_id, unstarted))
-    if fmt == "name":
-        echo("".join(f"site/{r[0]}\n" for r in rows))
-    else:
-        echo(output.table(output.SITE_HEADERS, rows))
-    return readable
+@site_app.command("add")
+def site_add(
+    name: Annotated[str, typer.Argument(help="The site's name in its store.")],
+    store: Annotated[str, typer.Option("--store", metavar="URL", help="Its store's URL (a password as ${VAR}).")],
+) -> None:
+    """Register a site that lives on another machine, by its store: every verb then works on it with --site NAME."""
+    from balsamctl.site.remote import RemoteSite
 
-
-def _unstarted(site: SiteDirectory, site_id: int) -> int | None:
-    """The site's allocations in a row that never started a launcher; None, with a warning, if its store fails
-    to count them (the rest of its row is still shown)."""
-    from sqlalchemy.exc import DBAPIError
-
+    known = registry.entry(name)
+    if known is not None:
+        raise SiteError(f"a site named {name!r} is already registered ({known.path or known.store})")
+    remote = RemoteSite(name, store)
     try:
-        return site.store.allocations_not_started(site_id)
-    except DBAPIError as exc:
-        said = str(getattr(exc, "orig", None) or exc).splitlines() or [type(exc).__name__]
-        err(f"warning: site {site.name}: cannot count its allocations that never started a launcher: {said[0]}")
-        return None
+        record = remote.record
+    finally:
+        remote.close()
+    registry.add(registry.Entry(name, None, record.id, record.uuid, store))
+    typer.echo(f"site/{name} added: id {record.id}, at {record.where()}")
+
+
+@site_app.command("mv")
+def site_mv(
+    name: Annotated[str, typer.Argument(help="The site.", autocompletion=complete_registered)],
+    path: Annotated[Path, typer.Argument(help="Its new directory (moved there, or already moved there by hand).")],
+) -> None:
+    """Move a site's directory (or record where it was moved to): its identity, id and objects stay."""
+    entry = registry.entry(name)
+    if entry is None or entry.path is None:
+        raise SiteError(f"no site named {name!r} with a directory on this machine is registered")
+    target = path.resolve()
+    if not (target / "settings.yml").is_file():
+        if target.exists():
+            raise SiteError(f"{target} exists and is not the site: choose a new path")
+        from balsamctl.controller.daemon import running_pid
+
+        old = SiteDirectory.load(entry.path)
+        if running_pid(old) is not None:
+            raise SiteError(f"the controller of site {name} runs: `balsamctl controller stop --site {name}` first")
+        old.close()
+        shutil.move(str(entry.path), str(target))
+    site = SiteDirectory.load(target)
+    if entry.uuid is not None and site.uuid != entry.uuid:
+        raise SiteError(f"{target} holds another site (uuid {site.uuid}, registered: {entry.uuid})")
+    site.store.move_site(site.site_id, str(target), site.host)
+    registry.add(registry.Entry(name, target, entry.id, site.uuid))
+    site.close()
+    typer.echo(f"site/{name} moved to {target}")
 
 
 @site_app.command("ls")
-def site_ls() -> None:
-    """List the registered sites."""
-    entries = registry.load_registry()
-    if not entries:
+def site_ls(fmt: Annotated[OutputFormat | None, typer.Option("-o", "--output")] = None) -> None:
+    """List the registered sites (as ``get sites --site=all``)."""
+    if not registry.entries():
         err("No sites registered.")
-    print_sites(sorted(entries.items()), None)  # the registry is listed whole: unreadable sites are warnings
+        return
+    if not print_sites("all", fmt):
+        raise typer.Exit(PARTIAL)
 
 
 @site_app.command("rm")
 def site_rm(
     name: Annotated[str, typer.Argument(help="The site to forget.", autocompletion=complete_registered)],
+    purge: Annotated[
+        bool,
+        typer.Option("--purge", help="Also remove the site and everything it holds from its store (its owner only)."),
+    ] = False,
 ) -> None:
-    """Unregister a site; its directory and store are left untouched."""
-    path = registry.load_registry().get(name)
-    if path is None or not registry.unregister(name):
+    """Unregister a site; its directory and store are left untouched (with --purge, its store's records go)."""
+    entry = registry.entry(name)
+    if entry is None:
         raise SiteError(f"no site named {name!r} is registered")
-    typer.echo(f"site/{name} unregistered (its directory {path} and its store were left untouched)")
+    if purge:
+        _purge(entry)
+    registry.unregister(name)
+    kept = "its store's records were removed" if purge else "its store was left untouched"
+    where = f"its directory {entry.path}" if entry.path else "its directory on its own host"
+    typer.echo(f"site/{name} unregistered ({where} and {kept})")
+
+
+def _purge(entry: registry.Entry) -> None:
+    """Remove the site of ``entry`` from its store, once it is sure to be that site (its UUID)."""
+    from balsamctl.site.lookup import open_entry
+    from balsamctl.site.remote import RemoteSite
+
+    if entry.path is not None and not entry.path.is_dir():  # its directory is gone: reach its store by its settings
+        raise SiteError(
+            f"the directory of site {entry.name} ({entry.path}) is gone, and with it its store's URL: add it by its "
+            f"store (`balsamctl site rm {entry.name}`, `balsamctl site add {entry.name} --store URL`) and purge that"
+        )
+    site = open_entry(entry)
+    try:
+        if isinstance(site, RemoteSite) and site.host is not None and site.record.active():
+            raise SiteError(f"site {entry.name}'s controller is alive on {site.host}: stop it first")
+        site.store.remove_site(site.site_id)
+    finally:
+        site.close()
+
+
+PARTIAL = 3
+"""The exit code of a listing that printed what it could, but not every site it was asked for."""
+
+
+def print_sites(spec: str | None, fmt: OutputFormat | None) -> bool:
+    """The sites table (or names, YAML, JSON) of the sites ``--site`` names, read one query per kind per store; a
+    site or store that cannot be read is a warning line and a row of what is known. Whether every site was read."""
+    problems: list[str] = []
+
+    def warn(name: str, exc: Exception) -> None:
+        problems.append(name)
+        err(f"warning: site {name}: {exc}" if not str(exc).startswith("site ") else f"warning: {exc}")
+
+    found = resolve_sites(spec, Path.cwd(), on_error=warn)
+    summaries = [summary for group in _by_store(found) for summary in _summaries(group, warn)]
+    summaries.sort(key=lambda s: s["name"])
+    if fmt == "name":
+        echo("".join(f"site/{s['name']}\n" for s in summaries))
+    elif fmt in ("json", "yaml"):
+        items = {"apiVersion": "v1", "kind": "List", "items": summaries}
+        echo(json.dumps(items, indent=2) + "\n" if fmt == "json" else output.to_yaml(items))
+    else:
+        headers = output.SITE_HEADERS + (output.SITE_WIDE_HEADERS if fmt == "wide" else [])
+        echo(output.table(headers, [output.site_row(s, fmt == "wide") for s in summaries]))
+    for site in found:
+        site.close()
+    return not problems
+
+
+def _by_store(found: Sequence[Site]) -> list[list[Site]]:
+    groups: dict[str, list[Site]] = {}
+    for site in found:
+        groups.setdefault(site.store_url, []).append(site)
+    return list(groups.values())
+
+
+def _summaries(group: Sequence[Site], warn: Any) -> list[dict[str, Any]]:
+    """What ``get sites`` shows of the sites of one store: their published records and counts (one query each)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from balsamctl.store import redact
+
+    url = redact(group[0].store_url)
+    base: list[dict[str, Any]] = [
+        {"name": s.name, "store": url, "path": str(s.path) if s.local else None} for s in group
+    ]
+    ids: dict[int, dict[str, Any]] = {}
+    for site, summary in zip(group, base, strict=True):
+        try:
+            ids[site.site_id] = summary
+        except (SiteError, SQLAlchemyError) as exc:
+            warn(
+                site.name, exc if isinstance(exc, SiteError) else SiteError(f"cannot read its store {url}: {said(exc)}")
+            )
+    if not ids:
+        return base
+    try:
+        records = {r.id: r for r in group[0].store.site_records(list(ids))}
+        counts = group[0].store.object_counts(list(ids))
+    except SQLAlchemyError as exc:
+        for summary in ids.values():
+            warn(summary["name"], SiteError(f"cannot read its store {url}: {said(exc)}"))
+        return base
+    for site_id, summary in ids.items():
+        record = records.get(site_id)
+        if record is None:
+            continue
+        summary.update(
+            id=site_id,
+            uuid=record.uuid,
+            owner=record.owner,
+            host=record.host,
+            path=record.path,
+            scheduler=record.scheduler,
+            platform=record.platform,
+            active=record.active(),
+            heartbeat=output.timestamp(record.heartbeat_at) if record.heartbeat_at else None,
+            jobs=counts[site_id]["Job"],
+            batchjobs=counts[site_id]["BatchJob"],
+        )
+        try:
+            summary["unstarted"] = group[0].store.allocations_not_started(site_id)
+        except SQLAlchemyError as exc:
+            warn(summary["name"], SiteError(f"cannot count its allocations that never started: {said(exc)}"))
+    for site, summary in zip(group, base, strict=True):
+        if summary.get("scheduler") is None and isinstance(site, SiteDirectory):
+            summary["scheduler"] = site.settings.scheduler  # its controller has not published yet
+    return base

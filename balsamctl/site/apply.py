@@ -8,7 +8,7 @@ from pathlib import Path
 from balsamctl.schemas.manifest import Document, ManifestError, Problem, parse_documents
 from balsamctl.schemas.objects import AppSpec
 from balsamctl.schemas.validation import check_batch
-from balsamctl.site.directory import SiteDirectory
+from balsamctl.site.handle import Site
 from balsamctl.store import ApplyResult
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
@@ -55,7 +55,7 @@ def load_paths(paths: Sequence[str], recursive: bool, stdin_text: str | None = N
 
 
 def apply_documents(
-    site: SiteDirectory,
+    site: Site,
     docs: Sequence[Document],
     *,
     source: str | None = None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import yaml
@@ -10,7 +11,8 @@ import yaml
 from balsamctl.schedulers import UnsupportedScheduler, check_scheduler, scheduler_class
 from balsamctl.schemas.settings import SchedulerKind, is_valid_site_name
 from balsamctl.site import platforms, registry
-from balsamctl.site.directory import LAYOUT, SiteDirectory, SiteError
+from balsamctl.site.directory import LAYOUT, SiteDirectory, SiteError, open_store, write_uuid
+from balsamctl.store import NotFound, redact
 
 
 def init_site(
@@ -21,8 +23,14 @@ def init_site(
     register: bool = True,
     site_id: int | None = None,
     platform: str | None = None,
+    store_url: str | None = None,
 ) -> SiteDirectory:
-    """Lay out a new site at ``path`` (private to its owner) and register it (with ``site_id`` if free).
+    """Lay out a new site at ``path`` (private to its owner), give it its identity (a UUID) and register it in its
+    store and in the registry (with ``site_id`` if free).
+
+    ``store_url``: a shared store (PostgreSQL; ``${VAR}`` kept in settings.yml, expanded to connect), else SQLite in
+    the site's ``.balsam/``. A name its store already gives to another site is refused, naming that site's owner,
+    host and path, and nothing is made.
 
     Its scheduler, settings and job template come from a platform preset (``balsamctl/site/platforms/``): ``platform``,
     else ``scheduler``'s generic one (``generic-<scheduler>``; ``local``, the default). A ``scheduler`` given with
@@ -31,9 +39,10 @@ def init_site(
     path = path.resolve()
     if (path / "settings.yml").exists():
         raise SiteError(f"{path} is already a site")
-    registered = registry.load_registry().get(name)
-    if registered is not None and registered != path:
-        raise SiteError(f"a site named {name!r} is already registered at {registered}")
+    registered = registry.entry(name)
+    if registered is not None and registered.path != path:
+        where = registered.path or f"the store {redact(registered.store or '')}"
+        raise SiteError(f"a site named {name!r} is already registered at {where}")
     if not is_valid_site_name(name):
         raise SiteError(f"invalid site name {name!r}: use letters, digits, '-', '_' and '.'")
     preset = _site_preset(platform, scheduler)
@@ -41,8 +50,13 @@ def init_site(
         check_scheduler(preset.scheduler)
     except UnsupportedScheduler as exc:
         raise SiteError(f"scheduler {preset.scheduler!r}: {exc}") from None
+    if store_url is not None:
+        _check_name_free(name, store_url)
     settings, template_text = preset.site_settings(name), preset.template
     body = settings.model_dump(mode="json", exclude={"store_url"})
+    if store_url is not None:
+        body = {"name": body.pop("name"), "store_url": store_url, **body}
+    made = not path.exists()
     old_umask = os.umask(0o077)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -50,13 +64,37 @@ def init_site(
             (path / sub).mkdir(exist_ok=True)
         (path / "job-template.sh").write_text(template_text)
         (path / "settings.yml").write_text(_SETTINGS_HEADER + yaml.safe_dump(body, sort_keys=False))
+        write_uuid(path)
     finally:
         os.umask(old_umask)
     site = SiteDirectory.load(path)
-    site_id = site.store.ensure_site(name, str(path), preferred_id=site_id or registry.next_id())
+    try:
+        site_id = site.store.ensure_site(
+            name, str(path), preferred_id=site_id or registry.next_id(), uuid=site.uuid, host=site.host
+        )
+    except BaseException:  # taken meanwhile, or the store failed: nothing is left made
+        site.close()
+        if made:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
     if register:
-        registry.register(name, path, site_id)
+        registry.register(name, path, site_id, site.uuid)
     return site
+
+
+def _check_name_free(name: str, store_url: str) -> None:
+    """:class:`SiteError` if the store at ``store_url`` already has a site named ``name`` (or cannot be opened)."""
+    store = open_store(name, os.path.expandvars(store_url))
+    try:
+        taken = store.site_record(name)
+    except NotFound:
+        return
+    finally:
+        store.close()
+    raise SiteError(
+        f"a site named {name!r} already exists in the store {redact(os.path.expandvars(store_url))}"
+        f"{f' of {taken.owner}' if taken.owner else ''}, at {taken.where()} (site id {taken.id}): choose another name"
+    )
 
 
 def _site_preset(platform: str | None, scheduler: SchedulerKind | None) -> platforms.Platform:

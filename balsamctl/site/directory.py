@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import uuid as uuidlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -19,6 +21,8 @@ from balsamctl.site.light_settings import SiteError as SiteError  # re-exported:
 from balsamctl.store import Store, redact
 
 LAYOUT = ("manifests", "data", "log", "qsubmit", ".balsam")
+UUID_FILE = "uuid"
+"""The site's identity, in its ``.balsam/``: copied and moved with the directory."""
 
 
 @dataclass
@@ -58,6 +62,43 @@ class SiteDirectory:
         """The site's name."""
         return self.settings.name
 
+    local = True
+    """Its files are on this machine."""
+
+    @cached_property
+    def uuid(self) -> str | None:
+        """The site's identity (``.balsam/uuid``), made for a site that predates it; None if this user can neither
+        read nor make it (the site is then known to its store by its path)."""
+        file = self.state_dir / UUID_FILE
+        for _ in range(2):
+            try:
+                return file.read_text().strip() or None
+            except FileNotFoundError:
+                try:
+                    return write_uuid(self.path)
+                except FileExistsError:
+                    continue  # another process made it first: read theirs
+                except OSError:
+                    return None
+            except OSError:
+                return None
+        return None
+
+    @property
+    def host(self) -> str:
+        """The machine it is read on."""
+        return socket.gethostname()
+
+    @property
+    def job_template_source(self) -> str:
+        """The job template's file."""
+        return str(self.path / self.settings.job_template_path)
+
+    @property
+    def job_template(self) -> str:
+        """The job template's text."""
+        return (self.path / self.settings.job_template_path).read_text()
+
     @property
     def store_url(self) -> str:
         """The store's SQLAlchemy URL (``${VAR}`` expanded, so credentials can stay in the environment)."""
@@ -69,17 +110,13 @@ class SiteDirectory:
         if self._store is None:
             url = self.store_url
             create_private_sqlite_file(url)
-            try:
-                self._store = Store(url)
-            except SQLAlchemyError as exc:
-                reason = getattr(exc, "orig", None) or exc
-                raise SiteError(f"site {self.name}: cannot open its store {redact(url)}: {reason}") from None
+            self._store = open_store(self.name, url)
         return self._store
 
     @cached_property
     def site_id(self) -> int:
         """This site's integer id in its store."""
-        return self.store.ensure_site(self.name, str(self.path))
+        return self.store.ensure_site(self.name, str(self.path), uuid=self.uuid, host=self.host)
 
     @property
     def data_dir(self) -> Path:
@@ -112,9 +149,12 @@ class SiteDirectory:
         return self.state_dir / "wake"
 
     def poke(self) -> None:
-        """Wake the controller up."""
+        """Wake the controller up: a file it watches, and on a shared PostgreSQL store a ``NOTIFY`` (its controller
+        may run on a host that does not see this file system)."""
         self.wake_dir.mkdir(exist_ok=True)
         (self.wake_dir / "poke").touch()
+        if self._store is not None:  # a change was written: the store is open
+            self._store.notify_site(self.site_id)
 
     def workdir(self, relative: str) -> Path:
         """A Job's workdir, guaranteed inside ``data/`` even through symlinks (only its own parts are looked at)."""
@@ -141,6 +181,30 @@ class SiteDirectory:
         if self._store is not None:
             self._store.close()
             self._store = None
+
+
+def open_store(name: str, url: str) -> Store:
+    """Open the store of site ``name``; :class:`SiteError` naming the URL without its password if it cannot be."""
+    try:
+        return Store(url)
+    except SQLAlchemyError as exc:
+        raise SiteError(f"site {name}: cannot open its store {redact(url)}: {said(exc)}") from None
+
+
+def said(exc: Exception) -> str:
+    """The first line of what the database driver said."""
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def write_uuid(path: Path) -> str:
+    """Give the site at ``path`` a new identity and return it."""
+    value = str(uuidlib.uuid4())
+    file = path / ".balsam" / UUID_FILE
+    fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as stream:
+        stream.write(value + "\n")
+    return value
 
 
 def create_private_sqlite_file(url: str) -> None:

@@ -11,7 +11,8 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from balsamctl.schedulers import SubmitRequest
 from balsamctl.schemas import BatchJob
-from balsamctl.site.directory import SiteDirectory, SiteError
+from balsamctl.site.directory import SiteError
+from balsamctl.site.handle import Site
 
 _ENV = SandboxedEnvironment(
     autoescape=False, undefined=StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True
@@ -19,14 +20,14 @@ _ENV = SandboxedEnvironment(
 _ENV.filters["shquote"] = lambda value: shlex.quote(str(value))
 
 
-def launcher_command(site: SiteDirectory, batch_job: BatchJob) -> str:
+def launcher_command(site: Site, batch_job: BatchJob) -> str:
     """The shell command that starts the launcher(s) of ``batch_job`` inside its allocation."""
     python = site.settings.launcher.python or sys.executable
     argv = [python, "-m", "balsamctl.launcher", "--site", str(site.path), "--batch-job", batch_job.metadata.name]
     return shlex.join(argv)
 
 
-def template_context(site: SiteDirectory, batch_job: BatchJob) -> dict[str, Any]:
+def template_context(site: Site, batch_job: BatchJob) -> dict[str, Any]:
     """What a job template sees: the BatchJob's fields, its partitions, filter tags, optional params, the launcher."""
     spec = batch_job.spec
     optional = {**site.settings.optional_batch_job_params, **spec.optional_params}
@@ -41,22 +42,23 @@ def template_context(site: SiteDirectory, batch_job: BatchJob) -> dict[str, Any]
     }
 
 
-def render_job_script(site: SiteDirectory, batch_job: BatchJob) -> str:
+def render_job_script(site: Site, batch_job: BatchJob) -> str:
     """The job script for ``batch_job``; :class:`SiteError` names the template on a template error."""
-    template_path = site.path / site.settings.job_template_path
     try:
-        template = _ENV.from_string(template_path.read_text())
+        template = _ENV.from_string(site.job_template)
         return template.render(**template_context(site, batch_job))
+    except SiteError:
+        raise
     except Exception as exc:  # the template is site code: any failure of it is the site's, named, never a crash
-        raise SiteError(f"{template_path}: cannot render: {exc}") from None
+        raise SiteError(f"{site.job_template_source}: cannot render: {exc}") from None
 
 
-def job_name(site: SiteDirectory, bj: BatchJob) -> str:
+def job_name(site: Site, bj: BatchJob) -> str:
     """The unique name a BatchJob's allocation carries at the scheduler."""
     return f"balsam-{site.name}-{bj.metadata.name}-{(bj.metadata.uid or '')[:8]}"
 
 
-def submit_request(site: SiteDirectory, bj: BatchJob) -> SubmitRequest:
+def submit_request(site: Site, bj: BatchJob) -> SubmitRequest:
     """What the scheduler is asked for."""
     spec = bj.spec
     return SubmitRequest(

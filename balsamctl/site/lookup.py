@@ -1,15 +1,23 @@
-"""Finding sites: the one around a directory, or the ones ``--site`` names in the registry."""
+"""Finding sites: the one around a directory, or the ones ``--site`` names in the registry.
+
+``--site`` takes Balsam's forms: ``NAME``, an integer site ``ID``, ``a,b`` (names, ids or ``this``), ``all`` (every
+registered site), ``active`` (those whose controller is alive: a heartbeat in the last two minutes) and ``this``
+(the site containing the current directory, the default)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from balsamctl.site.light_settings import SiteError
 
 if TYPE_CHECKING:
-    from balsamctl.site.directory import SiteDirectory
+    from balsamctl.site.handle import Site
+    from balsamctl.site.registry import Entry
+
+OnError = Callable[[str, Exception], None]
+"""Told of a site that cannot be opened (its name, the error) when the others should go on."""
 
 
 def find_site_dir(start: Path) -> Path | None:
@@ -20,36 +28,93 @@ def find_site_dir(start: Path) -> Path | None:
     return None
 
 
-def site_paths(spec: str | None, cwd: Path) -> Iterator[Path]:
-    """The directories of the sites named by ``--site``: ``NAME``, ``a,b``, ``all``, ``this`` (default: the site
-    containing cwd), in order; :class:`SiteError` for a name not registered, once the sites before it are given.
-    The registry (YAML) is read only when needed: the CLI's fast paths find the site around cwd with this."""
-    if spec in (None, "", "this"):
-        here = find_site_dir(cwd)
-        if here is None:
-            from balsamctl.site import registry
+def _here(cwd: Path) -> Path:
+    here = find_site_dir(cwd)
+    if here is None:
+        from balsamctl.site import registry
 
-            known = ", ".join(sorted(registry.load_registry())) or "none registered"
-            raise SiteError(f"not inside a site directory; pass --site NAME or --site all (sites: {known})")
-        yield here
+        known = ", ".join(e.name for e in registry.entries()) or "none registered"
+        raise SiteError(f"not inside a site directory; pass --site NAME or --site all (sites: {known})")
+    return here
+
+
+def selected(spec: str | None, cwd: Path) -> Iterator[Entry | Path]:
+    """What ``--site`` names, in order: registry entries, or the directory of ``this``; :class:`SiteError` for a
+    name or id not registered, once the sites before it are given. ``active`` is every entry (see
+    :func:`resolve_sites`). The registry (YAML) is read only when needed."""
+    if spec in (None, "", "this"):
+        yield _here(cwd)
         return
     from balsamctl.site import registry
 
-    entries = registry.load_registry()
-    if spec == "all":
-        yield from (p for _, p in sorted(entries.items()))
+    entries = registry.entries()
+    if spec in ("all", "active"):
+        yield from entries
         return
-    for name in spec.split(","):
-        if name == "this":
-            yield from site_paths("this", cwd)
-        elif name in entries:
-            yield entries[name]
+    by_name, by_id = {e.name: e for e in entries}, {str(e.id): e for e in entries}
+    for ref in spec.split(","):
+        if ref == "this":
+            yield _here(cwd)
+        elif ref in by_name or ref in by_id:
+            yield by_name.get(ref) or by_id[ref]
         else:
-            raise SiteError(f"no site named {name!r} (registered: {', '.join(sorted(entries)) or 'none'})")
+            raise SiteError(f"no site named {ref!r} (registered: {', '.join(by_name) or 'none'})")
 
 
-def resolve_sites(spec: str | None, cwd: Path) -> list[SiteDirectory]:
-    """The sites named by ``--site`` (see :func:`site_paths`), loaded."""
+def site_paths(spec: str | None, cwd: Path) -> Iterator[Path]:
+    """The directories of the sites ``--site`` names, for the CLI's fast paths; :class:`SiteError` if one lives on
+    another machine or ``active`` asks their stores (the full path answers then)."""
+    if spec == "active":
+        raise SiteError("--site active asks each site's store")
+    for found in selected(spec, cwd):
+        if isinstance(found, Path):
+            yield found
+        elif found.path is None:
+            raise SiteError(f"site {found.name} is reached through its store")
+        else:
+            yield found.path
+
+
+def open_entry(found: Entry | Path) -> Site:
+    """The site of a registry entry or a directory: its directory loaded, or (a remote site) its store's handle."""
     from balsamctl.site.directory import SiteDirectory
 
-    return [SiteDirectory.load(path) for path in site_paths(spec, cwd)]
+    if isinstance(found, Path):
+        return SiteDirectory.load(found)
+    if found.path is not None:
+        return SiteDirectory.load(found.path)
+    from balsamctl.site.remote import RemoteSite
+
+    assert found.store is not None
+    return RemoteSite(found.name, found.store, found.uuid)
+
+
+def resolve_sites(spec: str | None, cwd: Path, on_error: OnError | None = None) -> list[Site]:
+    """The sites named by ``--site`` (see :func:`selected`), opened; with ``active``, those whose controller's
+    heartbeat is recent. A site that cannot be opened raises :class:`SiteError`, or, given ``on_error``, is told
+    to it and left out."""
+    found: list[Site] = []
+    for item in selected(spec, cwd):
+        name = item.name if not isinstance(item, Path) else str(item)
+        try:
+            site = open_entry(item)
+            if spec == "active" and not _is_active(site):
+                site.close()
+                continue
+        except SiteError as exc:
+            if on_error is None:
+                raise
+            on_error(name, exc)
+            continue
+        found.append(site)
+    return found
+
+
+def _is_active(site: Site) -> bool:
+    """Whether the site's controller heartbeat is recent, as its store says."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return site.store.site_record(site.site_id).active()
+    except SQLAlchemyError as exc:
+        raise SiteError(f"site {site.name}: cannot read its store: {exc}") from None

@@ -53,7 +53,9 @@ class Platform:
 
         :class:`pydantic.ValidationError` if ``site_name`` is not a valid name.
         """
-        return SiteSettings.model_validate({**self.settings, "name": site_name, "scheduler": self.scheduler})
+        return SiteSettings.model_validate(
+            {**self.settings, "name": site_name, "scheduler": self.scheduler, "platform": self.name}
+        )
 
 
 def parse_preset(name: str, text: str, template: str | None) -> Platform:
