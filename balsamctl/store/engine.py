@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import time
@@ -9,12 +10,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import InterfaceError, InternalError, OperationalError, ProgrammingError
 
 from balsamctl.store import migrations
 
 SQLITE_BUSY_SEC = 60.0  # how long a SQLite connection waits for another's lock
+CONNECT_TIMEOUT_SEC = 10
+"""How long connecting to a PostgreSQL store may take (``$BALSAMCTL_CONNECT_TIMEOUT`` seconds, else this; a URL's
+own ``connect_timeout`` wins): a host that does not answer fails in seconds, not after TCP's minutes."""
 
 StoreUnavailable = (OperationalError, InterfaceError, InternalError)
 """What a store call raises when the database cannot be reached or refuses the work for now (locked, connection
@@ -38,11 +42,23 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
     else:
-        engine = create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4)
+        engine = create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4, connect_args=_connect_args(url))
     if _revision(engine) != migrations.head_revision():
         with write_tx(engine) as conn:
             migrations.upgrade(conn)
     return engine
+
+
+def _connect_args(url: str) -> dict[str, Any]:
+    """The driver's connect arguments for a server store: libpq's ``connect_timeout`` (psycopg's drivers)."""
+    parsed = make_url(url)
+    if parsed.get_driver_name() not in ("psycopg", "psycopg2") or "connect_timeout" in parsed.query:
+        return {}
+    value = os.environ.get("BALSAMCTL_CONNECT_TIMEOUT") or str(CONNECT_TIMEOUT_SEC)
+    try:
+        return {"connect_timeout": max(1, round(float(value)))}
+    except ValueError:
+        raise ValueError(f"BALSAMCTL_CONNECT_TIMEOUT={value!r}: expected a number of seconds") from None
 
 
 def _revision(engine: Engine) -> str | None:
