@@ -116,7 +116,7 @@ def test_the_answers_are_the_sites_objects(sites: Sites, call: Caller) -> None:
     assert bash("balsamctl get jobs --site other-site ") == ["elsewhere", "hello-1"]
     assert bash("balsamctl get jobs --site all e") == ["elsewhere"]
     assert bash("balsamctl get apps ") == ["hello"]
-    assert bash("balsamctl get jobs --site ") == ["other-site", "test-site", "all", "this"]
+    assert bash("balsamctl get jobs --site ") == ["other-site", "test-site", "all", "active", "this"]
     assert bash("balsamctl get jobs --site test-site,o") == ["test-site,other-site"]
     assert bash("balsamctl site rm ") == ["other-site", "test-site"]
     assert bash("balsamctl get jobs -l ") == ["exp=", "tier="]
