@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import getpass
 import itertools
+import math
 import re
 import stat
 from collections.abc import Mapping
@@ -36,7 +37,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from balsamctl.schedulers.base import AllocationState, AllocationStatus, Host, SubmitRequest
+from balsamctl.schedulers.base import AllocationState, AllocationStatus, Host, SchedulerError, SubmitRequest
 from balsamctl.schedulers.common import (
     DEFAULT_TIMEOUT_S,
     Answer,
@@ -72,7 +73,9 @@ _START = "%a %b %d %H:%M:%S %Y %z"  # "Thu Nov 05 17:29:30 2020 +0000", then " (
 _ZONE_NAME = re.compile(r"\s*\([^()]*\)$")
 _ID = re.compile(r"\d+")
 _RANGE = re.compile(r"(\d+)(?:-(\d+))?")
+_BRACKETS = re.compile(r"\[(\d+)-(\d+)\]")  # cc[42-44], cc01-gpu[0-3]: a cluster's compacted locations
 _MAX_RANGE = 100_000  # nodes in one range of a Location or partition; a longer one is not read
+_GAPS = (re.compile(r"\s{2,}"), re.compile(r"\s+"))  # between a row's values: Cobalt's two spaces, else any
 
 
 class CobaltScheduler(CommandScheduler):
@@ -114,10 +117,15 @@ class CobaltScheduler(CommandScheduler):
 
     def find_by_name(self, job_name: str) -> str | None:
         """The newest allocation called ``job_name`` (Cobalt forgets finished jobs at once); SchedulerError if none is
-        found while a line that cannot be read may be one (it names ``job_name``, or the output is cut short)."""
+        found while a line that cannot be read may be one (it names ``job_name``, or the output is cut short), and if
+        qstat listed jobs without their names (no JobName column)."""
         rows, unread = _rows(self._qstat())
         said(Answer({}, unread), "qstat")
-        ids = [row["jobid"] for row in rows if row.get("jobname") == job_name]
+        if any("jobname" not in row for row in rows):
+            raise SchedulerError(
+                ["qstat"], 0, f"cannot tell whether an allocation is called {job_name}: qstat printed no JobName column"
+            )
+        ids = [row["jobid"] for row in rows if row["jobname"] == job_name]
         return newest_called(job_name, ids, [record for record in unread if record.may_hold(job_name)], "qstat")
 
     def _ask(self, scheduler_ids: list[str]) -> Answer:
@@ -143,9 +151,9 @@ def parse_status(text: str) -> tuple[dict[str, AllocationStatus], list[Unread]]:
     """Statuses by job id from qstat's table, and the lines that could not be read; never raises.
 
     The columns are found by their titles in the header line (fixed width, left-aligned, so values may contain
-    spaces); lines before it are not the table's and are left out. A last line without its newline is taken as cut
-    short and not read; output without the header line (which qstat prints even when it lists no job) is not read
-    at all.
+    spaces); lines before it are not the table's and are left out. A row whose values are not under their titles is
+    read by the gaps between them (see :func:`_values`). A last line without its newline is taken as cut short and
+    not read; output without the header line (which qstat prints even when it lists no job) is not read at all.
     """
     rows, unread = _rows(text)
     return {row["jobid"]: _status(row) for row in rows}, unread
@@ -159,18 +167,34 @@ def _rows(text: str) -> tuple[list[dict[str, str]], list[Unread]]:
     if titles is None:
         return [], [Unread(None, "no table header (JobID ... State) in the output", text, cut=True)]
     columns = [(match.start(), match[0].lower()) for match in re.finditer(r"\S+", lines[titles])]
-    bounds = list(itertools.pairwise([start for start, _ in columns] + [None]))
+    starts = [start for start, _ in columns]
     rows: list[dict[str, str]] = []
     unread = [Unread(None, "the output ends inside this line", partial, cut=True)] if partial.strip() else []
     for line in lines[titles + 1 :]:
         if not line.strip("= \t"):  # blank, or the ===== rule under the titles
             continue
-        row = {name: line[start:end].strip() for (_, name), (start, end) in zip(columns, bounds, strict=True)}
-        if _ID.fullmatch(row["jobid"]) and row["state"] and " " not in row["state"]:
+        values = _values(line, starts)
+        row = dict(zip((name for _, name in columns), values, strict=True)) if values else {}
+        if row and _ID.fullmatch(row["jobid"]) and row["state"] and " " not in row["state"]:
             rows.append(row)
         else:
             unread.append(Unread(None, "not a row of the table", line))
     return rows, unread
+
+
+def _values(line: str, starts: list[int]) -> list[str] | None:
+    """A row's values, one per column (``starts``: where the titles begin). Cut at the titles when each column begins
+    after a space and holds a value, as Cobalt pads its table (values may hold spaces; an empty one is printed as
+    ``-``, ``N/A`` or ``None``); else (a table re-aligned by hand, or padded by bytes around a wider character) split
+    at the runs of two or more spaces, then of any, when that gives one value per column; else None."""
+    values = [line[start:end].strip() for start, end in itertools.pairwise([*starts, None])]
+    if all(values) and all(not line[start - 1 : start].strip() for start in starts[1:]):
+        return values
+    for gap in _GAPS:
+        values = gap.split(line.strip())
+        if len(values) == len(starts):
+            return values
+    return None
 
 
 def _status(row: dict[str, str]) -> AllocationStatus:
@@ -181,12 +205,26 @@ def _status(row: dict[str, str]) -> AllocationStatus:
 
 
 def _nodes(row: dict[str, str]) -> list[str]:
-    """The nodes of a Location such as ``3824-3827,3830`` (an item that is not read is kept as written); none for
-    ``None``, ``N/A`` or ``-``."""
+    """The nodes of a Location such as ``3824-3827,3830`` (a Cray's) or ``cc01,cc[42-44]`` (a cluster's), each
+    location Cobalt compacted into it; an item that is not read is kept as written. None for ``None``, ``N/A`` or
+    ``-``."""
     location = row.get("location", "")
     if location in ("", "None", "N/A", "-"):
         return []
-    return [node for item in location.split(",") for node in _numbers(item) or [item]]
+    return [node for item in location.split(",") for node in _numbers(item) or _expanded(item) or [item]]
+
+
+def _expanded(item: str) -> list[str] | None:
+    """The locations a cluster's item stands for: each bracketed ascending range (``cc[42-44]``, ``cc01-gpu[0-3]``)
+    replaced by each of its numbers, as wide as its first; None if it has no such range, or stands for
+    ``_MAX_RANGE`` locations or more."""
+    ranges = [(len(low), int(low), int(high)) for low, high in _BRACKETS.findall(item)]
+    sizes = [high - low + 1 for _, low, high in ranges]
+    if not ranges or min(sizes) < 1 or math.prod(sizes) >= _MAX_RANGE:
+        return None
+    texts = _BRACKETS.split(item)[::3]  # around the ranges
+    numbers = [[str(n).zfill(width) for n in range(low, high + 1)] for width, low, high in ranges]
+    return ["".join(itertools.chain(*zip(texts, [*picked, ""], strict=True))) for picked in itertools.product(*numbers)]
 
 
 def _numbers(item: str) -> list[str] | None:

@@ -160,6 +160,123 @@ def test_job_template(tmp_path: Path, prime: str, primed: bool) -> None:
     assert bool(aprun) == primed
 
 
+# --- outputs as other projects recorded them (tests/schedulers/recorded/cobalt/real/README.md) ---
+
+
+@pytest.mark.parametrize(
+    ("scenario", "job_id"),
+    [("theta-knl-lifecycle", "106040"), ("thetagpu-single-gpu", "10076391"), ("theta-filter-notes", "603441")],
+)
+def test_qsub_as_theta_answers_gives_the_job_id(
+    sched: CobaltScheduler, fakes: Fakes, req: SubmitRequest, scenario: str, job_id: str
+) -> None:
+    """Theta's qsub prints the id alone on stdout; its site filters' notes (queue routing, memory mode, filesystems)
+    go to stderr and are no refusal."""
+    fakes.scenario(f"real/{scenario}")
+    assert sched.submit(req) == job_id
+
+
+def test_a_project_line_before_the_id_is_not_the_id(sched: CobaltScheduler, fakes: Fakes, req: SubmitRequest) -> None:
+    fakes.scenario("real/qsub-project-line")  # "Project: JCESR2015" on the line before
+    assert sched.submit(req) == "12345"
+
+
+@pytest.mark.parametrize(
+    ("scenario", "words"),
+    [
+        ("theta-walltime-refused", "Walltime less than the 'default' queue min walltime of 00:30:00"),
+        ("theta-filter-refused", "Jobs smaller than 256 nodes are limited to 3 hours."),
+    ],
+)
+def test_a_refusal_on_theta_carries_its_reason(
+    sched: CobaltScheduler, fakes: Fakes, req: SubmitRequest, scenario: str, words: str
+) -> None:
+    """After the filter's routing note, the reason the job was refused is in the error the user sees."""
+    fakes.scenario(f"real/{scenario}")
+    with pytest.raises(SchedulerError) as caught:
+        sched.submit(req)
+    assert caught.value.returncode == 1
+    assert words in str(caught.value)
+
+
+def test_a_theta_job_from_submission_to_running(sched: CobaltScheduler, fakes: Fakes, req: SubmitRequest) -> None:
+    """Theta's site header (no StartTime nor Location, an ``attrs`` column whose values hold spaces): the job is read
+    by its columns' titles through queued, starting (prologue: running for the allocation) and running."""
+    fakes.scenario("real/theta-knl-lifecycle")
+    job_id = sched.submit(req)
+    seen = [sched.status([job_id])[job_id] for _ in range(3)]
+    assert [(s.raw_state, s.state) for s in seen] == [
+        ("queued", "queued"),
+        ("starting", "running"),
+        ("running", "running"),
+    ]
+    assert all(s.nodes == () and s.start_time is None for s in seen)
+    assert sched.find_by_name(NAME) is None  # a JobName column, and only the unnamed job (N/A) in it
+
+
+def test_a_thetagpu_job_runs_on_a_gpu_of_a_node(sched: CobaltScheduler, fakes: Fakes, req: SubmitRequest) -> None:
+    fakes.scenario("real/thetagpu-single-gpu")
+    job_id = sched.submit(req)
+    queued, starting = (sched.status([job_id])[job_id] for _ in range(2))
+    assert (queued.state, queued.nodes) == ("queued", ())
+    assert (starting.state, starting.nodes) == ("running", ("thetagpu16-gpu1",))
+
+
+def test_a_table_without_job_names_never_says_no_allocation_has_the_name(sched: CobaltScheduler, fakes: Fakes) -> None:
+    """qstat's default header (JobID User WallTime Nodes State Location, as ThetaGPU printed it) names no job: a
+    restarted controller must not take that for "no allocation called so" and submit it again."""
+    fakes.scenario("real/thetagpu-single-gpu")
+    with pytest.raises(SchedulerError, match=f"cannot tell whether an allocation is called {NAME}: .*no JobName"):
+        sched.find_by_name(NAME)
+    fakes.scenario("empty")  # no job at all: nothing can have the name
+    assert sched.find_by_name(NAME) is None
+
+
+def test_a_table_whose_values_are_not_under_their_titles_is_read_by_its_gaps(
+    sched: CobaltScheduler, fakes: Fakes
+) -> None:
+    """fireworks recorded Mira's qstat with the values shifted off their titles (and ``wsculline prod-short`` one
+    space apart): every row is still read, by the runs of spaces between its values."""
+    fakes.scenario("real/mira-hand-aligned")
+    statuses = sched.status(["966975", "977799", "978183", "978144", "977859"])
+    assert {sid: s.state for sid, s in statuses.items()} == {
+        "966975": "running",
+        "977799": "running",
+        "978183": "queued",
+        "978144": "queued",
+        "977859": "queued",
+    }
+    assert statuses["966975"].nodes == ("OBL-40000-73FF1-8192",)  # a Blue Gene block, as Cobalt names it
+    assert (sched.find_by_name("R4Ndom"), sched.find_by_name("LOG-.n512.c.577183")) == ("978144", "978183")
+    # a row that gives one value too many either way is said, never dropped
+    statuses, unread = parse_status(table([("7", "x", "running", START, "10-11")]) + "8  two  words  x  queued  N/A\n")
+    assert (list(statuses), [record.text for record in unread]) == (["7"], ["8  two  words  x  queued  N/A"])
+
+
+def test_cluster_locations_name_every_node(sched: CobaltScheduler, fakes: Fakes) -> None:
+    """Cobalt compacts a cluster's (Cooley's, ThetaGPU's) locations as ``cc[42-44]`` and ``cc01-gpu[0-3]``, a Cray's
+    as ``5-7``: each stands for every location in it, numbers as wide as written."""
+    fakes.scenario("real/cluster-locations")
+    nodes = {sid: s.nodes for sid, s in sched.status([str(n) for n in range(194001, 194007)]).items()}
+    gpus = tuple(f"cc01-gpu{n}" for n in range(4))
+    assert nodes == {
+        "194001": ("cc01", "cc42", "cc43", "cc44"),
+        "194002": ("bombadil", "cc01", "cc42", "cc43", "cc44", "frodo"),
+        "194003": gpus,
+        "194004": ("cc01-gpu2", "cc01-gpu3", "cc02-gpu0", "cc02-gpu1"),
+        "194005": ("1", "3", "5", "6", "7", "112"),
+        "194006": (),
+    }
+
+
+def test_qdel_of_a_job_cobalt_no_longer_knows_is_done(sched: CobaltScheduler, fakes: Fakes) -> None:
+    """Cobalt's qdel lists the jobs it deleted; for one it no longer knows it prints nothing and exits 0."""
+    fakes.scenario("real/qdel-then-unknown")
+    sched.cancel("1")
+    sched.cancel("1")
+    assert [[call["prog"], *call["argv"]] for call in fakes.calls] == [["qdel", "1"], ["qdel", "1"]]
+
+
 # --- the parser, on recorded and generated output ---
 
 
@@ -223,6 +340,30 @@ def test_parser_never_raises_on_garbage(text: str) -> None:
     statuses, unread = parse_status(text)
     assert all(status.state in ("queued", "running", "finished") for status in statuses.values())
     assert all(isinstance(record, Unread) for record in unread)
+
+
+@given(ROWS, st.data())
+def test_parser_reads_rows_off_their_titles_or_says_it_cannot(
+    jobs: dict[str, tuple[str, str, bool]], data: st.DataObject
+) -> None:
+    """Rows re-spaced by hand (values moved off their titles, two or more spaces apart): each row is read as its
+    values say, or said unread; never read as another job's, nor dropped."""
+    rows = [(sid, name, state, "N/A", "None") for sid, (name, state, _) in jobs.items()]
+    header, rule = table([]).splitlines()
+    lines = ["  ".join(value + " " * data.draw(st.integers(0, 4)) for value in row) for row in rows]
+    statuses, unread = parse_status("\n".join([header, rule, *lines]) + "\n")
+    assert {sid: s.raw_state for sid, s in statuses.items()} == {sid: jobs[sid][1] for sid in statuses}
+    assert set(jobs) - set(statuses) <= {record.text.split()[0] for record in unread}
+
+
+@given(st.from_regex(r"[a-z]{1,8}", fullmatch=True), st.integers(0, 999), st.integers(0, 20), st.integers(1, 3))
+def test_a_bracketed_range_stands_for_each_of_its_locations(prefix: str, low: int, count: int, width: int) -> None:
+    """As Cobalt's merge_nodelist compacts a cluster's locations: ``cc[042-044]``, ``cc01-gpu[0-3]``."""
+    first, last = str(low).zfill(width), str(low + count).zfill(width)
+    row = {"jobid": "1", "state": "running", "location": f"{prefix}[{first}-{last}]-gpu[0-1],x9"}
+    statuses, _ = parse_status(table([("1", "n", "running", START, row["location"])]))
+    expected = [f"{prefix}{str(n).zfill(width)}-gpu{g}" for n in range(low, low + count + 1) for g in (0, 1)]
+    assert statuses["1"].nodes == (*expected, "x9")
 
 
 # --- the allocation's nodes, from the job's environment ---
