@@ -61,8 +61,12 @@ class LocalExecutor:
         return self.lanes.poll()
 
     def wait(self, timeout: float) -> None:
-        """Until a Task ends or ``timeout`` passes."""
+        """Until a Task ends, a watched descriptor is readable, or ``timeout`` passes."""
         self.group.wait(timeout)
+
+    def watch(self, fd: int) -> None:
+        """Also end :meth:`wait` when ``fd`` becomes readable (the launcher's bell)."""
+        self.group.watch(fd)
 
     def kill(self, job_id: int, why: str) -> None:
         """Stop one Task now (its outcome comes with the next poll)."""

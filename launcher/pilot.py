@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
+from balsamctl.launcher.bell import Bell, Watching
 from balsamctl.launcher.command import CommandError
 from balsamctl.launcher.health import FailureStreaks
 from balsamctl.launcher.lanes import Assignment, Began, Event, LaneBook
@@ -171,7 +172,9 @@ class Launcher:
         self.results: list[RunResult] = []
         self.apps: dict[str, AppSpec] = {}
         self.stopping = threading.Event()
-        self.bell = threading.Event()  # rung when the site has new runnable Jobs (push: ``listener``) and on stop
+        self.bell = Bell()  # rung when the site has new runnable Jobs (push: ``listener``) and on stop
+        if isinstance(executor, Watching):  # its wait ends when the bell rings
+            executor.watch(self.bell.fileno())
         self.listener: Listener | None = None
         self.queue: list[tuple[JobRef, Request]] = []  # claimed, in the policy's order
         self.lanes: LaneBook[JobRef] = LaneBook()
@@ -209,7 +212,7 @@ class Launcher:
         )
         self.listener = store.listen(runnable_channel(sid))
         if self.listener is not None:
-            self.listener.start(self.bell.set, "push")
+            self.listener.start(self.bell.ring, "push")
         try:
             reason = self._loop(Lease(store, self.id, self.settings.lease_sec))
         finally:
@@ -284,21 +287,16 @@ class Launcher:
                 pushed = self._wait(FLUSH_EVERY_SEC if pending else self.settings.poll_interval_sec) or pushed
 
     def _wait(self, timeout: float) -> bool:
-        """Until a Task ends or ``timeout`` passes; whether the bell rang meanwhile. A launcher that listens to its
-        store and has nothing running (nothing for the executor to report) waits for the bell instead: it claims
-        the moment the site has new runnable Jobs."""
-        if self.listener is None or self.pool.placements:
-            self.executor.wait(timeout)
-        else:
-            self.bell.wait(timeout)
-        rang = self.bell.is_set()
-        self.bell.clear()  # before the claim that follows: a Job made runnable after it rings again
-        return rang
+        """Until a Task ends, the bell rings (the executor watches it) or ``timeout`` passes; whether the bell rang
+        since the last wait (silent again before the claim that follows: a Job made runnable after it rings
+        again)."""
+        self.executor.wait(timeout)
+        return self.bell.answer()
 
     def stop(self) -> None:
         """Ask the loop to stop (signal handlers call this)."""
         self.stopping.set()
-        self.bell.set()
+        self.bell.ring()
 
     def status(self) -> Heartbeat:
         """What the launcher reports in its heartbeat."""

@@ -80,6 +80,7 @@ class SerialExecutor:
         self.node_of: dict[int, tuple[str, Task]] = {}  # job id -> its node and Task, while it runs or waits
         self.waiting: set[int] = set()  # Tasks sent to wait in a lane, whose start was not reported yet
         self.lost: list[Event] = []  # the outcomes of a lost worker's Tasks, for the next poll
+        self.watched: list[int] = []  # descriptors that also end a wait (the launcher's bell)
 
     @classmethod
     def for_nodes(cls, nodes: list[str], comm: Any = None) -> SerialExecutor:
@@ -157,8 +158,12 @@ class SerialExecutor:
                 self.lost.append(Outcome(job_id, task.name, None, why, cause=cause))
 
     def wait(self, timeout: float) -> None:
-        """Until a report arrives or ``timeout`` passes."""
-        wait_any(self.workers, timeout)
+        """Until a report arrives, a watched descriptor is readable, or ``timeout`` passes."""
+        wait_any(self.workers, timeout, self.watched)
+
+    def watch(self, fd: int) -> None:
+        """Also end :meth:`wait` when ``fd`` becomes readable (the launcher's bell)."""
+        self.watched.append(fd)
 
     def kill(self, job_id: int, why: str) -> None:
         """Stop one Task; its outcome arrives with its worker's next report."""

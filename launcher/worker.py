@@ -127,19 +127,20 @@ class MpiLink:
         return None
 
 
-def wait_any(links: Sequence[Link], timeout: float) -> None:
-    """Until a message waits on one of ``links`` or ``timeout`` seconds pass (a blocking poll when every link has a
-    descriptor, short ticks otherwise)."""
+def wait_any(links: Sequence[Link], timeout: float, also: Sequence[int] = ()) -> None:
+    """Until a message waits on one of ``links``, one of the descriptors ``also`` is readable, or ``timeout`` seconds
+    pass (a blocking poll when every link has a descriptor, short ticks otherwise)."""
     fds = [fd for link in links if (fd := link.fileno()) is not None]
     if len(fds) == len(links):
         poller = select.poll()
-        for fd in fds:
+        for fd in [*fds, *also]:
             poller.register(fd, select.POLLIN)
         poller.poll(timeout * 1000)
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not any(link.ready() for link in links):
-        time.sleep(TICK_SEC)
+        if select.select(also, [], [], TICK_SEC)[0]:  # a tick, or less
+            return
 
 
 def work(link: Link) -> None:
