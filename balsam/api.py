@@ -35,15 +35,24 @@ class MultipleObjectsReturned(LookupError):
 _OPEN: dict[str, Site_] = {}
 
 
-def _open(found: Entry | Path) -> Site_:
-    """One open site (and store) per site for the life of the process: a registry entry (by its name) or the
-    directory around the current one."""
+def _key(found: Entry | Path) -> str:
+    """What tells sites apart for the life of the process: a directory, or a remote site's store and name."""
     if isinstance(found, Path):
-        loaded = open_entry(found)
-        return _OPEN.setdefault(loaded.name, loaded)
-    if found.name not in _OPEN:
-        _OPEN[found.name] = open_entry(found)
-    return _OPEN[found.name]
+        return str(found.resolve())
+    return str(found.path) if found.path is not None else f"{found.store}#{found.name}"
+
+
+def _site_key(site: Site_) -> str:
+    return str(site.path) if site.local else f"{site.store_url}#{site.name}"
+
+
+def _open(found: Entry | Path) -> Site_:
+    """One open site (and store) per site for the life of the process: a registry entry or the directory around
+    the current one."""
+    key = _key(found)
+    if key not in _OPEN:
+        _OPEN[key] = open_entry(found)
+    return _OPEN[key]
 
 
 def _site_by_id(site_id: int) -> Site_:
@@ -67,7 +76,7 @@ def _target_site(site_id: int | None = None, site_name: str | None = None) -> Si
 def _filter_sites(site_id: int | Sequence[int] | None, site_name: str | None) -> list[Site_]:
     """The sites a query spans: the named ones (``--site``'s forms), or every registered site."""
     if site_name == "active":
-        return [_OPEN.setdefault(s.name, s) for s in resolve_sites("active", Path.cwd())]
+        return [_OPEN.setdefault(_site_key(s), s) for s in resolve_sites("active", Path.cwd())]
     if site_name is not None:
         return [_open(found) for found in selected(site_name, Path.cwd())]
     sites = _open_all()
@@ -240,7 +249,7 @@ _APPS: dict[tuple[str, str | int], str] = {}
 
 def _resolve_app(site: Site_, app: str | int) -> str:
     """The name of the App meant by ``app_id`` (an id, a name, or a Python-style class name)."""
-    key = (site.name, app)
+    key = (_site_key(site), app)
     if key not in _APPS:
         apps = site.store.list_objects(Selector("App", (site.site_id,)))
         for candidate in (str(app), _camel_to_kebab(str(app)), str(app).lower()):
@@ -411,7 +420,7 @@ class QuerySet(Generic[M]):
         groups: dict[str, tuple[Site_, list[StoredObject]]] = {}
         for obj in self:
             assert obj._stored is not None
-            groups.setdefault(obj._site.name, (obj._site, []))[1].append(obj._stored)
+            groups.setdefault(_site_key(obj._site), (obj._site, []))[1].append(obj._stored)
         return groups.values()
 
 
@@ -451,7 +460,7 @@ class Manager(Generic[M]):
         """Create many objects: one transaction per site, all or nothing."""
         by_site: dict[str, list[M]] = {}
         for obj in objs:
-            by_site.setdefault(obj._site.name, []).append(obj)
+            by_site.setdefault(_site_key(obj._site), []).append(obj)
         for group in by_site.values():
             site = group[0]._site
             docs = [obj._document(i) for i, obj in enumerate(group, 1)]

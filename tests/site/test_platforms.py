@@ -99,8 +99,8 @@ def test_the_shipped_platforms() -> None:
 def test_every_preset_loads_and_validates(name: str) -> None:
     p = preset(name)
     assert p.name == name and p.description and p.template.startswith("#!/bin/bash\n")
-    settings = SiteSettings.model_validate({**p.settings, "name": "x", "scheduler": p.scheduler})
-    assert settings == p.site_settings("x")
+    settings = SiteSettings.model_validate({**p.settings, "name": "x", "scheduler": p.scheduler, "platform": name})
+    assert settings == p.site_settings("x") and settings.platform == name
     assert set(p.settings) >= {"allowed_queues", "allowed_projects", "optional_batch_job_params", "launcher"}
     assert ("local_nodes" in p.settings) == (p.scheduler == "local")
     assert settings.allowed_queues
