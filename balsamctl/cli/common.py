@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
@@ -204,13 +205,116 @@ def registered_site(name: str) -> Site:
     return open_entry(entry)
 
 
-def by_store(found: Sequence[Site]) -> list[tuple[Store, dict[int, str]]]:
-    """The sites grouped by the store they share, as ``(store, {site id: site name})``: one query per store lists
-    them all (``--site=all`` over one PostgreSQL store is one query)."""
-    groups: dict[str, tuple[Store, dict[int, str]]] = {}
-    for s in found:
-        groups.setdefault(s.store_url, (s.store, {}))[1][s.site_id] = s.name
-    return list(groups.values())
+@dataclass
+class StoreGroup:
+    """Sites of one store, opened: one query per kind lists them all (``--site=all`` over one PostgreSQL store is
+    one query)."""
+
+    url: str
+    sites: list[Site]
+
+    @property
+    def store(self) -> Store:
+        """The store."""
+        return self.sites[0].store
+
+    @property
+    def ids(self) -> dict[int, str]:
+        """``{site id: site name}``."""
+        return {s.site_id: s.name for s in self.sites}
+
+    def where(self) -> str:
+        """The store and its sites, for a warning."""
+        from balsamctl.store import redact
+
+        return listing.where(redact(self.url), [s.name for s in self.sites])
+
+
+class Selection:
+    """The sites ``--site`` names. Several named (:func:`balsamctl.cli.listing.partial_ok`), a site or store that
+    cannot be opened or read is a warning line on stderr (:meth:`warn`) and the others go on, the exit code then
+    :data:`~balsamctl.cli.listing.PARTIAL` (:meth:`code`); one named, it is an error as it is for any verb."""
+
+    def __init__(self, spec: str | None) -> None:
+        self.spec = spec
+        self.lenient = listing.partial_ok(spec)
+        self.complete = True
+        self.names: list[str] = []
+        """Every site named, whether or not it could be opened."""
+        self.sites = resolve_sites(
+            "all" if spec == "active" else spec,  # whether a controller is alive is asked store by store, below
+            Path.cwd(),
+            on_error=self._left_out if self.lenient else None,
+        )
+        self.names += [s.name for s in self.sites]
+
+    def _left_out(self, name: str, exc: Exception) -> None:
+        self.names.append(name)
+        self.warn(site_warning(name, exc))
+
+    def warn(self, line: str) -> None:
+        """Print a warning line: the listing is partial."""
+        err(line)
+        self.complete = False
+
+    def code(self, code: int = 0) -> int:
+        """The exit code of a listing that gave ``code``: :data:`~balsamctl.cli.listing.PARTIAL` after a warning."""
+        return code if self.complete else listing.PARTIAL
+
+    def groups(self, found: Sequence[Site] | None = None) -> list[StoreGroup]:
+        """The sites (default: every site named) grouped by store, in order, their stores opened side by side (one
+        thread a store): a store that cannot be opened is one warning naming it and its sites. With ``--site
+        active``, the sites whose controller is alive."""
+        by_url: dict[str, list[Site]] = {}
+        for site in self.sites if found is None else found:
+            by_url.setdefault(site.store_url, []).append(site)
+        opened = listing.each(self._open, list(by_url.items()))
+        for _, warnings in opened:
+            for line in warnings:
+                self.warn(line)
+        return [StoreGroup(url, sites) for (url, _), (sites, _) in zip(by_url.items(), opened, strict=True) if sites]
+
+    def _open(self, group: tuple[str, list[Site]]) -> tuple[list[Site], list[str]]:
+        """Open one store and find its sites in it (in a thread of its own): the sites opened, the warnings."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from balsamctl.site.directory import SiteError, said
+        from balsamctl.store import redact
+
+        url, sites = group
+        caught: tuple[type[Exception], ...] = (*expected_errors(), SQLAlchemyError) if self.lenient else ()
+        try:
+            sites[0].store  # noqa: B018  (connects, checks the schema)
+        except caught as exc:
+            for site in sites:
+                site.close()
+            cause = exc.__context__ if isinstance(exc, SiteError) and isinstance(exc.__context__, Exception) else exc
+            place = listing.where(redact(url), [s.name for s in sites])  # a site's error wraps the driver's: say that
+            return [], [listing.store_warning(place, said(cause), reached=False)]
+        opened, warnings = [], []
+        for site in sites:
+            try:
+                site.site_id  # noqa: B018  (the site as its store knows it)
+            except caught as exc:
+                site.close()
+                warnings.append(site_warning(site.name, exc))
+                continue
+            opened.append(site)
+        if self.spec == "active" and opened:
+            try:
+                alive = {r.id for r in opened[0].store.site_records([s.site_id for s in opened]) if r.active()}
+            except caught as exc:
+                place = StoreGroup(url, opened).where()
+                return [], [*warnings, listing.store_warning(place, said(exc), reached=True)]
+            opened = [s for s in opened if s.site_id in alive]
+        return opened, warnings
+
+
+def site_warning(name: str, exc: Exception) -> str:
+    """The warning line of a site that cannot be opened: its name, and the error (which may name it already)."""
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    named = message.startswith((f"site {name}:", f"site {name} "))
+    return f"warning: {message}" if named else f"warning: site {name}: {message}"
 
 
 def stdin(files: Sequence[str]) -> str | None:

@@ -5,17 +5,19 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from sqlalchemy.exc import SQLAlchemyError
 
 from balsamctl import __version__
 from balsamctl.cli import listing, output
 from balsamctl.cli.common import (
     OutputFormat,
+    Selection,
     SelectorOpt,
     SiteOpt,
-    by_store,
+    StoreGroup,
     complete_job_names,
     complete_kinds,
     complete_names,
@@ -23,14 +25,12 @@ from balsamctl.cli.common import (
     err,
     fetch,
     one_site,
-    sites,
     states,
 )
 from balsamctl.schemas import KINDS, Job, kind_of
-from balsamctl.site.directory import SiteError
-from balsamctl.site.handle import Site
+from balsamctl.site.directory import SiteError, said
 from balsamctl.site.joboutput import attempt_files
-from balsamctl.store import Selector, Store
+from balsamctl.store import Selector
 from balsamctl.store.fastread import ObjectData
 
 DEFAULT_EVENT_LIMIT = 100
@@ -39,16 +39,27 @@ DEFAULT_EVENT_LIMIT = 100
 class _StoreSource:
     """One store's share of a listing, read by the full store."""
 
-    def __init__(self, store: Store, sel: Selector) -> None:
-        self.store, self.sel = store, sel
+    def __init__(self, group: StoreGroup, sel: Selector) -> None:
+        self.group, self.sel = group, sel
 
     def fetch(self, after_id: int, size: int) -> list[tuple[int, ObjectData]]:
         """A page of objects (see :class:`balsamctl.cli.listing.Source`)."""
-        return [(o.id, output.data_of(o)) for o in self.store.list_objects(self.sel, limit=size, after_id=after_id)]
+        try:
+            found = self.group.store.list_objects(self.sel, limit=size, after_id=after_id)
+        except SQLAlchemyError as exc:
+            raise listing.StoreFailed(said(exc)) from None
+        return [(o.id, output.data_of(o)) for o in found]
 
     def count(self) -> int:
         """How many objects there are in all."""
-        return self.store.count_objects(self.sel)
+        try:
+            return self.group.store.count_objects(self.sel)
+        except SQLAlchemyError as exc:
+            raise listing.StoreFailed(said(exc)) from None
+
+    def where(self) -> str:
+        """The store and its sites, for a warning."""
+        return self.group.where()
 
 
 def get(
@@ -81,22 +92,21 @@ def get(
     if word != "events" and event_kind:
         raise ValueError("--kind applies to events only")
     if word == "sites":
-        from balsamctl.cli.sites import PARTIAL, print_sites
+        from balsamctl.cli.sites import print_sites
 
         if names:
             raise ValueError("get sites takes no NAME; choose sites with --site")
         if not print_sites(site or "all", fmt):
-            raise typer.Exit(PARTIAL)  # what could be read was printed, with a warning naming each site that could not
+            raise typer.Exit(listing.PARTIAL)  # what could be read was printed, with a warning per site left out
     elif word == "events":
-        found = sites(site)
-        limit = DEFAULT_EVENT_LIMIT if limit is None else limit
-        _get_events(found, names, event_kind, limit, fmt, many=listing.many_sites(site, [s.name for s in found]))
+        _get_events(site, names, event_kind, DEFAULT_EVENT_LIMIT if limit is None else limit, fmt)
     else:
         k = kind_of(kind)
-        labels, chosen = listing.parse_labels(selector), states(k, state or [])
-        found = sites(site)
+        labels, wanted = listing.parse_labels(selector), states(k, state or [])
+        chosen = Selection(site)
         sources = [
-            _StoreSource(store, Selector(k, tuple(ids), tuple(names), labels, chosen)) for store, ids in by_store(found)
+            _StoreSource(group, Selector(k, tuple(group.ids), tuple(names), labels, wanted))
+            for group in chosen.groups()
         ]
         code = listing.show(
             sources,
@@ -104,24 +114,18 @@ def get(
             names,
             fmt or "table",
             0 if names else listing.default_limit(fmt, limit),
-            many=listing.many_sites(site, [s.name for s in found]),
+            many=listing.many_sites(site, chosen.names),
             out=echo,
             err=err,
+            side_by_side=True,
         )
-        if code:
-            raise typer.Exit(code)
+        if chosen.code(code):
+            raise typer.Exit(chosen.code(code))
 
 
-def _get_events(
-    found: Sequence[Site],
-    names: Sequence[str],
-    kind: str | None,
-    limit: int,
-    fmt: OutputFormat | None,
-    *,
-    many: bool,
-) -> None:
-    """The newest ``limit`` events of the sites (of one object with a NAME), newest last."""
+def _get_events(spec: str | None, names: Sequence[str], kind: str | None, limit: int, fmt: OutputFormat | None) -> None:
+    """The newest ``limit`` events of the sites ``--site`` names (of one object with a NAME), newest last; their
+    stores read side by side, one that fails a warning."""
     if fmt not in (None, "wide"):
         raise ValueError(f"-o {fmt} is not supported for events")
     if len(names) > 1:
@@ -129,17 +133,30 @@ def _get_events(
     if limit == 0:
         raise ValueError("--limit 0 (all) is not supported for events; give a number")
     k = kind_of(kind) if kind else None
-    events = [
-        (site_names[e["site_id"]], e)
-        for store, site_names in by_store(found)
-        for e in store.events(tuple(site_names), kind=k, name=names[0] if names else None, limit=limit)
-    ]
+
+    def read(group: StoreGroup) -> list[tuple[str, dict[str, Any]]] | str:
+        try:
+            found = group.store.events(tuple(group.ids), kind=k, name=names[0] if names else None, limit=limit)
+        except SQLAlchemyError as exc:
+            return listing.store_warning(group.where(), said(exc), reached=True)
+        return [(group.ids[e["site_id"]], e) for e in found]
+
+    chosen = Selection(spec)
+    events = []
+    for got in listing.each(read, chosen.groups()):
+        if isinstance(got, str):
+            chosen.warn(got)
+        else:
+            events += got
     events = sorted(events, key=lambda se: se[1]["time"])[-limit:]
+    many = listing.many_sites(spec, chosen.names)
     headers = (["SITE"] if many else []) + output.EVENT_HEADERS
     rows = [([name] if many else []) + output.event_row(e) for name, e in events]
     if not rows:
         err("No events found.")
     echo(output.table(headers, rows))
+    if chosen.code():
+        raise typer.Exit(chosen.code())
 
 
 def describe(

@@ -12,6 +12,7 @@ import typer
 
 from balsamctl.cli import output
 from balsamctl.cli.common import OutputFormat, complete_registered, echo, err
+from balsamctl.cli.listing import PARTIAL
 from balsamctl.schedulers import SCHEDULERS
 from balsamctl.schemas.settings import SchedulerKind
 from balsamctl.site import platforms, registry
@@ -167,10 +168,6 @@ def _purge(entry: registry.Entry) -> None:
         site.store.remove_site(site.site_id)
     finally:
         site.close()
-
-
-PARTIAL = 3
-"""The exit code of a listing that printed what it could, but not every site it was asked for."""
 
 
 def print_sites(spec: str | None, fmt: OutputFormat | None) -> bool:
