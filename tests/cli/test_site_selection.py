@@ -247,6 +247,19 @@ def test_stores_that_hang_are_waited_for_side_by_side(
     assert elapsed < 3.5, elapsed
 
 
+def test_stores_opened_side_by_side_are_migrated_one_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stores that need their schema made or migrated, opened side by side, each get it (Alembic's state is one a
+    process)."""
+    monkeypatch.chdir(tmp_path)
+    for number in range(4):
+        site = init_site(tmp_path / f"s{number}", f"s{number}")
+        site.close()
+        for file in site.state_dir.glob("store.db*"):
+            file.unlink()  # a new store: made, all its migrations run, when it is opened
+    result = invoke("get", "jobs", "--site=all")
+    assert (result.exit_code, result.stderr) == (0, "No resources found.\n"), (result.stderr, result.exception)
+
+
 class Fake:
     """A store's share of a listing: ``count`` objects of one site, each page taking ``delay`` s; ``fail_after``
     pages, it fails."""

@@ -9,6 +9,7 @@ an up-to-date store costs one ``SELECT`` and Alembic is not even imported.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,9 @@ SCRIPTS = Path(__file__).resolve().parent
 BASELINE = "0001"
 #: Serialises migrations on a PostgreSQL server (``pg_advisory_xact_lock``); SQLite's write lock does it there.
 _LOCK_KEY = 0x62616C73  # "bals"
+_IN_PROCESS = threading.Lock()
+"""Serialises migrations in this process: Alembic's ``context`` and ``op`` are process-wide, and stores opened side
+by side (``get --site=all``) would otherwise migrate on each other's connections."""
 
 
 class SchemaError(RuntimeError):
@@ -39,19 +43,20 @@ def upgrade(conn: Connection, scripts: Path = SCRIPTS) -> None:
     from alembic.script import ScriptDirectory
     from sqlalchemy import inspect, text
 
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
-    config = Config()
-    config.set_main_option("script_location", str(scripts))
-    config.attributes["connection"] = conn
-    current = MigrationContext.configure(conn).get_current_revision()
-    known = {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
-    if current is not None and current not in known:
-        url = conn.engine.url.render_as_string(hide_password=True)
-        raise SchemaError(
-            f"the store {url} has schema revision {current}, which this balsamctl does not know (its newest is "
-            f"{head_revision(scripts)}): a newer balsamctl upgraded it; upgrade balsamctl to use this store"
-        )
-    if current is None and inspect(conn).has_table("objects"):
-        command.stamp(config, BASELINE)
-    command.upgrade(config, "head")
+    with _IN_PROCESS:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+        config = Config()
+        config.set_main_option("script_location", str(scripts))
+        config.attributes["connection"] = conn
+        current = MigrationContext.configure(conn).get_current_revision()
+        known = {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
+        if current is not None and current not in known:
+            url = conn.engine.url.render_as_string(hide_password=True)
+            raise SchemaError(
+                f"the store {url} has schema revision {current}, which this balsamctl does not know (its newest is "
+                f"{head_revision(scripts)}): a newer balsamctl upgraded it; upgrade balsamctl to use this store"
+            )
+        if current is None and inspect(conn).has_table("objects"):
+            command.stamp(config, BASELINE)
+        command.upgrade(config, "head")
