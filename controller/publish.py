@@ -5,7 +5,9 @@ through the store alone."""
 from __future__ import annotations
 
 import logging
+import sys
 import threading
+from typing import Any
 
 from balsamctl.site.directory import SiteDirectory
 
@@ -24,9 +26,18 @@ def publish(site: SiteDirectory) -> None:
         path=str(site.path),
         scheduler=site.settings.scheduler,
         platform=site.settings.platform,
-        settings=site.settings.model_dump(mode="json", exclude={"store_url"}),
+        settings=published_settings(site),
         job_template=site.job_template,
     )
+
+
+def published_settings(site: SiteDirectory) -> dict[str, Any]:
+    """The settings as the controller renders job scripts with them: without the store URL (it may carry
+    credentials), and with the launcher's interpreter made explicit (this controller's, when unset), so that a job
+    script rendered elsewhere (``apply --dry-run`` on another machine) names the one this host runs."""
+    settings = site.settings.model_dump(mode="json", exclude={"store_url"})
+    settings["launcher"]["python"] = site.settings.launcher.python or sys.executable
+    return settings
 
 
 def heartbeat(site: SiteDirectory, stopping: threading.Event, period: float = HEARTBEAT_SEC) -> None:

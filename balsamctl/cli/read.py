@@ -188,7 +188,10 @@ def logs(
     except SiteError as exc:
         if target.local:
             raise
-        err(f"{exc}; the end of its last output, as kept in the store:")
+        last = job.status.attempts
+        if attempt is not None and attempt != last:
+            raise SiteError(f"{exc}; its store keeps the end of the last attempt only (attempt {last})") from None
+        err(f"{exc}; the end of its last output (attempt {last}), as kept in the store:")
         echo(job.status.output_tail or "")
         return
     files = attempt_files(workdir)

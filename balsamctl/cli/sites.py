@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from balsamctl.site.handle import Site
 
 site_app = typer.Typer(no_args_is_help=True)
+T = TypeVar("T")
 
 StoreOpt = Annotated[
     str | None,
@@ -222,34 +224,37 @@ def _summaries(group: Sequence[Site], warn: Any) -> list[dict[str, Any]]:
             )
     if not ids:
         return base
-    try:
-        records = {r.id: r for r in group[0].store.site_records(list(ids))}
-        counts = group[0].store.object_counts(list(ids))
-    except SQLAlchemyError as exc:
-        for summary in ids.values():
-            warn(summary["name"], SiteError(f"cannot read its store {url}: {said(exc)}"))
-        return base
-    for site_id, summary in ids.items():
-        record = records.get(site_id)
-        if record is None:
-            continue
-        summary.update(
-            id=site_id,
-            uuid=record.uuid,
-            owner=record.owner,
-            host=record.host,
-            path=record.path,
-            scheduler=record.scheduler,
-            platform=record.platform,
-            active=record.active(),
-            heartbeat=output.timestamp(record.heartbeat_at) if record.heartbeat_at else None,
-            jobs=counts[site_id]["Job"],
-            batchjobs=counts[site_id]["BatchJob"],
-        )
+    store = group[0].store
+
+    def read(what: str, query: Callable[[], T]) -> T | None:
         try:
-            summary["unstarted"] = group[0].store.allocations_not_started(site_id)
+            return query()
         except SQLAlchemyError as exc:
-            warn(summary["name"], SiteError(f"cannot count its allocations that never started: {said(exc)}"))
+            for summary in ids.values():
+                warn(summary["name"], SiteError(f"cannot {what} in its store {url}: {said(exc)}"))
+            return None
+
+    records = read("read its record", lambda: {r.id: r for r in store.site_records(list(ids))}) or {}
+    counts = read("count its Jobs and BatchJobs", lambda: store.object_counts(list(ids)))
+    for site_id, summary in ids.items():
+        summary["id"] = site_id
+        record = records.get(site_id)
+        if record is not None:
+            summary.update(
+                uuid=record.uuid,
+                owner=record.owner,
+                host=record.host,
+                path=record.path,
+                scheduler=record.scheduler,
+                platform=record.platform,
+                active=record.active(),
+                heartbeat=output.timestamp(record.heartbeat_at) if record.heartbeat_at else None,
+            )
+        if counts is not None:
+            summary.update(jobs=counts[site_id]["Job"], batchjobs=counts[site_id]["BatchJob"])
+        summary["unstarted"] = read(
+            "count its allocations that never started a launcher", partial(store.allocations_not_started, site_id)
+        )
     for site, summary in zip(group, base, strict=True):
         if summary.get("scheduler") is None and isinstance(site, SiteDirectory):
             summary["scheduler"] = site.settings.scheduler  # its controller has not published yet
