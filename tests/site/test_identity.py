@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,7 +105,8 @@ def test_a_remote_site_reads_what_its_controller_published(store_url: str, tmp_p
         _ = remote.settings
     publish(site)
     remote = RemoteSite("a", store_url, site.uuid)
-    assert remote.settings == site.settings.model_copy(update={"store_url": None})
+    launcher = site.settings.launcher.model_copy(update={"python": sys.executable})  # the interpreter it runs
+    assert remote.settings == site.settings.model_copy(update={"store_url": None, "launcher": launcher})
     assert remote.job_template == site.job_template
     assert (remote.site_id, remote.path, remote.host) == (site.site_id, site.path, socket.gethostname())
     record = remote.record
