@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from balsamctl.cli import output
-from balsamctl.cli.common import OutputFormat, complete_registered, echo, err
+from balsamctl.cli import listing, output
+from balsamctl.cli.common import OutputFormat, complete_registered, echo, err, site_warning
 from balsamctl.cli.listing import PARTIAL
 from balsamctl.schedulers import SCHEDULERS
 from balsamctl.schemas.settings import SchedulerKind
@@ -173,17 +173,25 @@ def _purge(entry: registry.Entry) -> None:
 
 
 def print_sites(spec: str | None, fmt: OutputFormat | None) -> bool:
-    """The sites table (or names, YAML, JSON) of the sites ``--site`` names, read one query per kind per store; a
-    site or store that cannot be read is a warning line and a row of what is known. Whether every site was read."""
+    """The sites table (or names, YAML, JSON) of the sites ``--site`` names, their stores read side by side, one
+    query per kind per store. Several sites named (``all``, ``active``, ``a,b``), a site or store that cannot be
+    read is a warning line and a row of what is known; one named, it is an error. Whether every site was read."""
+    lenient = listing.partial_ok(spec)
     problems: list[str] = []
 
     def warn(name: str, exc: Exception) -> None:
+        if not lenient:
+            raise exc
         problems.append(name)
-        err(f"warning: site {name}: {exc}" if not str(exc).startswith("site ") else f"warning: {exc}")
+        err(site_warning(name, exc))
 
-    found = resolve_sites(spec, Path.cwd(), on_error=warn)
-    summaries = [summary for group in _by_store(found) for summary in _summaries(group, warn)]
-    summaries.sort(key=lambda s: s["name"])
+    found = resolve_sites(spec, Path.cwd(), on_error=warn if lenient else None)
+    try:
+        groups = listing.each(lambda group: _summaries(group, warn), _by_store(found))
+    finally:
+        for site in found:
+            site.close()
+    summaries = sorted((summary for group in groups for summary in group), key=lambda s: s["name"])
     if fmt == "name":
         echo("".join(f"site/{s['name']}\n" for s in summaries))
     elif fmt in ("json", "yaml"):
@@ -192,8 +200,6 @@ def print_sites(spec: str | None, fmt: OutputFormat | None) -> bool:
     else:
         headers = output.SITE_HEADERS + (output.SITE_WIDE_HEADERS if fmt == "wide" else [])
         echo(output.table(headers, [output.site_row(s, fmt == "wide") for s in summaries]))
-    for site in found:
-        site.close()
     return not problems
 
 
