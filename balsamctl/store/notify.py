@@ -67,8 +67,8 @@ class NotifyStore(StoreBase):
                 conn.execute(_NOTIFY, {"channel": site_channel(site_id)})
 
     def listen(self, *channels: str) -> Listener | None:
-        """A :class:`Listener` on ``channels`` (connected and listening on return, or trying again in the
-        as it waits); None on SQLite, or when ``BALSAMCTL_NO_PUSH`` is set."""
+        """A :class:`Listener` on ``channels`` (connected and listening on return, or trying again as it waits);
+        None on SQLite, or when ``BALSAMCTL_NO_PUSH`` is set."""
         if not is_postgres(self.engine) or os.environ.get(NO_PUSH_VAR):
             return None
         conninfo = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -89,7 +89,7 @@ class Listener:
         self.reconnects = 0
         """How many times it connected again after losing its connection."""
         self._conn: psycopg.Connection[TupleRow] | None = None
-        self._lost = False  # it had a connection and lost it: the next one reports itself
+        self._lost = False  # its connection was lost (or never made): the next one is a reconnect, and wakes its loop
         self._retry_at = 0.0
         self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._stopping = threading.Event()
@@ -104,8 +104,7 @@ class Listener:
         seconds pass; whether one came (every one waiting is taken: the next wait waits for new ones)."""
         deadline = time.monotonic() + timeout
         while not self._stopping.is_set():
-            if self._conn is None and time.monotonic() >= self._retry_at and self._connect() and self._lost:
-                self._lost = False
+            if self._conn is None and time.monotonic() >= self._retry_at and self._connect():
                 return True  # what was sent while it was away is lost: the caller looks for itself
             left = deadline - time.monotonic()
             if left <= 0:
@@ -182,6 +181,7 @@ class Listener:
             self._retry_at = time.monotonic() + RETRY_SEC
             return False
         if self._lost:
+            self._lost = False
             self.reconnects += 1
             log.info("%s: connected to the store again (reconnect %d)", self, self.reconnects)
         self._conn = conn
