@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
-from sqlalchemy.exc import InterfaceError, InternalError, OperationalError, ProgrammingError
+from sqlalchemy.exc import DBAPIError, InterfaceError, InternalError, OperationalError, ProgrammingError
 
 from balsamctl.store import migrations
 
@@ -24,6 +24,23 @@ StoreUnavailable = (OperationalError, InterfaceError, InternalError)
 """What a store call raises when the database cannot be reached or refuses the work for now (locked, connection
 lost, read-only, out of space: the driver's error, wrapped), for ``except``: a caller that can wait and try again
 catches these. An integrity or programming error is not among them: it fails the same way every time."""
+
+
+class AccessDenied(PermissionError):
+    """The database refused this role the work (PostgreSQL's insufficient privilege: a table it was not granted, a
+    row-level security policy of a shared store, a schema it may not migrate): nothing was written."""
+
+
+def denied(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database refusing a privilege (SQLSTATE 42501)."""
+    orig = getattr(exc, "orig", None)
+    return isinstance(exc, DBAPIError) and getattr(orig, "sqlstate", getattr(orig, "pgcode", None)) == "42501"
+
+
+def said(exc: BaseException) -> str:
+    """The first line of what the database driver said."""
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def redact(url: str) -> str:
@@ -43,9 +60,18 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "begin", _sqlite_on_begin)
     else:
         engine = create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4, connect_args=_connect_args(url))
-    if _revision(engine) != migrations.head_revision():
-        with write_tx(engine) as conn:
-            migrations.upgrade(conn)
+    revision = _revision(engine)
+    if revision != migrations.head_revision():
+        try:
+            with write_tx(engine) as conn:
+                migrations.upgrade(conn)
+        except AccessDenied as exc:  # a role of a shared store that is not its owner
+            engine.dispose()
+            raise AccessDenied(
+                f"the store {redact(url)} is at schema revision {revision or 'none this role can read'} and this "
+                f"balsamctl needs {migrations.head_revision()}: role {_role(engine)} may not migrate it "
+                f"({said(exc.__cause__ or exc)}); ask its owner to run `balsamctl store init {redact(url)}`"
+            ) from None
     return engine
 
 
@@ -105,8 +131,18 @@ def write_tx(engine: Engine) -> Iterator[Connection]:
     """A write transaction: on SQLite it takes the write lock at once (no upgrade deadlocks)."""
     with engine.connect() as conn:
         conn = conn.execution_options(balsam_write=True)
-        with conn.begin():
-            yield conn
+        try:
+            with conn.begin():
+                yield conn
+        except DBAPIError as exc:
+            if not denied(exc):
+                raise
+            raise AccessDenied(f"role {_role(engine)} may not do that in this store: {said(exc)}") from exc
+
+
+def _role(engine: Engine) -> str:
+    """The role ``engine`` connects as, for messages."""
+    return engine.url.username or "of this connection"
 
 
 @contextmanager

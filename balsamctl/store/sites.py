@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import getpass
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
 
 from balsamctl.store.base import StoreBase
 from balsamctl.store.engine import is_postgres, read_tx, write_tx
@@ -135,6 +136,8 @@ class SiteStore(StoreBase):
     def _insert_site(
         self, conn: Connection, name: str, path: str, preferred_id: int | None, uuid: str | None, host: str | None
     ) -> int:
+        """Insert the site, with ``preferred_id`` if no site has it. In a shared store a site this role may not see
+        can hold the name or the UUID: :class:`SiteTaken`, nothing written."""
         values: dict[str, Any] = {
             "name": name,
             "path": path,
@@ -143,12 +146,37 @@ class SiteStore(StoreBase):
             "owner": _current_role(conn),
             "created_at": now(),
         }
-        taken = conn.execute(select(sites.c.id).where(sites.c.id == preferred_id)).first()
-        if preferred_id is not None and taken is None:
-            values["id"] = preferred_id
-        new_id = conn.execute(insert(sites).values(**values).returning(sites.c.id)).scalar_one()
-        if "id" in values and is_postgres(self.engine):  # an explicit id bypasses the sequence: catch it up
-            conn.exec_driver_sql("SELECT setval(pg_get_serial_sequence('sites', 'id'), max(id)) FROM sites")
+        try:
+            return self._insert_site_row(conn, values, preferred_id)
+        except IntegrityError as exc:
+            if "uuid" in str(exc.orig):
+                raise SiteTaken(
+                    f"a site with the uuid of site {name!r} ({uuid}) already exists in this store, owned by another "
+                    "role: is this directory a copy of that site's?"
+                ) from None
+            raise SiteTaken(
+                f"a site named {name!r} already exists in this store, owned by another role: choose another name"
+            ) from None
+
+    def _insert_site_row(self, conn: Connection, values: dict[str, Any], preferred_id: int | None) -> int:
+        new_id = None
+        if preferred_id is not None:  # a site this role cannot see may hold it: the index says so, not a SELECT
+            new_id = conn.execute(
+                _dialect_insert(conn)(sites)
+                .values(id=preferred_id, **values)
+                .on_conflict_do_nothing(index_elements=[sites.c.id])
+                .returning(sites.c.id)
+            ).scalar()
+        if new_id is None:
+            return int(conn.execute(insert(sites).values(**values).returning(sites.c.id)).scalar_one())
+        if is_postgres(self.engine):  # an explicit id bypasses the sequence: move it past (never back: see above)
+            conn.execute(
+                text(
+                    "SELECT setval(seq, GREATEST(:id, COALESCE(pg_sequence_last_value(seq), 0))) "
+                    "FROM (SELECT pg_get_serial_sequence('sites', 'id')::regclass AS seq) AS s"
+                ),
+                {"id": new_id},
+            )
         return int(new_id)
 
     def site_id(self, name: str) -> int:
@@ -244,6 +272,17 @@ class SiteStore(StoreBase):
             conn.execute(delete(launchers).where(launchers.c.site_id == site_id))
             conn.execute(delete(objects).where(objects.c.site_id == site_id))
             conn.execute(delete(sites).where(sites.c.id == site_id))
+
+
+def _dialect_insert(conn: Connection) -> Callable[..., Any]:
+    """The ``insert`` of the connection's dialect (``ON CONFLICT``), imported when needed."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
 
 
 def _current_role(conn: Connection) -> str:
