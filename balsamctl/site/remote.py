@@ -115,9 +115,7 @@ class RemoteSite:
 
     def poke(self) -> None:
         """Wake its controller up through the store (PostgreSQL ``NOTIFY``; its timers otherwise)."""
-        notify = getattr(self.store, "notify_site", None)
-        if notify is not None:
-            notify(self.site_id)
+        self.store.notify_site(self.site_id)
 
     def workdir(self, relative: str) -> Path:
         """A Job's workdir, when the site's directory is readable here too (a shared file system: the same site,
