@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from balsamctl.cli import listing, output
+from balsamctl.cli.access import site_grant, site_revoke
 from balsamctl.cli.common import OutputFormat, complete_registered, echo, err, site_warning
 from balsamctl.cli.listing import PARTIAL
 from balsamctl.schedulers import SCHEDULERS
@@ -265,3 +266,7 @@ def _summaries(group: Sequence[Site], warn: Any) -> list[dict[str, Any]]:
         if summary.get("scheduler") is None and isinstance(site, SiteDirectory):
             summary["scheduler"] = site.settings.scheduler  # its controller has not published yet
     return base
+
+
+site_app.command("grant")(site_grant)
+site_app.command("revoke")(site_revoke)

@@ -25,6 +25,7 @@ VERBS: tuple[tuple[str, str, str], ...] = (
     ("schema", "Print a kind's JSON Schema.", "balsamctl.cli.read:schema"),
     ("version", "Print balsamctl's version.", "balsamctl.cli.read:version"),
     ("site", "Create, list and forget sites.", "balsamctl.cli.sites:site_app"),
+    ("store", "Prepare a shared PostgreSQL store for its users (its owner).", "balsamctl.cli.access:store_app"),
     ("controller", "Run, start, stop or check a site's controller.", "balsamctl.cli.controller:controller_app"),
     ("queue", "Submit and list BatchJobs with the reference text's flags.", "balsamctl.cli.queue:queue_app"),
 )
