@@ -70,7 +70,7 @@ def make_engine(url: str) -> Engine:
             raise AccessDenied(
                 f"the store {redact(url)} is at schema revision {revision or 'none this role can read'} and this "
                 f"balsamctl needs {migrations.head_revision()}: role {_role(engine)} may not migrate it "
-                f"({said(exc.__cause__ or exc)}); ask its owner to run `balsamctl store init {redact(url)}`"
+                f"({said(exc.__cause__ or exc)}); ask its owner to run `balsamctl store init {_as_owner(engine)}`"
             ) from None
     return engine
 
@@ -138,6 +138,11 @@ def write_tx(engine: Engine) -> Iterator[Connection]:
             if not denied(exc):
                 raise
             raise AccessDenied(f"role {_role(engine)} may not do that in this store: {said(exc)}") from exc
+
+
+def _as_owner(engine: Engine) -> str:
+    """The engine's URL as its owner would give it (``OWNER`` for the user, no password)."""
+    return engine.url.set(username="OWNER", password=None).render_as_string(hide_password=True)
 
 
 def _role(engine: Engine) -> str:
