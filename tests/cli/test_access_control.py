@@ -197,3 +197,26 @@ def test_site_grant_refuses_bad_input(world: World) -> None:
     assert "no site named 'nosuch' is registered" in a("site", "grant", "nosuch", b.role, "--read", code=1).stderr
     assert f"role {a.role} owns site alpha" in a("site", "grant", "alpha", a.role, "--read", code=1).stderr
     assert dump(world.shared) == before
+
+
+def test_the_balsam_api_as_another_role_reads_with_a_read_grant_and_writes_with_a_write_grant(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from balsam import api
+
+    a, b = world.a, world.b
+    monkeypatch.setattr(api, "_OPEN", {})  # the API's open sites, for this test's stores only
+    monkeypatch.setenv("BALSAMCTL_CONFIG", str(b.registry))
+    assert list(api.Job.objects.all()) == []
+    a("site", "grant", "alpha", b.role, "--read")
+    b("site", "add", "alpha", "--store", b.url)
+    assert [j.name for j in api.Job.objects.filter(site_name="alpha")] == ["hello-1"]
+    before = dump(world.shared)
+    with pytest.raises(PermissionError, match="row-level security"):
+        api.Job.objects.create(site_name="alpha", app_id="hello", workdir="api/1")
+    with pytest.raises(PermissionError, match="row-level security"):
+        api.Job.objects.filter(site_name="alpha").delete()
+    assert dump(world.shared) == before
+    a("site", "grant", "alpha", b.role, "--write")
+    made = api.Job.objects.create(site_name="alpha", app_id="hello", workdir="api/1")
+    assert made.name in a("get", "jobs", "--site", "alpha").stdout
