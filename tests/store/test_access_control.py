@@ -277,8 +277,18 @@ def test_a_write_grant_lets_apply_rerun_and_delete_but_not_manage_the_site(
     assert {r.action for r in b.delete(site.site_id, [("Job", "from-b")])} == {"deleted"}
     with pytest.raises(AccessDenied, match="may grant"):
         grant(b, site.site_id, role_b, "write")
-    b.site_heartbeat(site.site_id)  # the site's row is its owner's alone
-    b.remove_site(site.site_id)
+    events, launchers = (dump(shared)[t] for t in ("events", "launchers"))
+    b.site_heartbeat(site.site_id)  # the site's row, its events and its launchers are its owner's alone
+    with shared.sql(role_b) as conn:
+        for statement in ("DELETE FROM events", "UPDATE events SET message = 'x'", "DELETE FROM launchers"):
+            assert conn.execute(statement).rowcount == 0, statement
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+            conn.execute(
+                "INSERT INTO launchers (id, site_id, batch_job, partition, job_mode, host, pid, nodes, started_at, "
+                "heartbeat_at, status) VALUES ('l9', %s, 'bj', 0, 'mpi', 'h', 1, '[]', 0, 0, '{}')",
+                (site.site_id,),
+            )
+    assert (dump(shared)["events"], dump(shared)["launchers"]) == (events, launchers)
     assert a.site_record("alpha").heartbeat_at is None
     assert a.site_record("alpha").owner == role_a
 
