@@ -17,7 +17,6 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import APP_DOC, cli, median
+from bench.common import APP_DOC, cli, median, wait_for
 
 BATCHJOB = """---
 apiVersion: balsam/v1
@@ -35,14 +34,6 @@ kind: BatchJob
 metadata: {name: idle-launcher}
 spec: {num_nodes: 1, wall_time_min: 30, queue: local, project: local}
 """
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.05)
 
 
 def job_status(site: Path, config: Path, name: str) -> dict[str, Any]:

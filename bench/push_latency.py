@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import psutil
@@ -44,7 +44,7 @@ from balsamctl.schemas import Job
 from balsamctl.schemas.manifest import parse_documents
 from balsamctl.store import Store
 from balsamctl.store.notify import NO_PUSH_VAR
-from bench.common import APP_DOC, ROOT, cli, median
+from bench.common import APP_DOC, ROOT, cli, median, wait_for
 
 SITE = "push-bench"
 BATCHJOB = """---
@@ -56,14 +56,6 @@ spec: {num_nodes: 1, wall_time_min: 60, queue: local, project: local}
 PAUSE_SEC = (0.2, 5.2)
 RUNNING_TIMEOUT_SEC = 60.0
 STEPS = ("Ready", "Preprocessed", "Started")  # the events that split a latency: woken, the pass, the launcher
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.05)
 
 
 # ---------------------------------------------------------------------------------------------- the other host
