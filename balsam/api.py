@@ -7,6 +7,7 @@ current directory; a filter without them spans every registered site.
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -39,11 +40,19 @@ def _key(found: Entry | Path) -> str:
     """What tells sites apart for the life of the process: a directory, or a remote site's store and name."""
     if isinstance(found, Path):
         return str(found.resolve())
-    return str(found.path) if found.path is not None else f"{found.store}#{found.name}"
+    return str(found.path) if found.path is not None else f"{os.path.expandvars(found.store or '')}#{found.name}"
 
 
 def _site_key(site: Site_) -> str:
     return str(site.path) if site.local else f"{site.store_url}#{site.name}"
+
+
+def _kept(site: Site_) -> Site_:
+    """The open handle of ``site``'s site: ``site`` itself, or the one opened before (``site`` is closed)."""
+    kept = _OPEN.setdefault(_site_key(site), site)
+    if kept is not site:
+        site.close()
+    return kept
 
 
 def _open(found: Entry | Path) -> Site_:
@@ -76,7 +85,7 @@ def _target_site(site_id: int | None = None, site_name: str | None = None) -> Si
 def _filter_sites(site_id: int | Sequence[int] | None, site_name: str | None) -> list[Site_]:
     """The sites a query spans: the named ones (``--site``'s forms), or every registered site."""
     if site_name == "active":
-        return [_OPEN.setdefault(_site_key(s), s) for s in resolve_sites("active", Path.cwd())]
+        return [_kept(s) for s in resolve_sites("active", Path.cwd())]
     if site_name is not None:
         return [_open(found) for found in selected(site_name, Path.cwd())]
     sites = _open_all()

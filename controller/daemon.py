@@ -53,11 +53,14 @@ def run(site: SiteDirectory) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True
     )
     stopping = threading.Event()
-    threading.Thread(target=heartbeat, args=(site, stopping), name="site-heartbeat", daemon=True).start()
+    _ = site.site_id  # the store opened (and migrated) once, before the heartbeat's thread shares it
+    beat = threading.Thread(target=heartbeat, args=(site, stopping), name="site-heartbeat", daemon=True)
+    beat.start()
     try:
         Controller(site).run()
     finally:
         stopping.set()
+        beat.join(timeout=10)
         _pid_file(site).unlink(missing_ok=True)
         lock.close()
 

@@ -61,7 +61,7 @@ def site_names(incomplete: str, *, spec: bool = True) -> list[str]:
 
     head, comma, last = incomplete.rpartition(",") if spec else ("", "", incomplete)
     try:
-        names = sorted(registry.load_registry())
+        names = [e.name for e in registry.entries()]
     except Exception:  # an unreadable registry offers nothing: a TAB never prints an error into the line
         names = []
     return [f"{head}{comma}{n}" for n in [*names, *(("all", "active", "this") if spec else ())] if n.startswith(last)]

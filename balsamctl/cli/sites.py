@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -21,6 +22,7 @@ from balsamctl.site import platforms, registry
 from balsamctl.site.create import init_site
 from balsamctl.site.directory import SiteDirectory, SiteError, said
 from balsamctl.site.lookup import resolve_sites
+from balsamctl.store import redact
 
 if TYPE_CHECKING:
     from balsamctl.site.handle import Site
@@ -85,7 +87,8 @@ def site_add(
 
     known = registry.entry(name)
     if known is not None:
-        raise SiteError(f"a site named {name!r} is already registered ({known.path or known.store})")
+        raise SiteError(f"a site named {name!r} is already registered ({known.path or redact(known.store or '')})")
+    _no_new_sqlite_file(store)
     remote = RemoteSite(name, store)
     try:
         record = remote.record
@@ -93,6 +96,19 @@ def site_add(
         remote.close()
     registry.add(registry.Entry(name, None, record.id, record.uuid, store))
     typer.echo(f"site/{name} added: id {record.id}, at {record.where()}")
+
+
+def _no_new_sqlite_file(url: str) -> None:
+    """:class:`SiteError` for a SQLite store whose file does not exist: opening it would make a new store."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(os.path.expandvars(url))
+    except ArgumentError:
+        raise SiteError(f"not a store URL: {redact(url)!r}") from None
+    if parsed.get_backend_name() == "sqlite" and not (parsed.database and Path(parsed.database).is_file()):
+        raise SiteError(f"no store at {redact(url)}: the file {parsed.database!r} does not exist")
 
 
 @site_app.command("mv")
@@ -166,8 +182,14 @@ def _purge(entry: registry.Entry) -> None:
         )
     site = open_entry(entry)
     try:
+        site.store.require_owner(site.site_id, "remove it")
         if isinstance(site, RemoteSite) and site.host is not None and site.record.active():
             raise SiteError(f"site {entry.name}'s controller is alive on {site.host}: stop it first")
+        if isinstance(site, SiteDirectory):
+            from balsamctl.controller.daemon import running_pid
+
+            if running_pid(site) is not None:
+                raise SiteError(f"site {entry.name}'s controller runs: `balsamctl controller stop --site {entry.name}`")
         site.store.remove_site(site.site_id)
     finally:
         site.close()
@@ -233,12 +255,12 @@ def _summaries(group: Sequence[Site], warn: Any) -> list[dict[str, Any]]:
         return base
     store = group[0].store
 
-    def read(what: str, query: Callable[[], T]) -> T | None:
+    def read(what: str, query: Callable[[], T], names: Sequence[str] | None = None) -> T | None:
         try:
             return query()
         except SQLAlchemyError as exc:
-            for summary in ids.values():
-                warn(summary["name"], SiteError(f"cannot {what} in its store {url}: {said(exc)}"))
+            for name in names if names is not None else [s["name"] for s in ids.values()]:
+                warn(name, SiteError(f"cannot {what} in its store {url}: {said(exc)}"))
             return None
 
     records = read("read its record", lambda: {r.id: r for r in store.site_records(list(ids))}) or {}
@@ -260,7 +282,9 @@ def _summaries(group: Sequence[Site], warn: Any) -> list[dict[str, Any]]:
         if counts is not None:
             summary.update(jobs=counts[site_id]["Job"], batchjobs=counts[site_id]["BatchJob"])
         summary["unstarted"] = read(
-            "count its allocations that never started a launcher", partial(store.allocations_not_started, site_id)
+            "count its allocations that never started a launcher",
+            partial(store.allocations_not_started, site_id),
+            [summary["name"]],
         )
     for site, summary in zip(group, base, strict=True):
         if summary.get("scheduler") is None and isinstance(site, SiteDirectory):

@@ -11,7 +11,14 @@ import yaml
 from balsamctl.schedulers import UnsupportedScheduler, check_scheduler, scheduler_class
 from balsamctl.schemas.settings import SchedulerKind, is_valid_site_name
 from balsamctl.site import platforms, registry
-from balsamctl.site.directory import LAYOUT, SiteDirectory, SiteError, open_store, write_uuid
+from balsamctl.site.directory import (
+    LAYOUT,
+    SiteDirectory,
+    SiteError,
+    create_private_sqlite_file,
+    open_store,
+    write_uuid,
+)
 from balsamctl.store import NotFound, redact
 
 
@@ -43,20 +50,21 @@ def init_site(
     if registered is not None and registered.path != path:
         where = registered.path or f"the store {redact(registered.store or '')}"
         raise SiteError(f"a site named {name!r} is already registered at {where}")
-    if not is_valid_site_name(name):
-        raise SiteError(f"invalid site name {name!r}: use letters, digits, '-', '_' and '.'")
+    if not is_valid_site_name(name) or name.isdigit():
+        raise SiteError(f"invalid site name {name!r}: use letters, digits, '-', '_' and '.', not digits alone (ids)")
     preset = _site_preset(platform, scheduler)
     try:  # a scheduler version its adapter cannot read is refused here, with the version found
         check_scheduler(preset.scheduler)
     except UnsupportedScheduler as exc:
         raise SiteError(f"scheduler {preset.scheduler!r}: {exc}") from None
     if store_url is not None:
+        create_private_sqlite_file(os.path.expandvars(store_url))  # a SQLite file is made private before it is opened
         _check_name_free(name, store_url)
     settings, template_text = preset.site_settings(name), preset.template
     body = settings.model_dump(mode="json", exclude={"store_url"})
     if store_url is not None:
         body = {"name": body.pop("name"), "store_url": store_url, **body}
-    made = not path.exists()
+    made = [p for p in (path, *(path / sub for sub in LAYOUT)) if not p.exists()]
     old_umask = os.umask(0o077)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -74,19 +82,29 @@ def init_site(
         )
     except BaseException:  # taken meanwhile, or the store failed: nothing is left made
         site.close()
-        if made:
-            shutil.rmtree(path, ignore_errors=True)
+        _unmake(path, made)
         raise
     if register:
         registry.register(name, path, site_id, site.uuid)
     return site
 
 
+def _unmake(path: Path, made: list[Path]) -> None:
+    """Take back what :func:`init_site` made at ``path``: the directories it created, else its files."""
+    if path in made:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    for file in ("job-template.sh", "settings.yml", ".balsam/uuid"):
+        (path / file).unlink(missing_ok=True)
+    for directory in made:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def _check_name_free(name: str, store_url: str) -> None:
     """:class:`SiteError` if the store at ``store_url`` already has a site named ``name`` (or cannot be opened)."""
     store = open_store(name, os.path.expandvars(store_url))
     try:
-        taken = store.site_record(name)
+        taken = store.site_record(name, by_name=True)
     except NotFound:
         return
     finally:

@@ -19,6 +19,7 @@ from balsamctl.schemas.settings import SiteSettings
 from balsamctl.site import light_settings
 from balsamctl.site.light_settings import SiteError as SiteError  # re-exported: SiteDirectory.load raises it
 from balsamctl.store import Store, redact
+from balsamctl.store.engine import said as said  # re-exported: the site layer's callers name errors with it
 
 LAYOUT = ("manifests", "data", "log", "qsubmit", ".balsam")
 UUID_FILE = "uuid"
@@ -189,12 +190,6 @@ def open_store(name: str, url: str) -> Store:
         return Store(url)
     except SQLAlchemyError as exc:
         raise SiteError(f"site {name}: cannot open its store {redact(url)}: {said(exc)}") from None
-
-
-def said(exc: Exception) -> str:
-    """The first line of what the database driver said."""
-    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def write_uuid(path: Path) -> str:

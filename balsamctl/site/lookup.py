@@ -51,12 +51,18 @@ def selected(spec: str | None, cwd: Path) -> Iterator[Entry | Path]:
     if spec in ("all", "active"):
         yield from entries
         return
-    by_name, by_id = {e.name: e for e in entries}, {str(e.id): e for e in entries}
+    by_name = {e.name: e for e in entries}
     for ref in spec.split(","):
+        with_id = [e for e in entries if str(e.id) == ref]
         if ref == "this":
             yield _here(cwd)
-        elif ref in by_name or ref in by_id:
-            yield by_name.get(ref) or by_id[ref]
+        elif ref in by_name:
+            yield by_name[ref]
+        elif len(with_id) == 1:
+            yield with_id[0]
+        elif with_id:
+            names = ", ".join(e.name for e in with_id)
+            raise SiteError(f"site id {ref} is ambiguous: sites {names} (of different stores) have it; use a name")
         else:
             raise SiteError(f"no site named {ref!r} (registered: {', '.join(by_name) or 'none'})")
 

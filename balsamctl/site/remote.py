@@ -52,7 +52,7 @@ class RemoteSite:
         """The site as its store knows it; :class:`SiteError` if the store has no such site, or another site of
         that name now (another UUID)."""
         try:
-            record = self.store.site_record(self.name)
+            record = self.store.site_record(self.name, by_name=True)
         except NotFound:
             raise SiteError(
                 f"site {self.name}: the store {redact(self.store_url)} has no site of that name (or this role may "

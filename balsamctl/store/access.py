@@ -174,7 +174,7 @@ def grant(store: StoreBase, site_id: int, role: str, access: Access) -> str:
         raise ValueError(f"access must be one of {', '.join(ACCESS)}, not {access!r}")
     role = _role(store.engine, role)
     with write_tx(store.engine) as conn:
-        owner, name = _managed(conn, site_id, "grant")
+        owner, name = managed(conn, site_id, "grant access to it")
         if role == owner:
             raise ValueError(f"role {role} owns site {name}: it may do anything there already")
         _check_roles(conn, [role])
@@ -197,7 +197,7 @@ def revoke(store: StoreBase, site_id: int, role: str) -> bool:
     """Take a site's grant from ``role``; whether it had one. Only the site's owner may (:class:`AccessDenied`)."""
     role = _role(store.engine, role)
     with write_tx(store.engine) as conn:
-        _managed(conn, site_id, "revoke")
+        managed(conn, site_id, "revoke access to it")
         gone = conn.execute(delete(site_grants).where(site_grants.c.site_id == site_id, site_grants.c.role == role))
         return bool(gone.rowcount)
 
@@ -212,7 +212,23 @@ def _role(engine: Engine, role: str) -> str:
     return PUBLIC if role.lower() == PUBLIC else role
 
 
-def _managed(conn: Connection, site_id: int, verb: str) -> tuple[str | None, str]:
+def require_write(conn: Connection, site_id: int, what: str) -> None:
+    """:class:`AccessDenied` unless this role may write the site's objects: it owns the site, holds a write grant
+    of it, or bypasses row-level security. For a write the policies filtered to nothing (no error of their own)."""
+    may = conn.execute(
+        text(
+            "SELECT s.owner = current_user::text OR s.id = ANY(balsam_granted_sites('write', current_user)) "
+            "OR (SELECT r.rolsuper OR r.rolbypassrls OR pg_has_role(current_user, c.relowner, 'USAGE') "
+            "FROM pg_roles r, pg_class c WHERE r.rolname = current_user AND c.oid = 'objects'::regclass) "
+            "FROM sites s WHERE s.id = :id"
+        ),
+        {"id": site_id},
+    ).scalar()
+    if not may:
+        raise AccessDenied(f"this role may not {what} at site {site_id}: it holds no write grant of it")
+
+
+def managed(conn: Connection, site_id: int, verb: str) -> tuple[str | None, str]:
     """The owner and name of a site whose grants this role manages: it owns the site, or it bypasses the store's
     row-level security (the tables' owner, a superuser). :class:`NotFound` if it cannot see the site,
     :class:`AccessDenied` if it does not manage it."""
@@ -232,8 +248,7 @@ def _managed(conn: Connection, site_id: int, verb: str) -> tuple[str | None, str
         raise NotFound(f"no site {site_id} in this store (or role {_me(conn)} may not see it)")
     if row.owner != row.me and not row.bypass:
         raise AccessDenied(
-            f"only the owner of site {row.name} ({row.owner or 'the owner of the store'}) may {verb} access to it, "
-            f"not role {row.me}"
+            f"only the owner of site {row.name} ({row.owner or 'the owner of the store'}) may {verb}, not role {row.me}"
         )
     return row.owner, row.name
 

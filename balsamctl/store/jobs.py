@@ -500,7 +500,13 @@ class JobStore(StoreBase):
             )
             for r in rows
         ]
-        return self.transition(site_id, moves)
+        moved = self.transition(site_id, moves)
+        if moves and not moved and is_postgres(self.engine):  # visible, yet none moved: a read grant only?
+            from balsamctl.store.access import require_write
+
+            with read_tx(self.engine) as conn:
+                require_write(conn, site_id, "rerun Jobs")
+        return moved
 
     def set_job_condition(self, site_id: int, job_ids: Sequence[int], condition: Mapping[str, Any]) -> int:
         """Set one condition (replacing the one of its type) on each of ``job_ids``; returns how many."""

@@ -13,7 +13,7 @@ from sqlalchemy import Connection, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from balsamctl.store.base import StoreBase
-from balsamctl.store.engine import is_postgres, read_tx, write_tx
+from balsamctl.store.engine import AccessDenied, is_postgres, read_tx, write_tx
 from balsamctl.store.rows import now
 from balsamctl.store.tables import events, launchers, objects, sites
 
@@ -200,12 +200,12 @@ class SiteStore(StoreBase):
         with read_tx(self.engine) as conn:
             return [_record(r) for r in conn.execute(q)]
 
-    def site_record(self, ref: str | int) -> SiteRecord:
-        """One site by name or integer id; :class:`~balsamctl.store.NotFound` if this store has none (or this role
-        may not see it)."""
+    def site_record(self, ref: str | int, *, by_name: bool = False) -> SiteRecord:
+        """One site by name or integer id (``by_name``: a name, even one of digits); :class:`~balsamctl.store.
+        NotFound` if this store has none (or this role may not see it)."""
         from balsamctl.store.objects import NotFound
 
-        by_id = isinstance(ref, int) or ref.isdigit()
+        by_id = isinstance(ref, int) or (ref.isdigit() and not by_name)
         q = select(*_RECORD_COLUMNS).where(sites.c.id == int(ref) if by_id else sites.c.name == ref)
         with read_tx(self.engine) as conn:
             row = conn.execute(q).first()
@@ -265,13 +265,28 @@ class SiteStore(StoreBase):
                 counts[site_id][kind][state or ""] = int(n)
         return counts
 
+    def require_owner(self, site_id: int, verb: str) -> None:
+        """:class:`~balsamctl.store.engine.AccessDenied` unless this role owns the site (or bypasses the store's
+        row-level security) on a shared PostgreSQL store; any user of a SQLite store owns its sites."""
+        if is_postgres(self.engine):
+            from balsamctl.store.access import managed
+
+            with read_tx(self.engine) as conn:
+                managed(conn, site_id, verb)
+
     def remove_site(self, site_id: int) -> None:
-        """Remove a site and everything it holds from this store (its owner only, where the store enforces it)."""
+        """Remove a site and everything it holds from this store: its owner only (a collaborator with a write grant
+        may not, :class:`~balsamctl.store.engine.AccessDenied`); nothing is removed unless the site row is."""
+        from balsamctl.store.access import managed
+
         with write_tx(self.engine) as conn:
+            if is_postgres(self.engine):
+                managed(conn, site_id, "remove it")
             conn.execute(delete(events).where(events.c.site_id == site_id))
             conn.execute(delete(launchers).where(launchers.c.site_id == site_id))
             conn.execute(delete(objects).where(objects.c.site_id == site_id))
-            conn.execute(delete(sites).where(sites.c.id == site_id))
+            if conn.execute(delete(sites).where(sites.c.id == site_id)).rowcount != 1:
+                raise AccessDenied(f"site {site_id} was not removed: this role does not own it")
 
 
 def _dialect_insert(conn: Connection) -> Callable[..., Any]:

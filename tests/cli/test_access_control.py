@@ -182,6 +182,9 @@ def test_a_write_grant_lets_apply_and_revoke_takes_it_back(world: World) -> None
     b("site", "add", "alpha", "--store", b.url)
     assert b("apply", "--site", "alpha", "-f", str(world.manifests / "b.yaml")).stdout == "job/from-b created\n"
     assert "from-b" in a("get", "jobs", "--site", "alpha").stdout
+    purged = b("site", "rm", "alpha", "--purge", code=1)  # a write grant is not ownership: nothing removed
+    assert "only the owner of site alpha" in purged.stderr or "does not own it" in purged.stderr, purged.stderr
+    assert "hello-1" in a("get", "jobs", "--site", "alpha").stdout
     assert a("site", "revoke", "alpha", b.role).stdout == f"site/alpha: access of role {b.role} revoked\n"
     assert a("site", "revoke", "alpha", b.role).stdout == f"site/alpha: role {b.role} had no grant\n"
     gone = b("get", "jobs", "--site", "alpha", code=1)

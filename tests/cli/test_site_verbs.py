@@ -122,3 +122,19 @@ def test_site_rm_purge_removes_a_site_and_what_it_holds_from_its_store(
     assert store.count_objects(Selector("Job", (site_id,))) == 0
     store.close()
     assert registry.entries() == []
+
+
+def test_site_add_of_a_sqlite_file_that_is_not_there_makes_no_store(tmp_path: Path, call: Caller) -> None:
+    missing = tmp_path / "nothing.db"
+    added = call("site", "add", "x", "--store", f"sqlite:///{missing}")
+    assert added.code == 1 and "does not exist" in added.err
+    assert not missing.exists() and registry.entries() == []
+
+
+def test_an_id_two_registered_sites_share_is_refused_by_name(tmp_path: Path, call: Caller) -> None:
+    for name in ("a", "b"):
+        init_site(tmp_path / name, name).close()
+    rows = registry.entries()
+    registry.add(registry.Entry("b", rows[1].path, rows[0].id, rows[1].uuid))  # two stores, the same id
+    refused = call("get", "jobs", "--site", str(rows[0].id))
+    assert refused.code == 1 and "ambiguous" in refused.err and "sites a, b" in refused.err

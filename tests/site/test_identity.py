@@ -136,3 +136,21 @@ def test_a_remote_sites_files_are_read_only_where_its_directory_is(store_url: st
     with pytest.raises(SiteError, match="cannot be read here"):
         remote.workdir("j/1")
     remote.close()
+
+
+def test_a_refused_site_init_into_an_existing_directory_leaves_it_as_it_was(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    init_site(tmp_path / "first", "shared", store_url=store_url).close()
+    use_registry(monkeypatch, tmp_path / "second.yaml")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    with pytest.raises(SiteError, match="already exists"):
+        init_site(tmp_path / "mine", "shared", store_url=store_url)
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
+
+
+def test_a_site_name_of_digits_alone_is_refused_it_would_read_as_an_id(tmp_path: Path) -> None:
+    with pytest.raises(SiteError, match="not digits alone"):
+        init_site(tmp_path / "12", "12")
+    assert not (tmp_path / "12").exists()

@@ -210,7 +210,8 @@ def test_without_a_grant_the_store_api_finds_nothing_and_changes_nothing(shared:
     assert {r.action for r in b.delete(other, [("Job", "j0"), ("Job", "j1"), ("App", "sim")])} == {"not found"}
     assert b.claim(other, owner="l9", batch_job="bj", filter_tags={}, limit=10) == []
     b.publish_site(other, host="h", path="/p", scheduler="local", platform=None, settings={}, job_template=None)
-    b.remove_site(other)
+    with pytest.raises(NotFound):
+        b.remove_site(other)
     with pytest.raises(NotFound):
         grant(b, other, shared.roles[1], "write")
     assert dump(shared) == before
@@ -243,12 +244,18 @@ def test_a_read_grant_lets_read_and_nothing_more(shared: Shared, site: Owned, a:
     assert job_names(b, site.site_id) == ["j0", "j1"]
     assert stored_job(b, site.site_id, "j1").spec.parents == ["j0"]
     assert {e["reason"] for e in b.events((site.site_id,))} == {"Created"}
+    make_runnable(a, site.site_id)
+    (ref,) = a.claim(site.site_id, owner="l0", batch_job="bj", filter_tags={}, limit=1)
+    a.record(site.site_id, owner="l0", started=[RunStart(ref)])
+    a.record_results(site.site_id, [RunResult(ref.id, ref.name, S.RUN_ERROR, return_code=1)])
+    a.advance(site.site_id, S.RUN_ERROR, S.FAILED, reason="test")
     before = dump(shared)
     with pytest.raises(AccessDenied):
         add(b, site.site_id, [job_doc("intruder")])
     with pytest.raises(AccessDenied):
         b.delete(site.site_id, [("Job", "j1")])
-    assert b.rerun(site.site_id, site.object_ids) == 0
+    with pytest.raises(AccessDenied, match="no write grant"):  # a FAILED Job it sees: refused, not "0 reset"
+        b.rerun(site.site_id, [ref.id])
     with pytest.raises(AccessDenied, match=f"only the owner of site alpha \\({shared.roles[0]}\\) may grant"):
         grant(b, site.site_id, role_b, "write")
     with pytest.raises(AccessDenied, match="may revoke"):
@@ -257,6 +264,7 @@ def test_a_read_grant_lets_read_and_nothing_more(shared: Shared, site: Owned, a:
         assert conn.execute("UPDATE objects SET state = 'READY'").rowcount == 0
         assert conn.execute("UPDATE site_grants SET access = 'write'").rowcount == 0
     assert dump(shared) == before
+    assert state_of(a, site.site_id, ref.name) == S.FAILED
 
 
 def test_a_write_grant_lets_apply_rerun_and_delete_but_not_manage_the_site(
