@@ -27,7 +27,7 @@ from balsamctl.store import redact
 if TYPE_CHECKING:
     from balsamctl.site.handle import Site
 
-site_app = typer.Typer(no_args_is_help=True)
+site_app = typer.Typer(no_args_is_help=True, help="Create, add, move, list, share and forget sites.")
 T = TypeVar("T")
 
 StoreOpt = Annotated[

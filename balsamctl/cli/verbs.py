@@ -24,7 +24,7 @@ VERBS: tuple[tuple[str, str, str], ...] = (
     ("logs", "Print a Job's output, every attempt in order (or one with --attempt).", "balsamctl.cli.read:logs"),
     ("schema", "Print a kind's JSON Schema.", "balsamctl.cli.read:schema"),
     ("version", "Print balsamctl's version.", "balsamctl.cli.read:version"),
-    ("site", "Create, list and forget sites.", "balsamctl.cli.sites:site_app"),
+    ("site", "Create, add, move, list, share and forget sites.", "balsamctl.cli.sites:site_app"),
     ("store", "Prepare a shared PostgreSQL store for its users (its owner).", "balsamctl.cli.access:store_app"),
     ("controller", "Run, start, stop or check a site's controller.", "balsamctl.cli.controller:controller_app"),
     ("queue", "Submit and list BatchJobs with the reference text's flags.", "balsamctl.cli.queue:queue_app"),
