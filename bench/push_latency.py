@@ -29,14 +29,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import psutil
 import yaml
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -44,7 +41,7 @@ from balsamctl.schemas import Job
 from balsamctl.schemas.manifest import parse_documents
 from balsamctl.store import Store
 from balsamctl.store.notify import NO_PUSH_VAR
-from bench.common import APP_DOC, ROOT, cli, median, wait_for
+from bench.common import APP_DOC, ROOT, cli, median, pg_database, wait_for
 
 SITE = "push-bench"
 BATCHJOB = """---
@@ -122,24 +119,9 @@ def detach() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- the site's host
-@contextlib.contextmanager
-def fresh_database(server_url: str) -> Iterator[str]:
-    """The URL of a new database on the server, dropped on exit."""
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    name = f"bench_push_{os.getpid()}_{int(time.time() * 1000)}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def one_run(server_url: str, samples: int, seed: int, push: bool) -> list[list[float]]:
     """A site with its controller and an idle launcher here, Jobs applied from elsewhere; their latencies."""
-    with tempfile.TemporaryDirectory() as tmp, fresh_database(server_url) as url:
+    with tempfile.TemporaryDirectory() as tmp, pg_database(server_url) as url:
         base = Path(tmp)
         config, site = base / "sites.yaml", base / "site"
         cli(["site", "init", str(site), "--name", SITE], base, config)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import secrets
 import sys
 import tempfile
 import time
@@ -25,15 +24,12 @@ from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
-from sqlalchemy import create_engine, make_url, text
-from sqlalchemy.pool import NullPool
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from balsamctl.schemas import App, Job, JobState
 from balsamctl.schemas.manifest import Document
 from balsamctl.store import RunResult, RunStart, Store, sqlite_url
-from bench.common import median
+from bench.common import median, pg_database
 
 PG_URL = os.environ.get("BALSAMCTL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:55432/postgres")
 BATCH = 16
@@ -51,16 +47,8 @@ def fresh_database(backend: str) -> Iterator[str]:
         with tempfile.TemporaryDirectory() as tmp:
             yield sqlite_url(Path(tmp) / "store.db")
         return
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    name = f"balsam_bench_{secrets.token_hex(6)}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with pg_database(PG_URL) as url:
+        yield url
 
 
 def populate(url: str, n: int) -> int:
