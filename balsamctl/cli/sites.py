@@ -21,7 +21,7 @@ from balsamctl.schemas.settings import SchedulerKind
 from balsamctl.site import platforms, registry
 from balsamctl.site.create import init_site
 from balsamctl.site.directory import SiteDirectory, SiteError, said
-from balsamctl.site.lookup import resolve_sites
+from balsamctl.site.lookup import OnError, resolve_sites
 from balsamctl.store import redact
 
 if TYPE_CHECKING:
@@ -233,7 +233,7 @@ def _by_store(found: Sequence[Site]) -> list[list[Site]]:
     return list(groups.values())
 
 
-def _summaries(group: Sequence[Site], warn: Any) -> list[dict[str, Any]]:
+def _summaries(group: Sequence[Site], warn: OnError) -> list[dict[str, Any]]:
     """What ``get sites`` shows of the sites of one store: their published records and counts (one query each)."""
     from sqlalchemy.exc import SQLAlchemyError
 

@@ -29,6 +29,7 @@ class RemoteSite:
     def __init__(self, name: str, store_url: str, uuid: str | None = None) -> None:
         self.name = name
         self.configured_url = store_url
+        """The store URL as registered (``${VAR}`` kept)."""
         self.uuid = uuid
         self._store: Store | None = None
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection, text
 
 from balsamctl.store.base import StoreBase
-from balsamctl.store.engine import is_postgres, write_tx
+from balsamctl.store.engine import CONNECT_TIMEOUT_SEC, is_postgres, write_tx
 
 if TYPE_CHECKING:
     import psycopg
@@ -33,7 +33,6 @@ NO_PUSH_VAR = "BALSAMCTL_NO_PUSH"
 pooler that cannot hold a ``LISTEN``, or a comparison)."""
 APPLICATION_NAME = "balsamctl listener"
 """The ``application_name`` of a listener's connection (``pg_stat_activity`` shows it)."""
-CONNECT_TIMEOUT_SEC = 10
 RETRY_SEC = 2.0  # how often a listener whose connection was lost tries to connect again
 TICK_SEC = 30.0  # how long a listener's thread waits at a time (a stop interrupts it at once)
 _NOTIFY = text("SELECT pg_notify(:channel, '')")

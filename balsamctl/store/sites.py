@@ -105,7 +105,7 @@ class SiteStore(StoreBase):
         """
         with read_tx(self.engine) as conn:
             row = conn.execute(self._identity_query(name)).first()
-        if row is not None and _identity_matches(row, uuid, path) and row.uuid == uuid and row.path == path:
+        if row is not None and row.uuid == uuid and row.path == path:
             return int(row.id)
         with write_tx(self.engine) as conn:
             if is_postgres(self.engine):  # one registration at a time, as SQLite's write lock does
